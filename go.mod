@@ -1,0 +1,3 @@
+module github.com/tdsgate/tdsgate
+
+go 1.26
