@@ -196,7 +196,8 @@ func AllowReadAhead(c *tls.Conn) error {
 //
 // After Detach, c's methods fail with ErrDetached, and c.Close neither
 // writes a close_notify alert nor closes or touches raw, so a deferred
-// c.Close is harmless. Detach refuses when c's reader stopped in the middle
+// c.Close is harmless (it reports the close_notify it could not send, an
+// error wrapping ErrDetached, which callers ignore). Detach refuses when c's reader stopped in the middle
 // of a TLS record or read ahead (AllowReadAhead), because raw would then
 // not be positioned at the first plaintext byte.
 func Detach(c *tls.Conn) (net.Conn, error) {
