@@ -76,25 +76,29 @@ func newWrapConn(raw net.Conn, packetSize int, accept func(tds.PacketType) bool)
 	return &wrapConn{raw: raw, packetSize: packetSize, accept: accept, handshaking: true}
 }
 
-// Read implements net.Conn.
+// Read implements net.Conn. In exact-record mode (always during the
+// handshake, afterwards until AllowReadAhead) it returns bytes only up to
+// the end of the current TLS record: first the record's 5-byte header, then
+// at most the rest of its body. crypto/tls asks for a header and then for
+// the body, so it never holds a byte of raw beyond the record it needs.
 func (c *wrapConn) Read(b []byte) (int, error) {
 	if c.detached.Load() {
 		return 0, ErrDetached
-	}
-	if c.handshaking {
-		return c.readHandshake(b)
 	}
 	if len(c.pend) > 0 {
 		n := copy(b, c.pend)
 		c.pend = c.pend[n:]
 		return n, nil
 	}
-	if c.readAhead.Load() || len(b) == 0 {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if !c.handshaking && c.readAhead.Load() {
 		return c.raw.Read(b)
 	}
 	if c.recLeft == 0 {
 		// Start of a record: read exactly its header, then hand it up.
-		if _, err := io.ReadFull(c.raw, c.recHdr[:]); err != nil {
+		if _, err := io.ReadFull(readerFunc(c.source), c.recHdr[:]); err != nil {
 			return 0, err
 		}
 		c.recLeft = int(c.recHdr[3])<<8 | int(c.recHdr[4])
@@ -105,7 +109,7 @@ func (c *wrapConn) Read(b []byte) (int, error) {
 	if len(b) > c.recLeft {
 		b = b[:c.recLeft]
 	}
-	n, err := c.raw.Read(b)
+	n, err := c.source(b)
 	c.recLeft -= n
 	if err == io.EOF && c.recLeft > 0 {
 		err = io.ErrUnexpectedEOF
@@ -113,15 +117,25 @@ func (c *wrapConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// source reads the TLS byte stream: the payload of PRELOGIN packets during
+// the handshake, raw afterwards.
+func (c *wrapConn) source(b []byte) (int, error) {
+	if c.handshaking {
+		return c.readHandshake(b)
+	}
+	return c.raw.Read(b)
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
+
 // readHandshake returns TLS bytes from the payload of PRELOGIN packets.
 func (c *wrapConn) readHandshake(b []byte) (int, error) {
 	// The TLS stack reads only when it needs the peer's answer: what it
 	// wrote so far is a complete flight and must go out first.
 	if err := c.flush(); err != nil {
 		return 0, err
-	}
-	if len(b) == 0 {
-		return 0, nil
 	}
 	for c.left == 0 {
 		if c.readTotal+tds.HeaderLen > maxHandshakeRead {
@@ -194,8 +208,8 @@ func (c *wrapConn) finish() error {
 	if err := c.flush(); err != nil {
 		return err
 	}
-	if c.left != 0 {
-		return fmt.Errorf("tdstls: %d unread bytes after the handshake in a PRELOGIN packet", c.left)
+	if c.left != 0 || c.recLeft != 0 || len(c.pend) != 0 {
+		return fmt.Errorf("tdstls: %d unread bytes after the handshake in a PRELOGIN packet", c.left+len(c.pend))
 	}
 	c.handshaking = false
 	c.wbuf = nil

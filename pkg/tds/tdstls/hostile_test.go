@@ -73,11 +73,11 @@ func TestHostileClient(t *testing.T) {
 		{"length above packet size", hdr(tds.PacketPrelogin, 1, 4097), false, "above packet size"},
 		{"LOGIN7 instead of PRELOGIN", cat(hdr(tds.PacketLogin7, 1, 20), make([]byte, 12)), false, "type 0x10"},
 		{"REPLY type from a client", cat(hdr(tds.PacketReply, 1, 20), make([]byte, 12)), false, "type 0x04"},
-		{"second packet of another type", cat(hello[:8+10], hdr(tds.PacketSQLBatch, 1, 9), []byte{0}), false, "type 0x01"},
-		{"truncated payload", cat(hdr(tds.PacketPrelogin, 1, 100), make([]byte, 20)), true, "unexpected EOF"},
+		{"second packet of another type", cat(hdr(tds.PacketPrelogin, 0, 18), hello[8:18], hdr(tds.PacketSQLBatch, 1, 9), []byte{0}), false, "type 0x01"},
+		{"truncated payload", cat(hdr(tds.PacketPrelogin, 1, 100), hello[8:28]), true, "unexpected EOF"},
 		{"truncated header", []byte{0x12, 0x01, 0x00}, true, "unexpected EOF"},
 		{"EOF at once", nil, true, "EOF"},
-		{"EOF between packets, no EOM", cat(hello[:8+10]), true, "unexpected EOF"},
+		{"EOF between packets, no EOM", cat(hdr(tds.PacketPrelogin, 0, 18), hello[8:18]), true, "unexpected EOF"},
 		{"not TLS inside", cat(hdr(tds.PacketPrelogin, 1, 8+6), []byte{0x12, 0x03, 0x03, 0, 1, 0}), false, "tls"},
 		{"raw TLS (strict client on a 7.x port)", hello[8:], false, "type 0x16"},
 	} {
@@ -153,7 +153,7 @@ func TestHostileServer(t *testing.T) {
 		want   string
 	}{
 		{"LOGIN7 type", cat(hdr(tds.PacketLogin7, 1, 9), []byte{0}), "type 0x10"},
-		{"REPLY type accepted, garbage inside", cat(hdr(tds.PacketReply, 1, 8+6), []byte{0x16, 0x03, 0x03, 0, 1, 0xff}), "tls"},
+		{"REPLY type accepted, application data inside", cat(hdr(tds.PacketReply, 1, 8+6), []byte{0x17, 0x03, 0x03, 0, 1, 0xff}), "tls"},
 		{"length 7", hdr(tds.PacketPrelogin, 1, 7), "below 8"},
 		{"TLS alert, wrapped", cat(hdr(tds.PacketPrelogin, 1, 8+7), []byte{0x15, 0x03, 0x03, 0, 2, 2, 40}), "handshake failure"},
 	} {

@@ -537,3 +537,64 @@ func TestLooksLikeTLSClientHello(t *testing.T) {
 		}
 	}
 }
+
+// resplitConn re-cuts each PRELOGIN message it writes into packets of
+// `chunk` payload bytes, so TLS record headers and bodies straddle packet
+// boundaries. Writes that are not PRELOGIN packets pass as they are.
+type resplitConn struct {
+	net.Conn
+	chunk int
+}
+
+func (r *resplitConn) Write(b []byte) (int, error) {
+	if len(b) == 0 || b[0] != byte(tds.PacketPrelogin) {
+		return r.Conn.Write(b)
+	}
+	var payload, out []byte
+	for rest := b; len(rest) > 0; {
+		h, err := tds.ParseHeader(rest, 0)
+		if err != nil {
+			return 0, err
+		}
+		payload = append(payload, rest[tds.HeaderLen:h.Length]...)
+		rest = rest[h.Length:]
+	}
+	for i := 0; i < len(payload); i += r.chunk {
+		end := min(i+r.chunk, len(payload))
+		st := uint8(0)
+		if end == len(payload) {
+			st = tds.StatusEOM
+		}
+		out = append(out, hdr(tds.PacketPrelogin, st, uint16(tds.HeaderLen+end-i))...)
+		out = append(out, payload[i:end]...)
+	}
+	if _, err := r.Conn.Write(out); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// TestTinyPackets: records split over many packets (3 payload bytes each,
+// so even the 5-byte record headers straddle packets) reassemble.
+func TestTinyPackets(t *testing.T) {
+	tc := ecdsaCert(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, s := tcpPair(t)
+	errc := make(chan error, 1)
+	var srv *tls.Conn
+	go func() {
+		var err error
+		srv, err = Server(ctx, &resplitConn{Conn: s, chunk: 3}, serverConfig(tc), 0)
+		errc <- err
+	}()
+	cli, err := Client(ctx, &resplitConn{Conn: c, chunk: 3}, clientConfig(tc), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, cli, srv, pattern(10_000, 1))
+	exchange(t, srv, cli, pattern(10_000, 2))
+}
