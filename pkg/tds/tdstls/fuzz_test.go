@@ -17,11 +17,13 @@ type feedConn struct {
 	r *bytes.Reader
 }
 
-func (f *feedConn) Read(b []byte) (int, error)       { return f.r.Read(b) }
-func (f *feedConn) Write(b []byte) (int, error)      { return len(b), nil }
-func (f *feedConn) Close() error                     { return nil }
-func (f *feedConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1433} }
-func (f *feedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000} }
+func (f *feedConn) Read(b []byte) (int, error)  { return f.r.Read(b) }
+func (f *feedConn) Write(b []byte) (int, error) { return len(b), nil }
+func (f *feedConn) Close() error                { return nil }
+func (f *feedConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1433} }
+func (f *feedConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
+}
 func (f *feedConn) SetDeadline(time.Time) error      { return nil }
 func (f *feedConn) SetReadDeadline(time.Time) error  { return nil }
 func (f *feedConn) SetWriteDeadline(time.Time) error { return nil }
