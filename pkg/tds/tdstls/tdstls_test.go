@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -597,4 +599,43 @@ func TestTinyPackets(t *testing.T) {
 	}
 	exchange(t, cli, srv, pattern(10_000, 1))
 	exchange(t, srv, cli, pattern(10_000, 2))
+}
+
+// TestRealStrictClientHello uses the first bytes go-sqlcmd sent in strict
+// mode (testdata, provenance in the file): detected as TLS, and its ALPN
+// passes ServerStrict's check (the handshake then ends at the input's end,
+// not with ErrNoALPN).
+func TestRealStrictClientHello(t *testing.T) {
+	raw, err := os.ReadFile("testdata/gosqlcmd-strict-clienthello.hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hexText []byte
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte("#")) {
+			hexText = append(hexText, bytes.TrimSpace(line)...)
+		}
+	}
+	hello, err := hex.DecodeString(string(hexText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !LooksLikeTLSClientHello(hello[:tds.HeaderLen]) {
+		t.Fatal("go-sqlcmd's strict ClientHello not detected")
+	}
+	if !bytes.Contains(hello, []byte("\x07tds/8.0")) {
+		t.Fatal("capture carries no ALPN tds/8.0")
+	}
+	_, err = ServerStrict(context.Background(), &feedConn{r: bytes.NewReader(hello)}, serverConfig(ecdsaCert(t)))
+	if err == nil || errors.Is(err, ErrNoALPN) {
+		t.Fatalf("ServerStrict on go-sqlcmd's hello: %v, want an EOF after the ALPN check", err)
+	}
+	if !strings.Contains(err.Error(), "EOF") {
+		t.Fatalf("ServerStrict on go-sqlcmd's hello: %v, want EOF", err)
+	}
+	// The same hello sent to the wrapped-mode Server is refused at once.
+	_, err = Server(context.Background(), &feedConn{r: bytes.NewReader(hello)}, serverConfig(ecdsaCert(t)), 0)
+	if err == nil || !strings.Contains(err.Error(), "type 0x16") {
+		t.Fatalf("Server on a strict hello: %v", err)
+	}
 }
