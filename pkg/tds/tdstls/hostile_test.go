@@ -1,6 +1,7 @@
 package tdstls
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -287,5 +288,15 @@ func TestCallerDeadline(t *testing.T) {
 	_, err := Server(context.Background(), s, serverConfig(tc), 0)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("error %v, want a deadline error", err)
+	}
+}
+
+// TestEmptyPacketFlood: endless empty PRELOGIN packets end in an error
+// even without any deadline.
+func TestEmptyPacketFlood(t *testing.T) {
+	flood := bytes.Repeat(hdr(tds.PacketPrelogin, 0, tds.HeaderLen), maxHandshakeRead/tds.HeaderLen+10)
+	_, err := Server(context.Background(), &feedConn{r: bytes.NewReader(flood)}, serverConfig(ecdsaCert(t)), 0)
+	if err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("error %v, want the handshake size cap", err)
 	}
 }
