@@ -84,7 +84,6 @@ func captureTSQLLogin(t *testing.T, user, password, database string) []byte {
 	}
 }
 
-
 // loginFields are the LOGIN7 fields that do not depend on the process or
 // the machine (ClientPID, HostName and ClientID do).
 func loginFields(l *tds.Login7) tds.Login7 {

@@ -99,7 +99,7 @@ type Result struct {
 	// LoginError is set when the connection or login failed. Number 0 means
 	// the failure did not come from a server ERROR token (refused, reset,
 	// TLS, timeout...).
-	LoginError *SQLError     `json:"login_error"`
+	LoginError *SQLError    `json:"login_error"`
 	Steps      []StepResult `json:"steps"`
 	// Stderr is the client process's stderr (capped), for failure messages.
 	Stderr string `json:"-"`
