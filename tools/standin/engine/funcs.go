@@ -133,10 +133,18 @@ func datePart(v driver.Value) (string, error) {
 }
 
 var scalarFuncs = map[string]scalarFunc{
-	"getdate":        {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) { return formatTime(nowLocal()), nil }},
-	"sysdatetime":    {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) { return formatTime(nowLocal()), nil }},
-	"getutcdate":     {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) { return formatTime(time.Now().UTC()), nil }},
-	"sysutcdatetime": {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) { return formatTime(time.Now().UTC()), nil }},
+	"getdate": {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) {
+		return formatTime(nowLocal()), nil
+	}},
+	"sysdatetime": {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) {
+		return formatTime(nowLocal()), nil
+	}},
+	"getutcdate": {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) {
+		return formatTime(time.Now().UTC()), nil
+	}},
+	"sysutcdatetime": {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) {
+		return formatTime(time.Now().UTC()), nil
+	}},
 	"newid": {0, false, func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error) {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
@@ -497,8 +505,8 @@ func (t *seriesTable) BestIndex(info *vtab.IndexInfo) error {
 }
 
 func (t *seriesTable) Open() (vtab.Cursor, error) { return &seriesCursor{t: t}, nil }
-func (t *seriesTable) Disconnect() error           { return nil }
-func (t *seriesTable) Destroy() error              { return nil }
+func (t *seriesTable) Disconnect() error          { return nil }
+func (t *seriesTable) Destroy() error             { return nil }
 
 type seriesCursor struct {
 	t                 *seriesTable
@@ -583,4 +591,4 @@ func (c *seriesCursor) Column(col int) (vtab.Value, error) {
 }
 
 func (c *seriesCursor) Rowid() (int64, error) { return c.cur, nil }
-func (c *seriesCursor) Close() error           { return nil }
+func (c *seriesCursor) Close() error          { return nil }

@@ -8,14 +8,14 @@ import (
 type tokKind uint8
 
 const (
-	tkWord    tokKind = iota // keyword or bare identifier (also #temp names)
-	tkQIdent                 // [quoted] or "quoted" identifier; text is the unquoted name
-	tkString                 // '...' or N'...'; text is the unescaped value
-	tkNumber                 // 12, 1.5, 1e3
-	tkBinary                 // 0xABCD; text is the hex digits
-	tkVar                    // @name; text includes the @
-	tkSysVar                 // @@name; text includes the @@
-	tkOp                     // punctuation and operators
+	tkWord   tokKind = iota // keyword or bare identifier (also #temp names)
+	tkQIdent                // [quoted] or "quoted" identifier; text is the unquoted name
+	tkString                // '...' or N'...'; text is the unescaped value
+	tkNumber                // 12, 1.5, 1e3
+	tkBinary                // 0xABCD; text is the hex digits
+	tkVar                   // @name; text includes the @
+	tkSysVar                // @@name; text includes the @@
+	tkOp                    // punctuation and operators
 )
 
 // token is one lexical element of a T-SQL batch.
