@@ -38,12 +38,14 @@ var (
 // tlsHandshakeConn); afterwards it passes bytes through to raw (like
 // go-mssqldb's passthroughConn).
 //
-// It never reads ahead on raw: in the handshake it reads exactly one header
-// and then at most what that header announces; after the handshake, in
-// exact-record mode (the default), it returns bytes only up to the end of
-// the current TLS record, so the tls.Conn above it never pulls in bytes that
-// follow the last record it needed. That is what makes the switch back to
-// plaintext of a login-only session safe.
+// It never reads ahead on raw. In the handshake it reads exactly one packet
+// header and then at most what that header announces. In exact-record mode
+// (always during the handshake, afterwards until AllowReadAhead) it also
+// returns bytes only up to the end of the current TLS record, so the
+// tls.Conn above it never pulls in bytes that follow the last record it
+// needed. That makes the switch back to plaintext of a login-only session
+// safe, and lets finish detect bytes a peer left in its last handshake
+// packet (which would otherwise sit in tls.Conn's buffer).
 //
 // Concurrency: the handshake runs on one goroutine. After it, Read and
 // Write may run concurrently (one reader, one writer), as tls.Conn allows:
@@ -64,7 +66,8 @@ type wrapConn struct {
 	lastEOM     bool // the last packet header read carried EOM
 	packets     int  // packets read during the handshake
 
-	// After the handshake.
+	// Exact-record reads (recLeft, recHdr, pend: Read only) and the
+	// switches set after the handshake.
 	readAhead atomic.Bool // exact-record reads are off (set once, by AllowReadAhead)
 	detached  atomic.Bool // Detach handed raw back: every method fails or does nothing
 	recLeft   int         // exact mode: body bytes left in the current TLS record
