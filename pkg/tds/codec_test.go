@@ -471,3 +471,14 @@ func TestSQLBatchRoundTrip(t *testing.T) {
 
 // capturePassword is what the clientcap clients were given.
 const capturePassword = "secret"
+
+func TestReturnValueRoundTrip(t *testing.T) {
+	for _, v := range []uint32{Version74, Version71b} {
+		rv := &ReturnValue{Ordinal: 0, Name: "@handle", Status: 1, Type: TypeInfo{Type: TypeIntN, Size: 4}, Value: EncodeInt(7, 4)}
+		toks := readAll(t, AppendReturnValue(nil, rv, v), v)
+		got := toks[0].Return
+		if got == nil || got.Name != "@handle" || got.Status != 1 || !bytes.Equal(got.Value, rv.Value) {
+			t.Errorf("version %x: %+v", v, got)
+		}
+	}
+}

@@ -55,6 +55,8 @@ const (
 	EncryptNotSup uint8 = 0x02
 	// EncryptReq: TLS is required for the whole session.
 	EncryptReq uint8 = 0x03
+	// EncryptStrict: sent inside TLS by TDS 8.0 clients (go-mssqldb encrypt=strict).
+	EncryptStrict uint8 = 0x04
 	// EncryptClientCertMask marks certificate authentication (ORed in by TDS 7.4 clients).
 	EncryptClientCertMask uint8 = 0x80
 )

@@ -193,7 +193,8 @@ type Token struct {
 	ColMeta   *ColMetadata
 	Row       [][]byte // ROW / NBCROW: raw column values (nil = NULL)
 	Status    int32    // RETURNSTATUS
-	Raw       []byte   // the whole token, type byte included
+	Return    *ReturnValue
+	Raw       []byte // the whole token, type byte included
 }
 
 func errOrNil(e *Error) error {
@@ -292,6 +293,8 @@ func (r *TokenReader) Next() (Token, error) {
 		tok.Features = fs
 	case TokenReturnStatus:
 		tok.Status = int32(c.u32())
+	case TokenReturnValue:
+		tok.Return = parseReturnValue(c, r.Version)
 	case TokenOrder, TokenColInfo, TokenTabName, TokenSSPI:
 		c.bytes(int(c.u16()))
 	case TokenFedAuthInfo, TokenSessionState, TokenDataClassif:

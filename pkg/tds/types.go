@@ -412,3 +412,45 @@ func EncodeInt(v int64, size int) []byte {
 	binary.LittleEndian.PutUint64(b, uint64(v))
 	return b[:size]
 }
+
+// ReturnValue is a RETURNVALUE token: an output parameter of an RPC.
+type ReturnValue struct {
+	Ordinal  uint16
+	Name     string
+	Status   uint8 // 0x01: output parameter; 0x02: user-defined function result
+	UserType uint32
+	Flags    uint16
+	Type     TypeInfo
+	Value    []byte // wire bytes, nil for NULL
+}
+
+// AppendReturnValue appends a RETURNVALUE token ([MS-TDS] 2.2.7.18).
+func AppendReturnValue(dst []byte, rv *ReturnValue, version uint32) []byte {
+	dst = append(dst, byte(TokenReturnValue))
+	dst = appendU16(dst, rv.Ordinal)
+	dst = appendBVarchar(dst, rv.Name)
+	dst = append(dst, rv.Status)
+	if isTDS72(version) {
+		dst = appendU32(dst, rv.UserType)
+	} else {
+		dst = appendU16(dst, uint16(rv.UserType))
+	}
+	dst = appendU16(dst, rv.Flags)
+	dst = AppendTypeInfo(dst, rv.Type)
+	return AppendValue(dst, &rv.Type, rv.Value)
+}
+
+func parseReturnValue(c *cursor, version uint32) *ReturnValue {
+	rv := &ReturnValue{Ordinal: c.u16()}
+	rv.Name = c.bVarchar()
+	rv.Status = c.u8()
+	if isTDS72(version) {
+		rv.UserType = c.u32()
+	} else {
+		rv.UserType = uint32(c.u16())
+	}
+	rv.Flags = c.u16()
+	rv.Type = parseTypeInfo(c)
+	rv.Value = readValue(c, &rv.Type)
+	return rv
+}
