@@ -419,12 +419,20 @@ func (s *fakeTDS) serve(c net.Conn) {
 					s.mu.Lock()
 					s.attns++
 					s.mu.Unlock()
+					// Like SQL Server: first the (cut short) response to the
+					// request, then a separate message acknowledging the
+					// ATTENTION (tedious depends on the two messages).
+					if err := writeMessage(c, 0x04, done(tds72, 0xFD, 0, 0, 0)); err != nil {
+						return
+					}
 					resp = done(tds72, 0xFD, 0x20, 0, 0) // DONE_ATTN
 				} else if err != nil && !isTimeout(err) {
 					return
 				} else {
 					resp = done(tds72, 0xFD, 0, 0, 0)
 				}
+			case !strings.Contains(up, "SELECT"):
+				resp = done(tds72, 0xFD, 0, 0, 0) // SET ... (e.g. tedious's initial batch)
 			default:
 				resp = intResult(tds72, "x", 1)
 			}

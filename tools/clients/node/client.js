@@ -72,6 +72,8 @@ async function main() {
     rowCollectionOnRequestCompletion: false,
     useColumnNames: false,
   };
+  const debug = !!process.env.TDSGATE_TEDIOUS_DEBUG;
+  if (debug) options.debug = { packet: true, token: true, log: true, data: false };
   if (spec.database) options.database = spec.database;
   if (spec.app) options.appName = spec.app;
   if (spec.cafile) options.cryptoCredentialsDetails = { ca: fs.readFileSync(spec.cafile) };
@@ -81,11 +83,13 @@ async function main() {
     authentication: { type: 'default', options: { userName: spec.user, password: spec.password } },
     options,
   });
+  if (debug) conn.on('debug', (m) => process.stderr.write('tedious: ' + m + '\n'));
   let lastErrToken = null;
   conn.on('errorMessage', (t) => { lastErrToken = t; });
   conn.on('error', () => {}); // socket errors after connect surface through requests
 
   const t0 = now();
+  stage = 'login';
   const loginErr = await new Promise((resolve) => {
     conn.once('connect', (err) => resolve(err || null));
     conn.connect();
@@ -139,6 +143,7 @@ async function main() {
   for (const st of spec.steps || []) {
     const r = { op: st.op, ok: false, ms: 0, results: [], rowcounts: [], error: null, canceled: false };
     const s0 = now();
+    stage = 'step ' + res.steps.length + ' (' + st.op + ')';
     let err = null;
     try {
       switch (st.op) {
@@ -181,13 +186,21 @@ async function main() {
     r.ms = rnd(now() - s0);
     res.steps.push(r);
   }
+  stage = 'close';
   await new Promise((resolve) => {
-    conn.once('end', resolve);
+    const timer = setTimeout(resolve, 2000);
+    conn.once('end', () => { clearTimeout(timer); resolve(); });
     try { conn.close(); } catch (_) { resolve(); }
-    setTimeout(resolve, 2000).unref();
   });
   return res;
 }
+
+// If tedious drops a callback, Node would exit 0 with no output: say where.
+let stage = 'start';
+process.on('beforeExit', () => {
+  process.stderr.write('tedious client: event loop drained before the result (stage ' + stage + ')\n');
+  process.exit(3);
+});
 
 main().then(
   (res) => process.stdout.write(JSON.stringify(res) + '\n', () => process.exit(0)),
