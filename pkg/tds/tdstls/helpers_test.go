@@ -96,7 +96,7 @@ func clientConfig(tc testCert) *tls.Config {
 }
 
 // tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server net.Conn) {
+func tcpPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -152,7 +152,7 @@ type pair struct {
 	cliRec, srvRec *recConn
 }
 
-func handshakePair(t *testing.T, scfg, ccfg *tls.Config, packetSize int) pair {
+func handshakePair(t testing.TB, scfg, ccfg *tls.Config, packetSize int) pair {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
