@@ -165,6 +165,12 @@ func translateColumnDef(d []token, tr *translator) (string, *identitySpec, *SQLE
 	var id *identitySpec
 	var rest []token
 	hasCollate := false
+	hasIdent := false
+	for _, t := range d[i:] {
+		if t.is("IDENTITY") {
+			hasIdent = true
+		}
+	}
 	for ; i < len(d); i++ {
 		t := d[i]
 		switch {
@@ -199,7 +205,7 @@ func translateColumnDef(d []token, tr *translator) (string, *identitySpec, *SQLE
 				}
 				i = k
 			}
-		case t.is("NOT") && i+1 < len(d) && d[i+1].is("NULL") && id != nil:
+		case t.is("NOT") && i+1 < len(d) && d[i+1].is("NULL") && hasIdent:
 			i++ // IDENTITY columns are filled after the insert (see the trigger)
 		case t.is("CLUSTERED") || t.is("NONCLUSTERED") || t.is("ROWGUIDCOL") || t.is("SPARSE") || t.is("FILESTREAM"):
 		case t.is("COLLATE") && i+1 < len(d):

@@ -64,7 +64,7 @@ func newTranslator(vt varTyper) *translator {
 func (tr *translator) param(key string, line int) token {
 	name, ok := tr.byKey[key]
 	if !ok {
-		name = "__v" + strconv.Itoa(len(tr.params)+1)
+		name = "sv" + strconv.Itoa(len(tr.params)+1)
 		tr.byKey[key] = name
 		tr.params = append(tr.params, sysParam{name: name, key: key})
 	}

@@ -1,0 +1,512 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// TxEvent is a change of the session's transaction state.
+type TxEvent uint8
+
+// Transaction events reported through Sink.Tx.
+const (
+	TxNone     TxEvent = iota
+	TxBegin            // a transaction started (@@TRANCOUNT went 0 -> 1)
+	TxCommit           // the outermost transaction committed (1 -> 0)
+	TxRollback         // the transaction rolled back (n -> 0)
+)
+
+func (e TxEvent) String() string {
+	switch e {
+	case TxBegin:
+		return "begin"
+	case TxCommit:
+		return "commit"
+	case TxRollback:
+		return "rollback"
+	}
+	return "none"
+}
+
+// Sink receives the results of a batch as they are produced. Rows are
+// streamed: a large SELECT is never held in memory. The sink owns each vals
+// slice passed to Row.
+type Sink interface {
+	Columns(cols []Column) error         // start of a result set
+	Row(vals []any) error                // one row of the current result set
+	Done(d Done) error                   // end of one statement
+	Error(e *SQLError) error             // an error inside the batch (statement-level)
+	Info(number int32, msg string) error // PRINT, RAISERROR with severity <= 10
+	Tx(ev TxEvent, trancount int) error  // the transaction began, committed or rolled back
+	Database(name string) error          // USE changed the database
+}
+
+// Done ends one statement. RowCount is meaningful when HasCount is set
+// (SET NOCOUNT OFF and a statement that counts rows: SELECT, INSERT, UPDATE,
+// DELETE). Error is set after an error in the statement.
+type Done struct {
+	RowCount int64
+	HasCount bool
+	Error    bool
+}
+
+// SessionInfo describes the login a session belongs to.
+type SessionInfo struct {
+	ServerName string // @@SERVERNAME
+	SPID       uint16 // @@SPID
+	Login      string // SUSER_NAME(), SYSTEM_USER
+	Version    string // @@VERSION text ("" = a built-in SQL Server 2022-like text)
+}
+
+// Param is a parameter value for sp_executesql-style batches: Name is
+// "@p1" (the '@' is optional), Value one of the row value types (int64,
+// float64, string, bool, []byte, time.Time, nil; other integer and float
+// types are accepted too).
+type Param struct {
+	Name  string
+	Value any
+}
+
+// variable is a T-SQL variable or parameter of the running batch.
+type variable struct {
+	col   Column
+	value any
+}
+
+// Session is one client connection's state: current database, transaction,
+// SET options, #temp tables and identity values. A session runs one batch at
+// a time; its methods are safe to call from several goroutines but are
+// serialised.
+type Session struct {
+	e       *Engine
+	info    SessionInfo
+	loginDB *database
+
+	mu           sync.Mutex
+	db           *database
+	conn         *sql.Conn // nil until first used; released after each batch when no state needs it
+	trancount    int
+	savepoints   map[string]bool
+	hasTemp      bool
+	nocount      bool
+	xactAbort    bool
+	language     string
+	textsize     int64
+	opts         map[string]string
+	lastIdentity any
+	rowcount     int64
+	lastErr      int32
+	vars         map[string]*variable
+	caught       *SQLError
+	closed       bool
+}
+
+// DefaultLanguage is the session language after login and after Reset.
+const DefaultLanguage = "us_english"
+
+// DefaultTextSize is @@TEXTSIZE after login.
+const DefaultTextSize = 4096
+
+// NewSession starts a session in database ("" = master). An unknown database
+// yields a *SQLError 4060, as a login to it would.
+func (e *Engine) NewSession(info SessionInfo, database string) (*Session, error) {
+	if database == "" {
+		database = "master"
+	}
+	d := e.lookup(database)
+	if d == nil {
+		return nil, newErr(ErrCannotOpenDB, 11, "Cannot open database \"%s\" requested by the login. The login failed.", database)
+	}
+	s := &Session{e: e, info: info, loginDB: d, db: d}
+	s.resetOptions()
+	return s, nil
+}
+
+func (s *Session) resetOptions() {
+	s.nocount = false
+	s.xactAbort = false
+	s.language = DefaultLanguage
+	s.textsize = DefaultTextSize
+	s.opts = map[string]string{}
+	s.savepoints = map[string]bool{}
+	s.lastIdentity = nil
+	s.rowcount = 0
+	s.lastErr = 0
+	s.caught = nil
+}
+
+// Database returns the current database name.
+func (s *Session) Database() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.db.name
+}
+
+// TranCount returns @@TRANCOUNT.
+func (s *Session) TranCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.trancount
+}
+
+// Language returns the SET LANGUAGE value (@@LANGUAGE).
+func (s *Session) Language() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.language
+}
+
+// varColumn implements varTyper.
+func (s *Session) varColumn(name string) (Column, bool) {
+	if v, ok := s.vars[name]; ok {
+		return v.col, true
+	}
+	return Column{}, false
+}
+
+// getConn returns the session's connection, acquiring it on first use.
+func (s *Session) getConn(ctx context.Context) (*sql.Conn, error) {
+	if s.conn != nil {
+		return s.conn, nil
+	}
+	c, err := s.db.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.conn = c
+	return c, nil
+}
+
+// releaseConn gives the connection back to the pool. A connection holding
+// #temp tables is closed instead, so no other session can ever see them.
+func (s *Session) releaseConn() {
+	if s.conn == nil {
+		return
+	}
+	if s.trancount > 0 {
+		_, _ = s.conn.ExecContext(context.Background(), "ROLLBACK")
+		s.trancount = 0
+	}
+	if s.hasTemp {
+		_ = s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = s.conn.Close()
+	s.conn = nil
+	s.hasTemp = false
+	s.savepoints = map[string]bool{}
+}
+
+// ExecBatch runs a T-SQL batch, reporting results to sink. SQL errors go to
+// sink (Error, then Done{Error: true}) and stop the batch; the returned error
+// is non-nil only when the sink fails or ctx is canceled (then ctx.Err()).
+func (s *Session) ExecBatch(ctx context.Context, sqlText string, params []Param, sink Sink) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("engine: session closed")
+	}
+	defer s.afterBatch()
+	s.vars = make(map[string]*variable, len(params))
+	for _, p := range params {
+		name := strings.ToUpper(p.Name)
+		if !strings.HasPrefix(name, "@") {
+			name = "@" + name
+		}
+		s.vars[name] = &variable{col: inferColumn(p.Value, false), value: p.Value}
+	}
+	r := &runner{s: s, ctx: ctx, sink: sink}
+	return r.batch(sqlText)
+}
+
+// afterBatch lets go of the connection when nothing on it must survive.
+func (s *Session) afterBatch() {
+	if s.conn != nil && s.trancount == 0 && !s.hasTemp {
+		s.releaseConn()
+	}
+}
+
+// Reset implements RESETCONNECTION: roll back an open transaction, drop
+// #temp tables, restore SET options and return to the login database.
+func (s *Session) Reset() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("engine: session closed")
+	}
+	s.releaseConn()
+	s.db = s.loginDB
+	s.resetOptions()
+	return nil
+}
+
+// Close ends the session, rolling back any open transaction.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.releaseConn()
+	s.closed = true
+	return nil
+}
+
+// Begin starts a transaction (TM_BEGIN_XACT), like BEGIN TRANSACTION.
+func (s *Session) Begin() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.begin(context.Background())
+	return err
+}
+
+// Commit commits (TM_COMMIT_XACT), like COMMIT TRANSACTION.
+func (s *Session) Commit() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.commit(context.Background())
+	s.afterBatch()
+	return err
+}
+
+// Rollback rolls back (TM_ROLLBACK_XACT), like ROLLBACK TRANSACTION.
+func (s *Session) Rollback() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.rollback(context.Background(), "")
+	s.afterBatch()
+	return err
+}
+
+// begin implements BEGIN TRAN. It returns TxBegin when a transaction started.
+func (s *Session) begin(ctx context.Context) (TxEvent, error) {
+	if s.trancount > 0 {
+		s.trancount++
+		return TxNone, nil
+	}
+	c, err := s.getConn(ctx)
+	if err != nil {
+		return TxNone, err
+	}
+	if _, err := c.ExecContext(ctx, "BEGIN"); err != nil {
+		return TxNone, s.mapErr(err, "")
+	}
+	s.trancount = 1
+	return TxBegin, nil
+}
+
+func (s *Session) commit(ctx context.Context) (TxEvent, error) {
+	switch {
+	case s.trancount == 0:
+		return TxNone, newErr(ErrCommitNoBegin, 16, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.")
+	case s.trancount > 1:
+		s.trancount--
+		return TxNone, nil
+	}
+	c, err := s.getConn(ctx)
+	if err != nil {
+		return TxNone, err
+	}
+	_, err = c.ExecContext(context.WithoutCancel(ctx), "COMMIT")
+	s.trancount = 0
+	s.savepoints = map[string]bool{}
+	if err != nil {
+		if strings.Contains(err.Error(), "no transaction is active") {
+			return TxRollback, newErr(3998, 16, "Uncommittable transaction is detected at the end of the batch. The transaction is rolled back.")
+		}
+		_, _ = c.ExecContext(context.Background(), "ROLLBACK")
+		return TxRollback, s.mapErr(err, "")
+	}
+	return TxCommit, nil
+}
+
+func (s *Session) rollback(ctx context.Context, savepoint string) (TxEvent, error) {
+	if s.trancount == 0 {
+		return TxNone, newErr(ErrRollbackNoBegin, 16, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.")
+	}
+	c, err := s.getConn(ctx)
+	if err != nil {
+		return TxNone, err
+	}
+	if savepoint != "" {
+		if !s.savepoints[strings.ToUpper(savepoint)] {
+			return TxNone, newErr(ErrNoSavepoint, 16, "Cannot roll back %s. No transaction or savepoint of that name was found.", savepoint)
+		}
+		if _, err := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO "+quoteIdent(strings.ToUpper(savepoint))); err != nil {
+			return TxNone, s.mapErr(err, "")
+		}
+		return TxNone, nil
+	}
+	_, err = c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	s.trancount = 0
+	s.savepoints = map[string]bool{}
+	if err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+		return TxRollback, s.mapErr(err, "")
+	}
+	return TxRollback, nil
+}
+
+// mapErr turns a database error into a *SQLError (or passes ctx errors on).
+func (s *Session) mapErr(err error, verb string) error {
+	var se *SQLError
+	if errors.As(err, &se) {
+		return se
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	ec := &errContext{spid: s.info.SPID, database: s.db.name, verb: verb}
+	ec.isPrimaryKey = func(table, col string) bool {
+		if s.conn == nil {
+			return false
+		}
+		var pk int
+		err := s.conn.QueryRowContext(context.Background(),
+			"SELECT pk FROM pragma_table_info(?) WHERE name = ? COLLATE NOCASE", table, col).Scan(&pk)
+		return err == nil && pk > 0
+	}
+	return mapSQLiteError(err, ec)
+}
+
+// sysValue computes a session value bound as a parameter.
+func (s *Session) sysValue(key string) any {
+	switch key {
+	case "@@SPID":
+		return int64(s.info.SPID)
+	case "@@TRANCOUNT":
+		return int64(s.trancount)
+	case "@@ROWCOUNT":
+		return s.rowcount
+	case "@@ERROR":
+		return int64(s.lastErr)
+	case "@@IDENTITY", "SCOPE_IDENTITY":
+		return s.lastIdentity
+	case "@@SERVERNAME":
+		return s.info.ServerName
+	case "@@SERVICENAME":
+		return "MSSQLSERVER"
+	case "@@VERSION":
+		return s.version()
+	case "@@LANGUAGE":
+		return s.language
+	case "@@TEXTSIZE":
+		return s.textsize
+	case "@@MAX_PRECISION":
+		return int64(38)
+	case "@@OPTIONS":
+		return int64(5496)
+	case "@@DATEFIRST":
+		return int64(7)
+	case "@@LOCK_TIMEOUT":
+		return int64(-1)
+	case "@@MICROSOFTVERSION":
+		return int64(16<<24 | 1000)
+	case "@@NESTLEVEL", "@@PROCID", "@@LANGID":
+		return int64(0)
+	case "@@MAX_CONNECTIONS":
+		return int64(32767)
+	case "@@FETCH_STATUS":
+		return int64(-1)
+	case "@@DBTS":
+		return []byte{0, 0, 0, 0, 0, 0, 0x07, 0xD0}
+	case "DB_NAME":
+		return s.db.name
+	case "LOGIN":
+		return s.info.Login
+	case "USER":
+		return "dbo"
+	case "HOST", "APP":
+		return ""
+	case "DB_ID":
+		for i, n := range s.e.Databases() {
+			if strings.EqualFold(n, s.db.name) {
+				return int64(i + 1)
+			}
+		}
+		return nil
+	case "XACT_STATE":
+		if s.trancount > 0 {
+			return int64(1)
+		}
+		return int64(0)
+	}
+	if s.caught != nil {
+		switch key {
+		case "ERROR_MESSAGE":
+			return s.caught.Message
+		case "ERROR_NUMBER":
+			return int64(s.caught.Number)
+		case "ERROR_SEVERITY":
+			return int64(s.caught.Class)
+		case "ERROR_STATE":
+			return int64(s.caught.State)
+		case "ERROR_LINE":
+			return int64(s.caught.Line)
+		}
+	}
+	if prop, ok := strings.CutPrefix(key, "PROP:"); ok {
+		return s.serverProperty(prop)
+	}
+	return nil
+}
+
+// ProductVersion is what SERVERPROPERTY('ProductVersion') reports.
+const ProductVersion = "16.0.1000.6"
+
+func (s *Session) version() string {
+	if s.info.Version != "" {
+		return s.info.Version
+	}
+	return "Microsoft SQL Server 2022 (RTM) - " + ProductVersion + " (X64) \n\tOct  8 2022 05:58:25 \n\tCopyright (C) 2022 Microsoft Corporation\n\tDeveloper Edition (64-bit) on Linux (tdsgate stand-in over SQLite)"
+}
+
+func (s *Session) serverProperty(prop string) any {
+	switch prop {
+	case "PRODUCTVERSION":
+		return ProductVersion
+	case "PRODUCTMAJORVERSION":
+		return "16"
+	case "PRODUCTMINORVERSION":
+		return "0"
+	case "PRODUCTLEVEL":
+		return "RTM"
+	case "EDITION":
+		return "Developer Edition (64-bit)"
+	case "ENGINEEDITION":
+		return int64(3)
+	case "SERVERNAME", "MACHINENAME":
+		return s.info.ServerName
+	case "COLLATION":
+		return "SQL_Latin1_General_CP1_CI_AS"
+	case "ISCLUSTERED", "ISHADRENABLED", "ISINTEGRATEDSECURITYONLY", "ISFULLTEXTINSTALLED", "ISSINGLEUSER":
+		return int64(0)
+	case "PROCESSID":
+		return int64(s.info.SPID)
+	}
+	return nil
+}
+
+// bindArgs produces the SQLite arguments for a translation's parameters.
+func (s *Session) bindArgs(params []sysParam) []any {
+	args := make([]any, 0, len(params))
+	for _, p := range params {
+		var v any
+		if name, ok := strings.CutPrefix(p.key, "VAR:"); ok {
+			if vr := s.vars[name]; vr != nil {
+				v = vr.value
+			}
+		} else {
+			v = s.sysValue(p.key)
+		}
+		args = append(args, sql.Named(p.name, bindValue(v)))
+	}
+	return args
+}
+
+func (s *Session) String() string {
+	return fmt.Sprintf("session(spid=%d db=%s tran=%d)", s.info.SPID, s.db.name, s.trancount)
+}
