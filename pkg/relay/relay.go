@@ -1,0 +1,139 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// Mode is the path a session's bytes took.
+type Mode uint8
+
+// Relay modes.
+const (
+	// ModeSplice: both legs raw TCP, kernel-to-kernel with splice(2).
+	ModeSplice Mode = iota + 1
+	// ModeTLS: at least one leg is TLS; user-space copy through crypto/tls.
+	ModeTLS
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeSplice:
+		return "splice"
+	case ModeTLS:
+		return "tls"
+	}
+	return "unknown"
+}
+
+// Modes lists every mode, for metrics created at start.
+var Modes = []Mode{ModeSplice, ModeTLS}
+
+// Result is what a relay did.
+type Result struct {
+	Mode Mode
+	// ClientToServer and ServerToClient count payload bytes relayed.
+	ClientToServer, ServerToClient int64
+	// Ended says which side ended the session first.
+	Ended Side
+	// Err is the first error that was not a clean close.
+	Err error
+}
+
+// Side names a leg.
+type Side uint8
+
+// Sides.
+const (
+	SideNone Side = iota
+	SideClient
+	SideServer
+)
+
+func (s Side) String() string {
+	switch s {
+	case SideClient:
+		return "client"
+	case SideServer:
+		return "server"
+	}
+	return "none"
+}
+
+// ModeFor reports the mode Relay will use for two legs.
+func ModeFor(client, server net.Conn) Mode {
+	_, c := client.(*net.TCPConn)
+	_, s := server.(*net.TCPConn)
+	if c && s {
+		return ModeSplice
+	}
+	return ModeTLS
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+type closeWriter interface{ CloseWrite() error }
+
+// Relay copies client→server and server→client until both directions
+// end, and returns the counts. When one direction ends cleanly (EOF), the
+// other side's write half is closed so it sees the end too, and the other
+// direction keeps going until its own end (half-close). When a direction
+// fails, both conns are closed so the other direction ends at once.
+// Relay does not close the conns on a clean end; the caller does.
+func Relay(client, server net.Conn) Result {
+	res := Result{Mode: ModeFor(client, server)}
+	type dirResult struct {
+		n    int64
+		err  error
+		from Side
+	}
+	done := make(chan dirResult, 2)
+	var first sync.Once
+	copyDir := func(dst, src net.Conn, from Side) {
+		var n int64
+		var err error
+		if res.Mode == ModeSplice {
+			// *net.TCPConn.ReadFrom splices from a raw *net.TCPConn.
+			n, err = dst.(*net.TCPConn).ReadFrom(src)
+		} else {
+			bp := bufPool.Get().(*[]byte)
+			n, err = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
+			bufPool.Put(bp)
+		}
+		first.Do(func() { res.Ended = from })
+		if err == nil {
+			if cw, ok := dst.(closeWriter); ok {
+				cw.CloseWrite()
+			}
+		} else {
+			client.Close()
+			server.Close()
+		}
+		done <- dirResult{n, err, from}
+	}
+	go copyDir(server, client, SideClient)
+	go copyDir(client, server, SideServer)
+	for i := 0; i < 2; i++ {
+		r := <-done
+		if r.from == SideClient {
+			res.ClientToServer = r.n
+		} else {
+			res.ServerToClient = r.n
+		}
+		if r.err != nil && res.Err == nil && !isClosed(r.err) {
+			res.Err = r.err
+		}
+	}
+	return res
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
+}
+
+// onlyWriter and onlyReader hide ReadFrom/WriteTo so that io.CopyBuffer
+// uses the pooled buffer on the TLS path.
+type onlyWriter struct{ io.Writer }
+type onlyReader struct{ io.Reader }
