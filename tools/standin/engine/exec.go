@@ -93,7 +93,7 @@ func (r *runner) list(stmts []*stmt) (flow, error) {
 					return flowStop, r.ctx.Err()
 				}
 				if se.Line == 0 {
-					se.Line = int32(st.line)
+					se.Line = errorLine(st, se)
 				}
 				if r.tryDepth > 0 {
 					return flowStop, se
@@ -1441,4 +1441,20 @@ func sqlSprintf(format string, args []any) string {
 		}
 	}
 	return b.String()
+}
+
+// errorLine is the line to report for an error in st: the statement's first
+// line, or for a syntax error the line of the offending token.
+func errorLine(st *stmt, se *SQLError) int32 {
+	if se.Number == ErrSyntax {
+		if near, ok := strings.CutPrefix(se.Message, "Incorrect syntax near '"); ok {
+			near = strings.TrimSuffix(near, "'.")
+			for _, t := range st.toks {
+				if strings.EqualFold(t.source(), near) {
+					return int32(t.line)
+				}
+			}
+		}
+	}
+	return int32(st.line)
 }

@@ -27,9 +27,12 @@ func (r *recSink) Columns(c []Column) error {
 	r.ev = append(r.ev, event{kind: "columns", cols: append([]Column(nil), c...)})
 	return nil
 }
-func (r *recSink) Row(v []any) error   { r.ev = append(r.ev, event{kind: "row", row: v}); return nil }
-func (r *recSink) Done(d Done) error   { r.ev = append(r.ev, event{kind: "done", done: d}); return nil }
-func (r *recSink) Error(e *SQLError) error { r.ev = append(r.ev, event{kind: "error", err: e}); return nil }
+func (r *recSink) Row(v []any) error { r.ev = append(r.ev, event{kind: "row", row: v}); return nil }
+func (r *recSink) Done(d Done) error { r.ev = append(r.ev, event{kind: "done", done: d}); return nil }
+func (r *recSink) Error(e *SQLError) error {
+	r.ev = append(r.ev, event{kind: "error", err: e})
+	return nil
+}
 func (r *recSink) Info(n int32, m string) error {
 	r.ev = append(r.ev, event{kind: "info", number: n, msg: m})
 	return nil

@@ -294,12 +294,12 @@ func (p *parser) collect(cond bool) []token {
 			case head == "INSERT" && !sawValues && !sawSelect:
 				cont, sawSelect = true, true
 			case head == "WITH" && !withMain:
-				cont, withMain = true, true
+				cont, withMain, head = true, true, "SELECT"
 			}
 		case "INSERT", "UPDATE", "DELETE":
 			switch {
 			case head == "WITH" && !withMain:
-				cont, withMain = true, true
+				cont, withMain, head = true, true, t.up
 			case prev.is("ON") || prev.is("THEN") || prev.is("FOR") || prev.is("AFTER") || prev.isOp(",") || prev.is("OF"):
 				cont = true
 			case head == "MERGE" || head == "CREATE" || head == "GRANT":

@@ -477,14 +477,13 @@ func (tr *translator) translateQuery(toks []token) (*translation, *SQLError) {
 			if k > 0 {
 				rebuilt = append(rebuilt, token{kind: tkOp, text: ",", line: item[0].line})
 			}
-			if hasAlias && len(item) >= 3 && item[1].isOp("=") {
-				if item[0].kind == tkVar {
-					rebuilt = append(rebuilt, expr...)
-				} else {
-					rebuilt = append(rebuilt, expr...)
-					rebuilt = append(rebuilt, token{kind: tkWord, text: "AS", up: "AS"}, token{kind: tkQIdent, text: alias})
-				}
-			} else {
+			switch {
+			case len(item) >= 3 && item[0].kind == tkVar && item[1].isOp("="):
+				rebuilt = append(rebuilt, item[2:]...)
+			case hasAlias && len(item) >= 3 && item[1].isOp("="):
+				rebuilt = append(rebuilt, expr...)
+				rebuilt = append(rebuilt, token{kind: tkWord, text: "AS", up: "AS"}, token{kind: tkQIdent, text: alias})
+			default:
 				rebuilt = append(rebuilt, item...)
 			}
 		}
