@@ -1,0 +1,444 @@
+package limiter
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SlotSource is the counter of slots a Queue draws from: an in-memory
+// counter for Local, Redis scripts for the shared limiter. The Queue owns
+// waiting, ordering, timeouts and cancellation; the source only answers
+// "may one more slot be taken?" and takes slots back.
+type SlotSource interface {
+	// TryTake takes one slot if the cap allows and reports whether it did.
+	// The Queue never calls it with its lock held and never runs two calls at
+	// once, so it may make a remote call (the Redis limiter runs its acquire
+	// script here) without stalling releases or Snapshot.
+	TryTake() bool
+	// Give returns one slot. It may run concurrently with TryTake and other
+	// Gives, never with the Queue's lock held.
+	Give()
+	// CanHandOff reports whether a slot being released may pass straight to
+	// the head waiter instead of going back to the source: true unless the
+	// cap was lowered below the slots in use. It is called with the Queue's
+	// lock held and must not block.
+	CanHandOff() bool
+	// Max reports the cap, for error messages. It must not block.
+	Max() int
+}
+
+// waitState is the life of one Acquire call that entered a queue. Every
+// transition happens under Queue.mu, and a waiter leaves the two waiting
+// states exactly once, so whoever makes that move (a grant, a rejection,
+// Close, or the waiter itself on cancel/timeout) owns the outcome and the
+// others see it already made.
+//
+//	         enqueue (list empty, or a try in flight for those ahead)
+//	                │                           enqueue (all ahead are wQueued)
+//	                ▼                                   │
+//	           wPending ──try failed, queue has room──► wQueued ◄┘
+//	           │  │  │                                  │  │  │
+//	try failed,│  │  └──────── slot taken for head ─────┘  │  │
+//	queue full │  │            or handed off by Release    │  │
+//	           ▼  ▼                     ▼                  │  │
+//	    wRejected  wGranted ◄──────────────────────────────┘  │
+//	                  │ (ctx won the race: slot given back)   │
+//	                  ▼                                       │
+//	  wCanceled  wTimedOut  wClosed ◄─────────────────────────┘
+//	  (ctx done) (timer)    (Close, or bucket removed by Update)
+//
+// wPending: in the list; a try for a slot on its behalf is due or in flight,
+// and it does not count against max_queue_size yet (so a burst of arrivals
+// into an idle bucket is never refused for a full queue). wQueued: in the
+// list and counted; it waits for a Release to hand it a slot or a Wake. A
+// newcomer that finds only wQueued waiters ahead joins as wQueued without a
+// try, so it cannot overtake them. A grant that races the waiter's timer
+// wins (the client gets the slot it waited for); a grant that races its
+// context losing is undone by giving the slot back (handing it on), so a
+// slot is never lost.
+type waitState uint8
+
+const (
+	wPending waitState = iota + 1
+	wQueued
+	wGranted
+	wRejected
+	wCanceled
+	wTimedOut
+	wClosed
+)
+
+func (s waitState) waiting() bool { return s == wPending || s == wQueued }
+
+// waiter is one Acquire in a queue; once granted it is the Ticket.
+type waiter struct {
+	q          *Queue
+	prev, next *waiter
+	state      waitState     // guarded by q.mu
+	ch         chan struct{} // made before blocking; closed when the state leaves waiting
+	enq        time.Time
+	timeout    time.Duration // the queue timeout in force at enqueue
+	queued     bool          // was ever wQueued (found the bucket full)
+	code       Code          // wClosed: CodeClosed or CodeUnknownBucket
+	rejQueue   int           // wRejected: waiters counted when refused
+	waited     time.Duration // set before the Ticket is returned
+	released   atomic.Bool
+}
+
+// Release gives the slot back exactly once.
+func (w *waiter) Release() {
+	if !w.released.CompareAndSwap(false, true) {
+		return
+	}
+	w.q.obs.Released(w.q.bucket)
+	w.q.putBack()
+}
+
+// Bucket is the ticket's bucket id.
+func (w *waiter) Bucket() string { return w.q.bucket }
+
+// Waited is the time from enqueue to grant.
+func (w *waiter) Waited() time.Duration { return w.waited }
+
+// Queue is one bucket's FIFO wait queue over a SlotSource. Any source can
+// drive it: Acquire tries the source and waits if it is full; Release hands
+// a slot straight to the head waiter; Wake retries after capacity appeared
+// outside the queue's view (a raised cap, another instance's release).
+//
+// At most one goroutine at a time (the "dispatcher": whichever Acquire,
+// Release or Wake found none running) calls TryTake for the head waiter;
+// events during its call set redo so it tries again. No goroutine is started.
+type Queue struct {
+	bucket string
+	src    SlotSource
+	clock  Clock
+	obs    Observer
+
+	n atomic.Int32 // waiters in the list, readable without mu
+
+	mu          sync.Mutex
+	head, tail  *waiter
+	count       int // waiters in the list
+	pending     int // of which wPending
+	waiting     int // of which wQueued (the queue length max_queue_size bounds)
+	maxQueue    int
+	timeout     time.Duration
+	dispatching bool // a goroutine is in dispatchLocked
+	redo        bool // capacity may have appeared during the dispatcher's TryTake
+	closed      bool
+	closeCode   Code
+}
+
+// QueueStats is a Queue's state at a moment.
+type QueueStats struct {
+	Queued       int // waiters in the queue
+	MaxQueue     int
+	QueueTimeout time.Duration
+}
+
+// NewQueue returns the queue of bucket over src, with max_queue_size
+// maxQueue and queue_timeout timeout (see BucketConfig). Options set its
+// clock and observer.
+func NewQueue(bucket string, src SlotSource, maxQueue int, timeout time.Duration, opts ...Option) *Queue {
+	o := buildOptions(opts)
+	return newQueue(bucket, src, maxQueue, timeout, o)
+}
+
+func newQueue(bucket string, src SlotSource, maxQueue int, timeout time.Duration, o options) *Queue {
+	q := &Queue{bucket: bucket, src: src, clock: o.clock, obs: o.obs}
+	q.SetLimits(maxQueue, timeout)
+	return q
+}
+
+// Bucket is the queue's bucket id.
+func (q *Queue) Bucket() string { return q.bucket }
+
+// SetLimits changes max_queue_size and queue_timeout. Waiters already queued
+// keep their place and the timeout they entered with; a smaller
+// max_queue_size only refuses newcomers until the queue is under it.
+func (q *Queue) SetLimits(maxQueue int, timeout time.Duration) {
+	q.mu.Lock()
+	q.maxQueue = max(maxQueue, 0)
+	q.timeout = max(timeout, 0)
+	q.mu.Unlock()
+}
+
+// Stats reports the queue's length and limits.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return QueueStats{Queued: q.count, MaxQueue: q.maxQueue, QueueTimeout: q.timeout}
+}
+
+// Acquire takes a slot from the source, waiting in FIFO order; see
+// Limiter.Acquire for the outcomes.
+func (q *Queue) Acquire(ctx context.Context) (Ticket, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	w := &waiter{q: q, enq: q.clock.Now()}
+	q.mu.Lock()
+	if q.closed {
+		w.code = q.closeCode
+		q.mu.Unlock()
+		return nil, q.refuse(w.code, 0, 0, 0)
+	}
+	w.timeout = q.timeout
+	switch {
+	case q.head == nil:
+		// First in line: try for a slot at once.
+		w.state = wPending
+		q.pushLocked(w)
+		if q.dispatching {
+			q.redo = true
+			q.mu.Unlock()
+		} else {
+			q.dispatchLocked()
+		}
+	case q.pending > 0:
+		// A try for those ahead is in flight; its outcome settles ours too.
+		w.state = wPending
+		q.pushLocked(w)
+		q.mu.Unlock()
+	default:
+		// Everyone ahead already waits for a slot, so we must too.
+		if q.waiting >= q.maxQueue {
+			n, mq := q.waiting, q.maxQueue
+			q.mu.Unlock()
+			return nil, q.refuse(CodeQueueFull, n, mq, 0)
+		}
+		w.state, w.queued = wQueued, true
+		q.pushLocked(w)
+		n := q.waiting
+		q.mu.Unlock()
+		q.obs.Enqueued(q.bucket, n)
+	}
+	return q.wait(ctx, w)
+}
+
+// wait blocks until w's state leaves waiting, then turns it into Acquire's result.
+func (q *Queue) wait(ctx context.Context, w *waiter) (Ticket, error) {
+	giveBack := false
+	q.mu.Lock()
+	if !w.state.waiting() {
+		q.mu.Unlock()
+	} else {
+		w.ch = make(chan struct{})
+		q.mu.Unlock()
+		var timerC <-chan time.Time
+		if w.timeout > 0 {
+			t := q.clock.NewTimer(w.enq.Add(w.timeout).Sub(q.clock.Now()))
+			defer t.Stop()
+			timerC = t.C()
+		}
+		var why waitState
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			why = wCanceled
+		case <-timerC:
+			why = wTimedOut
+		}
+		if why != 0 {
+			q.mu.Lock()
+			switch {
+			case w.state.waiting():
+				q.finishLocked(w, why)
+			case w.state == wGranted && why == wCanceled:
+				// Granted at the moment the client gave up: pass the slot on.
+				giveBack = true
+			}
+			q.mu.Unlock()
+		}
+	}
+
+	waited := q.clock.Now().Sub(w.enq)
+	switch w.state {
+	case wGranted:
+		if giveBack {
+			w.released.Store(true)
+			q.putBack()
+			q.obs.Canceled(q.bucket, waited)
+			return nil, ctx.Err()
+		}
+		w.waited = waited
+		q.obs.Acquired(q.bucket, waited, w.queued)
+		return w, nil
+	case wCanceled:
+		q.obs.Canceled(q.bucket, waited)
+		return nil, ctx.Err()
+	case wTimedOut:
+		return nil, q.refuse(CodeQueueTimeout, 0, 0, waited)
+	case wRejected:
+		q.mu.Lock()
+		mq := q.maxQueue
+		q.mu.Unlock()
+		return nil, q.refuse(CodeQueueFull, w.rejQueue, mq, 0)
+	default: // wClosed
+		return nil, q.refuse(w.code, 0, 0, waited)
+	}
+}
+
+// refuse builds the *Error for code and reports it to the observer.
+func (q *Queue) refuse(code Code, queue, maxQueue int, waited time.Duration) error {
+	q.obs.Rejected(q.bucket, code)
+	return &Error{Code: code, Bucket: q.bucket, Max: q.src.Max(), Queue: queue, MaxQueue: maxQueue, Waited: waited}
+}
+
+// dispatchLocked tries the source for the head waiter until the source is
+// full or nobody waits. Called with q.mu held and no dispatcher running;
+// returns with q.mu released.
+func (q *Queue) dispatchLocked() {
+	q.dispatching = true
+	var buf [8]int
+	enq := buf[:0]
+	for {
+		q.redo = false
+		if q.closed || q.head == nil {
+			break
+		}
+		q.mu.Unlock()
+		ok := q.src.TryTake()
+		q.mu.Lock()
+		if ok {
+			if h := q.head; h != nil && !q.closed {
+				q.finishLocked(h, wGranted)
+			} else {
+				// Whoever we tried for left meanwhile.
+				q.mu.Unlock()
+				q.src.Give()
+				q.mu.Lock()
+			}
+			continue
+		}
+		// Full: every pending waiter now queues, or is refused if no room.
+		for w := q.head; w != nil; {
+			next := w.next
+			if w.state == wPending {
+				if q.waiting < q.maxQueue {
+					q.pending--
+					q.waiting++
+					w.state, w.queued = wQueued, true
+					enq = append(enq, q.waiting)
+				} else {
+					w.rejQueue = q.waiting
+					q.finishLocked(w, wRejected)
+				}
+			}
+			w = next
+		}
+		if !q.redo {
+			break
+		}
+	}
+	q.dispatching = false
+	q.mu.Unlock()
+	for _, n := range enq {
+		q.obs.Enqueued(q.bucket, n)
+	}
+}
+
+// putBack disposes of a released slot: straight to the head waiter if the
+// source allows, else back to the source (then wake the queue, for an
+// arrival whose try failed just before the slot went back).
+func (q *Queue) putBack() {
+	q.mu.Lock()
+	if h := q.head; h != nil && !q.closed && q.src.CanHandOff() {
+		q.finishLocked(h, wGranted)
+		q.mu.Unlock()
+		return
+	}
+	q.mu.Unlock()
+	q.src.Give()
+	if q.n.Load() > 0 {
+		q.Wake()
+	}
+}
+
+// Wake makes the queue try its source again for the head waiter. Sources
+// call it when capacity may have appeared outside the queue's view: the cap
+// was raised, or (shared limits) another instance released a slot.
+func (q *Queue) Wake() {
+	q.mu.Lock()
+	if q.closed || q.head == nil {
+		q.mu.Unlock()
+		return
+	}
+	if q.dispatching {
+		q.redo = true
+		q.mu.Unlock()
+		return
+	}
+	q.dispatchLocked()
+}
+
+// Close refuses every waiter and every later Acquire with CodeClosed.
+// Held tickets stay valid; their release goes back to the source.
+func (q *Queue) Close() { q.close(CodeClosed) }
+
+func (q *Queue) close(code Code) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.closed, q.closeCode = true, code
+	for w := q.head; w != nil; {
+		next := w.next
+		w.code = code
+		q.finishLocked(w, wClosed)
+		w = next
+	}
+}
+
+// reopen undoes close (a removed bucket added back by a reload).
+func (q *Queue) reopen() {
+	q.mu.Lock()
+	q.closed = false
+	q.mu.Unlock()
+}
+
+func (q *Queue) pushLocked(w *waiter) {
+	w.prev = q.tail
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.count++
+	if w.state == wPending {
+		q.pending++
+	} else {
+		q.waiting++
+	}
+	q.n.Store(int32(q.count))
+}
+
+// finishLocked moves w out of the list into the terminal state s and wakes it.
+func (q *Queue) finishLocked(w *waiter, s waitState) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	q.count--
+	if w.state == wPending {
+		q.pending--
+	} else {
+		q.waiting--
+	}
+	q.n.Store(int32(q.count))
+	w.state = s
+	if w.ch != nil {
+		close(w.ch)
+	}
+}
