@@ -656,10 +656,11 @@ func TestStreaming(t *testing.T) {
 			t.Errorf("%s: heap grew %d bytes while streaming", q, grow)
 		}
 	}
-	// A big table: fill it, stream it, and stop mid-stream on cancel.
+	// A table: fill it, stream it, and stop mid-stream on cancel. (20k rows:
+	// the per-row IDENTITY trigger is slow under -race.)
 	mustOK(t, s, "CREATE TABLE big (id INT IDENTITY(1,1) PRIMARY KEY, v NVARCHAR(50))")
-	r := mustOK(t, s, "INSERT INTO big (v) SELECT 'value-' + CAST(value AS NVARCHAR(20)) FROM generate_series(1, 100000)")
-	if r.dones()[0].RowCount != 100000 {
+	r := mustOK(t, s, "INSERT INTO big (v) SELECT 'value-' + CAST(value AS NVARCHAR(20)) FROM generate_series(1, 20000)")
+	if r.dones()[0].RowCount != 20000 {
 		t.Fatal(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -669,7 +670,7 @@ func TestStreaming(t *testing.T) {
 		t.Fatalf("cancel mid-stream: err=%v rows=%d", err, cs.rows)
 	}
 	r = mustOK(t, s, "SELECT MAX(id) AS m FROM big")
-	if r.sets()[0].rows[0][0] != int64(100000) {
+	if r.sets()[0].rows[0][0] != int64(20000) {
 		t.Fatal(r)
 	}
 }
