@@ -1,0 +1,289 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/route/passhash"
+)
+
+// Validate checks the whole configuration and returns every problem found
+// (errors.Join of *FieldError), or nil. It reads no files: the certificate
+// and CA files are read by the application at start.
+func (c *Config) Validate() error {
+	return errors.Join(c.validate()...)
+}
+
+func (c *Config) validate() []error {
+	v := &validator{c: c}
+
+	if c.InstanceID == "" {
+		v.add("instance_id", "required (and the host name, its default, is unavailable)")
+	} else if !validName(c.InstanceID) {
+		v.add("instance_id", "%q: use letters, digits, '.', '_' and '-' only", c.InstanceID)
+	}
+	if c.Listen == "" {
+		v.add("listen", "required")
+	} else {
+		v.listenAddr("listen", c.Listen)
+	}
+	if c.Listeners < 0 {
+		v.add("listeners", "must be >= 0 (got %d); 0 means GOMAXPROCS", c.Listeners)
+	}
+	if c.TLS.CertFile != "" && c.TLS.KeyFile == "" {
+		v.add("tls.key_file", "required when tls.cert_file is set")
+	}
+	if c.TLS.KeyFile != "" && c.TLS.CertFile == "" {
+		v.add("tls.cert_file", "required when tls.key_file is set")
+	}
+	if len(c.ClientEncryption) == 0 {
+		v.add("client_encryption", "must allow at least one mode (none, login, full, strict)")
+	}
+	seenEnc := map[Encryption]bool{}
+	for i, e := range c.ClientEncryption {
+		p := fmt.Sprintf("client_encryption[%d]", i)
+		switch {
+		case !e.Valid():
+			v.add(p, "unknown mode %q (want none, login, full or strict)", e)
+		case seenEnc[e]:
+			v.add(p, "duplicate mode %q", e)
+		}
+		seenEnc[e] = true
+	}
+	v.positive("login_timeout", c.LoginTimeout)
+	if c.DrainTimeout < 0 {
+		v.add("drain_timeout", "must be >= 0 (got %s)", c.DrainTimeout)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log_level", "unknown level %q (want debug, info, warn or error)", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		v.add("log_format", "unknown format %q (want text or json)", c.LogFormat)
+	}
+	if c.HealthListen != "" {
+		v.listenAddr("health_listen", c.HealthListen)
+	}
+	if c.MetricsListen != "" {
+		v.listenAddr("metrics_listen", c.MetricsListen)
+	}
+	v.sameListen("health_listen", c.HealthListen, "listen", c.Listen)
+	v.sameListen("metrics_listen", c.MetricsListen, "listen", c.Listen)
+	v.sameListen("metrics_listen", c.MetricsListen, "health_listen", c.HealthListen)
+
+	v.redis(&c.Redis)
+
+	if len(c.Buckets) == 0 {
+		v.add("buckets", "at least one bucket is required")
+	}
+	ids := map[string]int{}
+	envNames := map[string]int{}
+	for i := range c.Buckets {
+		v.bucket(i, &c.Buckets[i], ids, envNames)
+	}
+
+	if len(c.Routes) == 0 && c.DefaultBucket == "" {
+		v.add("routes", "no routes and no default_bucket: every login would be refused")
+	}
+	for i := range c.Routes {
+		v.route(i, &c.Routes[i])
+	}
+	if c.DefaultBucket != "" && c.Bucket(c.DefaultBucket) == nil {
+		v.add("default_bucket", "unknown bucket %q", c.DefaultBucket)
+	}
+	return v.errs
+}
+
+type validator struct {
+	c    *Config
+	errs []error
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if env, ok := v.c.envSource[path]; ok {
+		msg += " (set by env " + env + ")"
+	}
+	v.errs = append(v.errs, &FieldError{Path: path, Msg: msg})
+}
+
+func (v *validator) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.add(path, "must be > 0 (got %s)", d)
+	}
+}
+
+// listenAddr checks a host:port to listen on: the host may be empty, the
+// port may be 0 (any free port).
+func (v *validator) listenAddr(path, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(path, "%q is not host:port (%v)", addr, unwrapAddrErr(err))
+		return
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		v.add(path, "%q: port %q is not a number in 0..65535", addr, port)
+	}
+}
+
+// dialAddr checks a host:port to connect to: both parts required, port
+// 1..65535.
+func (v *validator) dialAddr(path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(path, "%q is not host:port (%v)", addr, unwrapAddrErr(err))
+		return
+	}
+	if host == "" {
+		v.add(path, "%q: host is empty", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		v.add(path, "%q: port %q is not a number in 1..65535", addr, port)
+	}
+}
+
+func unwrapAddrErr(err error) string {
+	var ae *net.AddrError
+	if errors.As(err, &ae) {
+		return ae.Err
+	}
+	return err.Error()
+}
+
+// sameListen reports path when addr would bind the same port as the
+// address at otherPath.
+func (v *validator) sameListen(path, addr, otherPath, other string) {
+	if addr == "" || other == "" {
+		return
+	}
+	h1, p1, err1 := net.SplitHostPort(addr)
+	h2, p2, err2 := net.SplitHostPort(other)
+	if err1 != nil || err2 != nil || p1 != p2 || p1 == "0" {
+		return
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	if h1 == h2 || wild(h1) || wild(h2) {
+		v.add(path, "%q would bind the same port as %s (%q)", addr, otherPath, other)
+	}
+}
+
+func (v *validator) redis(r *Redis) {
+	if r.Addr != "" {
+		v.dialAddr("redis.addr", r.Addr)
+	}
+	if r.DB < 0 {
+		v.add("redis.db", "must be >= 0 (got %d)", r.DB)
+	}
+	v.positive("redis.heartbeat_ttl", r.HeartbeatTTL)
+	v.positive("redis.heartbeat_interval", r.HeartbeatInterval)
+	if r.HeartbeatInterval > 0 && r.HeartbeatTTL > 0 && r.HeartbeatInterval >= r.HeartbeatTTL {
+		v.add("redis.heartbeat_interval", "must be shorter than redis.heartbeat_ttl (%s), or the heartbeat lapses between refreshes (got %s)", r.HeartbeatTTL, r.HeartbeatInterval)
+	}
+	v.positive("redis.reaper_interval", r.ReaperInterval)
+	if r.FallbackDivisor < 0 {
+		v.add("redis.fallback_divisor", "must be >= 0 (got %d); 0 means the live instances last seen", r.FallbackDivisor)
+	}
+	v.positive("redis.op_timeout", r.OpTimeout)
+}
+
+func (v *validator) bucket(i int, b *Bucket, ids, envNames map[string]int) {
+	p := fmt.Sprintf("buckets[%d].", i)
+	switch {
+	case b.ID == "":
+		v.add(p+"id", "required")
+	case !validName(b.ID):
+		v.add(p+"id", "%q: use letters, digits, '.', '_' and '-' only", b.ID)
+	default:
+		if j, dup := ids[b.ID]; dup {
+			v.add(p+"id", "duplicate id %q (also buckets[%d])", b.ID, j)
+		} else if j, dup := envNames[envKey(b.ID)]; dup {
+			v.add(p+"id", "%q and buckets[%d].id %q share the env override %s; rename one", b.ID, j, v.c.Buckets[j].ID, BucketEnvVar(b.ID))
+		}
+		ids[b.ID] = i
+		envNames[envKey(b.ID)] = i
+	}
+	if b.Address == "" {
+		v.add(p+"address", "required")
+	} else {
+		v.dialAddr(p+"address", b.Address)
+	}
+	if !b.Encryption.Valid() {
+		v.add(p+"encryption", "unknown mode %q (want none, login, full or strict)", b.Encryption)
+	} else if b.Encryption == EncryptionNone {
+		if b.CAFile != "" {
+			v.add(p+"ca_file", "has no effect with encryption \"none\"")
+		}
+		if b.TrustServerCertificate {
+			v.add(p+"trust_server_certificate", "has no effect with encryption \"none\"")
+		}
+	} else {
+		switch {
+		case b.CAFile == "" && !b.TrustServerCertificate:
+			v.add(p+"encryption", "%q uses TLS, so the server's certificate must be checked against something: "+
+				"set ca_file to the PEM of the CA that signed it, or trust_server_certificate: true to accept any certificate "+
+				"(encrypted but not authenticated: for tests and demos)", b.Encryption)
+		case b.CAFile != "" && b.TrustServerCertificate:
+			v.add(p+"trust_server_certificate", "true skips verification, so ca_file would be unused: set one or the other")
+		}
+	}
+	if b.MaxConnections <= 0 {
+		v.add(p+"max_connections", "must be > 0 (got %d)", b.MaxConnections)
+	}
+	if b.MaxQueueSize < 0 {
+		v.add(p+"max_queue_size", "must be >= 0 (got %d); 0 means no queue", b.MaxQueueSize)
+	}
+	v.positive(p+"queue_timeout", b.QueueTimeout)
+	v.positive(p+"dial_timeout", b.DialTimeout)
+	v.positive(p+"login_timeout", b.LoginTimeout)
+	if b.Breaker.Failures <= 0 {
+		v.add(p+"breaker.failures", "must be > 0 (got %d)", b.Breaker.Failures)
+	}
+	v.positive(p+"breaker.probe_interval", b.Breaker.ProbeInterval)
+}
+
+func (v *validator) route(i int, r *Route) {
+	p := fmt.Sprintf("routes[%d].", i)
+	if r.Bucket == "" {
+		v.add(p+"bucket", "required")
+	} else if v.c.Bucket(r.Bucket) == nil {
+		v.add(p+"bucket", "unknown bucket %q", r.Bucket)
+	}
+	if r.Server == "" && r.Database == "" && r.User == "" && r.App == "" && r.PasswordHash == "" {
+		v.add(strings.TrimSuffix(p, "."), "no matcher set (server, database, user, app or password_hash); use default_bucket for a catch-all")
+	}
+	if r.Server != "" {
+		if host, _ := SplitServerName(r.Server); host == "" {
+			v.add(p+"server", "%q names no host", r.Server)
+		}
+	}
+	if r.PasswordHash != "" {
+		if _, err := passhash.Parse(r.PasswordHash); err != nil {
+			v.add(p+"password_hash", "%v; make one with `proxy hash-password`", err)
+		}
+		if r.User == "" {
+			v.add(p+"user", "required by password_hash: a credential rule verifies one user's password")
+		}
+	}
+}
+
+// validName reports whether s is a non-empty run of ASCII letters, digits,
+// '.', '_' and '-' (safe in Redis keys, metric labels and env names).
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '.' || ch == '_' || ch == '-') {
+			return false
+		}
+	}
+	return true
+}
