@@ -41,20 +41,22 @@ func portOf(t *testing.T, a net.Addr) int {
 	return ta.Port
 }
 
-// sockoptInt reads an integer socket option from a listener or conn.
+// sockoptInt reads an integer socket option from a listener or conn. It
+// reports a failure with t.Errorf and returns -1, so handlers may call it.
 func sockoptInt(t *testing.T, sc syscall.Conn, level, opt int) int {
 	t.Helper()
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("SyscallConn: %v", err)
+		return -1
 	}
-	var v int
-	var gerr error
+	v, gerr := -1, error(nil)
 	if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil {
-		t.Fatal(err)
+		gerr = err
 	}
 	if gerr != nil {
-		t.Fatal(gerr)
+		t.Errorf("getsockopt(%d, %d): %v", level, opt, gerr)
+		return -1
 	}
 	return v
 }
