@@ -126,7 +126,8 @@ func TCPConn(c net.Conn) (tc *net.TCPConn, ok bool) {
 //
 // When ctx is canceled, Serve closes every listener, waits for the accept
 // goroutines to end and returns nil. It does not wait for the handlers (see
-// WithWaitGroup). A listener closed by someone else ends its own accept
+// WithWaitGroup). A connection that Accept returned just as ctx was canceled
+// is still handed to handle, not dropped. A listener closed by someone else ends its own accept
 // goroutine quietly. Any other accept error closes all listeners and Serve
 // returns it, naming the listener. Serve with no listeners returns an error.
 func Serve(ctx context.Context, lns []net.Listener, handle func(net.Conn), opts ...Option) error {
@@ -150,8 +151,9 @@ func Serve(ctx context.Context, lns []net.Listener, handle func(net.Conn), opts 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// Closing the listeners is what unblocks Accept.
-	stopped := make(chan struct{})
+	// Closing the listeners is what unblocks Accept: on cancel by the
+	// caller, on a failed listener, and (through the deferred cancel) when
+	// every accept goroutine has ended on its own.
 	var closeOnce sync.Once
 	closeAll := func() {
 		closeOnce.Do(func() {
@@ -161,10 +163,7 @@ func Serve(ctx context.Context, lns []net.Listener, handle func(net.Conn), opts 
 		})
 	}
 	go func() {
-		select {
-		case <-ctx.Done():
-		case <-stopped:
-		}
+		<-ctx.Done()
 		closeAll()
 	}()
 
@@ -184,7 +183,6 @@ func Serve(ctx context.Context, lns []net.Listener, handle func(net.Conn), opts 
 		}()
 	}
 	wg.Wait()
-	close(stopped)
 	closeAll()
 	return firstErr
 }
