@@ -5,7 +5,8 @@
 // Encryption (jTDS "ssl" property):
 //   none  -> ssl=off:     no PRELOGIN at all, LOGIN7 is the first packet.
 //   login -> ssl=request: PRELOGIN ENCRYPTION=OFF, TLS for LOGIN7 only when
-//                         the server answers OFF.
+//                         the server answers OFF. Not offered by the Go API
+//                         (clients.Supports): unreliable on Java 17.
 //   full  -> ssl=require: PRELOGIN ENCRYPTION=ON, trusts any certificate;
 //            with "cafile": ssl=authenticate against that PEM.
 // jTDS speaks TDS 7.1 (its "tds=8.0").

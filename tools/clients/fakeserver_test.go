@@ -1,6 +1,8 @@
 package clients
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -10,14 +12,18 @@ import (
 	"testing"
 	"time"
 	"unicode/utf16"
+
+	"github.com/tdsgate/tdsgate/pkg/certutil"
+	"github.com/tdsgate/tdsgate/pkg/tds/tdstls"
 )
 
 // This file holds two tiny test servers, independent of the project's codec:
 //   - firstPacketServer records what a client sends first (PRELOGIN
 //     ENCRYPTION byte, a bare LOGIN7, or a TLS ClientHello), then hangs up.
-//   - fakeTDS answers plaintext logins and batches just enough to exercise
-//     the harness end to end (results, an error, a cancel) until the real
-//     stand-in (tools/standin) takes over that role.
+//   - fakeTDS answers logins (plaintext, login-only TLS, full TLS or TDS 8.0
+//     strict, using pkg/tds/tdstls and a self-signed certificate) and
+//     batches just enough to exercise the harness end to end (results, an
+//     error, a cancel) until the real stand-in (tools/standin) takes over.
 
 // firstPacket is what a client sent first on a connection.
 type firstPacket struct {
@@ -179,8 +185,11 @@ func (s *firstPacketServer) port() int { return s.ln.Addr().(*net.TCPAddr).Port 
 // ---- fakeTDS: a minimal plaintext TDS responder ----
 
 type fakeTDS struct {
-	ln net.Listener
-	wg sync.WaitGroup
+	ln   net.Listener
+	wg   sync.WaitGroup
+	mode string // EncryptNone, EncryptLogin, EncryptFull, EncryptStrict
+	tls  *tls.Config
+	logf func(format string, args ...any)
 
 	mu       sync.Mutex
 	batches  []string
@@ -188,13 +197,30 @@ type fakeTDS struct {
 	closeAll []net.Conn
 }
 
-func newFakeTDS(t *testing.T) *fakeTDS {
+var (
+	certOnce sync.Once
+	certVal  tls.Certificate
+	certErr  error
+)
+
+// fakeCert is the fake server's self-signed certificate (one per test binary).
+func fakeCert(t *testing.T) tls.Certificate {
 	t.Helper()
+	certOnce.Do(func() { certVal, certErr = certutil.SelfSigned("localhost") })
+	if certErr != nil {
+		t.Fatal(certErr)
+	}
+	return certVal
+}
+
+func newFakeTDS(t *testing.T, mode string) *fakeTDS {
+	t.Helper()
+	fakeCert(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeTDS{ln: ln}
+	s := &fakeTDS{ln: ln, mode: mode, tls: &tls.Config{Certificates: []tls.Certificate{certVal}}, logf: t.Logf}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -343,12 +369,40 @@ func intResult(tds72 bool, col string, v int32) []byte {
 	return append(b, done(tds72, 0xFD, 0x10, 0xC1, 1)...)
 }
 
-func (s *fakeTDS) serve(c net.Conn) {
-	typ, payload, err := readMessage(c)
-	if err != nil {
+func (s *fakeTDS) serve(raw net.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var first [1]byte
+	if _, err := io.ReadFull(raw, first[:]); err != nil {
+		s.logf("fake server: login phase step %d: %v", 1, err)
 		return
 	}
-	if typ == 0x12 { // PRELOGIN: answer ENCRYPTION=NOT_SUP (plaintext only)
+	var c net.Conn = tdstls.WithPrefix(raw, first[:])
+	if first[0] == 0x16 { // TDS 8.0 strict: TLS before anything
+		if s.mode != EncryptStrict {
+			s.logf("fake server: strict ClientHello in mode %s", s.mode)
+			return
+		}
+		tc, err := tdstls.ServerStrict(ctx, c, s.tls)
+		if err != nil {
+			s.logf("fake server: login phase step %d: %v", 3, err)
+			return
+		}
+		c = tc
+	}
+	typ, payload, err := readMessage(c)
+	if err != nil {
+		s.logf("fake server: login phase step %d: %v", 4, err)
+		return
+	}
+	if typ == 0x12 { // PRELOGIN: answer the ENCRYPTION this server's mode wants
+		enc := byte(0x02) // NOT_SUP
+		switch s.mode {
+		case EncryptLogin:
+			enc = 0x00 // OFF: TLS for LOGIN7 only
+		case EncryptFull, EncryptStrict:
+			enc = 0x01 // ON (in strict mode clients ignore it: TLS is already up)
+		}
 		resp := []byte{
 			0x00, 0, 21, 0, 6,
 			0x01, 0, 27, 0, 1,
@@ -356,21 +410,49 @@ func (s *fakeTDS) serve(c net.Conn) {
 			0x04, 0, 29, 0, 1,
 			0xFF,
 			16, 0, 0x07, 0xD0, 0, 0, // version 16.0.2000
-			0x02, // NOT_SUP
+			enc,
 			0x00, // INSTOPT
 			0x00, // MARS off
 		}
 		if err := writeMessage(c, 0x04, resp); err != nil {
+			s.logf("fake server: login phase step %d: %v", 5, err)
 			return
 		}
-		if typ, payload, err = readMessage(c); err != nil {
+		var tc *tls.Conn
+		if enc == 0x00 || (enc == 0x01 && s.mode == EncryptFull) {
+			if tc, err = tdstls.Server(ctx, c, s.tls, 4096); err != nil {
+				s.logf("fake server: login phase step %d: %v", 6, err)
+				return
+			}
+		}
+		if tc != nil && enc == 0x01 {
+			_ = tdstls.AllowReadAhead(tc)
+			c = tc
+		}
+		if tc != nil && enc == 0x00 {
+			typ, payload, err = readMessage(tc) // LOGIN7 inside TLS
+			if err != nil {
+				s.logf("fake server: login phase step %d: %v", 7, err)
+				return
+			}
+			if c, err = tdstls.Detach(tc); err != nil {
+				s.logf("fake server: login phase step %d: %v", 8, err)
+				return
+			}
+		} else if typ, payload, err = readMessage(c); err != nil {
+			s.logf("fake server: login phase step %d: %v", 9, err)
 			return
 		}
 	}
 	if typ != 0x10 || len(payload) < 8 {
+		s.logf("fake server: want LOGIN7, got type 0x%02X (%d bytes)", typ, len(payload))
 		return
 	}
 	ver := binary.LittleEndian.Uint32(payload[4:8]) // e.g. 0x74000004
+	if ver == 0x08000000 {
+		// go-mssqldb's strict LOGIN7 says TDS 8.0; SQL Server answers 7.4.
+		ver = 0x74000004
+	}
 	tds72 := ver >= 0x72000000
 	var login []byte
 	login = append(login, envchange(1, bVarchar("master"), bVarchar("master"))...)
@@ -391,6 +473,9 @@ func (s *fakeTDS) serve(c net.Conn) {
 	for {
 		typ, payload, err := readMessage(c)
 		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.logf("fake server: read request: %v", err)
+			}
 			return
 		}
 		switch typ {

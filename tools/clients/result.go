@@ -1,6 +1,12 @@
 package clients
 
-import "fmt"
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/pem"
+	"fmt"
+	"os"
+)
 
 // Scalar returns the first column of the first row of the first result set
 // of step i, or nil when there is none.
@@ -56,4 +62,30 @@ func (r Result) Err() error {
 		}
 	}
 	return nil
+}
+
+// WriteCAFile writes the certificate chain of cert as PEM into dir and
+// returns the file's path, for Spec.CAFile: a test server's self-signed
+// certificate is then the trusted CA. Needed for encrypt=strict, where
+// every driver verifies the certificate (and the host name: a
+// certutil.SelfSigned certificate covers 127.0.0.1 and localhost).
+func WriteCAFile(dir string, cert tls.Certificate) (string, error) {
+	var b bytes.Buffer
+	for _, der := range cert.Certificate {
+		if err := pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
+			return "", err
+		}
+	}
+	if b.Len() == 0 {
+		return "", fmt.Errorf("clients: WriteCAFile: certificate has no chain")
+	}
+	f, err := os.CreateTemp(dir, "ca-*.pem")
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.Write(b.Bytes()); err != nil {
+		f.Close()
+		return "", err
+	}
+	return f.Name(), f.Close()
 }
