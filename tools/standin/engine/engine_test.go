@@ -835,3 +835,43 @@ func BenchmarkStream100k(b *testing.B) {
 		}
 	}
 }
+
+// reentrantSink calls the session's getters from inside callbacks, as a TDS
+// writer filling ENVCHANGE / DONE flags would.
+type reentrantSink struct {
+	recSink
+	s     *Session
+	trans []int
+	dbs   []string
+}
+
+func (r *reentrantSink) Tx(ev TxEvent, n int) error {
+	r.trans = append(r.trans, r.s.TranCount())
+	return r.recSink.Tx(ev, n)
+}
+
+func (r *reentrantSink) Database(n string) error {
+	r.dbs = append(r.dbs, r.s.Database()+"/"+r.s.Language())
+	return r.recSink.Database(n)
+}
+
+func TestGettersFromSink(t *testing.T) {
+	e := openTest(t)
+	s := newSess(t, e, 71)
+	rs := &reentrantSink{s: s}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.ExecBatch(context.Background(), "BEGIN TRAN; COMMIT; SET LANGUAGE x; USE other_db", nil, rs)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("getter deadlocked inside a Sink callback")
+	}
+	if fmt.Sprint(rs.trans) != "[1 0]" || fmt.Sprint(rs.dbs) != "[other_db/x]" {
+		t.Fatalf("trans=%v dbs=%v", rs.trans, rs.dbs)
+	}
+}

@@ -777,6 +777,7 @@ func (r *runner) set(toks []token) error {
 			return syntaxError("LANGUAGE")
 		}
 		s.language = val
+		s.publish()
 	case "TEXTSIZE":
 		if n, err := strconv.ParseInt(val, 10, 64); err == nil {
 			if n <= 0 {
@@ -815,6 +816,7 @@ func (r *runner) use(toks []token) error {
 		}
 		s.releaseConn()
 		s.db = d
+		s.publish()
 	}
 	if err := r.sink.Database(d.name); err != nil {
 		return transport{err}

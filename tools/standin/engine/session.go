@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // TxEvent is a change of the session's transaction state.
@@ -104,6 +105,20 @@ type Session struct {
 	vars         map[string]*variable
 	caught       *SQLError
 	closed       bool
+
+	// Published copies for the getters, which must not take mu: a Sink may
+	// call them from inside ExecBatch.
+	pubTran atomic.Int64
+	pubDB   atomic.Pointer[database]
+	pubLang atomic.Pointer[string]
+}
+
+// publish refreshes the values the getters report.
+func (s *Session) publish() {
+	s.pubTran.Store(int64(s.trancount))
+	s.pubDB.Store(s.db)
+	lang := s.language
+	s.pubLang.Store(&lang)
 }
 
 // DefaultLanguage is the session language after login and after Reset.
@@ -124,6 +139,7 @@ func (e *Engine) NewSession(info SessionInfo, database string) (*Session, error)
 	}
 	s := &Session{e: e, info: info, loginDB: d, db: d}
 	s.resetOptions()
+	s.publish()
 	return s, nil
 }
 
@@ -140,26 +156,15 @@ func (s *Session) resetOptions() {
 	s.caught = nil
 }
 
-// Database returns the current database name.
-func (s *Session) Database() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.db.name
-}
+// Database returns the current database name. Like TranCount and Language
+// it does not wait for a running batch, so a Sink may call it.
+func (s *Session) Database() string { return s.pubDB.Load().name }
 
 // TranCount returns @@TRANCOUNT.
-func (s *Session) TranCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.trancount
-}
+func (s *Session) TranCount() int { return int(s.pubTran.Load()) }
 
 // Language returns the SET LANGUAGE value (@@LANGUAGE).
-func (s *Session) Language() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.language
-}
+func (s *Session) Language() string { return *s.pubLang.Load() }
 
 // varColumn implements varTyper.
 func (s *Session) varColumn(name string) (Column, bool) {
@@ -199,6 +204,7 @@ func (s *Session) releaseConn() {
 	s.conn = nil
 	s.hasTemp = false
 	s.savepoints = map[string]bool{}
+	s.publish()
 }
 
 // ExecBatch runs a T-SQL batch, reporting results to sink. SQL errors go to
@@ -241,6 +247,7 @@ func (s *Session) Reset() error {
 	s.releaseConn()
 	s.db = s.loginDB
 	s.resetOptions()
+	s.publish()
 	return nil
 }
 
@@ -284,6 +291,7 @@ func (s *Session) Rollback() error {
 
 // begin implements BEGIN TRAN. It returns TxBegin when a transaction started.
 func (s *Session) begin(ctx context.Context) (TxEvent, error) {
+	defer s.publish()
 	if s.trancount > 0 {
 		s.trancount++
 		return TxNone, nil
@@ -300,6 +308,7 @@ func (s *Session) begin(ctx context.Context) (TxEvent, error) {
 }
 
 func (s *Session) commit(ctx context.Context) (TxEvent, error) {
+	defer s.publish()
 	switch {
 	case s.trancount == 0:
 		return TxNone, newErr(ErrCommitNoBegin, 16, "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.")
@@ -325,6 +334,7 @@ func (s *Session) commit(ctx context.Context) (TxEvent, error) {
 }
 
 func (s *Session) rollback(ctx context.Context, savepoint string) (TxEvent, error) {
+	defer s.publish()
 	if s.trancount == 0 {
 		return TxNone, newErr(ErrRollbackNoBegin, 16, "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.")
 	}
