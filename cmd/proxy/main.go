@@ -7,7 +7,18 @@ import (
 )
 
 func main() {
-	configPath := flag.String("config", "", "path to the YAML config file (empty: the built-in demo config)")
+	if len(os.Args) > 1 && os.Args[1] == "hash-password" {
+		if err := hashPassword(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "tdsgate:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	configPath := flag.String("config", "", "path to the YAML config file (empty: the embedded demo config)")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: %s [-config file.yaml]\n       %s hash-password   (reads a password on stdin, prints its hash for a route's password_hash)\n", os.Args[0], os.Args[0])
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	if err := run(*configPath); err != nil {
 		fmt.Fprintln(os.Stderr, "tdsgate:", err)

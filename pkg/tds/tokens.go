@@ -472,3 +472,42 @@ func LoginFailure(number int32, state, class uint8, message, serverName string, 
 func LoginFailureMessage(number int32, state, class uint8, message, serverName string, version uint32, packetSize int) []byte {
 	return AppendPackets(nil, PacketReply, 0, 0, 1, packetSize, LoginFailure(number, state, class, message, serverName, version))
 }
+
+// LegacyLoginRefusal builds a complete REPLY message refusing a TDS
+// 4.2/5.0 login (packet type 0x02) in the token layout those clients read:
+// an ERROR token with single-byte text and a DONE with a 4-byte count.
+// FreeTDS, for one, retries a failed TDS 7 login this way, and this is
+// what it then prints.
+func LegacyLoginRefusal(number int32, class uint8, message, serverName string) []byte {
+	ascii := func(s string, max int) []byte {
+		b := make([]byte, 0, len(s))
+		for _, r := range s {
+			if r > 0x7E || r < 0x20 {
+				r = '?'
+			}
+			b = append(b, byte(r))
+		}
+		if len(b) > max {
+			b = b[:max]
+		}
+		return b
+	}
+	msg := ascii(message, 4000)
+	srv := ascii(serverName, 255)
+	body := appendU32(nil, uint32(number))
+	body = append(body, 1, class)
+	body = appendU16(body, uint16(len(msg)))
+	body = append(body, msg...)
+	body = append(body, byte(len(srv)))
+	body = append(body, srv...)
+	body = append(body, 0)    // no procedure name
+	body = appendU16(body, 1) // line number
+	b := append([]byte{byte(TokenError)}, 0, 0)
+	binary.LittleEndian.PutUint16(b[1:], uint16(len(body)))
+	b = append(b, body...)
+	b = append(b, byte(TokenDone))
+	b = appendU16(b, DoneError)
+	b = appendU16(b, 0)
+	b = appendU32(b, 0)
+	return AppendPackets(nil, PacketReply, 0, 0, 1, 512, b)
+}

@@ -1,0 +1,263 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/certutil"
+	"github.com/tdsgate/tdsgate/pkg/config"
+	"github.com/tdsgate/tdsgate/pkg/frontend"
+	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/listener"
+	"github.com/tdsgate/tdsgate/pkg/route"
+)
+
+// App is a running tdsgate instance.
+type App struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	cfg     *config.Config
+	cert    tls.Certificate
+	lim     *limiter.Local
+	handler *frontend.Handler
+	buckets map[string]*frontend.Bucket
+
+	lns      []net.Listener
+	serveWG  sync.WaitGroup
+	cancel   context.CancelFunc
+	serveErr chan error
+}
+
+// New builds an instance from cfg. Nothing listens until Start.
+func New(cfg *config.Config, log *slog.Logger) (*App, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	a := &App{log: log, cfg: cfg, buckets: map[string]*frontend.Bucket{}}
+	cert, generated, err := certutil.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, "tdsgate "+cfg.InstanceID)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	a.cert = cert
+	if generated {
+		log.Info("tls: no certificate configured, generated a self-signed one", "sha256_fingerprint", certutil.Fingerprint(cert))
+	} else {
+		log.Info("tls: certificate loaded", "file", cfg.TLS.CertFile, "sha256_fingerprint", certutil.Fingerprint(cert))
+	}
+	a.lim = limiter.NewLocal(bucketLimits(cfg), limiter.WithObserver(a.limiterObserver()))
+	rt, err := a.runtime(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.handler = frontend.NewHandler(rt, a.lim, log, nil)
+	return a, nil
+}
+
+func (a *App) limiterObserver() limiter.Observer {
+	return limiter.ObserverFuncs{
+		OnEnqueued: func(bucket string, n int) {
+			a.log.Info("queue: client waiting for a slot", "bucket", bucket, "queue_length", n)
+		},
+		OnRejected: func(bucket string, code limiter.Code) {
+			a.log.Debug("queue: rejected", "bucket", bucket, "code", code.String())
+		},
+		OnCanceled: func(bucket string, waited time.Duration) {
+			a.log.Info("queue: client left the queue", "bucket", bucket, "waited", waited.Round(time.Millisecond))
+		},
+	}
+}
+
+func bucketLimits(cfg *config.Config) []limiter.BucketConfig {
+	out := make([]limiter.BucketConfig, 0, len(cfg.Buckets))
+	for _, b := range cfg.Buckets {
+		out = append(out, limiter.BucketConfig{ID: b.ID, MaxConnections: b.MaxConnections, MaxQueueSize: b.MaxQueueSize, QueueTimeout: b.QueueTimeout})
+	}
+	return out
+}
+
+// runtime builds the frontend's reloadable world from cfg, keeping the
+// breakers of buckets whose backend did not change.
+func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
+	router, err := route.New(cfg.Routes, cfg.DefaultBucket)
+	if err != nil {
+		return nil, err
+	}
+	allowed := map[frontend.Mode]bool{}
+	for _, e := range cfg.ClientEncryption {
+		allowed[frontend.Mode(e)] = true
+	}
+	settings := &frontend.Settings{
+		ServerName:   frontend.DefaultServerName,
+		LoginTimeout: cfg.LoginTimeout,
+		Allowed:      allowed,
+		TLS:          &tls.Config{Certificates: []tls.Certificate{a.cert}, MinVersion: tls.VersionTLS12},
+	}
+	buckets := map[string]*frontend.Bucket{}
+	for i := range cfg.Buckets {
+		b := &cfg.Buckets[i]
+		t, err := target(b)
+		if err != nil {
+			return nil, fmt.Errorf("buckets[%d] (%s): %w", i, b.ID, err)
+		}
+		if old := a.buckets[b.ID]; old != nil && sameTarget(old.Target, t) {
+			old.Breaker.Failures, old.Breaker.ProbeInterval = b.Breaker.Failures, b.Breaker.ProbeInterval
+			buckets[b.ID] = old
+			continue
+		}
+		fb := &frontend.Bucket{ID: b.ID, Target: t}
+		fb.Breaker = &backend.Breaker{
+			Bucket: b.ID, Failures: b.Breaker.Failures, ProbeInterval: b.Breaker.ProbeInterval,
+			Probe: func(ctx context.Context) error { _, err := backend.Probe(ctx, t); return err },
+			OnChange: func(bucket string, s backend.BreakerState, err error) {
+				if s == backend.BreakerOpen {
+					a.log.Error("circuit breaker open: backend unavailable, logins fail fast", "bucket", bucket, "address", t.Address, "err", err)
+				} else {
+					a.log.Warn("circuit breaker closed: backend answers again", "bucket", bucket, "address", t.Address)
+				}
+			},
+		}
+		buckets[b.ID] = fb
+	}
+	for id, old := range a.buckets {
+		if buckets[id] != old {
+			old.Breaker.Close()
+		}
+	}
+	a.buckets = buckets
+	return &frontend.Runtime{Settings: settings, Router: router, Buckets: buckets}, nil
+}
+
+func sameTarget(a, b *backend.Target) bool {
+	return a.Address == b.Address && a.Encryption == b.Encryption && a.DialTimeout == b.DialTimeout &&
+		a.LoginTimeout == b.LoginTimeout && a.TLS.ServerName == b.TLS.ServerName &&
+		a.TLS.InsecureSkipVerify == b.TLS.InsecureSkipVerify && (a.TLS.RootCAs == nil) == (b.TLS.RootCAs == nil)
+}
+
+// target builds a bucket's backend target from its config.
+func target(b *config.Bucket) (*backend.Target, error) {
+	tc := &tls.Config{ServerName: b.ServerName, MinVersion: tls.VersionTLS12}
+	switch {
+	case b.CAFile != "":
+		pem, err := os.ReadFile(b.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", b.CAFile)
+		}
+		tc.RootCAs = pool
+	case b.TrustServerCertificate:
+		tc.InsecureSkipVerify = true
+	}
+	return &backend.Target{
+		Bucket: b.ID, Address: b.Address, Encryption: backend.Encryption(b.Encryption),
+		TLS: tc, DialTimeout: b.DialTimeout, LoginTimeout: b.LoginTimeout,
+	}, nil
+}
+
+// Start binds the listeners and serves in the background.
+func (a *App) Start(ctx context.Context) error {
+	cfg := a.cfg
+	lns, err := listener.Listen(ctx, cfg.Listen, cfg.Listeners)
+	if err != nil {
+		return err
+	}
+	a.lns = lns
+	sctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	opts := []listener.Option{listener.WithLogger(a.log)}
+	if cfg.ProxyProtocol {
+		opts = append(opts, listener.WithProxyProtocol(cfg.LoginTimeout))
+	}
+	a.serveErr = make(chan error, 1)
+	a.serveWG.Add(1)
+	go func() {
+		defer a.serveWG.Done()
+		a.serveErr <- listener.Serve(sctx, lns, func(c net.Conn) { a.handler.Serve(context.Background(), c) }, opts...)
+	}()
+	a.log.Info("tdsgate listening", "addr", lns[0].Addr().String(), "listeners", len(lns), "instance_id", cfg.InstanceID,
+		"buckets", len(cfg.Buckets), "proxy_protocol", cfg.ProxyProtocol)
+	return nil
+}
+
+// Addr is the TDS listen address (after Start).
+func (a *App) Addr() string { return a.lns[0].Addr().String() }
+
+// Limiter is the instance's limiter.
+func (a *App) Limiter() limiter.Limiter { return a.lim }
+
+// Handler is the frontend handler.
+func (a *App) Handler() *frontend.Handler { return a.handler }
+
+// Config is the config in force.
+func (a *App) Config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// Reload swaps in a new config: limits, routes and buckets change for new
+// logins; sessions under way keep going. Listen addresses, TLS files and
+// the instance id are read only at start.
+func (a *App) Reload(cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rt, err := a.runtime(cfg)
+	if err != nil {
+		return err
+	}
+	a.lim.Update(bucketLimits(cfg))
+	a.handler.SetRuntime(rt)
+	a.cfg = cfg
+	a.log.Info("config reloaded", "buckets", len(cfg.Buckets), "routes", len(cfg.Routes))
+	return nil
+}
+
+// Shutdown stops accepting, refuses new logins, waits for sessions up to
+// the drain timeout (or ctx), then closes what is left and the components.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.log.Info("shutdown: draining", "active_sessions", a.handler.Active(), "drain_timeout", a.cfg.DrainTimeout)
+	a.handler.Drain()
+	if a.cancel != nil {
+		a.cancel()
+		a.serveWG.Wait()
+	}
+	done := make(chan struct{})
+	go func() { a.handler.Wait(); close(done) }()
+	timer := time.NewTimer(a.cfg.DrainTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-done:
+	case <-timer.C:
+		err = fmt.Errorf("drain timeout: closed %d sessions", a.handler.Active())
+		a.handler.CloseAll()
+		<-done
+	case <-ctx.Done():
+		err = ctx.Err()
+		a.handler.CloseAll()
+		<-done
+	}
+	a.lim.Close()
+	for _, b := range a.buckets {
+		b.Breaker.Close()
+	}
+	a.log.Info("shutdown: done", "err", errString(err))
+	return err
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

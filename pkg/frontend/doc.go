@@ -1,0 +1,13 @@
+// Package frontend owns one client session, from the first byte to the
+// release of its slot, as one linear function (Handler.Serve):
+//
+//	handshake → route → admit → connect → login reply → relay → release
+//
+// The handshake reads PRELOGIN and answers each client ENCRYPTION choice
+// as SQL Server would (within the modes the config allows), runs TLS
+// inside PRELOGIN packets or TDS 8.0 strict TLS, accepts a LOGIN7 with no
+// PRELOGIN, refuses TDS 4.2/5.0 logins clearly, and reads LOGIN7 — every
+// read under the login deadline. Every refusal after PRELOGIN is a TDS
+// ERROR token with its own number (errors.go) and a readable message,
+// never a dropped socket.
+package frontend

@@ -1,0 +1,436 @@
+package frontend
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/listener"
+	"github.com/tdsgate/tdsgate/pkg/relay"
+	"github.com/tdsgate/tdsgate/pkg/route"
+	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/pkg/tds/tdstls"
+)
+
+// session is one client connection's state. Its life is Serve, top to
+// bottom.
+type session struct {
+	h     *Handler
+	id    uint64
+	raw   *net.TCPConn
+	start time.Time
+	log   *slog.Logger
+
+	client string // the client's address (from the PROXY header when there is one)
+	mode   Mode   // the client's encryption mode
+	// out is where replies to the client go: raw, or TLS for the session.
+	out net.Conn
+	// version is the client's TDS version (0 before LOGIN7).
+	version uint32
+	login   *tds.Login7
+	bucket  string
+	outcome string
+	relayed relay.Result
+
+	mu      sync.Mutex
+	backend net.Conn
+}
+
+// Serve runs one client session: handshake → route → admit → connect →
+// login reply → relay → release. The slot taken in admit is released
+// exactly once by the deferred Release, however the session ends.
+//
+// c is the accepted connection: a *net.TCPConn, or the listener's
+// *listener.Conn when the PROXY protocol is on, whose RemoteAddr is the
+// real client from the header. The session works on the raw
+// *net.TCPConn underneath, so the relay can splice.
+func (h *Handler) Serve(ctx context.Context, c net.Conn) {
+	rt := h.Runtime()
+	raw, ok := listener.TCPConn(c)
+	if !ok {
+		c.Close()
+		h.Log.Error("session refused: not a TCP connection", "type", fmt.Sprintf("%T", c))
+		return
+	}
+	s := &session{h: h, id: h.ids.Add(1), raw: raw, start: time.Now(), client: c.RemoteAddr().String()}
+	s.out = raw
+	h.track(s)
+	defer h.untrack(s)
+	defer raw.Close()
+	s.log = h.Log.With("session", s.id, "client", s.client)
+	defer s.logClosed()
+	s.log.Info("session accepted")
+
+	// 1. Handshake: PRELOGIN, TLS, LOGIN7.
+	login, loginBytes, err := s.handshake(ctx, rt.Settings)
+	h.Observer.ClientHandshake(string(s.mode), err)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
+
+	// 2. Route.
+	bucketID, rule, ok := rt.Router.Route(route.Login{ServerName: login.ServerName, Database: login.Database, User: login.UserName, App: login.AppName, Password: login.Password})
+	bucket := rt.Buckets[bucketID]
+	if !ok || bucket == nil {
+		s.fail(refuse(CodeNoRoute, nil, "tdsgate has no route for login '%s' to database '%s' (server '%s', application '%s'); check the user, the password, the database, or the proxy's routes", login.UserName, login.Database, login.ServerName, login.AppName))
+		return
+	}
+	s.bucket = bucketID
+	s.log = s.log.With("bucket", bucketID, "rule", rule)
+
+	// 3. Admit: a slot under the bucket's limit, maybe after a wait in its queue.
+	if h.draining.Load() {
+		s.fail(refuse(CodeShuttingDown, nil, "this tdsgate instance is shutting down; connect again"))
+		return
+	}
+	ticket, err := s.admit(ctx, bucketID)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	defer func() {
+		ticket.Release()
+		s.log.Info("slot release")
+	}()
+	s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
+
+	// 4. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's backend.
+	be, res, err := s.connect(ctx, bucket, login, loginBytes)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	defer be.Close()
+
+	// 5. The backend's login answer goes to the client as the backend framed it.
+	if _, err := s.out.Write(res.Response); err != nil {
+		s.outcome = "client_gone"
+		return
+	}
+	if !res.OK {
+		s.outcome = "backend_login_failed"
+		if res.Error != nil {
+			s.log.Info("backend refused login", "number", res.Error.Number, "message", res.Error.Message)
+		}
+		return
+	}
+
+	// 6. Relay until either side ends.
+	s.relayed = relay.Relay(s.out, be.Conn)
+	s.outcome = "ok"
+	if s.relayed.Err != nil {
+		s.outcome = "relay_error"
+	}
+	h.Observer.Relayed(bucketID, s.relayed.Mode.String(), s.relayed.ClientToServer, s.relayed.ServerToClient, time.Since(s.start))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (s *session) logClosed() {
+	if s.outcome == "" {
+		s.outcome = "closed"
+	}
+	attrs := []any{"outcome", s.outcome, "duration", time.Since(s.start).Round(time.Microsecond)}
+	if r := s.relayed; r.Mode != 0 {
+		attrs = append(attrs, "relay_mode", r.Mode.String(), "bytes_in", r.ClientToServer, "bytes_out", r.ServerToClient, "ended_by", r.Ended.String())
+		if r.Err != nil {
+			attrs = append(attrs, "err", r.Err.Error())
+		}
+	}
+	s.log.Info("session closed", attrs...)
+}
+
+// abort closes both legs (drain deadline).
+func (s *session) abort() {
+	s.raw.Close()
+	s.mu.Lock()
+	if s.backend != nil {
+		s.backend.Close()
+	}
+	s.mu.Unlock()
+}
+
+// fail ends a session that could not be served. A Refusal becomes a TDS
+// ERROR + DONE for the client once it has sent LOGIN7; before that there
+// is no message it could read, and the connection is only closed.
+func (s *session) fail(err error) {
+	var r *Refusal
+	if !errors.As(err, &r) {
+		s.outcome = "handshake_error"
+		s.log.Info("session refused", "client", s.client, "err", err)
+		return
+	}
+	s.outcome = r.Code.String()
+	s.h.Observer.Refused(s.bucket, int32(r.Code), r.Code.String())
+	attrs := []any{"code", int32(r.Code), "reason", r.Code.String(), "message", r.Msg}
+	if r.Err != nil {
+		attrs = append(attrs, "err", r.Err.Error())
+	}
+	s.log.Warn("session refused", attrs...)
+	if s.login == nil && r.Code != CodeEncryption && r.Code != CodeBadLogin {
+		return
+	}
+	v := s.version
+	if v == 0 {
+		v = tds.Version74
+	}
+	s.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	s.out.Write(tds.LoginFailureMessage(int32(r.Code), 1, 16, r.Msg, s.h.Runtime().Settings.ServerName, v, tds.DefaultPacketSize))
+}
+
+// handshake reads PRELOGIN (if any), runs TLS as negotiated, and reads
+// LOGIN7. Every read is under the login deadline.
+func (s *session) handshake(ctx context.Context, st *Settings) (*tds.Login7, []byte, error) {
+	lt := st.LoginTimeout
+	if lt <= 0 {
+		lt = DefaultLoginTimeout
+	}
+	deadline := time.Now().Add(lt)
+	s.raw.SetDeadline(deadline)
+	defer s.raw.SetDeadline(time.Time{})
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	var first [3]byte
+	if _, err := io.ReadFull(s.raw, first[:]); err != nil {
+		return nil, nil, fmt.Errorf("reading the first bytes: %w", err)
+	}
+	var transport net.Conn = tdstls.WithPrefix(s.raw, first[:])
+	var tc *tls.Conn
+	if tdstls.LooksLikeTLSClientHello(first[:]) {
+		s.mode = ModeStrict
+		if !st.Allowed[ModeStrict] {
+			return nil, nil, errors.New("TDS 8.0 strict client, and strict is not in client_encryption")
+		}
+		c, err := tdstls.ServerStrict(hctx, transport, st.TLS)
+		if err != nil {
+			return nil, nil, fmt.Errorf("strict TLS: %w", err)
+		}
+		tc, transport = c, c
+	}
+	r := tds.NewMessageReader(transport, tds.MaxPacketSize, tds.MaxLogin7Len)
+	m, err := r.ReadMessage()
+	if err != nil {
+		return nil, nil, err
+	}
+	loginOnly := false
+	switch m.Type {
+	case tds.PacketPrelogin:
+		p, err := tds.ParsePrelogin(m.Data)
+		if err != nil {
+			return nil, nil, err
+		}
+		clientEnc, _ := p.Encryption()
+		clientEnc &^= tds.EncryptClientCertMask
+		answer := s.negotiate(clientEnc, st.Allowed)
+		resp := &tds.Prelogin{}
+		resp.SetVersion(tds.Version{Major: 16, Minor: 0, Build: 1000})
+		resp.SetEncryption(answer)
+		resp.Set(tds.PLInstOpt, []byte{0})
+		resp.Set(tds.PLThreadID, nil)
+		resp.Set(tds.PLMARS, []byte{0})
+		if _, err := transport.Write(tds.AppendPackets(nil, tds.PacketReply, 0, 0, 1, tds.DefaultPacketSize, resp.Append(nil))); err != nil {
+			return nil, nil, err
+		}
+		if s.mode != ModeStrict && answer != tds.EncryptNotSup {
+			if clientEnc == tds.EncryptNotSup {
+				return nil, nil, fmt.Errorf("client cannot do TLS (ENCRYPT_NOT_SUP) and client_encryption does not allow none")
+			}
+			c, err := tdstls.Server(hctx, transport, st.TLS, tds.DefaultPacketSize)
+			if err != nil {
+				return nil, nil, fmt.Errorf("TLS: %w", err)
+			}
+			tc = c
+			loginOnly = answer == tds.EncryptOff
+			s.mode = ModeFull
+			if loginOnly {
+				s.mode = ModeLogin
+			}
+			r = tds.NewMessageReader(tc, tds.MaxPacketSize, tds.MaxLogin7Len)
+		} else if s.mode != ModeStrict {
+			s.mode = ModeNone
+		}
+		if m, err = r.ReadMessage(); err != nil {
+			return nil, nil, err
+		}
+	case tds.PacketLogin7:
+		s.mode = ModeNone // an old client that sends no PRELOGIN
+	case tds.PacketPreTDS7Login:
+		s.outcome = "tds42_login"
+		s.raw.Write(tds.LegacyLoginRefusal(int32(CodeUnsupportedLogin), 16, "tdsgate speaks TDS 7.0 and later; this client sent a TDS 4.2/5.0 login", st.ServerName))
+		return nil, nil, errors.New("TDS 4.2/5.0 login refused")
+	default:
+		return nil, nil, fmt.Errorf("first packet of type 0x%02x is neither PRELOGIN nor LOGIN7", uint8(m.Type))
+	}
+	if m.Type != tds.PacketLogin7 {
+		return nil, nil, fmt.Errorf("packet of type 0x%02x where LOGIN7 was expected", uint8(m.Type))
+	}
+	switch {
+	case tc != nil && loginOnly:
+		if _, err := tdstls.Detach(tc); err != nil {
+			return nil, nil, err
+		}
+		s.out = s.raw
+	case tc != nil:
+		if s.mode != ModeStrict {
+			if err := tdstls.AllowReadAhead(tc); err != nil {
+				return nil, nil, err
+			}
+		}
+		s.out = tc
+	}
+	if s.mode == ModeNone && !st.Allowed[ModeNone] {
+		// Reply readably: the client reads a plaintext login answer.
+		s.login = &tds.Login7{}
+		return nil, nil, refuse(CodeEncryption, nil, "tdsgate requires an encrypted connection (client_encryption does not allow none); enable encryption in the client")
+	}
+	l, err := tds.ParseLogin7(m.Data)
+	if err != nil {
+		return nil, nil, refuse(CodeBadLogin, err, "tdsgate could not decode the LOGIN7 message: %v", err)
+	}
+	s.login, s.version = l, l.TDSVersion
+	if l.TDSVersion < tds.Version70 && l.TDSVersion != tds.Version80 {
+		return nil, nil, refuse(CodeUnsupportedLogin, nil, "TDS version 0x%08x is not supported; tdsgate speaks TDS 7.0 to 7.4 and 8.0", l.TDSVersion)
+	}
+	if l.OptionFlags2&tds.OptFlag2IntSecurity != 0 || len(l.SSPI) > 0 {
+		return nil, nil, refuse(CodeUnsupportedLogin, nil, "Windows integrated authentication is not supported by tdsgate; use a SQL Server login")
+	}
+	if fs, err := l.Features(); err == nil {
+		for _, f := range fs {
+			if f.ID == tds.FeatureFedAuth {
+				return nil, nil, refuse(CodeUnsupportedLogin, nil, "federated (Microsoft Entra) authentication is not supported by tdsgate; use a SQL Server login")
+			}
+		}
+	}
+	return l, m.Data, nil
+}
+
+// negotiate answers a client's ENCRYPTION within the allowed modes, the
+// way SQL Server would answer it.
+func (s *session) negotiate(client uint8, allowed map[Mode]bool) uint8 {
+	if s.mode == ModeStrict {
+		return tds.EncryptOn
+	}
+	switch client {
+	case tds.EncryptNotSup:
+		if allowed[ModeNone] {
+			return tds.EncryptNotSup
+		}
+		return tds.EncryptReq
+	case tds.EncryptOff:
+		switch {
+		case allowed[ModeLogin]:
+			return tds.EncryptOff
+		case allowed[ModeFull]:
+			return tds.EncryptReq
+		case allowed[ModeNone]:
+			return tds.EncryptNotSup
+		}
+		return tds.EncryptReq
+	default: // ON, REQ
+		if allowed[ModeFull] {
+			return tds.EncryptOn
+		}
+		return tds.EncryptNotSup
+	}
+}
+
+// admit takes a slot, waiting in the bucket's queue if needed. A client
+// that hangs up while queued leaves the queue.
+func (s *session) admit(ctx context.Context, bucket string) (limiter.Ticket, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := watchHangup(s.raw, cancel)
+	defer stop()
+	t, err := s.h.Limiter.Acquire(actx, bucket)
+	if err == nil {
+		return t, nil
+	}
+	var le *limiter.Error
+	if errors.As(err, &le) {
+		switch le.Number() {
+		case tds.ErrNumQueueTimeout:
+			s.log.Warn("queue timeout", "bucket", bucket, "waited", le.Waited, "max_connections", le.Max)
+			return nil, refuse(CodeQueueTimeout, err, "%s", le.Error())
+		case tds.ErrNumQueueFull:
+			s.log.Warn("queue full, circuit breaker rejected the login", "bucket", bucket, "queued", le.Queue, "max_queue_size", le.MaxQueue)
+			return nil, refuse(CodeQueueFull, err, "%s", le.Error())
+		}
+		return nil, refuse(CodeShuttingDown, err, "%s", le.Error())
+	}
+	if ctx.Err() == nil && actx.Err() != nil {
+		s.outcome = "left_queue"
+		return nil, fmt.Errorf("client left the queue of bucket %s", bucket)
+	}
+	return nil, err
+}
+
+// connect reaches the bucket's backend and logs the client in there.
+func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBytes []byte) (*backend.Conn, *backend.LoginResult, error) {
+	if err := b.Breaker.Allow(); err != nil {
+		return nil, nil, refuse(CodeBackendUnavailable, err, "%s", err.Error())
+	}
+	start := time.Now()
+	be, err := backend.Connect(ctx, b.Target)
+	if err != nil {
+		s.h.Observer.BackendConnected(b.ID, time.Since(start), err)
+		b.Breaker.Failure(err)
+		return nil, nil, refuse(CodeBackendUnavailable, err, "tdsgate could not reach the backend of bucket %s: %v", b.ID, shortErr(err))
+	}
+	b.Breaker.Success()
+	s.mu.Lock()
+	s.backend = be.Raw
+	s.mu.Unlock()
+	// Forward the client's LOGIN7, changing only what must change: a TDS
+	// 8.0 client's version when the backend leg is not strict.
+	if l.TDSVersion == tds.Version80 && b.Target.Encryption != backend.EncryptStrict {
+		c := *l
+		c.TDSVersion = tds.Version74
+		loginBytes = c.Append(nil)
+	}
+	res, err := be.Login(ctx, loginBytes, l.TDSVersion)
+	s.h.Observer.BackendConnected(b.ID, time.Since(start), err)
+	if err != nil {
+		be.Close()
+		var bee *backend.Error
+		if errors.As(err, &bee) && bee.Stage == backend.StageLogin && !isNetErr(err) {
+			return nil, nil, refuse(CodeBackendProtocol, err, "the backend of bucket %s answered the login with something tdsgate cannot relay: %v", b.ID, shortErr(err))
+		}
+		return nil, nil, refuse(CodeBackendUnavailable, err, "the backend of bucket %s failed during login: %v", b.ID, shortErr(err))
+	}
+	return be, res, nil
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// shortErr keeps the useful end of a wrapped error for client messages.
+func shortErr(err error) string {
+	var be *backend.Error
+	if errors.As(err, &be) {
+		msg := be.Err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "dial tcp") {
+			msg = msg[i+2:]
+		}
+		return fmt.Sprintf("%s %s: %s", be.Address, be.Stage, msg)
+	}
+	return err.Error()
+}
