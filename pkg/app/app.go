@@ -192,6 +192,9 @@ func (a *App) Start(ctx context.Context) error {
 // Addr is the TDS listen address (after Start).
 func (a *App) Addr() string { return a.lns[0].Addr().String() }
 
+// Certificate is the certificate presented to clients.
+func (a *App) Certificate() tls.Certificate { return a.cert }
+
 // Limiter is the instance's limiter.
 func (a *App) Limiter() limiter.Limiter { return a.lim }
 

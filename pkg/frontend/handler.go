@@ -10,6 +10,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/route"
 )
 
@@ -94,9 +95,11 @@ type Handler struct {
 
 	draining atomic.Bool
 	ids      atomic.Uint64
-	mu       sync.Mutex
-	live     map[*session]struct{}
-	wg       sync.WaitGroup
+	// relayed counts sessions by relay mode (index: relay.Mode).
+	relayed [3]atomic.Int64
+	mu      sync.Mutex
+	live    map[*session]struct{}
+	wg      sync.WaitGroup
 }
 
 // NewHandler returns a handler serving with rt and lim.
@@ -118,6 +121,14 @@ func (h *Handler) SetRuntime(rt *Runtime) { h.runtime.Store(rt) }
 
 // Runtime returns the current runtime.
 func (h *Handler) Runtime() *Runtime { return h.runtime.Load() }
+
+// Relayed reports how many sessions took each relay path.
+func (h *Handler) Relayed(m relay.Mode) int64 {
+	if int(m) >= len(h.relayed) {
+		return 0
+	}
+	return h.relayed[m].Load()
+}
 
 // Drain makes new logins fail with CodeShuttingDown.
 func (h *Handler) Drain() { h.draining.Store(true) }

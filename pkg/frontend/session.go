@@ -128,6 +128,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 
 	// 6. Relay until either side ends.
 	s.relayed = relay.Relay(s.out, be.Conn)
+	h.relayed[s.relayed.Mode].Add(1)
 	s.outcome = "ok"
 	if s.relayed.Err != nil {
 		s.outcome = "relay_error"
