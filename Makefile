@@ -25,7 +25,8 @@ run: build ## Build and run the proxy locally (CONFIG=path/to/config.yaml)
 
 .PHONY: demo
 demo: build ## Start the proxy on 127.0.0.1:1433 in front of three stand-in buckets (no Redis)
-	$(call not_yet,the proxy's data path and the stand-in arrive with their issues)
+	$(GO) build -o $(BIN)/demo ./tools/demo/
+	./$(BIN)/demo
 
 ##@ Test and quality
 .PHONY: deps
