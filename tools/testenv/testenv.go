@@ -112,3 +112,15 @@ func Proxy(t testing.TB, cfg *config.Config) *app.App {
 	})
 	return a
 }
+
+// WaitUntil polls cond for up to 10 s.
+func WaitUntil(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
