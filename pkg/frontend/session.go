@@ -224,6 +224,11 @@ func (s *session) handshake(ctx context.Context, st *Settings) (*tds.Login7, []b
 			return nil, nil, fmt.Errorf("strict TLS: %w", err)
 		}
 		tc, transport = c, c
+	} else if t := tds.PacketType(first[0]); t != tds.PacketPrelogin && t != tds.PacketLogin7 && t != tds.PacketPreTDS7Login {
+		// Not a TDS client (an HTTP probe, a port scanner): refuse now
+		// rather than wait out the login timeout for the payload its
+		// "header" announces.
+		return nil, nil, fmt.Errorf("first packet of type 0x%02x is neither PRELOGIN nor LOGIN7", first[0])
 	}
 	r := tds.NewMessageReader(transport, tds.MaxPacketSize, tds.MaxLogin7Len)
 	m, err := r.ReadMessage()
