@@ -1,0 +1,53 @@
+// Package metrics owns tdsgate's Prometheus metrics: their names, their
+// labels, and the one github.com/VictoriaMetrics/metrics Set that holds
+// them for an instance.
+//
+// Every metric object is created ahead of the events it counts: the
+// instance-wide ones in New, a bucket's when the bucket is configured
+// (SetBuckets, again on reload for new buckets). Hot-path methods
+// (Acquired, Released, Relayed, …) look a bucket up in an immutable map
+// behind an atomic pointer and touch existing counters: no lock, no
+// allocation, and never GetOrCreate*. A bucket removed by a reload keeps
+// its series (its held slots are still released into them); the set of
+// series is bounded by the buckets ever configured.
+//
+// Metrics implements frontend.Observer and limiter.Observer. The Redis
+// limiter reports through RedisOp, Heartbeat, SetFallback and SetGlobal;
+// values that are cheaper to read than to track (queue lengths, breaker
+// states, eBPF counts) are set by OnScrape hooks just before each scrape.
+//
+// # Metrics
+//
+// Per bucket (label bucket):
+//
+//	proxy_connections_active           gauge     slots held on this instance
+//	proxy_connections_idle             gauge     idle pooled backends (0 until pooling)
+//	proxy_connections_total            counter   admitted logins (slots granted)
+//	proxy_queue_length                 gauge     clients waiting for a slot
+//	proxy_queue_wait_duration_seconds  histogram wait from entering the queue to the grant, for every admitted login (≈0 when a slot was free)
+//	proxy_queue_abandoned_total        counter   clients that hung up while queued
+//	proxy_backend_connect_duration_seconds histogram dial + PRELOGIN + TLS + LOGIN7 to the backend, successful logins only
+//	proxy_bucket_global_count          gauge     slots held by all instances, as last seen (standalone: this instance's)
+//	proxy_bucket_global_max            gauge     the bucket's cap, as last seen
+//	proxy_breaker_open                 gauge     1 while the bucket's circuit breaker is open
+//	proxy_rejections_total{code}       counter   refusals sent to clients, code 50001..50009
+//	proxy_ebpf_backend_connections     gauge     established backend connections seen by the kernel (only while eBPF is enabled)
+//	proxy_ebpf_drift                   gauge     kernel count − proxy_connections_active (only while eBPF is enabled)
+//
+// A refusal before a bucket is known (no route, encryption, a bad LOGIN7)
+// counts under proxy_rejections_total{bucket="",code=…}.
+//
+// Instance-wide:
+//
+//	proxy_connection_errors_total{reason}     counter client_handshake, backend_dial, backend_prelogin, backend_tls, backend_login, backend_other, relay
+//	proxy_redis_operations_total{op,result}   counter op acquire|release|reclaim|reconcile|heartbeat, result ok|error
+//	proxy_instance_heartbeat                  gauge   unix time of the last successful Redis heartbeat (0: never)
+//	proxy_fallback_mode                       gauge   1 while the limiter runs on its local share (Redis unreachable)
+//	proxy_relay_bytes_total{direction,mode}   counter direction client_to_server|server_to_client, mode splice|tls
+//	proxy_sessions_total{mode}                counter relayed sessions by relay mode (splice|tls)
+//	process_*, go_*                           the runtime's metrics (metrics.WriteProcessMetrics)
+//
+// Histogram buckets are Prometheus-style (_bucket{le="…"}, _sum, _count),
+// so histogram_quantile(0.95, rate(proxy_queue_wait_duration_seconds_bucket[5m]))
+// works as the runbook's Grafana section expects.
+package metrics
