@@ -1,0 +1,68 @@
+package limiter
+
+// Redis key layout, DESIGN.md section 3. The runbook's redis-cli commands
+// (sections 11, 13, 14, 19) read and write these keys as written, so the
+// names are part of the operator interface: change none of them.
+//
+//	proxy:bucket:<id>:count        string int: slots taken across all instances
+//	proxy:bucket:<id>:max          string int: the bucket's cap; seeded from the
+//	                               config only if absent (SET NX); a SET takes
+//	                               effect on every instance at once
+//	proxy:bucket:<id>:released     pub/sub channel: a slot of <id> came free
+//	proxy:instances                set: live instance ids
+//	proxy:instance:<id>:conns      hash bucket→int: slots this instance holds
+//	proxy:instance:<id>:heartbeat  string with a TTL: the instance is alive
+//	proxy:route:<key>              string: optional route directory, key → bucket id
+//
+// Invariant kept by the four scripts: for every bucket, count equals the sum
+// over instances of their conns field for that bucket, and 0 <= count. The
+// acquire script alone makes count grow, and only while count < max.
+//
+// These keys have no hash tags: the layout is the runbook's and assumes one
+// Redis (or a primary with replicas), not Redis Cluster.
+const (
+	// KeyPrefix starts every key tdsgate uses.
+	KeyPrefix = "proxy:"
+	// KeyInstances is the set of live instance ids.
+	KeyInstances = "proxy:instances"
+	// KeyReleasedPattern matches every bucket's release channel (PSUBSCRIBE).
+	KeyReleasedPattern = "proxy:bucket:*:released"
+)
+
+// KeyCount is the key of bucket's global slot count.
+func KeyCount(bucket string) string { return "proxy:bucket:" + bucket + ":count" }
+
+// KeyMax is the key of bucket's cap.
+func KeyMax(bucket string) string { return "proxy:bucket:" + bucket + ":max" }
+
+// ChanReleased is the channel the release and reclaim scripts publish a
+// bucket's id on when slots of it come free.
+func ChanReleased(bucket string) string { return "proxy:bucket:" + bucket + ":released" }
+
+// KeyConns is the hash of the slots instance holds, bucket id → count.
+func KeyConns(instance string) string { return "proxy:instance:" + instance + ":conns" }
+
+// KeyHeartbeat is instance's heartbeat key; it lives HeartbeatTTL after the
+// last refresh.
+func KeyHeartbeat(instance string) string { return "proxy:instance:" + instance + ":heartbeat" }
+
+// KeyRoute is the route directory entry of key.
+func KeyRoute(key string) string { return "proxy:route:" + key }
+
+// bucketOfChannel returns the bucket id of a ChanReleased channel name.
+func bucketOfChannel(ch string) (string, bool) {
+	const pre, suf = "proxy:bucket:", ":released"
+	if len(ch) <= len(pre)+len(suf) || ch[:len(pre)] != pre || ch[len(ch)-len(suf):] != suf {
+		return "", false
+	}
+	return ch[len(pre) : len(ch)-len(suf)], true
+}
+
+// bucketOfMaxKey returns the bucket id of a KeyMax key name.
+func bucketOfMaxKey(k string) (string, bool) {
+	const pre, suf = "proxy:bucket:", ":max"
+	if len(k) <= len(pre)+len(suf) || k[:len(pre)] != pre || k[len(k)-len(suf):] != suf {
+		return "", false
+	}
+	return k[len(pre) : len(k)-len(suf)], true
+}

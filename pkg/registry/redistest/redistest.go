@@ -1,0 +1,221 @@
+// Package redistest runs a real redis-server for tests: on 127.0.0.1, on a
+// free port, with no persistence (--save '' --appendonly no), so a restart
+// comes back empty, like a Redis restarted without persistence. Tests can
+// kill it (SIGKILL) and start it again on the same port.
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Binary is the redis-server the helper runs (tools/deps.sh installs it).
+const Binary = "/usr/bin/redis-server"
+
+// Server is a redis-server process owned by a test.
+type Server struct {
+	t    testing.TB
+	port int
+
+	mu     sync.Mutex
+	proc   *os.Process
+	exited chan struct{}
+	out    *syncBuffer
+}
+
+// Start runs redis-server on a free loopback port and stops it at cleanup.
+// It fails the test if redis-server is not installed.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := os.Stat(Binary); err != nil {
+		t.Fatalf("redis-server not found at %s (%v): apt-get install redis-server (see tools/deps.sh)", Binary, err)
+	}
+	s := &Server{t: t, port: freePort(t)}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Addr is host:port of the server.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
+
+// Kill stops the server with SIGKILL (no shutdown, no save) and waits for
+// the process to exit. It is a no-op if the server is not running.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return
+	}
+	s.proc.Signal(syscall.SIGKILL)
+	<-s.exited
+	s.proc, s.exited = nil, nil
+}
+
+// Restart starts the server again on the same port, empty. Kill it first.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.start()
+}
+
+// Running reports whether the process is up.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
+}
+
+// Log is the server's output so far (its last run).
+func (s *Server) Log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out == nil {
+		return ""
+	}
+	return s.out.String()
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		s.t.Fatal("redistest: server already running")
+	}
+	var lastErr error
+	for attempt := 0; attempt < 50; attempt++ {
+		out := &syncBuffer{}
+		cmd := exec.Command(Binary, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			s.t.Fatalf("redistest: start %s: %v", Binary, err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		if err := waitPing(s.port, exited, 5*time.Second); err != nil {
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+			lastErr = fmt.Errorf("%v; output: %s", err, out.String())
+			time.Sleep(100 * time.Millisecond) // the port may still be held by a dying server
+			continue
+		}
+		s.proc, s.exited, s.out = cmd.Process, exited, out
+		return
+	}
+	s.t.Fatalf("redistest: redis-server on port %d did not answer: %v", s.port, lastErr)
+}
+
+// waitPing waits until the server answers PING on port.
+func waitPing(port int, exited <-chan struct{}, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server exited")
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(time.Second))
+			_, err = c.Write([]byte("PING\r\n"))
+			buf := make([]byte, 7)
+			if err == nil {
+				_, err = c.Read(buf)
+			}
+			c.Close()
+			if err == nil && bytes.HasPrefix(buf, []byte("+PONG")) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no PONG on %s within %s: %v", addr, d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Client returns a rueidis client of the server, closed at cleanup. Tests
+// use it as they would redis-cli.
+func (s *Server) Client(t testing.TB) rueidis.Client {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress: []string{s.Addr()}, ForceSingleClient: true, DisableCache: true,
+		Dialer: net.Dialer{Timeout: time.Second}, ConnWriteTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("redistest: client: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Do runs one command (redis-cli style: Do(t, c, "GET", "k")) with a 2 s
+// timeout and fails the test on an error other than nil.
+func Do(t testing.TB, c rueidis.Client, args ...string) rueidis.RedisResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r := c.Do(ctx, c.B().Arbitrary(args...).Build())
+	if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+		t.Fatalf("redis %v: %v", args, err)
+	}
+	return r
+}
+
+// Int runs a command that answers an integer or an integer string (GET of
+// a count); nil counts as 0.
+func Int(t testing.TB, c rueidis.Client, args ...string) int64 {
+	t.Helper()
+	r := Do(t, c, args...)
+	if rueidis.IsRedisNil(r.Error()) {
+		return 0
+	}
+	n, err := r.AsInt64()
+	if err != nil {
+		t.Fatalf("redis %v: %v", args, err)
+	}
+	return n
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
