@@ -1,5 +1,5 @@
 // Package redistest runs a real redis-server for tests: on 127.0.0.1, on a
-// free port, with no persistence (--save '' --appendonly no), so a restart
+// free port, with no persistence (--save "" --appendonly no), so a restart
 // comes back empty, like a Redis restarted without persistence. Tests can
 // kill it (SIGKILL) and start it again on the same port.
 package redistest
