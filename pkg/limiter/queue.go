@@ -15,7 +15,10 @@ type SlotSource interface {
 	// TryTake takes one slot if the cap allows and reports whether it did.
 	// The Queue never calls it with its lock held and never runs two calls at
 	// once, so it may make a remote call (the Redis limiter runs its acquire
-	// script here) without stalling releases or Snapshot.
+	// script here) without stalling releases or Snapshot. It runs on the
+	// goroutine of whichever Acquire, Release or Wake is dispatching, which
+	// cannot return (or see its context end) until TryTake does, so a remote
+	// TryTake must bound its own time.
 	TryTake() bool
 	// Give returns one slot. It may run concurrently with TryTake and other
 	// Gives, never with the Queue's lock held.
@@ -29,35 +32,37 @@ type SlotSource interface {
 	Max() int
 }
 
-// waitState is the life of one Acquire call that entered a queue. Every
-// transition happens under Queue.mu, and a waiter leaves the two waiting
-// states exactly once, so whoever makes that move (a grant, a rejection,
-// Close, or the waiter itself on cancel/timeout) owns the outcome and the
-// others see it already made.
+// waitState is the life of one Acquire that entered a queue: a small state
+// machine, one state per waiter, like PgBouncer's socket states. Every
+// transition happens under Queue.mu, and a waiter leaves the waiting states
+// exactly once, so whoever makes that move (a grant, a rejection, Close, or
+// the waiter itself on cancel or timeout) owns the outcome, and everyone
+// else sees it already made.
 //
-//	         enqueue (list empty, or a try in flight for those ahead)
-//	                │                           enqueue (all ahead are wQueued)
-//	                ▼                                   │
-//	           wPending ──try failed, queue has room──► wQueued ◄┘
-//	           │  │  │                                  │  │  │
-//	try failed,│  │  └──────── slot taken for head ─────┘  │  │
-//	queue full │  │            or handed off by Release    │  │
-//	           ▼  ▼                     ▼                  │  │
-//	    wRejected  wGranted ◄──────────────────────────────┘  │
-//	                  │ (ctx won the race: slot given back)   │
-//	                  ▼                                       │
-//	  wCanceled  wTimedOut  wClosed ◄─────────────────────────┘
-//	  (ctx done) (timer)    (Close, or bucket removed by Update)
+// Entry. A newcomer that finds the list empty, or a try for a slot in flight
+// for those ahead, enters as wPending. One that finds only wQueued waiters
+// ahead enters as wQueued without trying (it cannot overtake them), or is
+// refused at once with 50005 if max_queue_size waiters are already queued.
 //
-// wPending: in the list; a try for a slot on its behalf is due or in flight,
-// and it does not count against max_queue_size yet (so a burst of arrivals
-// into an idle bucket is never refused for a full queue). wQueued: in the
-// list and counted; it waits for a Release to hand it a slot or a Wake. A
-// newcomer that finds only wQueued waiters ahead joins as wQueued without a
-// try, so it cannot overtake them. A grant that races the waiter's timer
-// wins (the client gets the slot it waited for); a grant that races its
-// context losing is undone by giving the slot back (handing it on), so a
-// slot is never lost.
+//	state      in list  counted in  leaves to    when
+//	                    max_queue
+//	wPending   yes      no          wGranted     a try on its behalf took a slot, or a Release handed one over
+//	                                wQueued      a try failed and the queue has room
+//	                                wRejected    a try failed and the queue is full (50005)
+//	                                wCanceled, wTimedOut, wClosed as for wQueued
+//	wQueued    yes      yes         wGranted     it is the head and a Release handed over its slot, or a Wake's try took one
+//	                                wCanceled    the client's context ended (Acquire returns ctx.Err())
+//	                                wTimedOut    queue_timeout passed since enqueue (50004)
+//	                                wClosed      Close, or the bucket removed by a reload
+//	wGranted   no       -           (terminal)   the waiter becomes the Ticket
+//	wRejected, wCanceled, wTimedOut, wClosed: terminal.
+//
+// wPending does not count against max_queue_size, so a burst of arrivals
+// into a bucket with free slots is never refused for a "full" queue while
+// their try is in flight. Races: a grant that lands as the waiter's timer
+// fires wins (the client gets the slot it waited for); a grant that lands as
+// its context ends is undone by passing the slot on (to the next head, or
+// back to the source), so no slot is ever lost.
 type waitState uint8
 
 const (
@@ -133,7 +138,8 @@ type Queue struct {
 
 // QueueStats is a Queue's state at a moment.
 type QueueStats struct {
-	Queued       int // waiters in the queue
+	Queued       int // waiters in the queue (counted against MaxQueue)
+	Trying       int // arrivals whose first try for a slot is still in flight
 	MaxQueue     int
 	QueueTimeout time.Duration
 }
@@ -169,7 +175,7 @@ func (q *Queue) SetLimits(maxQueue int, timeout time.Duration) {
 func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return QueueStats{Queued: q.count, MaxQueue: q.maxQueue, QueueTimeout: q.timeout}
+	return QueueStats{Queued: q.waiting, Trying: q.pending, MaxQueue: q.maxQueue, QueueTimeout: q.timeout}
 }
 
 // Acquire takes a slot from the source, waiting in FIFO order; see
