@@ -1,0 +1,872 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Defaults of RedisOptions.
+const (
+	// DefaultRedisOpTimeout bounds each Redis call (config redis.op_timeout).
+	DefaultRedisOpTimeout = 500 * time.Millisecond
+	// DefaultRedisPollInterval is how often a connected limiter re-reads max
+	// (through the client-side cache), the counts and the live instances,
+	// and retries its waiters: the safety net under pub/sub wake-ups and
+	// cache invalidations, and the health check when idle.
+	DefaultRedisPollInterval = time.Second
+	// DefaultRedisProbeInterval is how often a limiter in fallback tries Redis.
+	DefaultRedisProbeInterval = 250 * time.Millisecond
+	// DefaultRedisSettleTime is how long a limiter stays reconciling (on its
+	// local share) after Redis answers again, so every live instance can
+	// reconcile before any takes slots from Redis.
+	DefaultRedisSettleTime = 2 * time.Second
+	// DefaultRedisHeartbeatTTL is the heartbeat TTL the reconcile script
+	// writes when it registers the instance (config redis.heartbeat_ttl).
+	DefaultRedisHeartbeatTTL = 30 * time.Second
+	// cacheTTL bounds how long a client-side cached max or route lives
+	// without an invalidation (Redis invalidates it on change anyway).
+	cacheTTL = time.Minute
+)
+
+// RedisOptions configure NewRedis.
+type RedisOptions struct {
+	// Addr, Password and DB locate Redis (config redis.addr, password, db).
+	Addr     string
+	Password string
+	DB       int
+	// InstanceID names this instance in the keys (config instance_id).
+	InstanceID string
+	// OpTimeout bounds every Redis call. Default DefaultRedisOpTimeout.
+	OpTimeout time.Duration
+	// HeartbeatTTL is the TTL of the heartbeat the reconcile script writes.
+	// Default DefaultRedisHeartbeatTTL.
+	HeartbeatTTL time.Duration
+	// FallbackDivisor divides each max into the local share while Redis is
+	// down. 0: the live instances last seen (at least 1).
+	FallbackDivisor int
+	// PollInterval, ProbeInterval, SettleTime: see the Default* constants.
+	PollInterval  time.Duration
+	ProbeInterval time.Duration
+	SettleTime    time.Duration
+	// Log receives the state changes ("fallback", "reconciled"); default slog.Default().
+	Log *slog.Logger
+	// OnStateChange, if set, is called after each state transition (for
+	// metrics), never with a lock held.
+	OnStateChange func(from, to RedisState)
+}
+
+func (o *RedisOptions) setDefaults() {
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = DefaultRedisOpTimeout
+	}
+	if o.HeartbeatTTL <= 0 {
+		o.HeartbeatTTL = DefaultRedisHeartbeatTTL
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultRedisPollInterval
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = DefaultRedisProbeInterval
+	}
+	if o.SettleTime < 0 {
+		o.SettleTime = 0
+	} else if o.SettleTime == 0 {
+		o.SettleTime = DefaultRedisSettleTime
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+}
+
+// Redis is the Limiter whose caps are shared by every instance through
+// Redis (DESIGN.md section 3): each bucket's Queue (FIFO within this
+// instance) draws from a SlotSource whose TryTake runs the acquire script
+// and whose Give runs the release script. Waiters wake on a release
+// anywhere (pub/sub from the release script), on a change of max (client-
+// side cache invalidation), and on a slow poll as a safety net. When Redis
+// does not answer, it keeps admitting on a local share and reconciles when
+// Redis is back; see RedisState for the state machine.
+type Redis struct {
+	o      RedisOptions
+	opts   options
+	log    *slog.Logger
+	client rueidis.Client
+
+	// mu is held shared by each acquire and release for the length of its
+	// Redis call (or local update), and exclusively by every state
+	// transition and reconcile, which therefore see no operation half done.
+	mu            sync.RWMutex
+	state         atomic.Int32 // RedisState; written with mu held exclusively
+	everConnected bool         // guarded by mu
+	fallbackSince time.Time    // guarded by mu
+	settleUntil   time.Time    // supervisor goroutine only
+
+	bmu     sync.Mutex // serializes Update and Close
+	buckets atomic.Pointer[map[string]*redisBucket]
+	retired map[string]*redisBucket // removed by Update while slots were held; guarded by bmu
+
+	live       atomic.Int64 // instances in proxy:instances, last seen
+	fallbacks  atomic.Uint64
+	reconciles atomic.Uint64
+	resync     atomic.Bool // a release found Redis short of a slot: reconcile
+	kick       chan struct{}
+
+	closed atomic.Bool
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ Limiter = (*Redis)(nil)
+
+// redisBucket is one bucket's view of Redis: the SlotSource of its Queue.
+type redisBucket struct {
+	l    *Redis
+	id   string
+	seed atomic.Int64 // max_connections from the config: seeds an absent max
+	max  atomic.Int64 // max as last seen in Redis (the seed until then)
+	held atomic.Int64 // slots this instance holds (tickets out)
+	// count is the bucket's count as last seen in Redis; countSeen says it
+	// was seen at all.
+	count     atomic.Int64
+	countSeen atomic.Bool
+	share     atomic.Int64 // local cap while not connected, fixed at fallback entry
+	told      atomic.Int64 // reconciling: slots the last reconcile wrote for us
+	q         *Queue
+	wake      chan struct{} // buffered 1: ask the bucket's waker to retry the queue
+	stop      context.CancelFunc
+}
+
+// NewRedis connects to Redis, registers the instance (reconcile script:
+// holding nothing), seeds each bucket's max if absent, and starts the
+// background loops: supervisor (poll, fallback probe, reconcile), pub/sub
+// subscriber, and one waker per bucket. If Redis does not answer it starts
+// in fallback rather than failing: the proxy serves on its local share and
+// reconciles when Redis appears. It fails only on bad options.
+func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, error) {
+	o.setDefaults()
+	if o.Addr == "" {
+		return nil, errors.New("limiter: redis address required")
+	}
+	if o.InstanceID == "" {
+		return nil, errors.New("limiter: instance id required")
+	}
+	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1)}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	m := map[string]*redisBucket{}
+	l.buckets.Store(&m)
+	l.state.Store(int32(StateFallback))
+	client, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:       []string{o.Addr},
+		Password:          o.Password,
+		SelectDB:          o.DB,
+		ClientName:        "tdsgate-" + o.InstanceID,
+		ForceSingleClient: true, // a client even when Redis is down at start: we start in fallback
+		DisableRetry:      true, // a failed call means fallback, not a retry past op_timeout
+		Dialer:            net.Dialer{Timeout: o.OpTimeout, KeepAlive: time.Second},
+		ConnWriteTimeout:  max(2*o.OpTimeout, time.Second),
+		OnInvalidations:   l.onInvalidations,
+	})
+	if client == nil {
+		return nil, err
+	}
+	l.client = client
+	l.Update(buckets)
+
+	// First contact: register holding nothing. With nothing held there is
+	// nothing to settle, so success means connected at once.
+	l.mu.Lock()
+	if err == nil {
+		err = l.reconcileLocked()
+	}
+	if err == nil {
+		l.everConnected = true
+		l.state.Store(int32(StateConnected))
+		l.mu.Unlock()
+		l.log.Info("redis: connected, instance registered and reconciled", "addr", o.Addr, "instance_id", o.InstanceID)
+	} else {
+		l.fallbackSince = time.Now()
+		shares := l.fixSharesLocked()
+		l.fallbacks.Add(1)
+		l.mu.Unlock()
+		l.log.Warn("fallback: redis unreachable at start, admitting on the local share", "addr", o.Addr, "err", err,
+			"shares", formatShares(shares))
+		if o.OnStateChange != nil {
+			o.OnStateChange(0, StateFallback)
+		}
+	}
+	l.wg.Add(2)
+	go l.supervise()
+	go l.subscribe()
+	return l, nil
+}
+
+// Client is the limiter's Redis client, for the registry and the route
+// directory. It stays open until Disconnect.
+func (l *Redis) Client() rueidis.Client { return l.client }
+
+// InstanceID is the instance's id in the keys.
+func (l *Redis) InstanceID() string { return l.o.InstanceID }
+
+// State is the limiter's current state.
+func (l *Redis) State() RedisState { return RedisState(l.state.Load()) }
+
+// InFallback reports whether admission runs on the local share (Redis
+// unreachable, or back but not yet settled).
+func (l *Redis) InFallback() bool { return l.State() != StateConnected }
+
+// Fallbacks counts the entries into fallback since start.
+func (l *Redis) Fallbacks() uint64 { return l.fallbacks.Load() }
+
+// Reconciles counts the returns from fallback to connected.
+func (l *Redis) Reconciles() uint64 { return l.reconciles.Load() }
+
+// LiveInstances is the size of proxy:instances as last seen (0: never seen).
+func (l *Redis) LiveInstances() int { return int(l.live.Load()) }
+
+// Acquire takes a slot in bucket; see Limiter.
+func (l *Redis) Acquire(ctx context.Context, bucket string) (Ticket, error) {
+	if l.closed.Load() {
+		l.opts.obs.Rejected(bucket, CodeClosed)
+		return nil, &Error{Code: CodeClosed, Bucket: bucket}
+	}
+	b := (*l.buckets.Load())[bucket]
+	if b == nil {
+		l.opts.obs.Rejected(bucket, CodeUnknownBucket)
+		return nil, &Error{Code: CodeUnknownBucket, Bucket: bucket}
+	}
+	return b.q.Acquire(ctx)
+}
+
+// Snapshot reports every configured bucket, sorted by id. Max is the cap
+// as last seen in Redis; InUse is the slots this instance holds (the
+// bucket's total is RedisStatus's Count).
+func (l *Redis) Snapshot() []BucketStats {
+	m := *l.buckets.Load()
+	out := make([]BucketStats, 0, len(m))
+	for _, b := range m {
+		qs := b.q.Stats()
+		out = append(out, BucketStats{Bucket: b.id, Max: int(b.max.Load()), InUse: int(b.held.Load()),
+			Queued: qs.Queued, MaxQueue: qs.MaxQueue, QueueTimeout: qs.QueueTimeout})
+	}
+	slices.SortFunc(out, func(a, b BucketStats) int { return strings.Compare(a.Bucket, b.Bucket) })
+	return out
+}
+
+// RedisBucketStatus is a bucket as the Redis limiter sees it.
+type RedisBucketStatus struct {
+	Bucket string
+	Max    int64 // as last seen in Redis
+	Count  int64 // all instances' slots, as last seen (-1: never seen)
+	Held   int64 // this instance's slots
+	Share  int64 // local cap while not connected
+}
+
+// Status reports the state and every bucket's figures, sorted by id.
+func (l *Redis) Status() (RedisState, []RedisBucketStatus) {
+	m := *l.buckets.Load()
+	out := make([]RedisBucketStatus, 0, len(m))
+	for _, b := range m {
+		c := int64(-1)
+		if b.countSeen.Load() {
+			c = b.count.Load()
+		}
+		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Share: b.share.Load()})
+	}
+	slices.SortFunc(out, func(a, b RedisBucketStatus) int { return strings.Compare(a.Bucket, b.Bucket) })
+	return l.State(), out
+}
+
+// Update applies a reloaded bucket list, as Local.Update does. A changed
+// max_connections only changes the seed: once max exists in Redis it is
+// the shared truth, changed with SET proxy:bucket:<id>:max.
+func (l *Redis) Update(buckets []BucketConfig) {
+	l.bmu.Lock()
+	defer l.bmu.Unlock()
+	old := *l.buckets.Load()
+	next := make(map[string]*redisBucket, len(buckets))
+	for _, c := range buckets {
+		seed := int64(max(c.MaxConnections, 0))
+		b := old[c.ID]
+		if b == nil {
+			if b = l.retired[c.ID]; b != nil {
+				delete(l.retired, c.ID)
+				if !l.closed.Load() {
+					b.q.reopen()
+					l.startWaker(b)
+				}
+			}
+		}
+		if b == nil {
+			b = &redisBucket{l: l, id: c.ID, wake: make(chan struct{}, 1)}
+			b.seed.Store(seed)
+			b.max.Store(seed)
+			b.told.Store(-1)
+			b.share.Store(fallbackShare(seed, 0, 0, l.divisor(), false))
+			b.q = newQueue(c.ID, b, c.MaxQueueSize, c.QueueTimeout, l.opts)
+			if l.closed.Load() {
+				b.q.Close()
+			} else {
+				l.startWaker(b)
+			}
+		} else {
+			if prev := b.seed.Swap(seed); prev != seed && l.client != nil {
+				l.log.Info("config: max_connections changed; the max in redis governs every instance, change it with SET",
+					"bucket", c.ID, "config", seed, "redis_key", KeyMax(c.ID), "redis_max", b.max.Load())
+			}
+			b.q.SetLimits(c.MaxQueueSize, c.QueueTimeout)
+		}
+		next[c.ID] = b
+	}
+	for id, b := range old {
+		if next[id] == nil {
+			b.q.close(CodeUnknownBucket)
+			if b.stop != nil {
+				b.stop()
+			}
+			l.retired[id] = b
+		}
+	}
+	for id, b := range l.retired {
+		if b.held.Load() == 0 {
+			delete(l.retired, id)
+		}
+	}
+	l.buckets.Store(&next)
+	l.kickSupervisor()
+}
+
+// Close refuses every waiter and later Acquire with CodeClosed and stops the
+// background loops. Held tickets stay valid: their release still runs the
+// release script (the client stays open until Disconnect). It returns nil.
+func (l *Redis) Close() error {
+	l.bmu.Lock()
+	if l.closed.Swap(true) {
+		l.bmu.Unlock()
+		return nil
+	}
+	for _, b := range *l.buckets.Load() {
+		b.q.Close()
+	}
+	l.bmu.Unlock()
+	l.cancel()
+	l.wg.Wait()
+	return nil
+}
+
+// Disconnect closes the Redis client: last, after Close and after the
+// registry has left.
+func (l *Redis) Disconnect() {
+	l.Close()
+	l.client.Close()
+}
+
+// RouteDirectory looks key up in the optional route directory
+// (proxy:route:<key> → bucket id), through the client-side cache: no round
+// trip until Redis invalidates the entry. ok is false if there is no entry
+// or Redis does not answer.
+func (l *Redis) RouteDirectory(ctx context.Context, key string) (bucket string, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, l.o.OpTimeout)
+	defer cancel()
+	s, err := l.client.DoCache(ctx, l.client.B().Get().Key(KeyRoute(key)).Cache(), cacheTTL).ToString()
+	if err != nil || s == "" {
+		return "", false
+	}
+	return s, true
+}
+
+func (l *Redis) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), l.o.OpTimeout)
+}
+
+// divisor is the fallback divisor in force: the configured one, or the live
+// instances last seen, at least 1.
+func (l *Redis) divisor() int {
+	if l.o.FallbackDivisor > 0 {
+		return l.o.FallbackDivisor
+	}
+	return max(int(l.live.Load()), 1)
+}
+
+// ---- SlotSource ----
+
+// TryTake runs the acquire script while connected; otherwise it takes a
+// slot of the local share.
+func (b *redisBucket) TryTake() bool {
+	l := b.l
+	for {
+		l.mu.RLock()
+		if l.State() != StateConnected {
+			ok := b.takeLocal()
+			l.mu.RUnlock()
+			return ok
+		}
+		ctx, cancel := l.opCtx()
+		r, err := AcquireSlot(ctx, l.client, l.o.InstanceID, b.id, int(b.seed.Load()))
+		cancel()
+		if err == nil && r.Status != AcquireUnregistered {
+			b.max.Store(r.Max)
+			b.count.Store(r.Count)
+			b.countSeen.Store(true)
+			if r.Status == AcquireGranted {
+				b.held.Add(1)
+			}
+			l.mu.RUnlock()
+			return r.Status == AcquireGranted
+		}
+		l.mu.RUnlock()
+		if err == nil {
+			err = errUnregistered
+		}
+		// The outcome is unknown (the script may have run): the reconcile
+		// on the way back sets Redis to what we really hold.
+		l.toFallback("acquire", b.id, err)
+	}
+}
+
+// takeLocal takes a slot of the local share. Called with l.mu held shared
+// and the state not connected.
+func (b *redisBucket) takeLocal() bool {
+	limit := b.share.Load()
+	if b.l.State() == StateReconciling {
+		if t := b.told.Load(); t >= 0 {
+			limit = min(limit, t)
+		}
+	}
+	for {
+		h := b.held.Load()
+		if h >= limit {
+			return false
+		}
+		if b.held.CompareAndSwap(h, h+1) {
+			return true
+		}
+	}
+}
+
+// Give runs the release script while connected; otherwise it releases
+// locally (the reconcile accounts for it later).
+func (b *redisBucket) Give() {
+	l := b.l
+	for {
+		l.mu.RLock()
+		if l.State() != StateConnected {
+			b.held.Add(-1)
+			l.mu.RUnlock()
+			return
+		}
+		ctx, cancel := l.opCtx()
+		released, count, err := ReleaseSlot(ctx, l.client, l.o.InstanceID, b.id)
+		cancel()
+		if err == nil {
+			b.held.Add(-1)
+			b.count.Store(count)
+			b.countSeen.Store(true)
+			l.mu.RUnlock()
+			if !released {
+				// Redis had no slot of ours to take back: it lost track of
+				// us somehow. Make it exact again.
+				l.resync.Store(true)
+				l.kickSupervisor()
+			}
+			return
+		}
+		l.mu.RUnlock()
+		l.toFallback("release", b.id, err)
+	}
+}
+
+// CanHandOff: while connected, never (every release goes back to Redis, so
+// a freed slot is offered to every instance's waiters); on the local share,
+// while this instance is within it.
+func (b *redisBucket) CanHandOff() bool {
+	if b.l.State() == StateConnected {
+		return false
+	}
+	return b.held.Load() <= b.share.Load()
+}
+
+// Max is the cap as last seen in Redis.
+func (b *redisBucket) Max() int { return int(b.max.Load()) }
+
+// wakeSoon asks the bucket's waker to retry its queue (never blocks).
+func (b *redisBucket) wakeSoon() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Redis) startWaker(b *redisBucket) {
+	ctx, cancel := context.WithCancel(l.ctx)
+	b.stop = cancel
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-b.wake:
+				if b.q.n.Load() > 0 {
+					b.q.Wake()
+				}
+			}
+		}
+	}()
+}
+
+func (l *Redis) wakeAll() {
+	for _, b := range *l.buckets.Load() {
+		b.wakeSoon()
+	}
+}
+
+// ---- state machine ----
+
+// toFallback moves a connected limiter to fallback after a failed call.
+func (l *Redis) toFallback(op, bucket string, cause error) {
+	l.mu.Lock()
+	if l.State() != StateConnected {
+		l.mu.Unlock()
+		return
+	}
+	shares := l.fixSharesLocked()
+	l.state.Store(int32(StateFallback))
+	l.fallbackSince = time.Now()
+	l.fallbacks.Add(1)
+	l.mu.Unlock()
+	l.log.Warn("fallback: redis unreachable, admitting on the local share", "op", op, "bucket", bucket, "err", cause,
+		"divisor", l.divisor(), "shares", formatShares(shares))
+	l.changed(StateConnected, StateFallback)
+	l.kickSupervisor()
+}
+
+// fixSharesLocked sets every bucket's local share from what was last seen.
+// Called with mu held exclusively.
+func (l *Redis) fixSharesLocked() map[string]int64 {
+	d := l.divisor()
+	out := map[string]int64{}
+	for _, b := range *l.buckets.Load() {
+		s := fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, b.countSeen.Load() && l.everConnected)
+		b.share.Store(s)
+		b.told.Store(-1)
+		out[b.id] = s
+	}
+	return out
+}
+
+func (l *Redis) changed(from, to RedisState) {
+	if l.o.OnStateChange != nil {
+		l.o.OnStateChange(from, to)
+	}
+}
+
+func (l *Redis) kickSupervisor() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// holdingsLocked lists what this instance holds, every configured bucket
+// and every retired one still held.
+func (l *Redis) holdingsLocked() []Holding {
+	m := *l.buckets.Load()
+	hs := make([]Holding, 0, len(m))
+	for _, b := range m {
+		hs = append(hs, Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
+	}
+	l.bmu.Lock()
+	for id, b := range l.retired {
+		if m[id] == nil {
+			hs = append(hs, Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
+		}
+	}
+	l.bmu.Unlock()
+	return hs
+}
+
+// reconcileLocked runs the reconcile script with what we hold. Called with
+// mu held exclusively (so held does not move under it).
+func (l *Redis) reconcileLocked() error {
+	hs := l.holdingsLocked()
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	res, err := ReconcileInstance(ctx, l.client, l.o.InstanceID, l.o.HeartbeatTTL, hs)
+	if err != nil {
+		return err
+	}
+	m := *l.buckets.Load()
+	for _, r := range res {
+		if b := m[r.Bucket]; b != nil {
+			b.count.Store(r.Count)
+			b.countSeen.Store(true)
+			b.max.Store(r.Max)
+			if r.Delta != 0 {
+				l.log.Info("reconcile: corrected count", "bucket", r.Bucket, "delta", r.Delta, "count", r.Count, "held", b.held.Load())
+			}
+		}
+	}
+	return nil
+}
+
+// supervise runs the state machine's timed side: poll while connected,
+// probe while in fallback, settle and finish while reconciling.
+func (l *Redis) supervise() {
+	defer l.wg.Done()
+	t := time.NewTimer(l.o.PollInterval)
+	defer t.Stop()
+	for {
+		kicked := false
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.kick:
+			kicked = true
+		case <-t.C:
+		}
+		next := l.o.PollInterval
+		switch l.State() {
+		case StateConnected:
+			if l.resync.Swap(false) {
+				l.mu.Lock()
+				if l.State() == StateConnected {
+					if err := l.reconcileLocked(); err != nil {
+						l.mu.Unlock()
+						l.toFallback("reconcile", "", err)
+						break
+					}
+				}
+				l.mu.Unlock()
+			}
+			l.poll()
+			if kicked {
+				// Keep the regular rhythm; a kick only adds a poll.
+				continue
+			}
+		case StateFallback:
+			next = l.o.ProbeInterval
+			if l.probe() {
+				l.beginReconcile()
+				next = min(l.o.ProbeInterval, l.o.SettleTime)
+			}
+		case StateReconciling:
+			next = l.o.ProbeInterval
+			if now := time.Now(); !now.Before(l.settleUntil) {
+				l.finishReconcile()
+			} else {
+				next = min(next, l.settleUntil.Sub(now))
+			}
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// probe reports whether Redis answers a PING within op_timeout.
+func (l *Redis) probe() bool {
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	return l.client.Do(ctx, l.client.B().Ping().Build()).Error() == nil
+}
+
+// beginReconcile: fallback → reconciling.
+func (l *Redis) beginReconcile() {
+	l.mu.Lock()
+	if l.State() != StateFallback {
+		l.mu.Unlock()
+		return
+	}
+	if err := l.reconcileLocked(); err != nil {
+		l.mu.Unlock()
+		l.log.Debug("fallback: redis answers PING but the reconcile failed", "err", err)
+		return
+	}
+	for _, b := range *l.buckets.Load() {
+		b.told.Store(b.held.Load())
+	}
+	l.state.Store(int32(StateReconciling))
+	l.settleUntil = time.Now().Add(l.o.SettleTime)
+	since := l.fallbackSince
+	l.mu.Unlock()
+	l.log.Info("fallback: redis answers again, reconciling", "in_fallback", time.Since(since).Round(time.Millisecond),
+		"settle", l.o.SettleTime)
+	l.changed(StateFallback, StateReconciling)
+}
+
+// finishReconcile: reconciling → connected (or back to fallback).
+func (l *Redis) finishReconcile() {
+	l.mu.Lock()
+	if l.State() != StateReconciling {
+		l.mu.Unlock()
+		return
+	}
+	if err := l.reconcileLocked(); err != nil {
+		shares := l.fixSharesLocked()
+		l.state.Store(int32(StateFallback))
+		l.fallbacks.Add(1)
+		l.mu.Unlock()
+		l.log.Warn("fallback: redis failed again while reconciling", "err", err, "shares", formatShares(shares))
+		l.changed(StateReconciling, StateFallback)
+		return
+	}
+	for _, b := range *l.buckets.Load() {
+		b.told.Store(-1)
+	}
+	l.state.Store(int32(StateConnected))
+	l.everConnected = true
+	since := l.fallbackSince
+	l.reconciles.Add(1)
+	var held []any
+	for _, b := range *l.buckets.Load() {
+		held = append(held, b.id, b.held.Load())
+	}
+	l.mu.Unlock()
+	l.log.Info("reconciled: redis counts match what this instance holds; left fallback",
+		"in_fallback", time.Since(since).Round(time.Millisecond), slog.GroupAttrs("held", toAttrs(held)...))
+	l.changed(StateReconciling, StateConnected)
+	l.poll()
+	l.wakeAll()
+}
+
+func toAttrs(kv []any) []slog.Attr {
+	out := make([]slog.Attr, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, slog.Any(kv[i].(string), kv[i+1]))
+	}
+	return out
+}
+
+// poll is the connected limiter's safety net and idle health check: it
+// checks this instance is still registered, reads the live instances and
+// every count, re-reads max through the client-side cache (no round trip
+// unless invalidated), seeds an absent max, and retries the queues that
+// have waiters and room.
+func (l *Redis) poll() {
+	m := *l.buckets.Load()
+	bs := make([]*redisBucket, 0, len(m))
+	for _, b := range m {
+		bs = append(bs, b)
+	}
+	c := l.client
+	cmds := make(rueidis.Commands, 0, 2+len(bs))
+	cmds = append(cmds, c.B().Sismember().Key(KeyInstances).Member(l.o.InstanceID).Build(), c.B().Scard().Key(KeyInstances).Build())
+	for _, b := range bs {
+		cmds = append(cmds, c.B().Get().Key(KeyCount(b.id)).Build())
+	}
+	cached := make([]rueidis.CacheableTTL, 0, len(bs))
+	for _, b := range bs {
+		cached = append(cached, rueidis.CT(c.B().Get().Key(KeyMax(b.id)).Cache(), cacheTTL))
+	}
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	res := c.DoMulti(ctx, cmds...)
+	for _, r := range res {
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			l.toFallback("poll", "", err)
+			return
+		}
+	}
+	if member, _ := res[0].AsBool(); !member {
+		l.toFallback("poll", "", errUnregistered)
+		return
+	}
+	if n, err := res[1].AsInt64(); err == nil {
+		l.live.Store(n)
+	}
+	var maxRes []rueidis.RedisResult
+	if len(cached) > 0 {
+		maxRes = c.DoMultiCache(ctx, cached...)
+	}
+	for i, b := range bs {
+		if n, err := res[2+i].AsInt64(); err == nil {
+			b.count.Store(n)
+			b.countSeen.Store(true)
+		}
+		mr := maxRes[i]
+		switch err := mr.Error(); {
+		case rueidis.IsRedisNil(err):
+			// Absent: seed it (SET NX), as the acquire script would.
+			c.Do(ctx, c.B().Set().Key(KeyMax(b.id)).Value(itoa(b.seed.Load())).Nx().Build())
+		case err != nil:
+			l.toFallback("poll", b.id, err)
+			return
+		default:
+			n, err := mr.AsInt64()
+			if err != nil {
+				n = 0
+			}
+			if prev := b.max.Swap(n); prev != n {
+				l.log.Info("redis: max changed", "bucket", b.id, "from", prev, "to", n)
+			}
+		}
+		if b.q.n.Load() > 0 && b.count.Load() < b.max.Load() {
+			b.wakeSoon()
+		}
+	}
+}
+
+// onInvalidations is rueidis's client-side cache hook (on its reader
+// goroutine: must not block). A changed max triggers a poll at once, which
+// re-reads it and wakes waiters if it rose; nil means the connection was
+// lost or the cache flushed.
+func (l *Redis) onInvalidations(ms []rueidis.RedisMessage) {
+	if ms == nil {
+		l.kickSupervisor()
+		return
+	}
+	for _, m := range ms {
+		if k, err := m.ToString(); err == nil {
+			if _, ok := bucketOfMaxKey(k); ok {
+				l.kickSupervisor()
+				return
+			}
+		}
+	}
+}
+
+// subscribe listens to every bucket's release channel and wakes that
+// bucket's waiters. After each (re)subscription it wakes every bucket, for
+// releases published while it was not listening.
+func (l *Redis) subscribe() {
+	defer l.wg.Done()
+	hook := rueidis.WithOnSubscriptionHook(l.ctx, func(s rueidis.PubSubSubscription) {
+		if s.Kind == "psubscribe" {
+			l.wakeAll()
+		}
+	})
+	for {
+		err := l.client.Receive(hook, l.client.B().Psubscribe().Pattern(KeyReleasedPattern).Build(), func(msg rueidis.PubSubMessage) {
+			if b := (*l.buckets.Load())[msg.Message]; b != nil {
+				b.wakeSoon()
+			}
+		})
+		if l.ctx.Err() != nil {
+			return
+		}
+		l.log.Debug("redis: pub/sub subscription ended, resubscribing", "err", err)
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(l.o.ProbeInterval):
+		}
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
