@@ -247,6 +247,86 @@ func (c *Conn) Read() (*Result, error) {
 	return res, err
 }
 
+// SendMessage writes one request message of any type (an RPC built with
+// tds.AppendRPC, a transaction manager request, ...) without reading the
+// answer. status may carry tds.StatusResetConnection; EOM is added.
+func (c *Conn) SendMessage(typ tds.PacketType, status uint8, payload []byte) error {
+	_, err := c.rw.Write(tds.AppendPackets(nil, typ, status, 0, 1, c.PacketSize, payload))
+	return err
+}
+
+// streamChunk is how many undecoded bytes Stream gathers before decoding:
+// a few packets, so tokens rarely straddle a decode.
+const streamChunk = 32 << 10
+
+// Stream reads one answer and hands each token to fn as soon as the
+// packets holding it have arrived, keeping in memory only the bytes of
+// tokens not yet decoded (a few packets), however big the answer. Use it
+// for results too big for Read. The byte slices of a token (Row values,
+// Raw, Return.Value) are only valid during the call; ROW tokens decode
+// against the last COLMETADATA, which fn sees first. If fn returns an
+// error, Stream returns it at once and the rest of the answer is left
+// unread on the connection.
+func (c *Conn) Stream(fn func(tds.Token) error) error {
+	mr := tds.NewMessageReader(c.rw, tds.MaxPacketSize, 0)
+	pkt := make([]byte, tds.MaxPacketSize)
+	var meta []byte // the raw COLMETADATA of the current result set
+	var work []byte // meta, then the bytes not yet decoded
+	for eom := false; !eom; {
+		h, err := mr.ReadHeader()
+		if err != nil {
+			return err
+		}
+		if h.Type != tds.PacketReply {
+			return fmt.Errorf("tdsclient: packet type 0x%02x in an answer", uint8(h.Type))
+		}
+		n := int(h.Length) - tds.HeaderLen
+		if _, err := io.ReadFull(c.rw, pkt[:n]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		c.SPID, eom = h.SPID, h.EOM()
+		work = append(work, pkt[:n]...)
+		if !eom && len(work)-len(meta) < streamChunk {
+			continue
+		}
+		r := tds.NewTokenReader(work, c.Version)
+		if len(meta) > 0 {
+			if _, err := r.Next(); err != nil { // re-read the COLMETADATA the rows need
+				return err
+			}
+		}
+		done := r.Offset()
+		for r.More() {
+			t, err := r.Next()
+			if err != nil {
+				if !eom {
+					break // the token continues in the next packets
+				}
+				return err
+			}
+			done = r.Offset()
+			if t.Type == tds.TokenColMetadata {
+				meta = append(meta[:0:0], t.Raw...)
+			}
+			if err := fn(t); err != nil {
+				return err
+			}
+		}
+		// Keep meta and the undecoded rest, in place: the rest starts at
+		// done, past the end of wherever meta was read from.
+		k := copy(work, meta)
+		k += copy(work[k:], work[done:])
+		work = work[:k]
+	}
+	if len(work) > len(meta) {
+		return fmt.Errorf("tdsclient: %d bytes after the last token", len(work)-len(meta))
+	}
+	return nil
+}
+
 // SetDeadline sets the deadline of the underlying connection.
 func (c *Conn) SetDeadline(t time.Time) error { return c.raw.SetDeadline(t) }
 

@@ -34,8 +34,16 @@ type conn struct {
 	prepared   map[int32]prepared
 	nextHandle int32
 
-	mu     sync.Mutex
-	cancel context.CancelFunc // of the running request
+	mu      sync.Mutex
+	cancel  context.CancelFunc // of the running request
+	readSeq uint64             // request messages read so far
+	attnSeq uint64             // readSeq when the last ATTENTION arrived
+}
+
+// request is a message with its sequence number among the requests read.
+type request struct {
+	tds.Message
+	seq uint64
 }
 
 type prepared struct {
@@ -73,6 +81,15 @@ func (c *conn) handshake() (ok bool, err error) {
 	}
 	var transport net.Conn = tdstls.WithPrefix(c.raw, first[:])
 	strict := tdstls.LooksLikeTLSClientHello(first[:])
+	if !strict {
+		// Refuse anything else at once instead of waiting for the payload
+		// its "header" announces.
+		switch t := tds.PacketType(first[0]); t {
+		case tds.PacketPrelogin, tds.PacketLogin7, tds.PacketPreTDS7Login:
+		default:
+			return false, fmt.Errorf("first packet type 0x%02x is neither PRELOGIN nor LOGIN7", uint8(t))
+		}
+	}
 	if strict {
 		tc, err := tdstls.ServerStrict(ctx, transport, c.srv.tlsCfg)
 		if err != nil {
@@ -127,6 +144,7 @@ func (c *conn) handshake() (ok bool, err error) {
 			return false, errors.New("LOGIN7 without PRELOGIN while encryption is forced")
 		}
 	case tds.PacketPreTDS7Login:
+		transport.Write(tds.LegacyLoginRefusal(tds.ErrNumLoginFailed, 14, "Login failed. TDS 4.2/5.0 logins are not supported: use a client speaking TDS 7.1 or later.", cfg.Name))
 		return false, errors.New("TDS 4.2/5.0 login refused")
 	default:
 		return false, fmt.Errorf("unexpected first packet type 0x%02x", uint8(m.Type))
@@ -278,7 +296,7 @@ const versionString = "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) \n\tt
 // as soon as it arrives and is answered in order, after that request's
 // output, with DONE_ATTN.
 func (c *conn) requests() error {
-	msgs := make(chan tds.Message, 1)
+	msgs := make(chan request, 1)
 	readErr := make(chan error, 1)
 	go func() {
 		r := tds.NewMessageReader(c.rw, tds.MaxPacketSize, 64<<20)
@@ -289,14 +307,20 @@ func (c *conn) requests() error {
 				close(msgs)
 				return
 			}
+			c.mu.Lock()
 			if m.Type == tds.PacketAttention {
-				c.mu.Lock()
+				// It cancels the request running now, or the one read
+				// before it that has not started yet (see below).
+				c.attnSeq = c.readSeq
 				if c.cancel != nil {
 					c.cancel()
 				}
-				c.mu.Unlock()
+			} else {
+				c.readSeq++
 			}
-			msgs <- m
+			seq := c.readSeq
+			c.mu.Unlock()
+			msgs <- request{Message: m, seq: seq}
 		}
 	}()
 	defer func() {
@@ -317,8 +341,11 @@ func (c *conn) requests() error {
 		ctx, cancel := context.WithCancel(context.Background())
 		c.mu.Lock()
 		c.cancel = cancel
+		if c.attnSeq >= m.seq {
+			cancel() // the ATTENTION came before the request started
+		}
 		c.mu.Unlock()
-		err := c.request(ctx, m)
+		err := c.request(ctx, m.Message)
 		c.mu.Lock()
 		c.cancel = nil
 		c.mu.Unlock()

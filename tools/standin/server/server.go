@@ -37,6 +37,7 @@ type Server struct {
 	tlsCfg *tls.Config
 	ln     net.Listener
 	http   *http.Server
+	httpLn net.Listener
 	log    *slog.Logger
 
 	mu      sync.Mutex
@@ -95,6 +96,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 			json.NewEncoder(w).Encode(s.Stats())
 		})
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		s.httpLn = hl
 		go s.http.Serve(hl)
 	}
 	s.wg.Add(1)
@@ -108,6 +110,14 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Port is the TDS listen port.
 func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+// StatsAddr is the address of GET /stats ("" when stats_listen is unset).
+func (s *Server) StatsAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
 
 // Name is the server name (@@SERVERNAME).
 func (s *Server) Name() string { return s.cfg.Name }
