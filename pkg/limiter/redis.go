@@ -234,6 +234,12 @@ func (l *Redis) Reconciles() uint64 { return l.reconciles.Load() }
 // LiveInstances is the size of proxy:instances as last seen (0: never seen).
 func (l *Redis) LiveInstances() int { return int(l.live.Load()) }
 
+// ReportUnregistered tells the limiter that Redis no longer lists this
+// instance (the registry's heartbeat found it absent): Redis's counts
+// lack what this instance holds, so it goes to fallback and reconciles,
+// which registers it again with its slots.
+func (l *Redis) ReportUnregistered() { l.toFallback("heartbeat", "", errUnregistered) }
+
 // Acquire takes a slot in bucket; see Limiter.
 func (l *Redis) Acquire(ctx context.Context, bucket string) (Ticket, error) {
 	if l.closed.Load() {

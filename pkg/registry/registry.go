@@ -1,0 +1,252 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/tdsgate/tdsgate/pkg/limiter"
+)
+
+// Defaults of Config, the same as the config package's.
+const (
+	DefaultHeartbeatTTL      = 30 * time.Second
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultReaperInterval    = 10 * time.Second
+	DefaultOpTimeout         = 500 * time.Millisecond
+)
+
+// heartbeatScript refreshes an instance's heartbeat if it is still a member
+// of proxy:instances; it never adds it back (see the package doc).
+//
+//	KEYS: proxy:instances, heartbeat(instance)
+//	ARGV: instance, value, TTL ms
+//	→ 1 refreshed, 0 not a member
+var heartbeatScript = rueidis.NewLuaScript(`
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+`)
+
+// Config configures a Registry.
+type Config struct {
+	// Client is the Redis client (the limiter's).
+	Client rueidis.Client
+	// InstanceID is this instance's id.
+	InstanceID string
+	// HeartbeatTTL, HeartbeatInterval, ReaperInterval, OpTimeout: the
+	// config's redis.* settings; zero takes the Default* constant.
+	HeartbeatTTL      time.Duration
+	HeartbeatInterval time.Duration
+	ReaperInterval    time.Duration
+	OpTimeout         time.Duration
+	// Log receives "heartbeat" and "reaper" lines; default slog.Default().
+	Log *slog.Logger
+	// Ready reports whether Redis's counts can be trusted right now (the
+	// limiter is connected, not in fallback or reconciling). The reaper
+	// skips its round otherwise: an instance that has not yet reconciled
+	// after an outage must not be mistaken for a dead one. nil: always.
+	Ready func() bool
+	// Missing is called when the heartbeat finds this instance absent from
+	// proxy:instances; the limiter then reconciles, which re-registers it.
+	Missing func()
+	// OnReclaim is called after this instance reclaimed a dead one.
+	OnReclaim func(instance string, slots map[string]int64)
+}
+
+// Registry runs the heartbeat and the reaper of one instance.
+type Registry struct {
+	cfg    Config
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	mu      sync.Mutex
+	beating bool // the last heartbeat succeeded
+}
+
+// New returns a Registry; Start starts its loops.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Client == nil || cfg.InstanceID == "" {
+		return nil, errors.New("registry: client and instance id required")
+	}
+	if cfg.HeartbeatTTL <= 0 {
+		cfg.HeartbeatTTL = DefaultHeartbeatTTL
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.ReaperInterval <= 0 {
+		cfg.ReaperInterval = DefaultReaperInterval
+	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = DefaultOpTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	r := &Registry{cfg: cfg, log: cfg.Log}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
+
+// Start starts the heartbeat and reaper loops.
+func (r *Registry) Start() {
+	r.log.Info("heartbeat: started", "key", limiter.KeyHeartbeat(r.cfg.InstanceID), "ttl", r.cfg.HeartbeatTTL,
+		"interval", r.cfg.HeartbeatInterval, "reaper_interval", r.cfg.ReaperInterval)
+	r.wg.Add(2)
+	go r.loop(r.cfg.HeartbeatInterval, func() { r.Heartbeat(r.ctx) })
+	go r.loop(r.cfg.ReaperInterval, func() { r.Reap(r.ctx) })
+}
+
+// Stop stops the loops. It does not leave: see Leave.
+func (r *Registry) Stop() {
+	r.once.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+	})
+}
+
+func (r *Registry) loop(every time.Duration, f func()) {
+	defer r.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
+func (r *Registry) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.cfg.OpTimeout)
+}
+
+// Heartbeat refreshes the heartbeat once. It reports whether the instance
+// is registered; an absent instance triggers Missing.
+func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
+	ctx, cancel := r.opCtx(ctx)
+	defer cancel()
+	id := r.cfg.InstanceID
+	n, err := heartbeatScript.Exec(ctx, r.cfg.Client, []string{limiter.KeyInstances, limiter.KeyHeartbeat(id)},
+		[]string{id, time.Now().UTC().Format(time.RFC3339), strconv.FormatInt(r.cfg.HeartbeatTTL.Milliseconds(), 10)}).AsInt64()
+	r.mu.Lock()
+	was := r.beating
+	r.beating = err == nil && n == 1
+	r.mu.Unlock()
+	switch {
+	case err != nil:
+		if was {
+			r.log.Warn("heartbeat: refresh failed", "err", err)
+		}
+		return false, err
+	case n == 0:
+		r.log.Warn("heartbeat: this instance is not in proxy:instances (reaped, or redis restarted empty); re-registering through a reconcile")
+		if r.cfg.Missing != nil {
+			r.cfg.Missing()
+		}
+		return false, nil
+	}
+	if !was {
+		r.log.Info("heartbeat: refreshed", "key", limiter.KeyHeartbeat(id), "ttl", r.cfg.HeartbeatTTL)
+	} else {
+		r.log.Debug("heartbeat: refreshed", "ttl", r.cfg.HeartbeatTTL)
+	}
+	return true, nil
+}
+
+// Reclaimed is one dead instance a reaper pass reclaimed.
+type Reclaimed struct {
+	Instance string
+	Slots    map[string]int64 // bucket → slots given back
+}
+
+// Reap runs one reaper pass: reclaim every member of proxy:instances whose
+// heartbeat is gone. It does nothing while Ready is false.
+func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
+	if r.cfg.Ready != nil && !r.cfg.Ready() {
+		return nil, nil
+	}
+	c := r.cfg.Client
+	octx, cancel := r.opCtx(ctx)
+	members, err := c.Do(octx, c.B().Smembers().Key(limiter.KeyInstances).Build()).AsStrSlice()
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	members = slices.DeleteFunc(members, func(m string) bool { return m == r.cfg.InstanceID })
+	if len(members) == 0 {
+		return nil, nil
+	}
+	cmds := make(rueidis.Commands, 0, len(members))
+	for _, m := range members {
+		cmds = append(cmds, c.B().Exists().Key(limiter.KeyHeartbeat(m)).Build())
+	}
+	octx, cancel = r.opCtx(ctx)
+	res := c.DoMulti(octx, cmds...)
+	cancel()
+	var out []Reclaimed
+	for i, m := range members {
+		n, err := res[i].AsInt64()
+		if err != nil {
+			return out, err
+		}
+		if n == 1 {
+			continue
+		}
+		octx, cancel := r.opCtx(ctx)
+		slots, won, err := limiter.ReclaimInstance(octx, c, m, false)
+		cancel()
+		if errors.Is(err, limiter.ErrInstanceAlive) || (err == nil && !won) {
+			continue // it came back, or another reaper won
+		}
+		if err != nil {
+			return out, err
+		}
+		var total int64
+		for _, k := range slices.Sorted(maps.Keys(slots)) {
+			total += slots[k]
+		}
+		r.log.Info("reaper: reclaimed instance", "dead_instance", m, "slots", total, "by_bucket", slots)
+		if r.cfg.OnReclaim != nil {
+			r.cfg.OnReclaim(m, slots)
+		}
+		out = append(out, Reclaimed{Instance: m, Slots: slots})
+	}
+	return out, nil
+}
+
+// Leave gives back every slot this instance still holds in Redis, deletes
+// its keys and removes it from proxy:instances at once. Call it on a clean
+// shutdown after the sessions drained and the loops stopped.
+func (r *Registry) Leave(ctx context.Context) (map[string]int64, error) {
+	ctx, cancel := r.opCtx(ctx)
+	defer cancel()
+	slots, _, err := limiter.ReclaimInstance(ctx, r.cfg.Client, r.cfg.InstanceID, true)
+	if err != nil {
+		r.log.Warn("registry: could not leave redis; a reaper will reclaim this instance after its heartbeat lapses",
+			"err", err, "heartbeat_ttl", r.cfg.HeartbeatTTL)
+		return nil, err
+	}
+	r.log.Info("registry: left redis: slots given back, keys deleted, removed from proxy:instances", "slots", slots)
+	return slots, nil
+}
+
+// Live returns the members of proxy:instances.
+func Live(ctx context.Context, c rueidis.Client) ([]string, error) {
+	return c.Do(ctx, c.B().Smembers().Key(limiter.KeyInstances).Build()).AsStrSlice()
+}
