@@ -184,7 +184,10 @@ func (q *Queue) Acquire(ctx context.Context) (Ticket, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	w := &waiter{q: q, enq: q.clock.Now()}
+	// The enqueue time is read only when it can matter: not on the fast
+	// path, where the first try grants the slot (time.Now is not free).
+	w := &waiter{q: q}
+	known := wPending // w's state when q.mu was last held, if final
 	q.mu.Lock()
 	if q.closed {
 		w.code = q.closeCode
@@ -200,14 +203,17 @@ func (q *Queue) Acquire(ctx context.Context) (Ticket, error) {
 		if q.dispatching {
 			q.redo = true
 			q.mu.Unlock()
+			w.enq = q.clock.Now()
 		} else {
-			q.dispatchLocked()
+			// If this try fails, the client enters the queue after it.
+			known = q.dispatchLocked(w)
 		}
 	case q.pending > 0:
 		// A try for those ahead is in flight; its outcome settles ours too.
 		w.state = wPending
 		q.pushLocked(w)
 		q.mu.Unlock()
+		w.enq = q.clock.Now()
 	default:
 		// Everyone ahead already waits for a slot, so we must too.
 		if q.waiting >= q.maxQueue {
@@ -219,20 +225,30 @@ func (q *Queue) Acquire(ctx context.Context) (Ticket, error) {
 		q.pushLocked(w)
 		n := q.waiting
 		q.mu.Unlock()
+		w.enq = q.clock.Now()
 		q.obs.Enqueued(q.bucket, n)
 	}
-	return q.wait(ctx, w)
+	return q.wait(ctx, w, known)
 }
 
-// wait blocks until w's state leaves waiting, then turns it into Acquire's result.
-func (q *Queue) wait(ctx context.Context, w *waiter) (Ticket, error) {
+// wait blocks until w's state leaves waiting, then turns it into Acquire's
+// result. known is w's state as last seen under q.mu: if final, wait need
+// not lock to learn it.
+func (q *Queue) wait(ctx context.Context, w *waiter, known waitState) (Ticket, error) {
 	giveBack := false
-	q.mu.Lock()
-	if !w.state.waiting() {
+	if known.waiting() {
+		q.mu.Lock()
+	}
+	switch {
+	case !known.waiting():
+	case !w.state.waiting():
 		q.mu.Unlock()
-	} else {
+	default:
 		w.ch = make(chan struct{})
 		q.mu.Unlock()
+		if w.enq.IsZero() {
+			w.enq = q.clock.Now()
+		}
 		var timerC <-chan time.Time
 		if w.timeout > 0 {
 			t := q.clock.NewTimer(w.enq.Add(w.timeout).Sub(q.clock.Now()))
@@ -260,7 +276,10 @@ func (q *Queue) wait(ctx context.Context, w *waiter) (Ticket, error) {
 		}
 	}
 
-	waited := q.clock.Now().Sub(w.enq)
+	var waited time.Duration
+	if !w.enq.IsZero() {
+		waited = q.clock.Now().Sub(w.enq)
+	}
 	switch w.state {
 	case wGranted:
 		if giveBack {
@@ -295,8 +314,9 @@ func (q *Queue) refuse(code Code, queue, maxQueue int, waited time.Duration) err
 
 // dispatchLocked tries the source for the head waiter until the source is
 // full or nobody waits. Called with q.mu held and no dispatcher running;
-// returns with q.mu released.
-func (q *Queue) dispatchLocked() {
+// returns with q.mu released, and self's state as it was then (0 if self
+// is nil).
+func (q *Queue) dispatchLocked(self *waiter) waitState {
 	q.dispatching = true
 	var buf [8]int
 	enq := buf[:0]
@@ -340,10 +360,15 @@ func (q *Queue) dispatchLocked() {
 		}
 	}
 	q.dispatching = false
+	var st waitState
+	if self != nil {
+		st = self.state
+	}
 	q.mu.Unlock()
 	for _, n := range enq {
 		q.obs.Enqueued(q.bucket, n)
 	}
+	return st
 }
 
 // putBack disposes of a released slot: straight to the head waiter if the
@@ -377,7 +402,7 @@ func (q *Queue) Wake() {
 		q.mu.Unlock()
 		return
 	}
-	q.dispatchLocked()
+	q.dispatchLocked(nil)
 }
 
 // Close refuses every waiter and every later Acquire with CodeClosed.
