@@ -26,7 +26,8 @@ type App struct {
 	mu      sync.Mutex
 	cfg     *config.Config
 	cert    tls.Certificate
-	lim     *limiter.Local
+	lim     appLimiter  // limiter.Local, or limiter.Redis with redis.addr (redis.go)
+	redis   *redisCoord // nil when standalone
 	handler *frontend.Handler
 	buckets map[string]*frontend.Bucket
 
@@ -52,9 +53,12 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	} else {
 		log.Info("tls: certificate loaded", "file", cfg.TLS.CertFile, "sha256_fingerprint", certutil.Fingerprint(cert))
 	}
-	a.lim = limiter.NewLocal(bucketLimits(cfg), limiter.WithObserver(a.limiterObserver()))
+	if a.lim, err = a.newLimiter(cfg, limiter.WithObserver(a.limiterObserver())); err != nil {
+		return nil, err
+	}
 	rt, err := a.runtime(cfg)
 	if err != nil {
+		a.stopRedis(context.Background())
 		return nil, err
 	}
 	a.handler = frontend.NewHandler(rt, a.lim, log, nil)
@@ -251,6 +255,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	a.lim.Close()
+	a.stopRedis(context.Background())
 	for _, b := range a.buckets {
 		b.Breaker.Close()
 	}

@@ -1,0 +1,87 @@
+package app
+
+import (
+	"context"
+
+	"github.com/tdsgate/tdsgate/pkg/config"
+	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/registry"
+)
+
+// appLimiter is what the app needs of a limiter: admission, plus applying
+// a reloaded bucket list. limiter.Local (standalone) and limiter.Redis
+// (shared caps) both are.
+type appLimiter interface {
+	limiter.Limiter
+	Update([]limiter.BucketConfig)
+}
+
+// redisCoord is the Redis side of an instance: the shared limiter and the
+// registry (heartbeat, reaper, leave).
+type redisCoord struct {
+	lim *limiter.Redis
+	reg *registry.Registry
+}
+
+// newLimiter chooses the limiter: limiter.Local when redis.addr is empty
+// (standalone), else limiter.Redis with its registry started. Redis being
+// down is no error: the limiter starts in fallback and reconciles later.
+func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter, error) {
+	if cfg.Redis.Addr == "" {
+		return limiter.NewLocal(bucketLimits(cfg), opts...), nil
+	}
+	rc := cfg.Redis
+	log := a.log
+	lim, err := limiter.NewRedis(limiter.RedisOptions{
+		Addr: rc.Addr, Password: rc.Password, DB: rc.DB, InstanceID: cfg.InstanceID,
+		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
+		Log: log,
+		OnStateChange: func(from, to limiter.RedisState) {
+			log.Debug("redis: limiter state", "from", from.String(), "to", to.String())
+		},
+	}, bucketLimits(cfg), opts...)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := registry.New(registry.Config{
+		Client: lim.Client(), InstanceID: cfg.InstanceID,
+		HeartbeatTTL: rc.HeartbeatTTL, HeartbeatInterval: rc.HeartbeatInterval, ReaperInterval: rc.ReaperInterval,
+		OpTimeout: rc.OpTimeout, Log: log,
+		Ready:   func() bool { return !lim.InFallback() },
+		Missing: lim.ReportUnregistered,
+	})
+	if err != nil {
+		lim.Disconnect()
+		return nil, err
+	}
+	reg.Start()
+	a.redis = &redisCoord{lim: lim, reg: reg}
+	log.Info("limiter: redis, caps shared by every instance", "addr", rc.Addr, "db", rc.DB, "instance_id", cfg.InstanceID,
+		"heartbeat_ttl", rc.HeartbeatTTL, "fallback_divisor", rc.FallbackDivisor, "op_timeout", rc.OpTimeout)
+	return lim, nil
+}
+
+// stopRedis, at the end of Shutdown (sessions drained, limiter closed):
+// stop the heartbeat and the reaper, give back what is still held and
+// leave proxy:instances at once, then close the client.
+func (a *App) stopRedis(ctx context.Context) {
+	if a.redis == nil {
+		return
+	}
+	a.redis.reg.Stop()
+	if _, err := a.redis.reg.Leave(ctx); err != nil {
+		a.log.Warn("shutdown: redis leave failed", "err", err)
+	}
+	a.redis.lim.Disconnect()
+	a.redis = nil
+}
+
+// RedisLimiter is the Redis limiter, or nil when the instance runs
+// standalone (no redis.addr). Health and metrics read its state
+// (InFallback, Fallbacks, Status); the router may use its RouteDirectory.
+func (a *App) RedisLimiter() *limiter.Redis {
+	if a.redis == nil {
+		return nil
+	}
+	return a.redis.lim
+}
