@@ -255,24 +255,14 @@ func (c *Conn) SendMessage(typ tds.PacketType, status uint8, payload []byte) err
 	return err
 }
 
-// streamChunk is how many undecoded bytes Stream gathers before decoding:
-// a few packets, so tokens rarely straddle a decode.
-const streamChunk = 32 << 10
-
-// Stream reads one answer and hands each token to fn as soon as the
-// packets holding it have arrived, keeping in memory only the bytes of
-// tokens not yet decoded (a few packets), however big the answer. Use it
-// for results too big for Read. The byte slices of a token (Row values,
-// Raw, Return.Value) are only valid during the call; ROW tokens decode
-// against the last COLMETADATA, which fn sees first. If fn returns an
-// error, Stream returns it at once and the rest of the answer is left
-// unread on the connection.
-func (c *Conn) Stream(fn func(tds.Token) error) error {
+// StreamPackets reads one answer packet by packet, handing fn each
+// header and payload (valid only during the call) until the packet with
+// EOM. If fn returns an error, StreamPackets returns it at once and the
+// rest of the answer is left unread on the connection.
+func (c *Conn) StreamPackets(fn func(h tds.Header, payload []byte) error) error {
 	mr := tds.NewMessageReader(c.rw, tds.MaxPacketSize, 0)
 	pkt := make([]byte, tds.MaxPacketSize)
-	var meta []byte // the raw COLMETADATA of the current result set
-	var work []byte // meta, then the bytes not yet decoded
-	for eom := false; !eom; {
+	for {
 		h, err := mr.ReadHeader()
 		if err != nil {
 			return err
@@ -287,10 +277,36 @@ func (c *Conn) Stream(fn func(tds.Token) error) error {
 			}
 			return err
 		}
-		c.SPID, eom = h.SPID, h.EOM()
-		work = append(work, pkt[:n]...)
+		c.SPID = h.SPID
+		if err := fn(h, pkt[:n]); err != nil {
+			return err
+		}
+		if h.EOM() {
+			return nil
+		}
+	}
+}
+
+// streamChunk is how many undecoded bytes Stream gathers before decoding:
+// a few packets, so tokens rarely straddle a decode.
+const streamChunk = 32 << 10
+
+// Stream reads one answer and hands each token to fn as soon as the
+// packets holding it have arrived, keeping in memory only the bytes of
+// tokens not yet decoded (a few packets), however big the answer. Use it
+// for results too big for Read. The byte slices of a token (Row values,
+// Raw, Return.Value) are only valid during the call; ROW tokens decode
+// against the last COLMETADATA, which fn sees first. If fn returns an
+// error, Stream returns it at once and the rest of the answer is left
+// unread on the connection.
+func (c *Conn) Stream(fn func(tds.Token) error) error {
+	var meta []byte // the raw COLMETADATA of the current result set
+	var work []byte // meta, then the bytes not yet decoded
+	err := c.StreamPackets(func(h tds.Header, payload []byte) error {
+		work = append(work, payload...)
+		eom := h.EOM()
 		if !eom && len(work)-len(meta) < streamChunk {
-			continue
+			return nil
 		}
 		r := tds.NewTokenReader(work, c.Version)
 		if len(meta) > 0 {
@@ -320,11 +336,12 @@ func (c *Conn) Stream(fn func(tds.Token) error) error {
 		k := copy(work, meta)
 		k += copy(work[k:], work[done:])
 		work = work[:k]
+		return nil
+	})
+	if err == nil && len(work) > len(meta) {
+		err = fmt.Errorf("tdsclient: %d bytes after the last token", len(work)-len(meta))
 	}
-	if len(work) > len(meta) {
-		return fmt.Errorf("tdsclient: %d bytes after the last token", len(work)-len(meta))
-	}
-	return nil
+	return err
 }
 
 // SetDeadline sets the deadline of the underlying connection.
