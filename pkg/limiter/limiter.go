@@ -19,7 +19,10 @@ type Limiter interface {
 	//     queue (or max_queue_size is 0);
 	//   - *Error CodeUnknownBucket or CodeClosed.
 	// A newcomer never overtakes a waiter: if anyone is queued, a newcomer
-	// queues too, and freed slots go to the head of the queue.
+	// queues too, and freed slots go to the head of the queue. A slot
+	// granted just as the wait ends is never lost: a grant racing the
+	// queue timeout is kept (the ticket is returned); one racing ctx is
+	// passed on to the next waiter and ctx.Err() is returned.
 	Acquire(ctx context.Context, bucket string) (Ticket, error)
 	// Snapshot reports every bucket's state, sorted by bucket id, for metrics,
 	// health and tests.
