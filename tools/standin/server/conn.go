@@ -30,6 +30,7 @@ type conn struct {
 	sess       *engine.Session
 	txDesc     uint64 // the current transaction descriptor, 0 outside a transaction
 	trancount  int    // @@TRANCOUNT as last reported by the engine
+	language   string // the language the client was last told (ENVCHANGE 2)
 
 	prepared   map[int32]prepared
 	nextHandle int32
@@ -264,6 +265,7 @@ func (c *conn) loginSession(l *tds.Login7) (bool, error) {
 		return false, err
 	}
 	c.sess = sess
+	c.language = sess.Language()
 	c.packetSize = int(l.PacketSize)
 	if c.packetSize == 0 {
 		c.packetSize = tds.DefaultPacketSize
@@ -367,6 +369,7 @@ func (c *conn) request(ctx context.Context, m tds.Message) error {
 		}
 		c.txDesc, c.trancount = 0, 0
 		c.prepared = nil
+		c.language = c.sess.Language()
 		rp.add(tds.AppendEnvChange(nil, tds.EnvChange{Type: tds.EnvResetConnAck}))
 	}
 	sk := &sink{c: c, rp: rp}

@@ -444,8 +444,12 @@ func TestResetConnection(t *testing.T) {
 		exec(t, d, "DROP TABLE reset_t")
 	})
 	exec(t, c, "CREATE TABLE #tmp (v INT); INSERT INTO #tmp VALUES (1)")
-	exec(t, c, "SET LANGUAGE Deutsch")
-	r := exec(t, c, "BEGIN TRANSACTION; INSERT INTO reset_t VALUES (1)")
+	r := exec(t, c, "SET LANGUAGE Deutsch")
+	if ecs := envChanges(r.Tokens, tds.EnvLanguage); len(ecs) != 1 || ecs[0].NewString() != "Deutsch" || ecs[0].OldString() != "us_english" ||
+		!strings.Contains(tokenTypes(r.Tokens), "INFO(5703)") {
+		t.Fatalf("SET LANGUAGE: %s", tokenTypes(r.Tokens))
+	}
+	r = exec(t, c, "BEGIN TRANSACTION; INSERT INTO reset_t VALUES (1)")
 	if len(envChanges(r.Tokens, tds.EnvBeginTran)) != 1 {
 		t.Fatalf("BEGIN TRANSACTION: %s", tokenTypes(r.Tokens))
 	}

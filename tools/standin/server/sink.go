@@ -103,6 +103,12 @@ func (s *sink) Row(vals []any) error {
 }
 
 func (s *sink) Done(d engine.Done) error {
+	// SET LANGUAGE: tell the client, as SQL Server does, before the DONE.
+	if l := s.c.sess.Language(); !strings.EqualFold(l, s.c.language) {
+		s.emit(tds.AppendEnvChange(nil, tds.EnvString(tds.EnvLanguage, l, s.c.language)))
+		s.c.language = l
+		s.Info(tds.InfoNumLanguageChanged, fmt.Sprintf("Changed language setting to %s.", l))
+	}
 	st := s.inXact()
 	if d.HasCount {
 		st |= tds.DoneCount
