@@ -1,17 +1,23 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/tdsgate/tdsgate/pkg/tds"
 	"github.com/tdsgate/tdsgate/tools/standin/server"
 	"github.com/tdsgate/tdsgate/tools/tdsclient"
+	"github.com/tdsgate/tdsgate/tools/testenv"
 )
 
 // TestLoginFailures: bad password, unknown login, unknown database,
@@ -195,5 +201,45 @@ func TestStatsEndpoint(t *testing.T) {
 	}
 	if start(t, nil).StatsAddr() != "" {
 		t.Fatal("StatsAddr without stats_listen")
+	}
+}
+
+// TestExampleConfig: tools/standin/standin.example.yaml, what
+// `go run ./tools/standin -config` reads, decodes strictly into Config and
+// starts (on free ports).
+func TestExampleConfig(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "standin.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fc struct {
+		Servers []server.Config `yaml:"servers"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil {
+		t.Fatal(err)
+	}
+	if len(fc.Servers) != 3 {
+		t.Fatalf("%d servers", len(fc.Servers))
+	}
+	for i, c := range fc.Servers {
+		c.Listen = "127.0.0.1:0"
+		if c.StatsListen != "" {
+			c.StatsListen = "127.0.0.1:0"
+		}
+		srv, err := server.Start(c, testenv.Logger())
+		if err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+		defer srv.Close()
+		conn, err := dialErr(srv, func(o *tdsclient.Options) { o.Password = c.Logins["sa"] })
+		if err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+		if v := scalar(t, conn, "SELECT COUNT(*) FROM test_table"); v == nil {
+			t.Fatalf("server %d: no test_table", i)
+		}
+		conn.Close()
 	}
 }
