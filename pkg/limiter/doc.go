@@ -23,10 +23,14 @@
 //     Queue per bucket over an in-memory counter, reloadable with Update;
 //   - Clock and Timer, injected so tests drive queue timeouts with FakeClock.
 //
-// The Redis-backed implementation (a limit shared by every proxy instance,
-// kept by Lua scripts on the keys in DESIGN.md section 3) and the fallback
-// wrapper that keeps serving on a local share while Redis is down arrive
-// later in this package, as further SlotSources behind the same Queue.
+//   - Redis, the implementation whose caps are shared by every proxy
+//     instance: the same Queue over a SlotSource that runs Lua scripts
+//     (redis_scripts.go) on the keys of DESIGN.md section 3
+//     (redis_keys.go). Waiters wake on a release anywhere (pub/sub from the
+//     release script), on a change of max (client-side cache invalidation)
+//     and on a slow poll. When Redis does not answer it keeps admitting on
+//     a local share and reconciles when Redis is back, even empty: the
+//     state machine is documented on RedisState (fallback.go).
 //
 // Waiting costs no goroutine: a waiter blocks in its own Acquire call, on a
 // channel, its context and one timer.

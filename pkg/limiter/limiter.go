@@ -6,7 +6,8 @@ import (
 )
 
 // Limiter admits logins into buckets. Implementations: Local (this process's
-// limits); the Redis-backed one and the fallback wrapper arrive later.
+// limits) and Redis (caps shared by every instance, with a local-share
+// fallback while Redis is down).
 type Limiter interface {
 	// Acquire takes a slot in bucket, waiting in the bucket's FIFO queue if
 	// the bucket is full. It returns

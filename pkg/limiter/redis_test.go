@@ -361,3 +361,24 @@ func pct(sorted []time.Duration, p int) time.Duration {
 	i := (len(sorted)*p + 99) / 100
 	return sorted[min(max(i-1, 0), len(sorted)-1)].Round(10 * time.Microsecond)
 }
+
+// TestRedisRouteDirectory: proxy:route:<key> read through the client-side
+// cache; a SET elsewhere is seen at once (Redis invalidates the entry).
+func TestRedisRouteDirectory(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	l := newRedisLimiter(t, rs.Addr(), "r", []BucketConfig{{ID: "b", MaxConnections: 1}}, nil)
+	ctx := context.Background()
+	if _, ok := l.RouteDirectory(ctx, "tenant-a"); ok {
+		t.Fatal("lookup of an absent route succeeded")
+	}
+	redistest.Do(t, c, "SET", KeyRoute("tenant-a"), "bucket-002")
+	waitCond(t, time.Second, "route seen", func() bool { b, ok := l.RouteDirectory(ctx, "tenant-a"); return ok && b == "bucket-002" })
+	hit := l.client.DoCache(ctx, l.client.B().Get().Key(KeyRoute("tenant-a")).Cache(), cacheTTL)
+	if !hit.IsCacheHit() {
+		t.Fatal("second lookup was not served by the client-side cache")
+	}
+	redistest.Do(t, c, "SET", KeyRoute("tenant-a"), "bucket-003")
+	d := waitCond(t, time.Second, "route change seen", func() bool { b, _ := l.RouteDirectory(ctx, "tenant-a"); return b == "bucket-003" })
+	t.Logf("route change seen after %s (invalidation)", d)
+}
