@@ -14,18 +14,13 @@
 //   - the Limiter interface the frontend calls (Acquire, Snapshot, Close),
 //     the Ticket a granted slot is held through, and the *Error that carries
 //     the refusal codes (NumQueueTimeout, NumQueueFull);
-//
 //   - Queue, the FIFO wait queue with its per-waiter state machine. A Queue
 //     does not count slots itself: it drives a SlotSource ("try to take a
 //     slot", "give one back") and is woken when capacity may have appeared.
 //     Every implementation shares it, so queueing, timeouts, cancellation and
 //     the grant-versus-give-up race are solved once;
-//
 //   - Local, the implementation whose limits are local to this process: one
 //     Queue per bucket over an in-memory counter, reloadable with Update;
-//
-//   - Clock and Timer, injected so tests drive queue timeouts with FakeClock.
-//
 //   - Redis, the implementation whose caps are shared by every proxy
 //     instance: the same Queue over a SlotSource that runs Lua scripts
 //     (redis_scripts.go) on the keys of DESIGN.md section 3
@@ -33,7 +28,8 @@
 //     release script), on a change of max (client-side cache invalidation)
 //     and on a slow poll. When Redis does not answer it keeps admitting on
 //     a local share and reconciles when Redis is back, even empty: the
-//     state machine is documented on RedisState (fallback.go).
+//     state machine is documented on RedisState (fallback.go);
+//   - Clock and Timer, injected so tests drive queue timeouts with FakeClock.
 //
 // Waiting costs no goroutine: a waiter blocks in its own Acquire call, on a
 // channel, its context and one timer.
