@@ -31,6 +31,16 @@
 // inside BEGIN TRY it transfers to BEGIN CATCH). A canceled ctx (ATTENTION)
 // stops WAITFOR at once and a SELECT between rows; ExecBatch returns ctx.Err().
 //
+// SET IMPLICIT_TRANSACTIONS ON (how jTDS implements setAutoCommit(false))
+// works as in SQL Server: while @@TRANCOUNT is 0, ALTER TABLE, CREATE (not
+// CREATE DATABASE), DELETE, DROP, INSERT, MERGE, TRUNCATE TABLE, UPDATE, a
+// SELECT that reads a table (has a FROM or INTO, also in a subquery, an IF
+// or WHILE condition or an assigned expression) and BEGIN TRAN first begin a
+// transaction (Sink.Tx(TxBegin, 1); BEGIN TRAN then makes @@TRANCOUNT 2).
+// "SELECT 1" and "IF @@TRANCOUNT > 0 COMMIT" do not. The transaction lasts
+// until COMMIT or ROLLBACK; SET IMPLICIT_TRANSACTIONS OFF does not end it.
+// The option shows as bit 2 of @@OPTIONS and Reset turns it off.
+//
 // # Supported T-SQL
 //
 // Batches are split into statements at ';' or, as T-SQL allows, where the next
@@ -47,8 +57,9 @@
 //     [IF EXISTS]; ALTER TABLE ADD col / DROP COLUMN. #temp and ##temp tables.
 //   - BEGIN TRAN[SACTION], COMMIT [TRAN|TRANSACTION|WORK], ROLLBACK [...] [name],
 //     SAVE TRAN name.
-//   - SET NOCOUNT, SET LANGUAGE (-> @@LANGUAGE), SET XACT_ABORT, SET TEXTSIZE;
-//     any other SET option is accepted and ignored. SET @v = / += expr.
+//   - SET NOCOUNT, SET LANGUAGE (-> @@LANGUAGE), SET XACT_ABORT, SET TEXTSIZE,
+//     SET IMPLICIT_TRANSACTIONS (also set by SET ANSI_DEFAULTS); any other SET
+//     option is accepted and ignored. SET @v = / += expr.
 //   - DECLARE @v type [= expr], ...; IF ... [ELSE ...]; WHILE (BREAK, CONTINUE);
 //     BEGIN ... END; BEGIN TRY ... END TRY BEGIN CATCH ... END CATCH; RETURN;
 //     PRINT; RAISERROR; THROW; USE db; WAITFOR DELAY | TIME.

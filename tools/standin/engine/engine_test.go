@@ -18,6 +18,7 @@ type colSpec struct {
 }
 
 func TestSelectKindsAndValues(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 53)
 	mustOK(t, s, `CREATE TABLE typed (
@@ -67,6 +68,7 @@ func checkCols(t *testing.T, got []Column, want []colSpec) {
 }
 
 func TestExpressionColumns(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 54)
 	cases := []struct {
@@ -144,6 +146,7 @@ func localOffset() time.Duration {
 }
 
 func TestRunbookBatches(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 55)
 
@@ -197,6 +200,7 @@ func TestRunbookBatches(t *testing.T) {
 }
 
 func TestRowCountsAndNocount(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 56)
 	r := mustOK(t, s, "INSERT INTO test_table (name, value) VALUES ('a', 1), ('b', 2), ('c', 3)")
@@ -224,6 +228,7 @@ func TestRowCountsAndNocount(t *testing.T) {
 }
 
 func TestTransactions(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 57)
 	other := newSess(t, e, 58)
@@ -329,6 +334,7 @@ func TestTransactions(t *testing.T) {
 }
 
 func TestTempTables(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	a := newSess(t, e, 60)
 	b := newSess(t, e, 61)
@@ -375,6 +381,7 @@ func TestTempTables(t *testing.T) {
 }
 
 func TestResetRestoresState(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 62)
 	mustOK(t, s, "SET LANGUAGE Deutsch; SET NOCOUNT ON; USE other_db; BEGIN TRAN")
@@ -395,6 +402,7 @@ func TestResetRestoresState(t *testing.T) {
 }
 
 func TestUseDatabase(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 63)
 	r := mustOK(t, s, "USE other_db; SELECT DB_NAME()")
@@ -428,6 +436,7 @@ func TestUseDatabase(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 64)
 	cases := []struct {
@@ -491,6 +500,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestVariablesAndControlFlow(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 65)
 	r := mustOK(t, s, "DECLARE @x INT = 5; SELECT @x AS x, @x * 2 AS y")
@@ -520,6 +530,7 @@ func TestVariablesAndControlFlow(t *testing.T) {
 }
 
 func TestParams(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 66)
 	when := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -555,6 +566,7 @@ func TestParams(t *testing.T) {
 }
 
 func TestDriverConnectQueries(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 67)
 	for _, q := range []string{
@@ -576,6 +588,8 @@ func TestDriverConnectQueries(t *testing.T) {
 	}
 }
 
+// TestWaitforCancel is not parallel: it times how soon a canceled WAITFOR
+// returns.
 func TestWaitforCancel(t *testing.T) {
 	e := openTest(t)
 	s := newSess(t, e, 68)
@@ -618,7 +632,7 @@ type countSink struct {
 
 func (c *countSink) Row([]any) error {
 	c.rows++
-	if c.rows%20000 == 0 {
+	if c.rows%5000 == 0 {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		c.maxHeap = max(c.maxHeap, ms.HeapAlloc)
@@ -629,15 +643,29 @@ func (c *countSink) Row([]any) error {
 	return nil
 }
 
+// streamSizes returns the row counts TestStreaming uses: 100k rows streamed
+// and a 20k-row table normally; 10x fewer under the race detector, where the
+// same checks still exercise every path in a fraction of the time.
+func streamSizes() (stream, table int) {
+	if raceEnabled {
+		return 10000, 2000
+	}
+	return 100000, 20000
+}
+
+// TestStreaming is not parallel: its heap check reads process-wide MemStats.
+// (Non-parallel tests run before the parallel ones, so it runs alone.)
 func TestStreaming(t *testing.T) {
 	e := openTest(t)
 	s := newSess(t, e, 69)
+	n, tableRows := streamSizes()
 	for _, q := range []string{
-		"SELECT value FROM generate_series(1, 100000)",
-		"SELECT TOP 100000 n FROM standin_numbers",
-		"SELECT TOP (100000) n, 'row-' + CAST(n AS NVARCHAR(10)) AS label FROM standin_numbers ORDER BY n",
-		"WITH n AS (SELECT 1 AS i UNION ALL SELECT i + 1 FROM n WHERE i < 100000) SELECT i FROM n",
+		"SELECT value FROM generate_series(1, %d)",
+		"SELECT TOP %d n FROM standin_numbers",
+		"SELECT TOP (%d) n, 'row-' + CAST(n AS NVARCHAR(10)) AS label FROM standin_numbers ORDER BY n",
+		"WITH n AS (SELECT 1 AS i UNION ALL SELECT i + 1 FROM n WHERE i < %d) SELECT i FROM n",
 	} {
+		q = fmt.Sprintf(q, n)
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -648,19 +676,20 @@ func TestStreaming(t *testing.T) {
 		if errs := cs.errors(); len(errs) > 0 {
 			t.Fatalf("%s: %v", q, errs[0])
 		}
-		if cs.rows != 100000 || cs.dones()[0].RowCount != 100000 {
+		if cs.rows != int64(n) || cs.dones()[0].RowCount != int64(n) {
 			t.Fatalf("%s: rows = %d, done %+v", q, cs.rows, cs.dones())
 		}
-		// 100k rows kept in memory would be several MB; streaming stays far below.
+		// 100k rows kept in memory would be several MB; streaming stays far
+		// below. (A heap check, so it only bites at the full size.)
 		if grow := int64(cs.maxHeap) - int64(before.HeapAlloc); grow > 32<<20 {
 			t.Errorf("%s: heap grew %d bytes while streaming", q, grow)
 		}
 	}
-	// A table: fill it, stream it, and stop mid-stream on cancel. (20k rows:
-	// the per-row IDENTITY trigger is slow under -race.)
+	// A table: fill it, stream it, and stop mid-stream on cancel. (Fewer rows
+	// than above: the per-row IDENTITY trigger is slow.)
 	mustOK(t, s, "CREATE TABLE big (id INT IDENTITY(1,1) PRIMARY KEY, v NVARCHAR(50))")
-	r := mustOK(t, s, "INSERT INTO big (v) SELECT 'value-' + CAST(value AS NVARCHAR(20)) FROM generate_series(1, 20000)")
-	if r.dones()[0].RowCount != 20000 {
+	r := mustOK(t, s, fmt.Sprintf("INSERT INTO big (v) SELECT 'value-' + CAST(value AS NVARCHAR(20)) FROM generate_series(1, %d)", tableRows))
+	if r.dones()[0].RowCount != int64(tableRows) {
 		t.Fatal(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -670,15 +699,19 @@ func TestStreaming(t *testing.T) {
 		t.Fatalf("cancel mid-stream: err=%v rows=%d", err, cs.rows)
 	}
 	r = mustOK(t, s, "SELECT MAX(id) AS m FROM big")
-	if r.sets()[0].rows[0][0] != int64(20000) {
+	if r.sets()[0].rows[0][0] != int64(tableRows) {
 		t.Fatal(r)
 	}
 }
 
 func TestConcurrentSessions(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	mustOK(t, newSess(t, e, 99), "CREATE TABLE conc (id INT IDENTITY(1,1) PRIMARY KEY, worker INT, n INT)")
-	const workers, per = 20, 25
+	workers, per := 20, 25
+	if raceEnabled {
+		workers, per = 10, 10 // still contended; a quarter of the batches
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, workers)
 	for w := range workers {
@@ -728,6 +761,7 @@ func TestConcurrentSessions(t *testing.T) {
 }
 
 func TestDDL(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 70)
 	mustOK(t, s, `CREATE TABLE [dbo].[orders] (
@@ -773,6 +807,7 @@ func TestDDL(t *testing.T) {
 }
 
 func TestInitRunsOnce(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, Databases: map[string]string{"tenant_db": runbookInit}}
 	e, err := Open(cfg)
@@ -856,6 +891,7 @@ func (r *reentrantSink) Database(n string) error {
 }
 
 func TestGettersFromSink(t *testing.T) {
+	t.Parallel()
 	e := openTest(t)
 	s := newSess(t, e, 71)
 	rs := &reentrantSink{s: s}

@@ -176,6 +176,11 @@ func (r *runner) simple(st *stmt) (flow, error) {
 	toks := st.toks
 	s := r.s
 	head := st.head()
+	if s.implicitTx && s.trancount == 0 && startsImplicitTx(head, toks) {
+		if err := r.implicitBegin(); err != nil {
+			return flowStop, err
+		}
+	}
 	switch head {
 	case "SELECT":
 		return flowNext, r.query(toks)
@@ -280,6 +285,54 @@ func (r *runner) simple(st *stmt) (flow, error) {
 		return flowNext, nil
 	}
 	return flowStop, syntaxError(toks[0].source())
+}
+
+// startsImplicitTx reports whether a statement is one that, under SET
+// IMPLICIT_TRANSACTIONS ON, begins a transaction when none is open: ALTER
+// TABLE, BEGIN TRANSACTION, CREATE, DELETE, DROP, INSERT, MERGE, SELECT (only
+// one that reads a table, or SELECT ... INTO), TRUNCATE TABLE, UPDATE. CREATE
+// and DROP DATABASE cannot run inside a transaction and do not.
+func startsImplicitTx(head string, toks []token) bool {
+	switch head {
+	case "SELECT", "WITH":
+		return readsTable(toks)
+	case "INSERT", "UPDATE", "DELETE", "MERGE", "BEGIN", "ALTER", "TRUNCATE":
+		return true
+	case "CREATE", "DROP":
+		return len(toks) < 2 || !toks[1].is("DATABASE")
+	}
+	return false
+}
+
+// readsTable reports whether a SELECT (or an expression) reads a table: it
+// has a FROM (or INTO) anywhere, subqueries included. "SELECT 1",
+// "SELECT @@TRANCOUNT" and "IF @@TRANCOUNT > 0" do not.
+func readsTable(toks []token) bool {
+	for _, t := range toks {
+		if t.is("FROM") || t.is("INTO") {
+			return true
+		}
+	}
+	return false
+}
+
+// implicitBegin starts the transaction SET IMPLICIT_TRANSACTIONS ON calls
+// for (the unseen BEGIN TRANSACTION before the statement), when none is open.
+func (r *runner) implicitBegin() error {
+	s := r.s
+	if !s.implicitTx || s.trancount > 0 {
+		return nil
+	}
+	ev, err := s.begin(r.ctx)
+	if err != nil {
+		return err
+	}
+	if ev != TxNone {
+		if err := r.sink.Tx(ev, s.trancount); err != nil {
+			return transport{err}
+		}
+	}
+	return nil
 }
 
 // txDone reports a transaction event and the statement's end.
@@ -686,6 +739,11 @@ func (r *runner) eval(toks []token) (any, error) {
 	if serr != nil {
 		return nil, serr
 	}
+	if r.s.implicitTx && readsTable(toks) {
+		if err := r.implicitBegin(); err != nil {
+			return nil, err
+		}
+	}
 	return r.scalar("SELECT "+expr, tr.params)
 }
 
@@ -710,6 +768,11 @@ func (r *runner) cond(toks []token) (bool, error) {
 	expr, serr := tr.translateExpr(toks)
 	if serr != nil {
 		return false, serr
+	}
+	if r.s.implicitTx && readsTable(toks) {
+		if err := r.implicitBegin(); err != nil {
+			return false, err
+		}
 	}
 	v, err := r.scalar("SELECT CASE WHEN "+expr+" THEN 1 ELSE 0 END", tr.params)
 	if err != nil {
@@ -772,6 +835,12 @@ func (r *runner) set(toks []token) error {
 		s.nocount = upVal == "ON"
 	case "XACT_ABORT":
 		s.xactAbort = upVal == "ON"
+	case "IMPLICIT_TRANSACTIONS":
+		// OFF only changes the mode: an open transaction stays open.
+		if len(toks) != 3 || upVal != "ON" && upVal != "OFF" {
+			return syntaxError(toks[len(toks)-1].source())
+		}
+		s.implicitTx = upVal == "ON"
 	case "LANGUAGE":
 		if val == "" {
 			return syntaxError("LANGUAGE")
@@ -787,8 +856,12 @@ func (r *runner) set(toks []token) error {
 		}
 	default:
 		// Every other option (ANSI_*, QUOTED_IDENTIFIER, TRANSACTION
-		// ISOLATION LEVEL, IMPLICIT_TRANSACTIONS, DATEFORMAT, ...) is
-		// accepted and remembered, with no effect.
+		// ISOLATION LEVEL, DATEFORMAT, ...) is accepted and remembered,
+		// with no effect, except that ANSI_DEFAULTS ON / OFF also sets
+		// IMPLICIT_TRANSACTIONS, as in SQL Server.
+		if opt == "ANSI_DEFAULTS" && len(toks) == 3 && (upVal == "ON" || upVal == "OFF") {
+			s.implicitTx = upVal == "ON"
+		}
 		var rest []string
 		for _, t := range toks[2:] {
 			rest = append(rest, t.source())

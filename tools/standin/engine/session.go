@@ -96,6 +96,7 @@ type Session struct {
 	hasTemp      bool
 	nocount      bool
 	xactAbort    bool
+	implicitTx   bool // SET IMPLICIT_TRANSACTIONS ON
 	language     string
 	textsize     int64
 	opts         map[string]string
@@ -146,6 +147,7 @@ func (e *Engine) NewSession(info SessionInfo, database string) (*Session, error)
 func (s *Session) resetOptions() {
 	s.nocount = false
 	s.xactAbort = false
+	s.implicitTx = false
 	s.language = DefaultLanguage
 	s.textsize = DefaultTextSize
 	s.opts = map[string]string{}
@@ -408,7 +410,11 @@ func (s *Session) sysValue(key string) any {
 	case "@@MAX_PRECISION":
 		return int64(38)
 	case "@@OPTIONS":
-		return int64(5496)
+		opts := int64(5496)
+		if s.implicitTx {
+			opts |= 2
+		}
+		return opts
 	case "@@DATEFIRST":
 		return int64(7)
 	case "@@LOCK_TIMEOUT":
