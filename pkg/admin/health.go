@@ -63,7 +63,7 @@ type Check struct {
 	Backend bool
 	// Probe checks the component within ctx's deadline. A nil error is
 	// healthy; an error wrapped by Degraded is degraded; any other error
-	// is unhealthy. detail, if not nil, is shown as the component's
+	// is unhealthy; ErrDisabled shows it as disabled. detail, if not nil, is shown as the component's
 	// "detail". A nil Probe shows the component as disabled.
 	Probe func(ctx context.Context) (detail any, err error)
 }
@@ -72,6 +72,10 @@ type degradedError struct{ err error }
 
 func (e *degradedError) Error() string { return e.err.Error() }
 func (e *degradedError) Unwrap() error { return e.err }
+
+// ErrDisabled, returned by a probe, shows its component as disabled (not
+// in use on this instance) rather than unhealthy.
+var ErrDisabled = errors.New("disabled")
 
 // Degraded marks a probe's error as a degradation rather than a failure.
 func Degraded(err error) error {
@@ -269,6 +273,8 @@ func (h *Health) probeOne(c Check) (comp Component) {
 	switch {
 	case err == nil:
 		comp.Status = StatusHealthy
+	case errors.Is(err, ErrDisabled):
+		comp = Component{Name: c.Name, Status: StatusDisabled, Detail: detail}
 	case errors.As(err, &de):
 		comp.Status, comp.Error = StatusDegraded, err.Error()
 	default:

@@ -30,6 +30,7 @@ type App struct {
 	redis   *redisCoord // nil when standalone
 	handler *frontend.Handler
 	buckets map[string]*frontend.Bucket
+	obs     *observability
 
 	lns      []net.Listener
 	serveWG  sync.WaitGroup
@@ -53,7 +54,8 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	} else {
 		log.Info("tls: certificate loaded", "file", cfg.TLS.CertFile, "sha256_fingerprint", certutil.Fingerprint(cert))
 	}
-	if a.lim, err = a.newLimiter(cfg, limiter.WithObserver(a.limiterObserver())); err != nil {
+	a.obs = newObservability(a, cfg)
+	if a.lim, err = a.newLimiter(cfg, limiter.WithObserver(limiterObservers{a.limiterObserver(), a.obs.metrics})); err != nil {
 		return nil, err
 	}
 	rt, err := a.runtime(cfg)
@@ -61,7 +63,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		a.stopRedis(context.Background())
 		return nil, err
 	}
-	a.handler = frontend.NewHandler(rt, a.lim, log, nil)
+	a.handler = frontend.NewHandler(rt, a.lim, log, a.obs.metrics)
 	return a, nil
 }
 
@@ -176,6 +178,9 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.lns = lns
+	if err := a.startObservability(lns); err != nil {
+		return err
+	}
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	opts := []listener.Option{listener.WithLogger(a.log)}
@@ -222,6 +227,7 @@ func (a *App) Reload(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	a.obs.metrics.SetBuckets(bucketIDs(cfg))
 	a.lim.Update(bucketLimits(cfg))
 	a.handler.SetRuntime(rt)
 	a.cfg = cfg
@@ -234,6 +240,7 @@ func (a *App) Reload(cfg *config.Config) error {
 func (a *App) Shutdown(ctx context.Context) error {
 	a.log.Info("shutdown: draining", "active_sessions", a.handler.Active(), "drain_timeout", a.cfg.DrainTimeout)
 	a.handler.Drain()
+	a.obs.draining.Store(true)
 	if a.cancel != nil {
 		a.cancel()
 		a.serveWG.Wait()
@@ -254,6 +261,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.handler.CloseAll()
 		<-done
 	}
+	a.stopObservability()
 	a.lim.Close()
 	a.stopRedis(context.Background())
 	for _, b := range a.buckets {

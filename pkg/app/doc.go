@@ -5,4 +5,11 @@
 // dropping sessions, and on SIGTERM stops accepting, lets sessions finish
 // up to the drain timeout, closes the rest, and closes the components in
 // reverse order.
+//
+// observability.go wires pkg/metrics (the frontend's and the limiter's
+// observer) and pkg/admin (/health, /metrics): the admin servers start
+// once the TDS listeners are bound, keep answering during the drain
+// (/health says 503 then), and stop after it, before the components
+// close. Redis and eBPF report through App.Metrics, App.SetRedisHealth
+// and App.SetEBPF.
 package app
