@@ -47,6 +47,12 @@
 //	proxy_sessions_total{mode}                counter relayed sessions by relay mode (splice|tls)
 //	process_*, go_*                           the runtime's metrics (metrics.WriteProcessMetrics)
 //
+// Reasons: client_handshake counts failed client handshakes, the refusals
+// during it (50007-50009) included; backend_* count failed backend
+// logins by the stage that failed (backend.Error.Stage). relay is counted
+// by RelayError, which the frontend does not call yet: its Observer's
+// Relayed carries no error.
+//
 // Histogram buckets are Prometheus-style (_bucket{le="…"}, _sum, _count),
 // so histogram_quantile(0.95, rate(proxy_queue_wait_duration_seconds_bucket[5m]))
 // works as the runbook's Grafana section expects.
