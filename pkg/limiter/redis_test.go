@@ -382,3 +382,41 @@ func TestRedisRouteDirectory(t *testing.T) {
 	d := waitCond(t, time.Second, "route change seen", func() bool { b, _ := l.RouteDirectory(ctx, "tenant-a"); return b == "bucket-003" })
 	t.Logf("route change seen after %s (invalidation)", d)
 }
+
+// TestRedisHungFallsBack: Redis stops answering without closing anything
+// (SIGSTOP). A login does not hang: its acquire times out after op_timeout
+// and it is served on the local share; idle instances notice by their poll.
+// After SIGCONT the instances reconcile and the counts are exact.
+func TestRedisHungFallsBack(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 8, MaxQueueSize: 4, QueueTimeout: time.Second}}
+	const opTimeout = 300 * time.Millisecond
+	busy := newRedisLimiter(t, rs.Addr(), "busy", bs, func(o *RedisOptions) { o.OpTimeout = opTimeout; o.PollInterval = time.Second })
+	idle := newRedisLimiter(t, rs.Addr(), "idle", bs, func(o *RedisOptions) { o.OpTimeout = opTimeout; o.PollInterval = time.Second })
+	waitCond(t, 3*time.Second, "2 live seen", func() bool { return busy.LiveInstances() == 2 && idle.LiveInstances() == 2 })
+	held := acquireN(t, busy, "b", 2)
+	rs.Pause()
+	paused := time.Now()
+	start := time.Now()
+	tk, err := busy.Acquire(context.Background(), "b")
+	if err != nil {
+		t.Fatalf("acquire with redis hung: %v", err)
+	}
+	held = append(held, tk)
+	t.Logf("acquire with redis hung: served on the local share after %s (op_timeout %s)", time.Since(start).Round(time.Millisecond), opTimeout)
+	if time.Since(start) > 2*opTimeout {
+		t.Fatalf("acquire took %s with op_timeout %s", time.Since(start), opTimeout)
+	}
+	waitCond(t, 3*time.Second, "idle instance in fallback", idle.InFallback)
+	t.Logf("idle instance in fallback %s after the hang (at most poll 1s + op_timeout)", time.Since(paused).Round(time.Millisecond))
+	rs.Resume()
+	waitCond(t, 5*time.Second, "both reconciled", func() bool { return !busy.InFallback() && !idle.InFallback() })
+	c := rs.Client(t)
+	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 3 {
+		t.Fatalf("count %d after reconcile, want 3", n)
+	}
+	releaseAll(held)
+	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 0 {
+		t.Fatalf("count %d, want 0", n)
+	}
+}

@@ -66,6 +66,21 @@ func (s *Server) Kill() {
 	s.proc, s.exited = nil, nil
 }
 
+// Pause stops the server with SIGSTOP: connections stay open but nothing
+// answers, like a hung Redis or a network black hole. Resume undoes it.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		s.proc.Signal(sig)
+	}
+}
+
 // Restart starts the server again on the same port, empty. Kill it first.
 func (s *Server) Restart() {
 	s.t.Helper()
