@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
@@ -32,13 +33,16 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 	}
 	rc := cfg.Redis
 	log := a.log
+	m := a.obs.metrics
 	lim, err := limiter.NewRedis(limiter.RedisOptions{
 		Addr: rc.Addr, Password: rc.Password, DB: rc.DB, InstanceID: cfg.InstanceID,
 		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
 		Log: log,
 		OnStateChange: func(from, to limiter.RedisState) {
 			log.Debug("redis: limiter state", "from", from.String(), "to", to.String())
+			m.SetFallback(to != limiter.StateConnected)
 		},
+		OnOp: m.RedisOp,
 	}, bucketLimits(cfg), opts...)
 	if err != nil {
 		return nil, err
@@ -47,8 +51,10 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		Client: lim.Client(), InstanceID: cfg.InstanceID,
 		HeartbeatTTL: rc.HeartbeatTTL, HeartbeatInterval: rc.HeartbeatInterval, ReaperInterval: rc.ReaperInterval,
 		OpTimeout: rc.OpTimeout, Log: log,
-		Ready:   func() bool { return !lim.InFallback() },
-		Missing: lim.ReportUnregistered,
+		Ready:       func() bool { return !lim.InFallback() },
+		Missing:     lim.ReportUnregistered,
+		OnOp:        m.RedisOp,
+		OnHeartbeat: m.Heartbeat,
 	})
 	if err != nil {
 		lim.Disconnect()
@@ -56,6 +62,23 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 	}
 	reg.Start()
 	a.redis = &redisCoord{lim: lim, reg: reg}
+	m.SetFallback(lim.InFallback())
+	m.OnScrape(func() {
+		_, bs := lim.Status()
+		for _, b := range bs {
+			if b.Count >= 0 {
+				m.SetGlobal(b.Bucket, int(b.Count), int(b.Max))
+			}
+		}
+	})
+	// /health's "redis" component: down while Redis does not answer, and
+	// while admission runs on the local share.
+	a.SetRedisHealth(func(ctx context.Context) error {
+		if st := lim.State(); st != limiter.StateConnected {
+			return fmt.Errorf("%s: admitting on the local share", st)
+		}
+		return lim.Ping(ctx)
+	})
 	log.Info("limiter: redis, caps shared by every instance", "addr", rc.Addr, "db", rc.DB, "instance_id", cfg.InstanceID,
 		"heartbeat_ttl", rc.HeartbeatTTL, "fallback_divisor", rc.FallbackDivisor, "op_timeout", rc.OpTimeout)
 	return lim, nil

@@ -63,6 +63,10 @@ type RedisOptions struct {
 	// OnStateChange, if set, is called after each state transition (for
 	// metrics), never with a lock held.
 	OnStateChange func(from, to RedisState)
+	// OnOp, if set, is called after each script call with its name
+	// ("acquire", "release", "reconcile") and error (for metrics). It must
+	// be quick and safe for concurrent use.
+	OnOp func(op string, err error)
 }
 
 func (o *RedisOptions) setDefaults() {
@@ -420,6 +424,7 @@ func (b *redisBucket) TryTake() bool {
 		ctx, cancel := l.opCtx()
 		r, err := AcquireSlot(ctx, l.client, l.o.InstanceID, b.id, int(b.seed.Load()))
 		cancel()
+		l.op("acquire", err)
 		if err == nil && r.Status != AcquireUnregistered {
 			b.max.Store(r.Max)
 			b.count.Store(r.Count)
@@ -474,6 +479,7 @@ func (b *redisBucket) Give() {
 		ctx, cancel := l.opCtx()
 		released, count, err := ReleaseSlot(ctx, l.client, l.o.InstanceID, b.id)
 		cancel()
+		l.op("release", err)
 		if err == nil {
 			b.held.Add(-1)
 			b.count.Store(count)
@@ -572,6 +578,19 @@ func (l *Redis) fixSharesLocked() map[string]int64 {
 	return out
 }
 
+func (l *Redis) op(name string, err error) {
+	if l.o.OnOp != nil {
+		l.o.OnOp(name, err)
+	}
+}
+
+// Ping checks that Redis answers within op_timeout (and ctx).
+func (l *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, l.o.OpTimeout)
+	defer cancel()
+	return l.client.Do(ctx, l.client.B().Ping().Build()).Error()
+}
+
 func (l *Redis) changed(from, to RedisState) {
 	if l.o.OnStateChange != nil {
 		l.o.OnStateChange(from, to)
@@ -610,6 +629,7 @@ func (l *Redis) reconcileLocked() error {
 	ctx, cancel := l.opCtx()
 	defer cancel()
 	res, err := ReconcileInstance(ctx, l.client, l.o.InstanceID, l.o.HeartbeatTTL, hs)
+	l.op("reconcile", err)
 	if err != nil {
 		return err
 	}

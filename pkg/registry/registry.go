@@ -61,6 +61,11 @@ type Config struct {
 	Missing func()
 	// OnReclaim is called after this instance reclaimed a dead one.
 	OnReclaim func(instance string, slots map[string]int64)
+	// OnOp, if set, is called after each script call ("heartbeat",
+	// "reclaim") with its error, and OnHeartbeat after each successful
+	// heartbeat (for metrics).
+	OnOp        func(op string, err error)
+	OnHeartbeat func(time.Time)
 }
 
 // Registry runs the heartbeat and the reaper of one instance.
@@ -144,6 +149,7 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 	id := r.cfg.InstanceID
 	n, err := heartbeatScript.Exec(ctx, r.cfg.Client, []string{limiter.KeyInstances, limiter.KeyHeartbeat(id)},
 		[]string{id, time.Now().UTC().Format(time.RFC3339), strconv.FormatInt(r.cfg.HeartbeatTTL.Milliseconds(), 10)}).AsInt64()
+	r.op("heartbeat", err)
 	r.mu.Lock()
 	was := r.beating
 	r.beating = err == nil && n == 1
@@ -161,12 +167,21 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 		}
 		return false, nil
 	}
+	if r.cfg.OnHeartbeat != nil {
+		r.cfg.OnHeartbeat(time.Now())
+	}
 	if !was {
 		r.log.Info("heartbeat: refreshed", "key", limiter.KeyHeartbeat(id), "ttl", r.cfg.HeartbeatTTL)
 	} else {
 		r.log.Debug("heartbeat: refreshed", "ttl", r.cfg.HeartbeatTTL)
 	}
 	return true, nil
+}
+
+func (r *Registry) op(name string, err error) {
+	if r.cfg.OnOp != nil {
+		r.cfg.OnOp(name, err)
+	}
 }
 
 // Reclaimed is one dead instance a reaper pass reclaimed.
@@ -211,6 +226,9 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 		octx, cancel := r.opCtx(ctx)
 		slots, won, err := limiter.ReclaimInstance(octx, c, m, false)
 		cancel()
+		if !errors.Is(err, limiter.ErrInstanceAlive) {
+			r.op("reclaim", err)
+		}
 		if errors.Is(err, limiter.ErrInstanceAlive) || (err == nil && !won) {
 			continue // it came back, or another reaper won
 		}
