@@ -132,8 +132,17 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	s.outcome = "ok"
 	if s.relayed.Err != nil {
 		s.outcome = "relay_error"
+		if o, ok := h.Observer.(relayErrorObserver); ok {
+			o.RelayError(bucketID, s.relayed.Mode.String(), s.relayed.Err)
+		}
 	}
 	h.Observer.Relayed(bucketID, s.relayed.Mode.String(), s.relayed.ClientToServer, s.relayed.ServerToClient, time.Since(s.start))
+}
+
+// relayErrorObserver is an optional Observer method for relays that ended
+// with an error rather than a clean close.
+type relayErrorObserver interface {
+	RelayError(bucket, relayMode string, err error)
 }
 
 func errString(err error) string {
