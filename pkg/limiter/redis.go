@@ -33,6 +33,10 @@ const (
 	// DefaultRedisHeartbeatTTL is the heartbeat TTL the reconcile script
 	// writes when it registers the instance (config redis.heartbeat_ttl).
 	DefaultRedisHeartbeatTTL = 30 * time.Second
+	// deferRetry is how soon an instance whose try was deferred to a longer
+	// queue elsewhere tries again, in case that instance does not take the
+	// slot after all.
+	deferRetry = 5 * time.Millisecond
 	// cacheTTL bounds how long a client-side cached max or route lives
 	// without an invalidation (Redis invalidates it on change anyway).
 	cacheTTL = time.Minute
@@ -148,6 +152,8 @@ type redisBucket struct {
 	told      atomic.Int64 // reconciling: slots the last reconcile wrote for us
 	q         *Queue
 	wake      chan struct{} // buffered 1: ask the bucket's waker to retry the queue
+	sync      chan struct{} // buffered 1: ask the waker to refresh our waiting entry
+	listed    atomic.Bool   // we may have an entry in the bucket's waiting zset
 	stop      context.CancelFunc
 }
 
@@ -166,6 +172,7 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 		return nil, errors.New("limiter: instance id required")
 	}
 	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1)}
+	l.opts.obs = waitObserver{Observer: l.opts.obs, l: l}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	m := map[string]*redisBucket{}
 	l.buckets.Store(&m)
@@ -318,7 +325,7 @@ func (l *Redis) Update(buckets []BucketConfig) {
 			}
 		}
 		if b == nil {
-			b = &redisBucket{l: l, id: c.ID, wake: make(chan struct{}, 1)}
+			b = &redisBucket{l: l, id: c.ID, wake: make(chan struct{}, 1), sync: make(chan struct{}, 1)}
 			b.seed.Store(seed)
 			b.max.Store(seed)
 			b.told.Store(-1)
@@ -421,16 +428,26 @@ func (b *redisBucket) TryTake() bool {
 			l.mu.RUnlock()
 			return ok
 		}
+		queued := int(b.q.n.Load()) // the clients in our list, the one we try for included
 		ctx, cancel := l.opCtx()
-		r, err := AcquireSlot(ctx, l.client, l.o.InstanceID, b.id, int(b.seed.Load()))
+		r, err := AcquireSlotFair(ctx, l.client, l.o.InstanceID, b.id, int(b.seed.Load()), queued, l.staleWaiting())
 		cancel()
 		l.op("acquire", err)
 		if err == nil && r.Status != AcquireUnregistered {
 			b.max.Store(r.Max)
 			b.count.Store(r.Count)
 			b.countSeen.Store(true)
-			if r.Status == AcquireGranted {
+			switch r.Status {
+			case AcquireGranted:
 				b.held.Add(1)
+				b.listed.Store(queued > 1)
+			case AcquireDeferred:
+				// Another instance's longer queue goes first; if it does not
+				// take the slot, ours will shortly.
+				b.listed.Store(true)
+				time.AfterFunc(deferRetry, b.wakeSoon)
+			default:
+				b.listed.Store(queued > 0)
 			}
 			l.mu.RUnlock()
 			return r.Status == AcquireGranted
@@ -519,6 +536,65 @@ func (b *redisBucket) wakeSoon() {
 	}
 }
 
+// syncSoon asks the bucket's waker to refresh this instance's entry in the
+// bucket's waiting zset (never blocks).
+func (b *redisBucket) syncSoon() {
+	select {
+	case b.sync <- struct{}{}:
+	default:
+	}
+}
+
+// syncWaiting writes this instance's queue length to the bucket's waiting
+// zset, or removes the entry when nobody waits. Only while connected.
+func (b *redisBucket) syncWaiting() {
+	l := b.l
+	n := int(b.q.n.Load())
+	if n == 0 && !b.listed.Load() {
+		return
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.State() != StateConnected {
+		return
+	}
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	if err := SetWaiting(ctx, l.client, l.o.InstanceID, b.id, n); err == nil {
+		b.listed.Store(n > 0)
+	}
+}
+
+// staleWaiting is the age past which another instance's waiting entry is
+// ignored: it refreshes it at least every poll.
+func (l *Redis) staleWaiting() time.Duration { return 3 * l.o.PollInterval }
+
+// waitObserver passes the limiter's events on, and refreshes the waiting
+// entry when clients leave a queue without a try (canceled, timed out,
+// refused), so other instances do not defer to clients that are gone.
+type waitObserver struct {
+	Observer
+	l *Redis
+}
+
+func (o waitObserver) Canceled(bucket string, waited time.Duration) {
+	o.Observer.Canceled(bucket, waited)
+	o.l.bucketChanged(bucket)
+}
+
+func (o waitObserver) Rejected(bucket string, code Code) {
+	o.Observer.Rejected(bucket, code)
+	if code != CodeQueueFull {
+		o.l.bucketChanged(bucket)
+	}
+}
+
+func (l *Redis) bucketChanged(bucket string) {
+	if b := (*l.buckets.Load())[bucket]; b != nil && b.listed.Load() {
+		b.syncSoon()
+	}
+}
+
 func (l *Redis) startWaker(b *redisBucket) {
 	ctx, cancel := context.WithCancel(l.ctx)
 	b.stop = cancel
@@ -533,6 +609,8 @@ func (l *Redis) startWaker(b *redisBucket) {
 				if b.q.n.Load() > 0 {
 					b.q.Wake()
 				}
+			case <-b.sync:
+				b.syncWaiting()
 			}
 		}
 	}()
@@ -844,6 +922,9 @@ func (l *Redis) poll() {
 		}
 		if b.q.n.Load() > 0 && b.count.Load() < b.max.Load() {
 			b.wakeSoon()
+		}
+		if b.q.n.Load() > 0 || b.listed.Load() {
+			b.syncSoon() // keep our waiting entry fresh (or remove it)
 		}
 	}
 }

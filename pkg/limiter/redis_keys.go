@@ -9,6 +9,9 @@ package limiter
 //	                               config only if absent (SET NX); a SET takes
 //	                               effect on every instance at once
 //	proxy:bucket:<id>:released     pub/sub channel: a slot of <id> came free
+//	proxy:bucket:<id>:waiting      hash instance→"<queued> <since ms> <seen ms>":
+//	                               instances with clients queued for <id>
+//	                               (fairness across instances; acquire script)
 //	proxy:instances                set: live instance ids
 //	proxy:instance:<id>:conns      hash bucket→int: slots this instance holds
 //	proxy:instance:<id>:heartbeat  string with a TTL: the instance is alive
@@ -34,6 +37,10 @@ func KeyCount(bucket string) string { return "proxy:bucket:" + bucket + ":count"
 
 // KeyMax is the key of bucket's cap.
 func KeyMax(bucket string) string { return "proxy:bucket:" + bucket + ":max" }
+
+// KeyWaiting is the hash of the instances with clients queued for bucket
+// (see the acquire script).
+func KeyWaiting(bucket string) string { return "proxy:bucket:" + bucket + ":waiting" }
 
 // ChanReleased is the channel the release and reclaim scripts publish a
 // bucket's id on when slots of it come free.

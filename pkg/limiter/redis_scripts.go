@@ -21,15 +21,31 @@ import (
 
 // acquireScript takes one slot of a bucket for an instance.
 //
-//	KEYS: count, max, conns(instance), proxy:instances
-//	ARGV: bucket, seed max (the config's max_connections), instance
-//	→ {status, count, max}: status 1 granted, 0 full, -1 the instance is not
-//	  in proxy:instances (reaped, or Redis lost its data): the caller must
+//	KEYS: count, max, conns(instance), proxy:instances, waiting
+//	ARGV: bucket, seed max (the config's max_connections), instance,
+//	      clients waiting in the instance's queue for the bucket (0: no
+//	      fairness), ms after which another instance's waiting entry is stale
+//	→ {status, count, max}: status 1 granted, 0 full, 2 deferred (a slot is
+//	  free but it is another instance's turn), -1 the instance is not in
+//	  proxy:instances (reaped, or Redis lost its data): the caller must
 //	  reconcile before it may take slots again.
 //
 // A missing max is seeded from ARGV[2] (as SET NX would); a max that is not
 // an integer counts as 0, so a typo stops admission rather than lifting
 // the cap.
+//
+// Fairness across instances: each instance's queue is FIFO, but a freed
+// slot is raced for by every instance's head waiter; left alone, each
+// instance wins about as often whatever its queue length, and one
+// instance's clients can wait many times longer than another's. So an
+// instance that finds the bucket full records, in the bucket's waiting
+// hash, "<queued> <since> <seen>": its queue length, the Redis time (ms)
+// since which it has waited without a grant, and when it last said so.
+// A free slot goes to the instance with the highest queued × (now -
+// since): the one whose clients have waited longest, weighted by how many
+// wait, so grants follow demand and no queue starves. Entries not
+// refreshed for ARGV[5] ms (an instance that died or stopped waiting) are
+// dropped.
 var acquireScript = rueidis.NewLuaScript(`
 local mv = redis.call('GET', KEYS[2])
 local m
@@ -43,13 +59,69 @@ local c = tonumber(redis.call('GET', KEYS[1])) or 0
 if redis.call('SISMEMBER', KEYS[4], ARGV[3]) == 0 then
   return {-1, c, m}
 end
+local q = tonumber(ARGV[4]) or 0
+local me = ARGV[3]
+local now, since = 0, 0
+local function parse(v)
+  local a, b, d = string.match(v or '', '^(%d+) (%d+) (%d+)$')
+  return tonumber(a), tonumber(b), tonumber(d)
+end
+if q > 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local _, s = parse(redis.call('HGET', KEYS[5], me))
+  since = s or now
+end
 if c >= m then
+  if q > 0 then
+    redis.call('HSET', KEYS[5], me, q .. ' ' .. since .. ' ' .. now)
+  end
   return {0, c, m}
+end
+if q > 0 then
+  local mine = q * (now - since + 1)
+  local all = redis.call('HGETALL', KEYS[5])
+  for i = 1, #all, 2 do
+    if all[i] ~= me then
+      local oq, os, oseen = parse(all[i + 1])
+      if not oq or oseen < now - tonumber(ARGV[5]) then
+        redis.call('HDEL', KEYS[5], all[i])
+      elseif oq * (now - os + 1) > mine then
+        redis.call('HSET', KEYS[5], me, q .. ' ' .. since .. ' ' .. now)
+        return {2, c, m}
+      end
+    end
+  end
 end
 c = c + 1
 redis.call('SET', KEYS[1], c)
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+if q > 1 then
+  redis.call('HSET', KEYS[5], me, (q - 1) .. ' ' .. now .. ' ' .. now)
+elseif q == 1 then
+  redis.call('HDEL', KEYS[5], me)
+end
 return {1, c, m}
+`)
+
+// waitingScript sets (n > 0) or clears (n == 0) an instance's entry in a
+// bucket's waiting hash (see acquireScript), keeping its "since": called
+// when the instance's queue changed without a try (clients gave up) and by
+// the poll, so the entry stays fresh while clients wait.
+//
+//	KEYS: waiting
+//	ARGV: instance, n
+var waitingScript = rueidis.NewLuaScript(`
+local n = tonumber(ARGV[2]) or 0
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local since = tonumber(string.match(redis.call('HGET', KEYS[1], ARGV[1]) or '', '^%d+ (%d+) %d+$')) or now
+redis.call('HSET', KEYS[1], ARGV[1], n .. ' ' .. since .. ' ' .. now)
+return 1
 `)
 
 // releaseScript gives one slot of a bucket back for an instance and
@@ -188,6 +260,9 @@ const (
 	// AcquireUnregistered: the instance is not in proxy:instances (it was
 	// reaped, or Redis lost its data); it must reconcile first.
 	AcquireUnregistered AcquireStatus = -1
+	// AcquireDeferred: a slot is free, but it is another instance's turn
+	// (its clients have waited longer); nothing changed.
+	AcquireDeferred AcquireStatus = 2
 )
 
 // AcquireResult is what the acquire script saw.
@@ -197,11 +272,19 @@ type AcquireResult struct {
 }
 
 // AcquireSlot runs the acquire script: one slot of bucket for instance if
-// count < max. seedMax seeds an absent max.
+// count < max. seedMax seeds an absent max. No fairness: see AcquireSlotFair.
 func AcquireSlot(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax int) (AcquireResult, error) {
+	return AcquireSlotFair(ctx, c, instance, bucket, seedMax, 0, 0)
+}
+
+// AcquireSlotFair is AcquireSlot on behalf of an instance with queued
+// clients waiting for bucket (counting the one the slot is for): a free
+// slot is deferred (AcquireDeferred) when another instance's turn has come
+// (see acquireScript); entries older than stale are ignored.
+func AcquireSlotFair(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued int, stale time.Duration) (AcquireResult, error) {
 	vs, err := acquireScript.Exec(ctx, c,
-		[]string{KeyCount(bucket), KeyMax(bucket), KeyConns(instance), KeyInstances},
-		[]string{bucket, strconv.Itoa(seedMax), instance}).AsIntSlice()
+		[]string{KeyCount(bucket), KeyMax(bucket), KeyConns(instance), KeyInstances, KeyWaiting(bucket)},
+		[]string{bucket, strconv.Itoa(seedMax), instance, strconv.Itoa(max(queued, 0)), strconv.FormatInt(stale.Milliseconds(), 10)}).AsIntSlice()
 	if err != nil {
 		return AcquireResult{}, err
 	}
@@ -225,6 +308,13 @@ func ReleaseSlot(ctx context.Context, c rueidis.Client, instance, bucket string)
 		return false, 0, fmt.Errorf("release script: %d values, want 2", len(vs))
 	}
 	return vs[0] == 1, vs[1], nil
+}
+
+// SetWaiting records that instance has n clients waiting for bucket (n 0:
+// none, the entry is removed).
+func SetWaiting(ctx context.Context, c rueidis.Client, instance, bucket string, n int) error {
+	return waitingScript.Exec(ctx, c, []string{KeyWaiting(bucket)},
+		[]string{instance, strconv.Itoa(max(n, 0))}).Error()
 }
 
 // ErrInstanceAlive is ReclaimInstance's answer when the instance's heartbeat

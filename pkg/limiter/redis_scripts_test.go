@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,5 +343,63 @@ func TestScriptReconcileCorrectsDrift(t *testing.T) {
 	res, _ = ReconcileInstance(ctx, c, "p1", time.Minute, []Holding{{Bucket: "b", Held: 3, SeedMax: 10}})
 	if res[0].Max != 7 {
 		t.Fatalf("reconcile overwrote max: %+v", res)
+	}
+}
+
+// TestScriptAcquireFairTurns: with a slot free, an instance is deferred
+// while another's clients have waited longer (weighted by how many wait);
+// a stale entry is dropped; SetWaiting writes and clears entries.
+func TestScriptAcquireFairTurns(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	register(t, c, "old")
+	register(t, c, "new")
+	redistest.Do(t, c, "SET", KeyMax("b"), "1")
+	AcquireSlot(ctx, c, "old", "b", 1)
+	// "old" has waited with 2 clients for a while; "new" just arrived with 1.
+	if r, _ := AcquireSlotFair(ctx, c, "old", "b", 1, 2, time.Second); r.Status != AcquireFull {
+		t.Fatalf("old: %+v", r)
+	}
+	time.Sleep(20 * time.Millisecond)
+	ReleaseSlot(ctx, c, "old", "b")
+	if r, _ := AcquireSlotFair(ctx, c, "new", "b", 1, 1, time.Second); r.Status != AcquireDeferred {
+		t.Fatalf("newcomer with a slot free while old waits: %+v, want deferred", r)
+	}
+	time.Sleep(5 * time.Millisecond) // new's wait starts strictly before old's grant
+	if r, _ := AcquireSlotFair(ctx, c, "old", "b", 1, 2, time.Second); r.Status != AcquireGranted {
+		t.Fatalf("the instance whose clients waited longest: %+v, want granted", r)
+	}
+	v := redistest.Do(t, c, "HGET", KeyWaiting("b"), "old")
+	if s, _ := v.ToString(); !strings.HasPrefix(s, "1 ") {
+		t.Fatalf("old's entry after its grant: %q, want 1 client left", s)
+	}
+	ReleaseSlot(ctx, c, "old", "b")
+	// "new" has now waited longer than "old" since old's last grant.
+	time.Sleep(20 * time.Millisecond)
+	if r, _ := AcquireSlotFair(ctx, c, "old", "b", 1, 1, time.Second); r.Status != AcquireDeferred {
+		t.Fatalf("old right after its grant: %+v, want deferred to new", r)
+	}
+	if r, _ := AcquireSlotFair(ctx, c, "new", "b", 1, 1, time.Second); r.Status != AcquireGranted {
+		t.Fatalf("new's turn: %+v", r)
+	}
+	ReleaseSlot(ctx, c, "new", "b")
+	// A stale entry (its instance stopped refreshing it) does not block.
+	time.Sleep(60 * time.Millisecond)
+	if r, _ := AcquireSlotFair(ctx, c, "new", "b", 1, 1, 50*time.Millisecond); r.Status != AcquireGranted {
+		t.Fatalf("behind a stale entry: %+v, want granted", r)
+	}
+	if n := redistest.Int(t, c, "HLEN", KeyWaiting("b")); n != 0 {
+		t.Fatalf("%d waiting entries left, want 0 (stale dropped, new's last client served)", n)
+	}
+	if err := SetWaiting(ctx, c, "new", "b", 3); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := redistest.Do(t, c, "HGET", KeyWaiting("b"), "new").ToString(); !strings.HasPrefix(s, "3 ") {
+		t.Fatalf("SetWaiting 3: %q", s)
+	}
+	SetWaiting(ctx, c, "new", "b", 0)
+	if n := redistest.Int(t, c, "EXISTS", KeyWaiting("b")); n != 0 {
+		t.Fatal("SetWaiting 0 left the entry")
 	}
 }

@@ -306,51 +306,61 @@ func TestRedisStartsInFallback(t *testing.T) {
 }
 
 // TestRedisFairness measures how a saturated bucket is shared by two
-// instances with the same demand: each runs `per` clients that take a
-// slot, hold it 2 ms, release it and come back. It reports grants and
-// wait percentiles per instance, and fails only on starvation.
+// instances: each runs clients that take a slot, hold it 2 ms, release it
+// and come back, with equal demand (12 and 12 clients) and unequal (16 and
+// 4). It reports grants and wait percentiles per instance, and fails if
+// one instance's clients wait more than 3 times longer (p50) than the
+// other's: a free slot goes to the longer queue (acquire script).
 func TestRedisFairness(t *testing.T) {
-	rs := redistest.Start(t)
-	const maxConns, per = 4, 12
-	dur := 3 * time.Second
-	bs := []BucketConfig{{ID: "b", MaxConnections: maxConns, MaxQueueSize: per, QueueTimeout: 10 * time.Second}}
-	ls := []*Redis{newRedisLimiter(t, rs.Addr(), "x", bs, nil), newRedisLimiter(t, rs.Addr(), "y", bs, nil)}
-	var mu sync.Mutex
-	waits := map[string][]time.Duration{}
-	stop := time.Now().Add(dur)
-	var wg sync.WaitGroup
-	for _, l := range ls {
-		for range per {
-			wg.Go(func() {
-				for time.Now().Before(stop) {
-					start := time.Now()
-					tk, err := l.Acquire(context.Background(), "b")
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					w := time.Since(start)
-					time.Sleep(2 * time.Millisecond)
-					tk.Release()
-					mu.Lock()
-					waits[l.InstanceID()] = append(waits[l.InstanceID()], w)
-					mu.Unlock()
+	for _, tc := range []struct {
+		name string
+		x, y int
+	}{{"equal", 12, 12}, {"unequal", 16, 4}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := redistest.Start(t)
+			const maxConns = 4
+			dur := 3 * time.Second
+			bs := []BucketConfig{{ID: "b", MaxConnections: maxConns, MaxQueueSize: 32, QueueTimeout: 10 * time.Second}}
+			ls := map[string]*Redis{"x": newRedisLimiter(t, rs.Addr(), "x", bs, nil), "y": newRedisLimiter(t, rs.Addr(), "y", bs, nil)}
+			clients := map[string]int{"x": tc.x, "y": tc.y}
+			var mu sync.Mutex
+			waits := map[string][]time.Duration{}
+			stop := time.Now().Add(dur)
+			var wg sync.WaitGroup
+			for id, l := range ls {
+				for range clients[id] {
+					wg.Go(func() {
+						for time.Now().Before(stop) {
+							start := time.Now()
+							tk, err := l.Acquire(context.Background(), "b")
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							w := time.Since(start)
+							time.Sleep(2 * time.Millisecond)
+							tk.Release()
+							mu.Lock()
+							waits[id] = append(waits[id], w)
+							mu.Unlock()
+						}
+					})
 				}
-			})
-		}
-	}
-	wg.Wait()
-	total := len(waits["x"]) + len(waits["y"])
-	for _, id := range []string{"x", "y"} {
-		w := waits[id]
-		slices.Sort(w)
-		t.Logf("fairness: instance %s: %d grants (%.1f%%), wait p50 %s p90 %s p99 %s max %s", id, len(w),
-			100*float64(len(w))/float64(total), pct(w, 50), pct(w, 90), pct(w, 99), w[len(w)-1])
-	}
-	for _, id := range []string{"x", "y"} {
-		if share := float64(len(waits[id])) / float64(total); share < 0.2 {
-			t.Fatalf("instance %s starved: %.1f%% of grants", id, 100*share)
-		}
+			}
+			wg.Wait()
+			total := len(waits["x"]) + len(waits["y"])
+			p50 := map[string]time.Duration{}
+			for _, id := range []string{"x", "y"} {
+				w := waits[id]
+				slices.Sort(w)
+				p50[id] = pct(w, 50)
+				t.Logf("fairness %s: instance %s, %d clients: %d grants (%.1f%%), wait p50 %s p90 %s p99 %s max %s", tc.name, id, clients[id], len(w),
+					100*float64(len(w))/float64(total), pct(w, 50), pct(w, 90), pct(w, 99), w[len(w)-1])
+			}
+			if r := float64(max(p50["x"], p50["y"])) / float64(max(min(p50["x"], p50["y"]), time.Microsecond)); r > 3 {
+				t.Fatalf("median waits differ %.1fx between instances", r)
+			}
+		})
 	}
 }
 
