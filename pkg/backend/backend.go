@@ -136,8 +136,9 @@ func Connect(ctx context.Context, t *Target) (*Conn, error) {
 	return c, nil
 }
 
-func (c *Conn) prelogin(ctx context.Context) error {
-	t := c.target
+// loginDeadline is when a handshake or login step must be done: the
+// bucket's login timeout from now, or ctx's deadline if sooner.
+func (t *Target) loginDeadline(ctx context.Context) time.Time {
 	lt := t.LoginTimeout
 	if lt <= 0 {
 		lt = DefaultLoginTimeout
@@ -146,6 +147,12 @@ func (c *Conn) prelogin(ctx context.Context) error {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	return deadline
+}
+
+func (c *Conn) prelogin(ctx context.Context) error {
+	t := c.target
+	deadline := t.loginDeadline(ctx)
 	c.Raw.SetDeadline(deadline)
 	defer c.Raw.SetDeadline(time.Time{})
 	hctx, cancel := context.WithDeadline(ctx, deadline)
@@ -216,15 +223,7 @@ type LoginResult struct {
 // the answer.
 func (c *Conn) Login(ctx context.Context, login7 []byte, clientVersion uint32) (*LoginResult, error) {
 	t := c.target
-	lt := t.LoginTimeout
-	if lt <= 0 {
-		lt = DefaultLoginTimeout
-	}
-	deadline := time.Now().Add(lt)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	c.Raw.SetDeadline(deadline)
+	c.Raw.SetDeadline(t.loginDeadline(ctx))
 	defer c.Raw.SetDeadline(time.Time{})
 
 	var w io.Writer = c.Raw
