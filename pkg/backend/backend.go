@@ -178,7 +178,7 @@ func (c *Conn) prelogin(ctx context.Context) error {
 	}
 	c.Encryption = enc
 	if t.Encryption == EncryptStrict {
-		return tdstls.AllowReadAhead(c.tlsConn)
+		return nil // TLS from the first byte; nothing left to negotiate
 	}
 	switch {
 	case enc == tds.EncryptNotSup && t.Encryption != EncryptNone:

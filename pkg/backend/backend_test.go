@@ -1,0 +1,168 @@
+package backend_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/standin/server"
+	"github.com/tdsgate/tdsgate/tools/testenv"
+)
+
+func login(t *testing.T, password string) []byte {
+	t.Helper()
+	return (&tds.Login7{TDSVersion: tds.Version74, PacketSize: 4096, OptionFlags1: 0xE0, OptionFlags2: 0x03,
+		UserName: "sa", Password: password, Database: "tenant_db", AppName: "backend-test"}).Append(nil)
+}
+
+// Each bucket encryption setting against an optional and a forced
+// stand-in: what the server answered, whether the session is TLS, and a
+// login that works.
+func TestConnectModes(t *testing.T) {
+	for _, force := range []bool{false, true} {
+		bs := testenv.Buckets(t, 1, func(_ int, c *server.Config) {
+			if force {
+				c.Encryption = server.EncryptionForce
+			}
+		})
+		for _, tc := range []struct {
+			enc     backend.Encryption
+			wantTLS bool
+			wantErr bool
+		}{
+			{backend.EncryptNone, false, force},
+			{backend.EncryptLogin, force, false},
+			{backend.EncryptFull, true, false},
+			{backend.EncryptStrict, true, false},
+		} {
+			target := &backend.Target{Bucket: "b", Address: bs[0].Addr(), Encryption: tc.enc,
+				TLS: &tls.Config{InsecureSkipVerify: true}, DialTimeout: time.Second, LoginTimeout: 3 * time.Second}
+			c, err := backend.Connect(context.Background(), target)
+			if tc.wantErr {
+				if err == nil {
+					c.Close()
+					t.Errorf("force=%v %s: connected", force, tc.enc)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("force=%v %s: %v", force, tc.enc, err)
+				continue
+			}
+			res, err := c.Login(context.Background(), login(t, testenv.Passwords[0]), tds.Version74)
+			if err != nil || !res.OK || res.Database != "tenant_db" || res.PacketSize != 4096 || res.LoginAck == nil {
+				t.Errorf("force=%v %s: login %+v %v", force, tc.enc, res, err)
+			} else if c.TLS() != tc.wantTLS {
+				t.Errorf("force=%v %s: session TLS %v, want %v", force, tc.enc, c.TLS(), tc.wantTLS)
+			}
+			c.Close()
+		}
+	}
+}
+
+// A refused login comes back as the server's own ERROR, not an error.
+func TestLoginRefused(t *testing.T) {
+	bs := testenv.Buckets(t, 1, nil)
+	c, err := backend.Connect(context.Background(), &backend.Target{Bucket: "b", Address: bs[0].Addr(), Encryption: backend.EncryptLogin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.Login(context.Background(), login(t, "wrong"), tds.Version74)
+	if err != nil || res.OK || res.Error == nil || res.Error.Number != tds.ErrNumLoginFailed {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if m, err := tds.NewMessageReader(bytesReader(res.Response), 0, 0).ReadMessage(); err != nil || m.Type != tds.PacketReply {
+		t.Errorf("response framing: %v %v", m.Type, err)
+	}
+}
+
+func bytesReader(b []byte) *sliceReader { return &sliceReader{b: b} }
+
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, errors.New("EOF")
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// Probe is a PRELOGIN exchange: a port that accepts TCP but never speaks
+// TDS fails it, a closed port fails at dial, a stand-in passes.
+func TestProbe(t *testing.T) {
+	bs := testenv.Buckets(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := backend.Probe(ctx, &backend.Target{Address: bs[0].Addr(), DialTimeout: time.Second}); err != nil {
+		t.Errorf("stand-in: %v", err)
+	}
+	silent, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	_, err := backend.Probe(ctx, &backend.Target{Address: silent.Addr().String(), DialTimeout: 300 * time.Millisecond})
+	var be *backend.Error
+	if !errors.As(err, &be) || be.Stage != backend.StagePrelogin {
+		t.Errorf("silent port: %v", err)
+	}
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := closed.Addr().String()
+	closed.Close()
+	if _, err := backend.Probe(ctx, &backend.Target{Address: addr}); !errors.As(err, &be) || be.Stage != backend.StageDial {
+		t.Errorf("closed port: %v", err)
+	}
+}
+
+// The breaker opens after Failures consecutive failures, fails fast while
+// open, and a successful probe closes it.
+func TestBreaker(t *testing.T) {
+	var healthy atomic.Bool
+	var changes atomic.Int32
+	b := &backend.Breaker{Bucket: "b", Failures: 3, ProbeInterval: 20 * time.Millisecond,
+		Probe: func(context.Context) error {
+			if healthy.Load() {
+				return nil
+			}
+			return errors.New("down")
+		},
+		OnChange: func(string, backend.BreakerState, error) { changes.Add(1) },
+	}
+	defer b.Close()
+	b.Failure(errors.New("x"))
+	b.Success() // resets the count
+	b.Failure(errors.New("x"))
+	b.Failure(errors.New("x"))
+	if b.Allow() != nil {
+		t.Fatal("opened before 3 consecutive failures")
+	}
+	b.Failure(errors.New("refused"))
+	var oe *backend.OpenError
+	if err := b.Allow(); !errors.As(err, &oe) || oe.Failures != 3 {
+		t.Fatalf("allow while open: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if b.State() != backend.BreakerOpen {
+		t.Fatal("closed while the backend is still down")
+	}
+	healthy.Store(true)
+	testenv.WaitUntil(t, func() bool { return b.State() == backend.BreakerClosed })
+	if b.Allow() != nil || changes.Load() != 2 {
+		t.Errorf("after the probe: %v, %d transitions", b.Allow(), changes.Load())
+	}
+}
