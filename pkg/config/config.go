@@ -23,6 +23,9 @@ const (
 	DefaultHealthListen = "0.0.0.0:8081"
 	// DefaultMetricsListen is the default of Config.MetricsListen.
 	DefaultMetricsListen = "0.0.0.0:9091"
+	// DefaultEBPFEnabled is the default of EBPF.Enabled: on, wherever the
+	// tracker can load.
+	DefaultEBPFEnabled = true
 )
 
 // Defaults of the Redis options.
@@ -147,6 +150,11 @@ type Config struct {
 	// the instance runs standalone, with local limits only.
 	Redis Redis `yaml:"redis"`
 
+	// EBPF is the kernel-side count of backend connections behind
+	// proxy_ebpf_backend_connections, proxy_ebpf_drift and /health's
+	// "ebpf" component.
+	EBPF EBPF `yaml:"ebpf"`
+
 	// Buckets are the SQL Servers behind the proxy, each with its own
 	// connection cap and queue. At least one is required.
 	Buckets []Bucket `yaml:"buckets"`
@@ -200,6 +208,24 @@ type Redis struct {
 	// OpTimeout bounds each Redis operation; past it the instance falls
 	// back to its local share. Default: DefaultOpTimeout.
 	OpTimeout time.Duration `yaml:"op_timeout"`
+}
+
+// EBPF configures the eBPF tracker (pkg/ebpf): a sock_ops program that
+// counts, in the kernel, the TCP connections open to each bucket's
+// backend address, so that a connection the proxy's books lost cannot
+// hide. A Config built in code has it off (the zero value); a loaded file
+// has it on unless it says otherwise.
+type EBPF struct {
+	// Enabled loads the tracker at start. Where it cannot load (no
+	// CAP_BPF and CAP_NET_ADMIN, no cgroup v2, not Linux) the proxy logs
+	// one warning and runs without it. Default: DefaultEBPFEnabled.
+	// Env: EBPF_ENABLED (true/false).
+	Enabled bool `yaml:"enabled"`
+	// Cgroup is the cgroup v2 directory the program attaches to; it
+	// counts connections made by processes in that cgroup and below.
+	// Empty: the process's own cgroup (at the cgroup v2 root, every
+	// process on the host counts). Default "".
+	Cgroup string `yaml:"cgroup"`
 }
 
 // Bucket is one SQL Server behind the proxy and the limits that protect it.

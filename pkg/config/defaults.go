@@ -36,6 +36,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	str(&c.LogFormat, "log_format", DefaultLogFormat)
 	str(&c.HealthListen, "health_listen", DefaultHealthListen)
 	str(&c.MetricsListen, "metrics_listen", DefaultMetricsListen)
+	if !has("ebpf.enabled") {
+		c.EBPF.Enabled = DefaultEBPFEnabled
+	}
 
 	dur(&c.Redis.HeartbeatTTL, "redis.heartbeat_ttl", DefaultHeartbeatTTL)
 	dur(&c.Redis.HeartbeatInterval, "redis.heartbeat_interval", DefaultHeartbeatInterval)
@@ -85,6 +88,7 @@ const (
 	EnvMetricsListen = "METRICS_ADDR"
 	EnvRedisAddr     = "REDIS_ADDR"
 	EnvRedisPassword = "REDIS_PASSWORD"
+	EnvEBPFEnabled   = "EBPF_ENABLED"
 
 	// EnvBucketPrefix and EnvBucketSuffix frame a bucket's address
 	// override; see [BucketEnvVar].
@@ -154,6 +158,15 @@ func (c *Config) applyEnv() []error {
 	}
 	str(EnvHealthListen, &c.HealthListen, "health_listen")
 	str(EnvMetricsListen, &c.MetricsListen, "metrics_listen")
+	if v := os.Getenv(EnvEBPFEnabled); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad(EnvEBPFEnabled, fmt.Sprintf("not a boolean (true or false): %q", v))
+		} else {
+			c.EBPF.Enabled = b
+			c.setByEnv("ebpf.enabled", EnvEBPFEnabled)
+		}
+	}
 	str(EnvRedisAddr, &c.Redis.Addr, "redis.addr")
 	str(EnvRedisPassword, &c.Redis.Password, "redis.password")
 
