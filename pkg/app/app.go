@@ -238,6 +238,19 @@ func (a *App) Reload(cfg *config.Config) error {
 // Shutdown stops accepting, refuses new logins, waits for sessions up to
 // the drain timeout (or ctx), then closes what is left and the components.
 func (a *App) Shutdown(ctx context.Context) error {
+	if d := a.Config().DrainDelay; d > 0 {
+		// /health answers 503 from now on, but logins are still accepted
+		// and served, so a balancer checking /health takes this instance
+		// out before its listener closes.
+		a.obs.draining.Store(true)
+		a.log.Info("shutdown: draining: /health answers 503; still accepting for drain_delay", "drain_delay", d)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 	a.log.Info("shutdown: draining", "active_sessions", a.handler.Active(), "drain_timeout", a.cfg.DrainTimeout)
 	a.handler.Drain()
 	a.obs.draining.Store(true)

@@ -129,6 +129,15 @@ type Config struct {
 	// they are closed; 0 closes them at once. Default: DefaultDrainTimeout.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 
+	// DrainDelay is how long, after SIGTERM, the instance goes on
+	// accepting and serving new logins while /health already answers 503
+	// (draining), before it stops accepting and starts the drain. A load
+	// balancer that checks /health takes the instance out during the
+	// delay, so no client is sent to a closed listener or refused with
+	// 50006: set it longer than the balancer's check interval times its
+	// fall count. 0 stops accepting at once. Default 0.
+	DrainDelay time.Duration `yaml:"drain_delay"`
+
 	// LogLevel is debug, info, warn or error. Default: DefaultLogLevel.
 	// Env: LOG_LEVEL.
 	LogLevel string `yaml:"log_level"`

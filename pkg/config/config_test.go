@@ -236,6 +236,7 @@ func TestValidationErrorsNameTheirPath(t *testing.T) {
 		{"client_encryption: [full, full]" + minimal, `client_encryption[1]: duplicate mode "full"`},
 		{"login_timeout: 0s" + minimal, `login_timeout: must be > 0 (got 0s)`},
 		{"drain_timeout: -1s" + minimal, `drain_timeout: must be >= 0 (got -1s)`},
+		{"drain_delay: -1s" + minimal, `drain_delay: must be >= 0 (got -1s)`},
 		{"log_level: loud" + minimal, `log_level: unknown level "loud"`},
 		{"log_format: xml" + minimal, `log_format: unknown format "xml"`},
 		{"health_listen: x" + minimal, `health_listen: "x" is not host:port`},

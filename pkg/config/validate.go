@@ -58,6 +58,9 @@ func (c *Config) validate() []error {
 	if c.DrainTimeout < 0 {
 		v.add("drain_timeout", "must be >= 0 (got %s)", c.DrainTimeout)
 	}
+	if c.DrainDelay < 0 {
+		v.add("drain_delay", "must be >= 0 (got %s)", c.DrainDelay)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
