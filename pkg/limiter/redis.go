@@ -378,6 +378,11 @@ func (l *Redis) Close() error {
 	l.bmu.Unlock()
 	l.cancel()
 	l.wg.Wait()
+	// Nobody waits here any more: drop our entries in the waiting hashes
+	// (best effort; stale entries are ignored after a few polls anyway).
+	for _, b := range *l.buckets.Load() {
+		b.syncWaiting()
+	}
 	return nil
 }
 

@@ -164,6 +164,8 @@ return {1, c}
 //
 // The heartbeat check, the subtraction, the deletion and the SREM are one
 // step, so of two reapers racing for the same instance exactly one wins.
+// It also drops the instance's entries in those buckets' waiting hashes,
+// so nobody defers to its gone clients.
 var reclaimScript = rueidis.NewLuaScript(`
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return {-1}
@@ -178,6 +180,7 @@ local out = {1}
 for i = 1, #fields, 2 do
   local b = fields[i]
   local n = tonumber(fields[i + 1]) or 0
+  redis.call('HDEL', 'proxy:bucket:' .. b .. ':waiting', ARGV[1])
   if n > 0 then
     local ck = 'proxy:bucket:' .. b .. ':count'
     local c = (tonumber(redis.call('GET', ck)) or 0) - n

@@ -226,6 +226,7 @@ func TestScriptReclaimOnce(t *testing.T) {
 			AcquireSlot(ctx, c, dead, "b1", 10)
 		}
 		AcquireSlot(ctx, c, dead, "b2", 10)
+		SetWaiting(ctx, c, dead, "b1", 7)
 		redistest.Do(t, c, "DEL", KeyHeartbeat(dead))
 		var wins atomic.Int32
 		var got [2]map[string]int64
@@ -264,6 +265,9 @@ func TestScriptReclaimOnce(t *testing.T) {
 		}
 		if n := redistest.Int(t, c, "EXISTS", KeyConns(dead), KeyHeartbeat(dead)); n != 0 {
 			t.Fatalf("round %d: %d keys of %s left", round, n, dead)
+		}
+		if n := redistest.Int(t, c, "HEXISTS", KeyWaiting("b1"), dead); n != 0 {
+			t.Fatalf("round %d: %s's waiting entry left", round, dead)
 		}
 	}
 	// A clean leave reclaims itself despite its live heartbeat.
