@@ -31,6 +31,7 @@ type App struct {
 	handler *frontend.Handler
 	buckets map[string]*frontend.Bucket
 	obs     *observability
+	ebpf    *ebpfWatch // the kernel's count of backend connections (ebpf.go); set by Start
 
 	lns      []net.Listener
 	serveWG  sync.WaitGroup
@@ -55,7 +56,15 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		log.Info("tls: certificate loaded", "file", cfg.TLS.CertFile, "sha256_fingerprint", certutil.Fingerprint(cert))
 	}
 	a.obs = newObservability(a, cfg)
-	if a.lim, err = a.newLimiter(cfg, limiter.WithObserver(limiterObservers{a.limiterObserver(), a.obs.metrics})); err != nil {
+	// Without metrics_listen nobody reads the metrics, so the frontend and
+	// the limiter do not feed them (nil: the frontend's no-op observer).
+	var sessionObs frontend.Observer
+	limObs := limiterObservers{a.limiterObserver()}
+	if cfg.MetricsListen != "" {
+		sessionObs = a.obs.metrics
+		limObs = append(limObs, a.obs.metrics)
+	}
+	if a.lim, err = a.newLimiter(cfg, limiter.WithObserver(limObs)); err != nil {
 		return nil, err
 	}
 	rt, err := a.runtime(cfg)
@@ -63,7 +72,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		a.stopRedis(context.Background())
 		return nil, err
 	}
-	a.handler = frontend.NewHandler(rt, a.lim, log, a.obs.metrics)
+	a.handler = frontend.NewHandler(rt, a.lim, log, sessionObs)
 	return a, nil
 }
 
@@ -181,6 +190,7 @@ func (a *App) Start(ctx context.Context) error {
 	if err := a.startObservability(lns); err != nil {
 		return err
 	}
+	a.startEBPF(cfg) // before serving: connections opened earlier would not be counted
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	opts := []listener.Option{listener.WithLogger(a.log)}
@@ -230,6 +240,7 @@ func (a *App) Reload(cfg *config.Config) error {
 	a.obs.metrics.SetBuckets(bucketIDs(cfg))
 	a.lim.Update(bucketLimits(cfg))
 	a.handler.SetRuntime(rt)
+	a.ebpf.sync(cfg)
 	a.cfg = cfg
 	a.log.Info("config reloaded", "buckets", len(cfg.Buckets), "routes", len(cfg.Routes))
 	return nil
@@ -275,6 +286,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	a.stopObservability()
+	a.ebpf.close()
 	a.lim.Close()
 	a.stopRedis(context.Background())
 	for _, b := range a.buckets {

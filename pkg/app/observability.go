@@ -32,6 +32,7 @@ type observability struct {
 
 	mu         sync.Mutex
 	redisProbe func(ctx context.Context) error
+	ebpf       func() (kernel, held map[string]int64, ok bool) // App.SetEBPF; nil: no "ebpf" component
 	extra      []admin.Check
 
 	health *admin.Health
@@ -58,12 +59,19 @@ func bucketIDs(cfg *config.Config) []string {
 }
 
 // checks lists /health's components: redis, each bucket's SQL Server in id
-// order, then the extras.
+// order, then ebpf and the extras. It runs at the start of each round of
+// probes, before any of them: the eBPF sample is taken here, so that the
+// round's own backend probes (TCP connections the kernel counts, the
+// limiter does not) cannot show as drift.
 func (o *observability) checks(a *App) []admin.Check {
 	o.mu.Lock()
 	cs := []admin.Check{admin.RedisCheck(o.redisProbe)}
+	sample := o.ebpf
 	extra := slices.Clone(o.extra)
 	o.mu.Unlock()
+	if sample != nil {
+		extra = append([]admin.Check{ebpfCheck(sample)}, extra...)
+	}
 	bs := a.handler.Runtime().Buckets
 	ids := make([]string, 0, len(bs))
 	for id := range bs {
@@ -149,35 +157,55 @@ func (a *App) SetRedisHealth(probe func(ctx context.Context) error) {
 	a.obs.mu.Unlock()
 }
 
-// SetEBPF wires the kernel's per-bucket backend connection counts into
-// /metrics (proxy_ebpf_backend_connections, proxy_ebpf_drift) and into
-// /health as an "ebpf" component whose detail is, per bucket,
-// {"kernel":…, "limiter":…, "drift":…}. While enabled() is false, the
-// series are left out and the component shows as disabled.
+// SetEBPF wires the kernel's per-bucket count of open backend connections
+// (counts: buckets it watches only) into /metrics and /health, against the
+// slots this instance holds by the limiter's books (Snapshot's InUse):
+//
+//   - proxy_ebpf_backend_connections{bucket} = the kernel's count;
+//   - proxy_ebpf_drift{bucket} = the kernel's count - the slots held;
+//   - /health's "ebpf" component, whose detail is, per bucket,
+//     {"kernel":…, "limiter":…, "drift":…}.
+//
+// Drift is sampled: the two figures are read one after the other, not
+// atomically, so a login or logout in between shows for one sample. So do
+// the proxy's own short-lived probes of a backend (/health's, and an open
+// breaker's), which the kernel counts and the limiter does not; /health
+// takes its sample before its round's probes start, so they do not show
+// there. A drift that persists is a leak: positive, connections open
+// without a slot; negative, slots held without a connection. While
+// enabled() is false, the series are left out and the component shows as
+// disabled.
 func (a *App) SetEBPF(enabled func() bool, counts func() map[string]int64) {
-	m := a.obs.metrics
-	m.SetEBPF(func() (map[string]int64, bool) {
+	sample := func() (kernel, held map[string]int64, ok bool) {
 		if !enabled() {
-			return nil, false
+			return nil, nil, false
 		}
-		return counts(), true
-	})
-	check := admin.Check{Name: "ebpf", Probe: func(context.Context) (any, error) {
-		if !enabled() {
+		kernel = counts()
+		held = map[string]int64{}
+		for _, s := range a.Limiter().Snapshot() {
+			held[s.Bucket] = int64(s.InUse)
+		}
+		return kernel, held, true
+	}
+	a.obs.metrics.SetEBPF(sample)
+	a.obs.mu.Lock()
+	a.obs.ebpf = sample
+	a.obs.mu.Unlock()
+}
+
+// ebpfCheck is /health's "ebpf" component, from a sample taken now.
+func ebpfCheck(sample func() (kernel, held map[string]int64, ok bool)) admin.Check {
+	kernel, held, ok := sample()
+	return admin.Check{Name: "ebpf", Probe: func(context.Context) (any, error) {
+		if !ok {
 			return nil, admin.ErrDisabled
 		}
-		k := counts()
-		detail := map[string]ebpfDetail{}
-		for _, id := range m.Buckets() {
-			l := m.Active(id)
-			detail[id] = ebpfDetail{Kernel: k[id], Limiter: l, Drift: k[id] - l}
+		detail := make(map[string]ebpfDetail, len(kernel))
+		for id, k := range kernel {
+			detail[id] = ebpfDetail{Kernel: k, Limiter: held[id], Drift: k - held[id]}
 		}
 		return detail, nil
 	}}
-	a.obs.mu.Lock()
-	a.obs.extra = slices.DeleteFunc(a.obs.extra, func(c admin.Check) bool { return c.Name == "ebpf" })
-	a.obs.extra = append(a.obs.extra, check)
-	a.obs.mu.Unlock()
 }
 
 type ebpfDetail struct {

@@ -190,9 +190,10 @@ func TestHealthThroughProxy(t *testing.T) {
 	cfg := observedConfig(t, 1)
 	a := testenv.Proxy(t, cfg)
 	code, r := getHealth(t, a)
-	if code != 200 || r.Status != admin.StatusHealthy || r.InstanceID != "test-proxy" || len(r.Components) != 2 ||
+	if code != 200 || r.Status != admin.StatusHealthy || r.InstanceID != "test-proxy" || len(r.Components) != 3 ||
 		r.Components[0] != (admin.Component{Name: "redis", Status: admin.StatusDisabled}) ||
-		r.Components[1].Name != "sqlserver-bucket-001" || r.Components[1].Status != admin.StatusHealthy {
+		r.Components[1].Name != "sqlserver-bucket-001" || r.Components[1].Status != admin.StatusHealthy ||
+		r.Components[2] != (admin.Component{Name: "ebpf", Status: admin.StatusDisabled}) {
 		t.Fatalf("%d %+v", code, r)
 	}
 
@@ -224,7 +225,7 @@ func TestHealthThroughProxy(t *testing.T) {
 		t.Fatalf("components %v, want %v", got, want)
 	}
 	d, _ := json.Marshal(r.Components[len(r.Components)-1].Detail)
-	if string(d) != `{"bucket-001":{"drift":2,"kernel":2,"limiter":0},"bucket-002":{"drift":0,"kernel":0,"limiter":0}}` {
+	if string(d) != `{"bucket-001":{"drift":2,"kernel":2,"limiter":0}}` { // bucket-002 is not watched
 		t.Fatalf("ebpf detail %s", d)
 	}
 	m := scrapeMetrics(t, a)

@@ -98,10 +98,13 @@ type bucketMetrics struct {
 	rejections [lastCode - firstCode + 1]*vm.Counter
 }
 
-// EBPFSource reads the kernel's per-bucket count of established backend
-// connections. ok false means eBPF is not running: the proxy_ebpf_*
-// series are then left out of the scrape.
-type EBPFSource func() (counts map[string]int64, ok bool)
+// EBPFSource reads, per bucket, the kernel's count of open backend
+// connections (kernel) and the slots the limiter says this instance holds
+// (held: its snapshot's InUse). proxy_ebpf_backend_connections is kernel,
+// proxy_ebpf_drift is kernel - held. A bucket missing from kernel is not
+// watched (its address did not resolve, say) and has no proxy_ebpf_*
+// series; ok false means eBPF is not running, and there are none at all.
+type EBPFSource func() (kernel, held map[string]int64, ok bool)
 
 // Metrics is one instance's metrics. It is safe for concurrent use.
 type Metrics struct {
@@ -384,8 +387,7 @@ func (m *Metrics) SetBreakerOpen(bucket string, open bool) {
 	}
 }
 
-// Active is proxy_connections_active of a bucket (for the eBPF drift and
-// for health details).
+// Active is proxy_connections_active of a bucket.
 func (m *Metrics) Active(bucket string) int64 {
 	if b := m.bucket(bucket); b != nil {
 		return int64(b.active.Get())
@@ -424,14 +426,17 @@ func (m *Metrics) writeEBPF(w io.Writer) {
 	if p == nil {
 		return
 	}
-	counts, ok := (*p)()
+	kernel, held, ok := (*p)()
 	if !ok {
 		return
 	}
 	for _, id := range m.Buckets() {
-		k := counts[id]
+		k, watched := kernel[id]
+		if !watched {
+			continue
+		}
 		fmt.Fprintf(w, "%s{bucket=\"%s\"} %d\n", NameEBPFConnections, escape(id), k)
-		fmt.Fprintf(w, "%s{bucket=\"%s\"} %d\n", NameEBPFDrift, escape(id), k-m.Active(id))
+		fmt.Fprintf(w, "%s{bucket=\"%s\"} %d\n", NameEBPFDrift, escape(id), k-held[id])
 	}
 }
 

@@ -269,7 +269,9 @@ func TestScrapeHooksAndEBPF(t *testing.T) {
 	m.Acquired("bucket-001", 0, false)
 	m.Acquired("bucket-001", 0, false)
 	enabled := false
-	m.SetEBPF(func() (map[string]int64, bool) { return map[string]int64{"bucket-001": 3}, enabled })
+	m.SetEBPF(func() (map[string]int64, map[string]int64, bool) {
+		return map[string]int64{"bucket-001": 3, "bucket-002": 0}, map[string]int64{"bucket-001": 2, "bucket-002": 1}, enabled
+	})
 	s, text := scrape(t, m)
 	if calls != 1 {
 		t.Fatalf("hook ran %d times", calls)
@@ -284,7 +286,13 @@ func TestScrapeHooksAndEBPF(t *testing.T) {
 	want(t, s, `proxy_ebpf_backend_connections{bucket="bucket-001"}`, 3)
 	want(t, s, `proxy_ebpf_drift{bucket="bucket-001"}`, 1)
 	want(t, s, `proxy_ebpf_backend_connections{bucket="bucket-002"}`, 0)
-	want(t, s, `proxy_ebpf_drift{bucket="bucket-002"}`, 0)
+	want(t, s, `proxy_ebpf_drift{bucket="bucket-002"}`, -1)
+	// A bucket the tracker does not watch has no series.
+	m.SetBuckets([]string{"bucket-001", "bucket-002", "bucket-003"})
+	if _, text = scrape(t, m); strings.Contains(text, `proxy_ebpf_backend_connections{bucket="bucket-003"}`) ||
+		strings.Contains(text, `proxy_ebpf_drift{bucket="bucket-003"}`) {
+		t.Fatalf("eBPF series for an unwatched bucket:\n%s", text)
+	}
 	m.SetEBPF(nil)
 	if _, text = scrape(t, m); strings.Contains(text, "proxy_ebpf_") {
 		t.Fatal("eBPF series after the source was removed")
