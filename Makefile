@@ -65,8 +65,8 @@ vet: ## Static analysis (go vet)
 	$(GO) vet ./...
 
 .PHONY: generate
-generate: ## Regenerate generated code (bpf2go, needs clang)
-	$(call not_yet,the eBPF tracker arrives with the observability issue)
+generate: ## Regenerate generated code: the eBPF tracker (bpf2go; needs clang, llvm-strip, libbpf-dev)
+	$(GO) generate ./pkg/ebpf
 
 .PHONY: bench
 bench: ## Run the benchmark harness and write bench/results/<date>-<sha>.md

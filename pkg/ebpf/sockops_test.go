@@ -25,10 +25,10 @@ import (
 )
 
 // These tests load the real program, so they need root (CAP_BPF,
-// CAP_NET_ADMIN) and a cgroup v2 mount. They fail rather than skip when
-// that is missing, because CI runs them as root; set TDSGATE_EBPF_TESTS=off
-// to skip them on a workstation.
-const envTests = "TDSGATE_EBPF_TESTS"
+// CAP_NET_ADMIN, and the right to create a cgroup) and a cgroup v2 mount.
+// They never skip: CI runs them as root, and where that is missing they
+// fail saying what is needed (run `sudo go test ./pkg/ebpf/`).
+const needs = "the eBPF tests need root (CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN) and a cgroup v2 mount; run them as root"
 
 // The connecting side runs in a child process (this test binary,
 // re-executed) started inside a fresh child cgroup with the program
@@ -215,16 +215,16 @@ func (s *server) closeConns() {
 // removes the cgroup.
 func openInChildCgroup(t *testing.T) (*SockOps, int) {
 	t.Helper()
-	if os.Getenv(envTests) == "off" {
-		t.Skipf("%s=off", envTests)
+	if os.Geteuid() != 0 {
+		t.Fatalf("%s (euid is %d)", needs, os.Geteuid())
 	}
 	mount, err := Cgroup2Mount()
 	if err != nil {
-		t.Fatalf("eBPF tests need a cgroup v2 mount (set %s=off to skip): %v", envTests, err)
+		t.Fatalf("%s: %v", needs, err)
 	}
 	dir, err := os.MkdirTemp(mount, "tdsgate-test-")
 	if err != nil {
-		t.Fatalf("eBPF tests need root to create a cgroup (set %s=off to skip): %v", envTests, err)
+		t.Fatalf("%s: creating a test cgroup under %s: %v", needs, mount, err)
 	}
 	t.Cleanup(func() {
 		// The children have been reaped by now (helper cleanups ran
@@ -235,7 +235,7 @@ func openInChildCgroup(t *testing.T) (*SockOps, int) {
 	})
 	tr, err := Open(dir, discard())
 	if err != nil {
-		t.Fatalf("eBPF tests need root with CAP_BPF and CAP_NET_ADMIN (set %s=off to skip): %v", envTests, err)
+		t.Fatalf("%s: %v", needs, err)
 	}
 	t.Cleanup(func() {
 		if err := tr.Close(); err != nil {
@@ -358,7 +358,7 @@ func TestIPv6AndMapped(t *testing.T) {
 	v4 := listen(t, "tcp4", "127.0.0.1:0")
 	ln6, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback here: %v", err)
+		t.Fatalf("this test needs an IPv6 loopback (::1; sysctl net.ipv6.conf.lo.disable_ipv6=0): %v", err)
 	}
 	ln6.Close()
 	v6 := listen(t, "tcp6", "[::1]:0")
@@ -476,13 +476,10 @@ func TestUnavailable(t *testing.T) {
 // TestOpenDefault attaches to the test process's own cgroup (the proxy's
 // default) and detaches again.
 func TestOpenDefault(t *testing.T) {
-	if os.Getenv(envTests) == "off" {
-		t.Skipf("%s=off", envTests)
-	}
 	var buf bytes.Buffer
 	tr, err := Open("", slog.New(slog.NewTextHandler(&buf, nil)))
 	if err != nil {
-		t.Fatalf("eBPF tests need root with CAP_BPF and CAP_NET_ADMIN (set %s=off to skip): %v", envTests, err)
+		t.Fatalf("%s: %v", needs, err)
 	}
 	defer tr.Close()
 	if want, _ := DefaultCgroupPath(); tr.Cgroup() != want {

@@ -31,8 +31,8 @@
 //	proxy_bucket_global_max            gauge     the bucket's cap, as last seen
 //	proxy_breaker_open                 gauge     1 while the bucket's circuit breaker is open
 //	proxy_rejections_total{code}       counter   refusals sent to clients, code 50001..50009
-//	proxy_ebpf_backend_connections     gauge     established backend connections seen by the kernel (only while eBPF is enabled)
-//	proxy_ebpf_drift                   gauge     kernel count − proxy_connections_active (only while eBPF is enabled)
+//	proxy_ebpf_backend_connections     gauge     backend connections open, counted by the kernel (only while eBPF runs, for watched buckets)
+//	proxy_ebpf_drift                   gauge     kernel count − slots this instance holds (the limiter's InUse); sampled
 //
 // A refusal before a bucket is known (no route, encryption, a bad LOGIN7)
 // counts under proxy_rejections_total{bucket="",code=…}.
