@@ -183,7 +183,7 @@ func (s *session) fail(err error) {
 	var r *Refusal
 	if !errors.As(err, &r) {
 		s.outcome = "handshake_error"
-		s.log.Info("session refused", "client", s.client, "err", err)
+		s.log.Info("session refused", "err", err)
 		return
 	}
 	s.outcome = r.Code.String()

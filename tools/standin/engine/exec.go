@@ -37,12 +37,19 @@ type transport struct{ err error }
 func (t transport) Error() string { return t.err.Error() }
 func (t transport) Unwrap() error { return t.err }
 
-func (r *runner) batch(sqlText string) error {
+func (r *runner) batch(sqlText string) (err error) {
+	// A bug in the translator must cost the client one batch, never the
+	// whole stand-in: a panic becomes SQL Server's internal error 8630.
+	defer func() {
+		if p := recover(); p != nil {
+			err = r.report(newErr(8630, 16, "Internal Query Processor Error: the stand-in could not run this batch (%v).", p))
+		}
+	}()
 	stmts, serr := compile(sqlText)
 	if serr != nil {
 		return r.report(serr)
 	}
-	_, err := r.list(stmts)
+	_, err = r.list(stmts)
 	return err
 }
 

@@ -458,6 +458,9 @@ func (tr *translator) translateQuery(toks []token) (*translation, *SQLError) {
 		allAssign := len(items) > 0
 		for k, r := range items {
 			item := toks[r[0]:r[1]]
+			if len(item) == 0 {
+				return nil, syntaxError(",")
+			}
 			if len(item) >= 3 && item[0].kind == tkVar && item[1].isOp("=") {
 				tx.assign = append(tx.assign, item[0].up)
 			} else {
