@@ -31,6 +31,7 @@ type App struct {
 	handler *frontend.Handler
 	buckets map[string]*frontend.Bucket
 	obs     *observability
+	pools   pools      // pool_mode session buckets' pools, and pressure (pool.go)
 	ebpf    *ebpfWatch // the kernel's count of backend connections (ebpf.go); set by Start
 
 	lns      []net.Listener
@@ -59,7 +60,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	// Without metrics_listen nobody reads the metrics, so the frontend and
 	// the limiter do not feed them (nil: the frontend's no-op observer).
 	var sessionObs frontend.Observer
-	limObs := limiterObservers{a.limiterObserver()}
+	limObs := limiterObservers{a.limiterObserver(), a.pressureObserver()}
 	if cfg.MetricsListen != "" {
 		sessionObs = a.obs.metrics
 		limObs = append(limObs, a.obs.metrics)
@@ -141,8 +142,9 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 		}
 		buckets[b.ID] = fb
 	}
+	a.syncPools(cfg, buckets)
 	for id, old := range a.buckets {
-		if buckets[id] != old {
+		if nb := buckets[id]; nb == nil || nb.Breaker != old.Breaker {
 			old.Breaker.Close()
 		}
 	}
@@ -191,6 +193,7 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.startEBPF(cfg) // before serving: connections opened earlier would not be counted
+	a.startPressure()
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	opts := []listener.Option{listener.WithLogger(a.log)}
@@ -287,6 +290,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	a.stopObservability()
 	a.ebpf.close()
+	a.stopPools() // idle pooled connections give their slots back while the limiter still runs
 	a.lim.Close()
 	a.stopRedis(context.Background())
 	for _, b := range a.buckets {

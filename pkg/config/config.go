@@ -54,6 +54,34 @@ const (
 	DefaultBreakerFailures = 5
 	// DefaultBreakerProbeInterval is the default of Breaker.ProbeInterval.
 	DefaultBreakerProbeInterval = 2 * time.Second
+	// DefaultPoolMode is the default of Bucket.PoolMode: no pooling.
+	DefaultPoolMode = PoolModeNone
+	// DefaultMinIdle is the default of Bucket.MinIdle.
+	DefaultMinIdle = 0
+	// DefaultMaxIdle is the default of Bucket.MaxIdle: no cap but
+	// max_connections.
+	DefaultMaxIdle = 0
+	// DefaultIdleTimeout is the default of Bucket.IdleTimeout.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMaxLifetime is the default of Bucket.MaxLifetime.
+	DefaultMaxLifetime = 30 * time.Minute
+	// DefaultResetTimeout is the default of Bucket.ResetTimeout.
+	DefaultResetTimeout = 2 * time.Second
+)
+
+// PoolMode is a bucket's pooling of backend connections.
+type PoolMode string
+
+// The pool modes.
+const (
+	// PoolModeNone: every client gets its own backend login, closed when
+	// it leaves.
+	PoolModeNone PoolMode = "none"
+	// PoolModeSession: a backend connection serves one client at a time;
+	// when the client leaves it is made safe and kept for the next client
+	// with the same login, database, TDS version, packet size and options,
+	// which gets it after a password check and RESETCONNECTION.
+	PoolModeSession PoolMode = "session"
 )
 
 // Encryption is a TDS encryption mode, for the client leg
@@ -291,6 +319,40 @@ type Bucket struct {
 
 	// Breaker stops dialing a server that keeps failing.
 	Breaker Breaker `yaml:"breaker"`
+
+	// PoolMode is none (each client its own backend login) or session
+	// (backend connections are reused, one client at a time). The other
+	// pool settings apply to session only. Default: DefaultPoolMode; ""
+	// (a config built in code) means none.
+	PoolMode PoolMode `yaml:"pool_mode"`
+
+	// MinIdle idle connections are kept through idle_timeout and through
+	// pressure (clients of the bucket waiting for a slot, here or on
+	// another instance). tdsgate keeps no passwords, so it never opens
+	// connections itself: these are the ones clients left. At most
+	// MaxConnections. Default: DefaultMinIdle.
+	MinIdle int `yaml:"min_idle"`
+
+	// MaxIdle caps this instance's idle connections of the bucket; a
+	// connection returning past it is closed. 0: no cap but
+	// MaxConnections. At least MinIdle. Default: DefaultMaxIdle.
+	MaxIdle int `yaml:"max_idle"`
+
+	// IdleTimeout closes a connection idle this long, above MinIdle.
+	// Default: DefaultIdleTimeout.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+
+	// MaxLifetime closes a connection this old when it is next returned
+	// or while it is idle, whatever MinIdle says. It also bounds how long
+	// a pooled connection answers for a password changed at the server.
+	// Default: DefaultMaxLifetime.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+
+	// ResetTimeout bounds making a connection safe after its client left
+	// (ATTENTION and its DONE_ATTN, rollback, reset); past it the
+	// connection is closed and its slot released.
+	// Default: DefaultResetTimeout.
+	ResetTimeout time.Duration `yaml:"reset_timeout"`
 }
 
 // Breaker is a bucket's circuit breaker on backend failures.

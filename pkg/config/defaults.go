@@ -57,6 +57,14 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		dur(&b.LoginTimeout, p+"login_timeout", DefaultLoginTimeout)
 		num(&b.Breaker.Failures, p+"breaker.failures", DefaultBreakerFailures)
 		dur(&b.Breaker.ProbeInterval, p+"breaker.probe_interval", DefaultBreakerProbeInterval)
+		if !has(p + "pool_mode") {
+			b.PoolMode = DefaultPoolMode
+		}
+		num(&b.MinIdle, p+"min_idle", DefaultMinIdle)
+		num(&b.MaxIdle, p+"max_idle", DefaultMaxIdle)
+		dur(&b.IdleTimeout, p+"idle_timeout", DefaultIdleTimeout)
+		dur(&b.MaxLifetime, p+"max_lifetime", DefaultMaxLifetime)
+		dur(&b.ResetTimeout, p+"reset_timeout", DefaultResetTimeout)
 	}
 }
 

@@ -71,6 +71,12 @@ func Demo() *Config {
 			DialTimeout:            DefaultDialTimeout,
 			LoginTimeout:           DefaultLoginTimeout,
 			Breaker:                Breaker{Failures: DefaultBreakerFailures, ProbeInterval: DefaultBreakerProbeInterval},
+			PoolMode:               DefaultPoolMode,
+			MinIdle:                DefaultMinIdle,
+			MaxIdle:                DefaultMaxIdle,
+			IdleTimeout:            DefaultIdleTimeout,
+			MaxLifetime:            DefaultMaxLifetime,
+			ResetTimeout:           DefaultResetTimeout,
 		})
 		c.Routes = append(c.Routes, Route{
 			Bucket:       id,

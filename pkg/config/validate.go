@@ -249,6 +249,27 @@ func (v *validator) bucket(i int, b *Bucket, ids, envNames map[string]int) {
 		v.add(p+"breaker.failures", "must be > 0 (got %d)", b.Breaker.Failures)
 	}
 	v.positive(p+"breaker.probe_interval", b.Breaker.ProbeInterval)
+	switch b.PoolMode {
+	case "", PoolModeNone:
+		return // the pool settings are unused ("" is none, for configs built in code)
+	case PoolModeSession:
+	default:
+		v.add(p+"pool_mode", "unknown mode %q (want none or session)", b.PoolMode)
+		return
+	}
+	if b.MinIdle < 0 {
+		v.add(p+"min_idle", "must be >= 0 (got %d)", b.MinIdle)
+	} else if b.MaxConnections > 0 && b.MinIdle > b.MaxConnections {
+		v.add(p+"min_idle", "%d exceeds max_connections (%d)", b.MinIdle, b.MaxConnections)
+	}
+	if b.MaxIdle < 0 {
+		v.add(p+"max_idle", "must be >= 0 (got %d); 0 means max_connections", b.MaxIdle)
+	} else if b.MaxIdle > 0 && b.MaxIdle < b.MinIdle {
+		v.add(p+"max_idle", "%d is below min_idle (%d)", b.MaxIdle, b.MinIdle)
+	}
+	v.positive(p+"idle_timeout", b.IdleTimeout)
+	v.positive(p+"max_lifetime", b.MaxLifetime)
+	v.positive(p+"reset_timeout", b.ResetTimeout)
 }
 
 func (v *validator) route(i int, r *Route) {

@@ -26,6 +26,9 @@ const (
 	CodeUnsupportedLogin Code = 50008
 	// CodeBadLogin: the LOGIN7 could not be decoded.
 	CodeBadLogin Code = 50009
+	// CodeLoginFailed is SQL Server's own "Login failed for user" (class
+	// 14): a password that does not match the pooled connections' login.
+	CodeLoginFailed Code = 18456
 )
 
 func (c Code) String() string {
@@ -48,6 +51,8 @@ func (c Code) String() string {
 		return "unsupported_login"
 	case CodeBadLogin:
 		return "bad_login"
+	case CodeLoginFailed:
+		return "login_failed"
 	}
 	return fmt.Sprintf("code_%d", int32(c))
 }
@@ -55,8 +60,10 @@ func (c Code) String() string {
 // Refusal is an error that becomes a TDS ERROR token for the client.
 type Refusal struct {
 	Code Code
-	Msg  string
-	Err  error // the cause, for logs; never shown to clients unless in Msg
+	// Class is the severity the client sees (0: 16).
+	Class uint8
+	Msg   string
+	Err   error // the cause, for logs; never shown to clients unless in Msg
 }
 
 func (r *Refusal) Error() string {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/route"
 )
@@ -54,6 +55,9 @@ type Bucket struct {
 	ID      string
 	Target  *backend.Target
 	Breaker *backend.Breaker
+	// Pool keeps the bucket's backend connections for reuse (pool_mode
+	// session); nil: each client gets its own backend login.
+	Pool *pool.Pool
 }
 
 // Router maps a login to a bucket.
@@ -96,7 +100,7 @@ type Handler struct {
 	draining atomic.Bool
 	ids      atomic.Uint64
 	// relayed counts sessions by relay mode (index: relay.Mode).
-	relayed [3]atomic.Int64
+	relayed [4]atomic.Int64
 	mu      sync.Mutex
 	live    map[*session]struct{}
 	wg      sync.WaitGroup

@@ -15,6 +15,7 @@ import (
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/listener"
+	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/route"
 	"github.com/tdsgate/tdsgate/pkg/tds"
@@ -40,14 +41,20 @@ type session struct {
 	bucket  string
 	outcome string
 	relayed relay.Result
+	// framed is what the framed relay of a pooled session left; reused
+	// says the backend connection came from the pool.
+	framed *relay.FramedResult
+	reused bool
 
 	mu      sync.Mutex
 	backend net.Conn
 }
 
-// Serve runs one client session: handshake → route → admit → connect →
-// login reply → relay → release. The slot taken in admit is released
-// exactly once by the deferred Release, however the session ends.
+// Serve runs one client session: handshake → route → reuse or (admit →
+// connect) → login reply → relay → release. The slot taken in admit
+// belongs to the backend connection from then on: the deferred release
+// gives it back exactly once, however the session ends — or, with
+// pooling, keeps it with the connection in the pool.
 //
 // c is the accepted connection: a *net.TCPConn, or the listener's
 // *listener.Conn when the PROXY protocol is on, whose RemoteAddr is the
@@ -89,31 +96,41 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	s.bucket = bucketID
 	s.log = s.log.With("bucket", bucketID, "rule", rule)
 
-	// 3. Admit: a slot under the bucket's limit, maybe after a wait in its queue.
 	if h.draining.Load() {
 		s.fail(refuse(CodeShuttingDown, nil, "this tdsgate instance is shutting down; connect again"))
 		return
 	}
-	ticket, err := s.admit(ctx, bucketID)
+
+	// 3. Reuse: with pool_mode session, an idle backend already logged in
+	// as this client, if the password is the one it was accepted with.
+	conn, err := s.reuse(bucket, login)
 	if err != nil {
 		s.fail(err)
 		return
 	}
-	defer func() {
-		ticket.Release()
-		s.log.Info("slot release")
-	}()
-	s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
+	if conn == nil {
+		// 4. Admit: a slot under the bucket's limit, maybe after a wait in its queue.
+		ticket, err := s.admit(ctx, bucketID)
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
 
-	// 4. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's backend.
-	be, res, err := s.connect(ctx, bucket, login, loginBytes)
-	if err != nil {
-		s.fail(err)
-		return
+		// 5. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's
+		// backend. The connection holds the slot from here on.
+		if conn, err = s.connect(ctx, bucket, login, loginBytes, ticket); err != nil {
+			s.fail(err)
+			return
+		}
 	}
-	defer be.Close()
+	// The slot goes with the backend connection: back to the pool (made
+	// safe first), or closed and released.
+	defer s.release(conn)
 
-	// 5. The backend's login answer goes to the client as the backend framed it.
+	// 6. The login answer goes to the client as the backend framed it; a
+	// reused connection replays the answer to its own login.
+	res := conn.Login
 	if _, err := s.out.Write(res.Response); err != nil {
 		s.outcome = "client_gone"
 		return
@@ -126,8 +143,8 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	// 6. Relay until either side ends.
-	s.relayed = relay.Relay(s.out, be.Conn)
+	// 7. Relay until either side ends (a pooled session: until the client leaves).
+	s.relay(conn)
 	h.relayed[s.relayed.Mode].Add(1)
 	s.outcome = "ok"
 	if s.relayed.Err != nil {
@@ -201,7 +218,11 @@ func (s *session) fail(err error) {
 		v = tds.Version74
 	}
 	s.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	s.out.Write(tds.LoginFailureMessage(int32(r.Code), 1, 16, r.Msg, s.h.Runtime().Settings.ServerName, v, tds.DefaultPacketSize))
+	class := r.Class
+	if class == 0 {
+		class = 16
+	}
+	s.out.Write(tds.LoginFailureMessage(int32(r.Code), 1, class, r.Msg, s.h.Runtime().Settings.ServerName, v, tds.DefaultPacketSize))
 }
 
 // handshake reads PRELOGIN (if any), runs TLS as negotiated, and reads
@@ -396,8 +417,28 @@ func (s *session) admit(ctx context.Context, bucket string) (limiter.Ticket, err
 	return nil, err
 }
 
-// connect reaches the bucket's backend and logs the client in there.
-func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBytes []byte) (*backend.Conn, *backend.LoginResult, error) {
+// connect reaches the bucket's backend and logs the client in there. The
+// returned connection holds ticket (in its pool, when the bucket pools and
+// the login may be pooled); on error the ticket is released.
+func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBytes []byte, ticket limiter.Ticket) (*pool.Conn, error) {
+	var conn *pool.Conn
+	if b.Pool != nil && pool.Poolable(l) {
+		conn = b.Pool.Begin(pool.KeyOf(l, string(b.Target.Encryption)), ticket)
+	} else {
+		conn = pool.Unpooled(ticket)
+	}
+	be, res, err := s.backendLogin(ctx, b, l, loginBytes)
+	if err != nil {
+		conn.Close(pool.ReasonLoginFailed)
+		s.log.Info("slot release")
+		return nil, err
+	}
+	conn.Activate(be, res)
+	return conn, nil
+}
+
+// backendLogin dials the bucket's backend and forwards the client's LOGIN7.
+func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, loginBytes []byte) (*backend.Conn, *backend.LoginResult, error) {
 	if err := b.Breaker.Allow(); err != nil {
 		return nil, nil, refuse(CodeBackendUnavailable, err, "%s", err.Error())
 	}

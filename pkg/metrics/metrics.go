@@ -96,6 +96,7 @@ type bucketMetrics struct {
 	globalMax  *vm.Gauge
 	breaker    *vm.Gauge
 	rejections [lastCode - firstCode + 1]*vm.Counter
+	pool       poolMetrics // pool.go
 }
 
 // EBPFSource reads, per bucket, the kernel's count of open backend
@@ -128,7 +129,7 @@ type Metrics struct {
 	ebpf   atomic.Pointer[EBPFSource]
 }
 
-var relayModes = [...]relay.Mode{relay.ModeSplice, relay.ModeTLS}
+var relayModes = [...]relay.Mode{relay.ModeSplice, relay.ModeTLS, relay.ModeFramed}
 
 // New returns the metrics of an instance with the given buckets.
 func New(buckets []string) *Metrics {
@@ -200,6 +201,7 @@ func (m *Metrics) newBucket(id string) *bucketMetrics {
 	for i := range b.rejections {
 		b.rejections[i] = m.set.NewCounter(fmt.Sprintf(`%s{bucket="%s",code="%d"}`, NameRejections, escape(id), firstCode+i))
 	}
+	b.pool = m.newPoolMetrics(id)
 	return b
 }
 
@@ -280,6 +282,8 @@ func modeIndex(mode string) int {
 		return 0
 	case "tls":
 		return 1
+	case "framed":
+		return 2
 	}
 	return -1
 }

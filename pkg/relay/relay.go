@@ -16,6 +16,10 @@ const (
 	ModeSplice Mode = iota + 1
 	// ModeTLS: at least one leg is TLS; user-space copy through crypto/tls.
 	ModeTLS
+	// ModeFramed: a pooled session, relayed packet by packet (Framed) so
+	// that its backend can be reused; bodies are spliced when both legs
+	// are plaintext.
+	ModeFramed
 )
 
 func (m Mode) String() string {
@@ -24,12 +28,14 @@ func (m Mode) String() string {
 		return "splice"
 	case ModeTLS:
 		return "tls"
+	case ModeFramed:
+		return "framed"
 	}
 	return "unknown"
 }
 
 // Modes lists every mode, for metrics created at start.
-var Modes = []Mode{ModeSplice, ModeTLS}
+var Modes = []Mode{ModeSplice, ModeTLS, ModeFramed}
 
 // Result is what a relay did.
 type Result struct {

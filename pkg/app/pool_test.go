@@ -1,0 +1,236 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/app"
+	"github.com/tdsgate/tdsgate/pkg/config"
+	"github.com/tdsgate/tdsgate/pkg/pool"
+	"github.com/tdsgate/tdsgate/pkg/relay"
+	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/standin/server"
+	"github.com/tdsgate/tdsgate/tools/tdsclient"
+	"github.com/tdsgate/tdsgate/tools/testenv"
+)
+
+// pooledConfig is testenv's config for the stand-ins with pool_mode
+// session on every bucket, and every login routed to bucket-001 without a
+// credential rule (so that a wrong password reaches the pool).
+func pooledConfig(t testing.TB, buckets []*server.Server) *config.Config {
+	cfg := testenv.Config(t, buckets)
+	for i := range cfg.Buckets {
+		b := &cfg.Buckets[i]
+		b.PoolMode = config.PoolModeSession
+		b.IdleTimeout, b.MaxLifetime, b.ResetTimeout = time.Minute, 10*time.Minute, 2*time.Second
+	}
+	cfg.Routes = nil
+	cfg.DefaultBucket = "bucket-001"
+	return cfg
+}
+
+// poolOf is the pool of bucket-001 of a.
+func poolOf(t testing.TB, a *app.App) *pool.Pool {
+	p := a.Handler().Runtime().Buckets["bucket-001"].Pool
+	if p == nil {
+		t.Fatal("bucket-001 has no pool")
+	}
+	return p
+}
+
+func waitIdle(t testing.TB, p *pool.Pool, n int) {
+	t.Helper()
+	testenv.WaitUntil(t, func() bool { s := p.Stats(); return s.Idle == n && s.Resetting == 0 && s.Active == 0 })
+}
+
+func dialTDS(t testing.TB, a *app.App, pw string) (*tdsclient.Conn, error) {
+	return tdsclient.Dial(context.Background(), tdsclient.Options{Addr: a.Addr(), User: "sa", Password: pw, Database: "tenant_db", App: "pool-test", Encrypt: tdsclient.EncryptLogin, Timeout: 5 * time.Second})
+}
+
+func mustExec(t testing.TB, c *tdsclient.Conn, sql string) *tdsclient.Result {
+	t.Helper()
+	r, err := c.Exec(sql, 0)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return r
+}
+
+// TestPoolResetOnReuse: client A leaves a #temp table, a language, an open
+// transaction with an insert; client B gets the same backend (same SPID)
+// and none of it, and never sees the ENVCHANGE 18 that acknowledged the
+// reset of its first request.
+func TestPoolResetOnReuse(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+	tag := fmt.Sprintf("pool-%d", time.Now().UnixNano())
+
+	ca, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	spidA := mustExec(t, ca, "SELECT @@SPID").Scalar()
+	r := mustExec(t, ca, fmt.Sprintf("CREATE TABLE #t (a int); INSERT INTO #t VALUES (1); SET LANGUAGE Deutsch; BEGIN TRANSACTION; INSERT INTO test_table (name, value) VALUES ('%s', 1)", tag))
+	if len(r.Errors) > 0 {
+		t.Fatalf("A: %v", r.Errors[0])
+	}
+	if l := mustExec(t, ca, "SELECT @@LANGUAGE, @@TRANCOUNT").Rows[0]; l[0] != "Deutsch" || fmt.Sprint(l[1]) != "1" {
+		t.Fatalf("A: language, trancount = %v", l)
+	}
+	ca.Close()
+	waitIdle(t, p, 1)
+	st0 := buckets[0].Stats()
+
+	cb, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	first := mustExec(t, cb, "SELECT @@SPID")
+	for _, tok := range first.Tokens {
+		if tok.EnvChange != nil && tok.EnvChange.Type == tds.EnvResetConnAck {
+			t.Fatal("B saw the ENVCHANGE 18 of the reset tdsgate asked for")
+		}
+	}
+	if spidB := first.Scalar(); fmt.Sprint(spidB) != fmt.Sprint(spidA) {
+		t.Fatalf("B got SPID %v, A had %v: not the pooled backend", spidB, spidA)
+	}
+	r = mustExec(t, cb, "SELECT * FROM #t")
+	if len(r.Errors) == 0 || r.Errors[0].Number != 208 {
+		t.Fatalf("B sees A's #temp table: %v %v", r.Rows, r.Errors)
+	}
+	if l := mustExec(t, cb, "SELECT @@LANGUAGE").Scalar(); l != "us_english" {
+		t.Fatalf("B's language %v", l)
+	}
+	if n := mustExec(t, cb, fmt.Sprintf("SELECT COUNT(*) FROM test_table WHERE name = '%s'", tag)).Scalar(); fmt.Sprint(n) != "0" {
+		t.Fatalf("B sees A's uncommitted insert: %v rows", n)
+	}
+	if n := mustExec(t, cb, "SELECT @@TRANCOUNT").Scalar(); fmt.Sprint(n) != "0" {
+		t.Fatalf("B's @@TRANCOUNT %v", n)
+	}
+	st := buckets[0].Stats()
+	if st.Total != st0.Total || st.Accepted != st0.Accepted {
+		t.Errorf("B's login reached the backend: %+v then %+v", st0, st)
+	}
+	if st.Resets <= st0.Resets {
+		t.Errorf("no RESETCONNECTION served for B: %+v then %+v", st0, st)
+	}
+	if n := a.Handler().Relayed(relay.ModeFramed); n < 1 {
+		t.Errorf("framed sessions %d", n)
+	}
+}
+
+// TestPoolWrongPassword: a wrong password for a login with pooled
+// connections gets SQL Server's 18456 from tdsgate and never reaches the
+// pooled connection (it stays idle; the stand-in sees nothing).
+func TestPoolWrongPassword(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+	c, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c, "SELECT 1")
+	c.Close()
+	waitIdle(t, p, 1)
+	st0 := buckets[0].Stats()
+
+	_, err = dialTDS(t, a, "not-"+testenv.Passwords[0])
+	le, ok := err.(*tdsclient.LoginError)
+	if !ok {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if le.Number != 18456 || le.Class != 14 || le.State != 1 || le.Message != "Login failed for user 'sa'." {
+		t.Fatalf("wrong password: %+v", le.ErrorToken)
+	}
+	if s := p.Stats(); s.Idle != 1 || s.Active != 0 {
+		t.Fatalf("pool after a wrong password: %+v", s)
+	}
+	if st := buckets[0].Stats(); st != st0 {
+		t.Fatalf("the wrong password reached the backend: %+v then %+v", st0, st)
+	}
+	// The right password still gets the pooled connection.
+	c, err = dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c, "SELECT 1")
+	c.Close()
+	if st := buckets[0].Stats(); st.Total != st0.Total {
+		t.Fatalf("the right password did not reuse: %+v then %+v", st0, st)
+	}
+}
+
+// TestPoolCancelOnLeave: a client that leaves in the middle of a WAITFOR
+// leaves a backend that is made safe (ATTENTION, DONE_ATTN, rollback) or
+// closed, never one with output pending: the next client gets exactly
+// its own answer.
+func TestPoolCancelOnLeave(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+
+	for _, wait := range []bool{false, true} {
+		ca, err := dialTDS(t, a, testenv.Passwords[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		spidA := mustExec(t, ca, "SELECT @@SPID").Scalar()
+		idle := p.Stats().Idle
+		if err := ca.Send("WAITFOR DELAY '00:00:05'; SELECT 'A-late' AS x", 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		ca.Close()
+		if wait {
+			// Wait for the clean-up: B must then reuse A's backend (the
+			// most recently idle).
+			waitIdle(t, p, idle+1)
+		}
+		start := time.Now()
+		cb, err := dialTDS(t, a, testenv.Passwords[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := mustExec(t, cb, "SELECT 1 AS b")
+		if len(r.Rows) != 1 || fmt.Sprint(r.Rows[0][0]) != "1" || len(r.Errors) > 0 || r.Attention {
+			t.Fatalf("wait=%v: B got %v %v attention=%v", wait, r.Rows, r.Errors, r.Attention)
+		}
+		spidB := mustExec(t, cb, "SELECT @@SPID").Scalar()
+		if wait && fmt.Sprint(spidB) != fmt.Sprint(spidA) {
+			t.Fatalf("B got SPID %v, A had %v", spidB, spidA)
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("wait=%v: B waited %v", wait, time.Since(start))
+		}
+		cb.Close()
+		testenv.WaitUntil(t, func() bool { s := p.Stats(); return s.Active+s.Resetting+s.Login == 0 })
+	}
+	if st := buckets[0].Stats(); st.Attns < 2 {
+		t.Fatalf("stand-in served %d ATTENTIONs, want 2", st.Attns)
+	}
+}
+
+// TestPoolModeNoneUnchanged: without pool_mode the session splices and
+// closes its backend as before.
+func TestPoolModeNoneUnchanged(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, testenv.Config(t, buckets))
+	if a.Handler().Runtime().Buckets["bucket-001"].Pool != nil {
+		t.Fatal("pool without pool_mode session")
+	}
+	c, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c, "SELECT 1")
+	c.Close()
+	testenv.WaitUntil(t, func() bool { return buckets[0].Stats().Current == 0 })
+	if a.Handler().Relayed(relay.ModeSplice) != 1 {
+		t.Fatal("not spliced")
+	}
+}

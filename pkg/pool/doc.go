@@ -1,0 +1,64 @@
+// Package pool keeps logged-in backend connections for reuse (session
+// pooling): one Pool per bucket, and within it one sub-pool per Key —
+// login, database, TDS version, packet size, backend encryption and the
+// LOGIN7 options that shape the session (application name, language,
+// option flags, feature extensions).
+//
+// # States
+//
+// Every backend connection a Pool knows is in exactly one state, and each
+// state is a list of its sub-pool, as in PgBouncer's bouncer.h ("each
+// state corresponds to a list"). Every transition happens under the
+// Pool's lock; the slow work (the login, the clean-up after a client) is
+// done outside it, by the goroutine that owns the connection in that
+// state.
+//
+//	state      list of   meaning                                   leaves to   when
+//	login      sub-pool  a client's own login is under way (a      active      the backend accepted the login (Activate)
+//	                     slot is held, no backend answer yet)      closed      the dial or the login failed (Close)
+//	active     sub-pool  relaying for one client                   resetting   the client left (Return)
+//	                                                               closed      the session was not pooled (Close)
+//	resetting  sub-pool  being made safe after its client left:    idle        made safe, and the pool wants it
+//	                     ATTENTION + wait for DONE_ATTN if a       closed      it could not be made safe within
+//	                     request was in flight, then a batch                   ResetTimeout, MARS was used, the
+//	                     with RESETCONNECTION that rolls back an               stream broke, the pool is closed,
+//	                     open transaction, read to its end                     over max_idle, max_lifetime
+//	                                                                           passed, or clients wait (pressure)
+//	idle       sub-pool  reusable: at a message boundary, nothing  active      Checkout: a client with the same Key
+//	                     owed, its next request will carry                     whose password verifies
+//	                     RESETCONNECTION                           closed      idle_timeout (above min_idle),
+//	                                                                           max_lifetime, the server closed it,
+//	                                                                           pressure (above min_idle), Close
+//	closed     none      the TCP connection is closed and the      (terminal)
+//	                     limiter Ticket released
+//
+// A connection holds its limiter Ticket in every state but closed: an
+// idle connection still counts against the bucket's max_connections, on
+// this instance and (with Redis) everywhere. So when clients wait for a
+// slot of a bucket anywhere (Pressure), idle connections of that bucket
+// are closed down to min_idle and their slots go to the waiters.
+//
+// # Authentication
+//
+// tdsgate keeps no passwords. When a client's own login succeeds at the
+// backend, its password is hashed (pkg/route/passhash, with few
+// iterations: the hash lives only in memory) and becomes the sub-pool's
+// credential. A later client is handed an idle connection only if its
+// password verifies against that credential; the verdict is cached as an
+// HMAC of the password under a key drawn at start, so a returning client
+// costs one HMAC, not a PBKDF2. A password that does not verify gets
+// SQL Server's own answer (error 18456, class 14, state 1) and never
+// touches the pooled connection. A login with no idle connection goes to
+// the backend as before; if the backend accepts a password the credential
+// does not know (the password was changed), the new credential replaces
+// the old and the connections accepted under the old one are closed.
+//
+// # Reset on reuse
+//
+// A reused connection's login answer is the one the backend sent for it
+// (backend.LoginResult.Response): LOGINACK, ENVCHANGE database, language,
+// collation and packet size, the INFO messages and DONE, replayed byte for
+// byte. The client's first request goes out with RESETCONNECTION (relay.Framed
+// sets the status bit) and the ENVCHANGE 18 that opens its answer is
+// stripped, so the client sees a fresh session; only @@SPID tells.
+package pool

@@ -1,0 +1,709 @@
+package pool
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/relay"
+	"github.com/tdsgate/tdsgate/pkg/tds"
+)
+
+// Mode is a bucket's pool_mode.
+type Mode string
+
+// Pool modes.
+const (
+	// ModeNone: every client gets its own backend login, closed when it
+	// leaves (tdsgate's behaviour without pooling).
+	ModeNone Mode = "none"
+	// ModeSession: a backend connection serves one client at a time, and
+	// goes back to the pool, made safe, when the client leaves.
+	ModeSession Mode = "session"
+)
+
+// Defaults of Settings.
+const (
+	DefaultIdleTimeout  = 5 * time.Minute
+	DefaultMaxLifetime  = 30 * time.Minute
+	DefaultResetTimeout = 2 * time.Second
+	// PressureHold is how long a pressure signal (clients waiting for a
+	// slot of the bucket, here or on another instance) keeps returning
+	// connections from going idle above min_idle.
+	PressureHold = time.Second
+)
+
+// Settings are a bucket's pool settings.
+type Settings struct {
+	// MinIdle idle connections are kept through idle_timeout and pressure
+	// (tdsgate keeps no passwords, so it cannot open them itself: they are
+	// the ones clients left).
+	MinIdle int
+	// MaxIdle caps the bucket's idle connections on this instance; a
+	// connection returning past it is closed. 0: no cap but the bucket's
+	// max_connections.
+	MaxIdle int
+	// IdleTimeout closes a connection idle this long (above MinIdle).
+	IdleTimeout time.Duration
+	// MaxLifetime closes a connection this old, at its next return or
+	// while idle, whatever MinIdle says.
+	MaxLifetime time.Duration
+	// ResetTimeout bounds making a connection safe after its client left.
+	ResetTimeout time.Duration
+}
+
+func (s *Settings) defaults() {
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = DefaultIdleTimeout
+	}
+	if s.MaxLifetime <= 0 {
+		s.MaxLifetime = DefaultMaxLifetime
+	}
+	if s.ResetTimeout <= 0 {
+		s.ResetTimeout = DefaultResetTimeout
+	}
+}
+
+// State is a connection's state; see the package documentation.
+type State uint8
+
+// States.
+const (
+	StateLogin State = iota
+	StateActive
+	StateResetting
+	StateIdle
+	StateClosed
+	nStates = StateClosed // states with a list
+)
+
+func (s State) String() string {
+	switch s {
+	case StateLogin:
+		return "login"
+	case StateActive:
+		return "active"
+	case StateResetting:
+		return "resetting"
+	case StateIdle:
+		return "idle"
+	case StateClosed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+// Reasons a connection is closed (proxy_pool_discarded_total{reason}).
+const (
+	ReasonLoginFailed       = "login_failed"       // the backend refused or failed the login
+	ReasonNotPooled         = "not_pooled"         // a login that may not be pooled (password change, no password)
+	ReasonBroken            = "broken"             // the stream broke, or the client left mid-request
+	ReasonMARS              = "mars"               // the client sent MARS (SMP) packets
+	ReasonResetFailed       = "reset_failed"       // ATTENTION, rollback or reset failed or timed out
+	ReasonMaxIdle           = "max_idle"           // returned while max_idle were idle
+	ReasonMaxLifetime       = "max_lifetime"       // older than max_lifetime
+	ReasonIdleTimeout       = "idle_timeout"       // idle longer than idle_timeout
+	ReasonPressure          = "pressure"           // clients waited for a slot of the bucket
+	ReasonDead              = "dead"               // the server closed it while idle
+	ReasonCredentialChanged = "credential_changed" // the backend accepted another password for its login
+	ReasonClosed            = "closed"             // the pool was closed (reload, shutdown, draining)
+)
+
+// Reasons lists every close reason, for metrics created up front.
+var Reasons = []string{ReasonLoginFailed, ReasonNotPooled, ReasonBroken, ReasonMARS, ReasonResetFailed, ReasonMaxIdle,
+	ReasonMaxLifetime, ReasonIdleTimeout, ReasonPressure, ReasonDead, ReasonCredentialChanged, ReasonClosed}
+
+// ErrPassword is Checkout's answer to a password that does not verify
+// against the credential of the idle connections of its Key.
+var ErrPassword = errors.New("pool: the password does not match the one the pooled connections were accepted with")
+
+// Observer receives pool events, for metrics. Methods must be quick.
+type Observer interface {
+	// Idle reports the bucket's idle connections on this instance.
+	Idle(bucket string, n int)
+	// Checkout: a login for a pooling bucket found an idle connection (hit) or not.
+	Checkout(bucket string, hit bool)
+	// Reset: a connection was made safe for reuse (ok), or could not be.
+	Reset(bucket string, ok bool)
+	// Discarded: a connection was closed, for one of Reasons.
+	Discarded(bucket, reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Idle(string, int)         {}
+func (nopObserver) Checkout(string, bool)    {}
+func (nopObserver) Reset(string, bool)       {}
+func (nopObserver) Discarded(string, string) {}
+
+// Conn is one backend connection and the slot it holds. Without a Pool
+// (pool_mode none) it is only that: Close closes it and releases the slot.
+type Conn struct {
+	// Backend is the connection; nil in the login state until Activate.
+	Backend *backend.Conn
+	// Login is the backend's answer to the login this session was made
+	// with: relayed to the client that made it, replayed to later ones.
+	Login *backend.LoginResult
+	// Reused counts the clients served before the current one.
+	Reused int
+
+	pool    *Pool
+	sub     *subPool
+	key     Key
+	ticket  limiter.Ticket
+	cred    *credential
+	state   State
+	created time.Time
+	idle    time.Time // when it went idle
+	// reset: the next client's first request must carry RESETCONNECTION.
+	reset      bool
+	prev, next *Conn
+}
+
+// State is the connection's state.
+func (c *Conn) State() State {
+	if c.pool == nil {
+		return StateActive
+	}
+	c.pool.mu.Lock()
+	defer c.pool.mu.Unlock()
+	return c.state
+}
+
+// Pooled reports whether the connection belongs to a pool (its session
+// must use the framed relay and Return).
+func (c *Conn) Pooled() bool { return c.pool != nil }
+
+// NeedsReset reports whether the client's first request must carry
+// RESETCONNECTION (a reused connection).
+func (c *Conn) NeedsReset() bool { return c.reset }
+
+// Ticket is the slot the connection holds.
+func (c *Conn) Ticket() limiter.Ticket { return c.ticket }
+
+// Unpooled wraps a ticket for a session that does not pool: Activate
+// fills in the backend; Close closes it and releases the slot.
+func Unpooled(t limiter.Ticket) *Conn {
+	return &Conn{ticket: t, state: StateLogin, created: time.Now()}
+}
+
+// list is one state's connections in a sub-pool, most recent first.
+type list struct {
+	head, tail *Conn
+	n          int
+}
+
+func (l *list) pushFront(c *Conn) {
+	c.prev, c.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = c
+	} else {
+		l.tail = c
+	}
+	l.head = c
+	l.n++
+}
+
+func (l *list) remove(c *Conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		l.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+	l.n--
+}
+
+// subPool is the connections of one Key, one list per state.
+type subPool struct {
+	key   Key
+	cred  *credential // the password the backend last accepted for Key
+	lists [nStates]list
+}
+
+// Pool is one bucket's pool. It is safe for concurrent use.
+type Pool struct {
+	bucket string
+	log    *slog.Logger
+	obs    Observer
+
+	mu       sync.Mutex
+	st       Settings
+	subs     map[Key]*subPool
+	idle     int       // idle connections of every sub-pool
+	pressure time.Time // until when pressure holds
+	closed   bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns a bucket's pool and starts its janitor.
+func New(bucket string, st Settings, log *slog.Logger, obs Observer) *Pool {
+	st.defaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	p := &Pool{bucket: bucket, log: log.With("bucket", bucket), obs: obs, st: st, subs: map[Key]*subPool{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go p.janitor()
+	return p
+}
+
+// Bucket is the pool's bucket id.
+func (p *Pool) Bucket() string { return p.bucket }
+
+// SetSettings applies reloaded settings; idle connections over the new
+// limits go at the janitor's next round.
+func (p *Pool) SetSettings(st Settings) {
+	st.defaults()
+	p.mu.Lock()
+	p.st = st
+	p.mu.Unlock()
+}
+
+// Settings returns the settings in force.
+func (p *Pool) Settings() Settings {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.st
+}
+
+// Stats are a pool's counts by state.
+type Stats struct {
+	Login, Active, Resetting, Idle int
+	Keys                           int
+}
+
+// Stats counts the connections in each state.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var s Stats
+	for _, sp := range p.subs {
+		s.Login += sp.lists[StateLogin].n
+		s.Active += sp.lists[StateActive].n
+		s.Resetting += sp.lists[StateResetting].n
+		s.Idle += sp.lists[StateIdle].n
+	}
+	s.Keys = len(p.subs)
+	return s
+}
+
+func (p *Pool) sub(k Key) *subPool {
+	sp := p.subs[k]
+	if sp == nil {
+		sp = &subPool{key: k}
+		p.subs[k] = sp
+	}
+	return sp
+}
+
+// move puts c from its list into state to's list (or out of every list
+// for StateClosed). Called with p.mu held.
+func (p *Pool) move(c *Conn, to State) {
+	if c.state < nStates {
+		c.sub.lists[c.state].remove(c)
+		if c.state == StateIdle {
+			p.idle--
+		}
+	}
+	c.state = to
+	if to < nStates {
+		c.sub.lists[to].pushFront(c)
+		if to == StateIdle {
+			p.idle++
+		}
+	}
+}
+
+// Checkout hands out an idle connection of key if password verifies
+// against the credential it was accepted with. It returns (nil, nil) when
+// there is none (a miss: the client logs in at the backend), and
+// ErrPassword when there is one but the password does not verify.
+func (p *Pool) Checkout(key Key, password string) (*Conn, error) {
+	p.mu.Lock()
+	sp := p.subs[key]
+	if p.closed || sp == nil || sp.lists[StateIdle].n == 0 {
+		p.mu.Unlock()
+		p.obs.Checkout(p.bucket, false)
+		return nil, nil
+	}
+	cred := sp.cred
+	p.mu.Unlock()
+	if cred == nil {
+		p.obs.Checkout(p.bucket, false)
+		return nil, nil
+	}
+	if !cred.verify(password) {
+		return nil, ErrPassword
+	}
+	for {
+		p.mu.Lock()
+		c := sp.lists[StateIdle].head
+		if p.closed || c == nil || sp.cred != cred {
+			p.mu.Unlock()
+			p.obs.Checkout(p.bucket, false)
+			return nil, nil
+		}
+		p.move(c, StateActive)
+		expired := time.Since(c.created) >= p.st.MaxLifetime
+		n := p.idle
+		p.mu.Unlock()
+		p.obs.Idle(p.bucket, n)
+		switch {
+		case expired:
+			p.Close(c, ReasonMaxLifetime)
+		case !alive(c.Backend.Raw):
+			p.Close(c, ReasonDead)
+		default:
+			c.Reused++
+			p.obs.Checkout(p.bucket, true)
+			return c, nil
+		}
+	}
+}
+
+// Begin registers a client's own backend login for key, in the login
+// state, holding ticket (released when the connection closes).
+func (p *Pool) Begin(key Key, t limiter.Ticket) *Conn {
+	c := &Conn{pool: p, key: key, ticket: t, created: time.Now()}
+	p.mu.Lock()
+	c.sub = p.sub(key)
+	c.state = StateClosed // not in a list yet
+	p.move(c, StateLogin)
+	p.mu.Unlock()
+	return c
+}
+
+// Activate records the backend login's success: login → active.
+func (c *Conn) Activate(be *backend.Conn, res *backend.LoginResult) {
+	c.Backend, c.Login = be, res
+	if c.pool == nil {
+		c.state = StateActive
+		return
+	}
+	c.pool.mu.Lock()
+	c.pool.move(c, StateActive)
+	c.pool.mu.Unlock()
+}
+
+// Close closes the connection (if any) and releases its slot, from any
+// state. reason is one of Reasons (ignored without a pool). It is
+// idempotent.
+func (c *Conn) Close(reason string) {
+	if c.pool != nil {
+		c.pool.Close(c, reason)
+		return
+	}
+	if c.state == StateClosed {
+		return
+	}
+	c.state = StateClosed
+	if c.Backend != nil {
+		c.Backend.Close()
+	}
+	c.ticket.Release()
+}
+
+// Close closes c, which must belong to p, for reason.
+func (p *Pool) Close(c *Conn, reason string) {
+	p.mu.Lock()
+	if c.state == StateClosed {
+		p.mu.Unlock()
+		return
+	}
+	wasIdle := c.state == StateIdle
+	p.move(c, StateClosed)
+	p.dropSubLocked(c.sub)
+	n := p.idle
+	p.mu.Unlock()
+	if wasIdle {
+		p.obs.Idle(p.bucket, n)
+	}
+	p.discard(c, reason)
+}
+
+// discard closes a connection already out of every list.
+func (p *Pool) discard(c *Conn, reason string) {
+	if c.Backend != nil {
+		c.Backend.Close()
+	}
+	c.ticket.Release()
+	p.obs.Discarded(p.bucket, reason)
+	p.log.Debug("pool: backend connection closed", "reason", reason, "user", c.key.User, "database", c.key.Database,
+		"age", time.Since(c.created).Round(time.Millisecond), "reused", c.Reused)
+}
+
+// dropSubLocked forgets a sub-pool with no connection left, but keeps
+// its credential while connections are under way.
+func (p *Pool) dropSubLocked(sp *subPool) {
+	for _, l := range sp.lists {
+		if l.n > 0 {
+			return
+		}
+	}
+	delete(p.subs, sp.key)
+}
+
+// Return takes a connection back after its client left: active →
+// resetting → idle, or closed. r is what the framed relay left; password
+// is the client's, which the backend accepted (it becomes the credential
+// of a connection that had none). It blocks while the connection is made
+// safe (at most ResetTimeout).
+func (p *Pool) Return(c *Conn, r *relay.FramedResult, password string) {
+	p.mu.Lock()
+	if c.state != StateActive {
+		p.mu.Unlock()
+		return
+	}
+	p.move(c, StateResetting)
+	st := p.st
+	p.mu.Unlock()
+
+	if reason := p.makeSafe(c, r, st.ResetTimeout); reason != "" {
+		if reason == ReasonResetFailed {
+			p.obs.Reset(p.bucket, false)
+		}
+		p.Close(c, reason)
+		return
+	}
+	cred := c.cred
+	if cred == nil {
+		p.mu.Lock()
+		cur := c.sub.cred
+		p.mu.Unlock()
+		switch {
+		case cur != nil && cur.verify(password):
+			cred = cur
+		default:
+			cred = newCredential(password)
+		}
+		if cred == nil {
+			p.Close(c, ReasonNotPooled)
+			return
+		}
+	}
+
+	p.mu.Lock()
+	var stale []*Conn
+	if c.sub.cred != cred {
+		if c.cred != nil {
+			// Accepted under a password the backend has since replaced.
+			p.mu.Unlock()
+			p.Close(c, ReasonCredentialChanged)
+			return
+		}
+		// The backend accepted a password the sub-pool did not know: it
+		// is the password now. Idle connections accepted under the old
+		// one go.
+		c.sub.cred = cred
+		for s := c.sub.lists[StateIdle].head; s != nil; {
+			next := s.next
+			p.move(s, StateClosed)
+			stale = append(stale, s)
+			s = next
+		}
+	}
+	c.cred = cred
+	reason := ""
+	switch {
+	case p.closed:
+		reason = ReasonClosed
+	case time.Since(c.created) >= st.MaxLifetime:
+		reason = ReasonMaxLifetime
+	case st.MaxIdle > 0 && p.idle >= st.MaxIdle:
+		reason = ReasonMaxIdle
+	case p.pressuredLocked() && p.idle >= st.MinIdle:
+		reason = ReasonPressure
+	}
+	if reason == "" {
+		c.reset = true
+		c.idle = time.Now()
+		p.move(c, StateIdle)
+	}
+	n := p.idle
+	p.mu.Unlock()
+	p.obs.Reset(p.bucket, true)
+	for _, s := range stale {
+		p.discard(s, ReasonCredentialChanged)
+	}
+	if reason != "" {
+		p.Close(c, reason)
+		return
+	}
+	p.obs.Idle(p.bucket, n)
+}
+
+// pressuredLocked: clients wait for a slot of the bucket, here or (within
+// PressureHold of their last signal) on another instance.
+func (p *Pool) pressuredLocked() bool {
+	return time.Now().Before(p.pressure)
+}
+
+// Pressure signals clients waiting for a slot of the bucket (here, or on
+// another instance): idle connections are closed down to min_idle, and for
+// PressureHold returning ones do not go idle above it.
+func (p *Pool) Pressure() {
+	p.mu.Lock()
+	p.pressure = time.Now().Add(PressureHold)
+	p.mu.Unlock()
+	p.shed(ReasonPressure, func(st Settings, idle int, c *Conn, now time.Time) bool { return idle > st.MinIdle })
+}
+
+// shed closes idle connections, oldest first, while keep says so.
+func (p *Pool) shed(reason string, drop func(st Settings, idle int, c *Conn, now time.Time) bool) {
+	now := time.Now()
+	var out []*Conn
+	p.mu.Lock()
+	st := p.st
+	for _, c := range p.idleOldestFirstLocked() {
+		if !drop(st, p.idle, c, now) {
+			continue
+		}
+		p.move(c, StateClosed)
+		p.dropSubLocked(c.sub)
+		out = append(out, c)
+	}
+	n := p.idle
+	p.mu.Unlock()
+	if len(out) == 0 {
+		return
+	}
+	p.obs.Idle(p.bucket, n)
+	for _, c := range out {
+		p.discard(c, reason)
+	}
+}
+
+// idleOldestFirstLocked lists every idle connection, the longest idle
+// first.
+func (p *Pool) idleOldestFirstLocked() []*Conn {
+	var cs []*Conn
+	for _, sp := range p.subs {
+		for c := sp.lists[StateIdle].tail; c != nil; c = c.prev {
+			cs = append(cs, c)
+		}
+	}
+	if len(p.subs) > 1 {
+		sortByIdle(cs)
+	}
+	return cs
+}
+
+func sortByIdle(cs []*Conn) {
+	for i := 1; i < len(cs); i++ {
+		for j := i; j > 0 && cs[j].idle.Before(cs[j-1].idle); j-- {
+			cs[j], cs[j-1] = cs[j-1], cs[j]
+		}
+	}
+}
+
+// janitorInterval is the janitor's period.
+const janitorInterval = 250 * time.Millisecond
+
+// janitor closes idle connections past idle_timeout (above min_idle) or
+// max_lifetime, those the server closed, those over max_idle after a
+// reload, and those above min_idle while pressure holds.
+func (p *Pool) janitor() {
+	defer close(p.done)
+	t := time.NewTicker(janitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.sweep()
+	}
+}
+
+func (p *Pool) sweep() {
+	p.shed(ReasonMaxLifetime, func(st Settings, _ int, c *Conn, now time.Time) bool {
+		return now.Sub(c.created) >= st.MaxLifetime
+	})
+	p.shed(ReasonDead, func(_ Settings, _ int, c *Conn, _ time.Time) bool { return !alive(c.Backend.Raw) })
+	p.shed(ReasonMaxIdle, func(st Settings, idle int, _ *Conn, _ time.Time) bool { return st.MaxIdle > 0 && idle > st.MaxIdle })
+	p.shed(ReasonIdleTimeout, func(st Settings, idle int, c *Conn, now time.Time) bool {
+		return idle > st.MinIdle && now.Sub(c.idle) >= st.IdleTimeout
+	})
+	p.mu.Lock()
+	pressured := p.pressuredLocked()
+	p.mu.Unlock()
+	if pressured {
+		p.shed(ReasonPressure, func(st Settings, idle int, _ *Conn, _ time.Time) bool { return idle > st.MinIdle })
+	}
+}
+
+// Shutdown closes the pool: idle connections now, the others when their
+// sessions return them. It stops the janitor.
+func (p *Pool) Shutdown() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	p.shed(ReasonClosed, func(Settings, int, *Conn, time.Time) bool { return true })
+}
+
+// alive reports whether an idle connection is still open with nothing
+// unread: poll(2) without waiting. Data or a hang-up on an idle backend
+// both mean it cannot be reused.
+func alive(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		n, err := unix.Poll(fds, 0)
+		ok = err == nil && n == 0
+	})
+	return ok
+}
+
+// PacketSize is the packet size of the connection's session.
+func (c *Conn) PacketSize() int {
+	if c.Login == nil || c.Login.PacketSize == 0 {
+		return tds.DefaultPacketSize
+	}
+	return c.Login.PacketSize
+}
+
+// Return gives the connection back to its pool after its client left
+// (see Pool.Return). Without a pool it closes the connection.
+func (c *Conn) Return(r *relay.FramedResult, password string) {
+	if c.pool == nil {
+		c.Close(ReasonClosed)
+		return
+	}
+	c.pool.Return(c, r, password)
+}
+
+// ResetTimeout is the pool's reset_timeout (0 without a pool).
+func (c *Conn) ResetTimeout() time.Duration {
+	if c.pool == nil {
+		return 0
+	}
+	return c.pool.Settings().ResetTimeout
+}
