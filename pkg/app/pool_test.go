@@ -11,6 +11,7 @@ import (
 	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/clients"
 	"github.com/tdsgate/tdsgate/tools/standin/server"
 	"github.com/tdsgate/tdsgate/tools/tdsclient"
 	"github.com/tdsgate/tdsgate/tools/testenv"
@@ -232,5 +233,90 @@ func TestPoolModeNoneUnchanged(t *testing.T) {
 	testenv.WaitUntil(t, func() bool { return buckets[0].Stats().Current == 0 })
 	if a.Handler().Relayed(relay.ModeSplice) != 1 {
 		t.Fatal("not spliced")
+	}
+}
+
+// TestPoolIsolationRealClients: with every real client, client A creates
+// a #temp table, changes the language and leaves a transaction open with
+// an insert, then disconnects; client B, same login, gets the same
+// backend session (same @@SPID) and none of it: #temp gone (208),
+// us_english, no row, @@TRANCOUNT 0.
+func TestPoolIsolationRealClients(t *testing.T) {
+	if err := clients.Check(); err != nil {
+		t.Fatal(err)
+	}
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+	host, port := hostPort(t, a.Addr())
+	for _, name := range clients.All {
+		t.Run(string(name), func(t *testing.T) {
+			tag := fmt.Sprintf("iso-%s-%d", name, time.Now().UnixNano())
+			// App names the sub-pool: each client's A and B share one.
+			spec := clients.Spec{Host: host, Port: port, User: "sa", Password: testenv.Passwords[0], Database: "tenant_db", App: "iso-" + string(name)}
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			sa := spec
+			sa.Steps = []clients.Step{
+				{Op: clients.OpQuery, SQL: "SELECT @@SPID AS spid"},
+				{Op: clients.OpQuery, SQL: "CREATE TABLE #iso (a int); INSERT INTO #iso VALUES (1)"},
+				{Op: clients.OpQuery, SQL: "SET LANGUAGE Deutsch"},
+				{Op: clients.OpBegin},
+				{Op: clients.OpQuery, SQL: fmt.Sprintf("INSERT INTO test_table (name, value) VALUES ('%s', 1)", tag)},
+				{Op: clients.OpQuery, SQL: "SELECT @@LANGUAGE AS lang, @@TRANCOUNT AS tc, (SELECT COUNT(*) FROM #iso) AS t"},
+			}
+			ra, err := clients.Run(ctx, name, sa)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ra.Err(); err != nil {
+				t.Fatalf("A: %v (stderr %s)", err, ra.Stderr)
+			}
+			if rows := ra.Rows(5); len(rows) != 1 || rows[0][0] != "Deutsch" || num(rows[0][1]) != 1 || num(rows[0][2]) != 1 {
+				t.Fatalf("A's state before leaving: %v", rows)
+			}
+			spidA := num(ra.Scalar(0))
+			// A's backend is back in the pool once made safe.
+			testenv.WaitUntil(t, func() bool { s := p.Stats(); return s.Active+s.Resetting+s.Login == 0 })
+
+			sb := spec
+			sb.Steps = []clients.Step{
+				{Op: clients.OpQuery, SQL: "SELECT @@SPID AS spid"},
+				{Op: clients.OpQuery, SQL: "SELECT a FROM #iso"},
+				{Op: clients.OpQuery, SQL: "SELECT @@LANGUAGE AS lang"},
+				{Op: clients.OpQuery, SQL: fmt.Sprintf("SELECT COUNT(*) AS n FROM test_table WHERE name = '%s'", tag)},
+				{Op: clients.OpQuery, SQL: "SELECT @@TRANCOUNT AS tc"},
+			}
+			rb, err := clients.Run(ctx, name, sb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rb.Connected {
+				t.Fatalf("B: %v (stderr %s)", rb.Err(), rb.Stderr)
+			}
+			if spidB := num(rb.Scalar(0)); spidB != spidA {
+				t.Errorf("B got SPID %v, A had %v: not A's pooled backend", spidB, spidA)
+			}
+			if e := rb.Steps[1].Error; e == nil || e.Number != 208 {
+				t.Errorf("B sees A's #temp table: %+v rows %v", e, rb.Rows(1))
+			}
+			if l := rb.Scalar(2); l != "us_english" {
+				t.Errorf("B's @@LANGUAGE = %v", l)
+			}
+			if n := num(rb.Scalar(3)); n != 0 {
+				t.Errorf("B sees A's uncommitted insert (%v rows)", n)
+			}
+			if n := num(rb.Scalar(4)); n != 0 {
+				t.Errorf("B's @@TRANCOUNT = %v", n)
+			}
+			for _, i := range []int{0, 2, 3, 4} {
+				if err := rb.StepErr(i); err != nil {
+					t.Errorf("B: %v", err)
+				}
+			}
+		})
+	}
+	if st := buckets[0].Stats(); st.Total != int64(len(clients.All)) {
+		t.Errorf("the stand-in served %d logins for %d clients' A and B: B did not reuse", st.Total, len(clients.All))
 	}
 }
