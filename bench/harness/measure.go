@@ -1,0 +1,547 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/tdsclient"
+)
+
+// Latency is a latency distribution's summary.
+type Latency struct {
+	N                   int
+	P50, P99, P999, Max time.Duration
+}
+
+func summarize(lat []time.Duration) Latency {
+	if len(lat) == 0 {
+		return Latency{}
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration {
+		i := int(p * float64(len(lat)))
+		if i >= len(lat) {
+			i = len(lat) - 1
+		}
+		return lat[i]
+	}
+	return Latency{N: len(lat), P50: q(0.50), P99: q(0.99), P999: q(0.999), Max: lat[len(lat)-1]}
+}
+
+// Row identifies a result: path, mode and client.
+type Row struct {
+	Path, Mode, Client string
+	Err                string // the run failed (or was cut short): why
+}
+
+// RoundTrip is SELECT 1 at one concurrency.
+type RoundTrip struct {
+	Row
+	Conc      int
+	PerSecond float64
+	Lat       Latency
+	Errors    int
+}
+
+// Bulk is one large result set streamed.
+type Bulk struct {
+	Row
+	Bytes     int64
+	Seconds   float64
+	MBps      float64 // 10^6 bytes per second, wire bytes (TDS headers included)
+	ProxyCPU  float64 // CPU seconds (user+sys) of the path's proxy processes
+	CPUPerGB  float64 // ProxyCPU per 10^9 bytes relayed
+	BackendGB float64 // the stand-in's CPU seconds per GB, for scale
+}
+
+// Churn is connect + login + SELECT 1 + close in a loop.
+type Churn struct {
+	Row
+	Workers   int
+	Conns     int
+	PerSecond float64
+	Connect   Latency // dial until LOGINACK
+	Errors    int
+	CPUPerK   float64 // proxy CPU seconds per 1000 connections
+}
+
+// Idle is the idle-capacity test.
+type Idle struct {
+	Row
+	Wanted, Held  int
+	Seconds       float64 // to open them
+	RSSPerSession float64 // bytes, proxy processes
+	FDsPerSession float64
+	ProxyRSS      int64 // proxy RSS with every session held
+	BackendRSSPer float64
+}
+
+// LimiterCost is Acquire+Release measured on the limiter itself.
+type LimiterCost struct {
+	Name      string
+	Callers   int
+	Ops       int
+	PerSecond float64
+	Lat       Latency
+	Err       string
+}
+
+// Rejections is the overload test: a full bucket with no queue.
+type Rejections struct {
+	Path      string
+	Instances int
+	Workers   int
+	Refused   int // 50005
+	Other     int // anything else
+	PerSecond float64
+	Lat       Latency // dial until the 50005 ERROR
+	CPUPerK   float64 // proxy CPU seconds per 1000 refusals
+	Err       string
+}
+
+// Results are every figure of a run.
+type Results struct {
+	RoundTrips []RoundTrip
+	Bulks      []Bulk
+	Churns     []Churn
+	Idles      []Idle
+	Limiter    []LimiterCost
+	Rejections []Rejections
+}
+
+func row(t *Target, cl client) Row { return Row{Path: t.Path, Mode: t.Mode, Client: cl.name()} }
+
+// measureRoundTrip holds conc sessions open and runs SELECT 1 on each, back
+// to back, for d.
+func (e *env) measureRoundTrip(ctx context.Context, t *Target, cl client, conc int, d time.Duration) RoundTrip {
+	r := RoundTrip{Row: row(t, cl), Conc: conc}
+	octx, cancel := deadlineCtx(ctx, 60*time.Second)
+	defer cancel()
+	ss, err := openMany(octx, cl, t, conc, min(conc, 16))
+	defer closeAll(ss)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	for _, s := range ss { // warm up: first query on each session
+		if err := s.selectOne(); err != nil {
+			r.Err = err.Error()
+			return r
+		}
+	}
+	lats := make([][]time.Duration, conc)
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	// A warm-up of a fifth of the run (at most 500 ms), all sessions
+	// busy, is not counted: buffers, goroutines and caches reach their
+	// steady state first.
+	warm := time.Now().Add(min(d/5, 500*time.Millisecond))
+	deadline := warm.Add(d)
+	for i, s := range ss {
+		lats[i] = make([]time.Duration, 0, 4096)
+		wg.Go(func() {
+			for {
+				t0 := time.Now()
+				if !t0.Before(deadline) || ctx.Err() != nil {
+					return
+				}
+				if err := s.selectOne(); err != nil {
+					errs.Add(1)
+					return
+				}
+				if t0.After(warm) {
+					lats[i] = append(lats[i], time.Since(t0))
+				}
+			}
+		})
+	}
+	time.Sleep(time.Until(warm))
+	start := time.Now()
+	wg.Wait()
+	el := time.Since(start)
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	r.Lat = summarize(all)
+	r.PerSecond = float64(len(all)) / el.Seconds()
+	r.Errors = int(errs.Load())
+	if r.Errors > 0 {
+		r.Err = fmt.Sprintf("%d sessions failed", r.Errors)
+	}
+	return r
+}
+
+// bulkQuery returns a query whose answer is about n bytes: 8000-byte
+// VARCHAR rows from the stand-in's generate_series.
+func bulkQuery(n int64) string {
+	rows := max(n/8011, 1)
+	return fmt.Sprintf("SELECT value, CAST(REPLICATE('x', 8000) AS VARCHAR(8000)) AS pad FROM generate_series(1, %d)", rows)
+}
+
+// measureBulk streams one large result set through t and charges the
+// proxy processes' CPU to it.
+func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bulk {
+	r := Bulk{Row: row(t, cl)}
+	s, err := cl.open(ctx, t, 0)
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	defer s.close()
+	if err := s.selectOne(); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	before, err1 := sumStats(t.PIDs)
+	bb, err2 := readStat(e.standin.pid())
+	start := time.Now()
+	bytes, err := s.stream(bulkQuery(n))
+	el := time.Since(start)
+	after, err3 := sumStats(t.PIDs)
+	ba, err4 := readStat(e.standin.pid())
+	if err = errors.Join(err, err1, err2, err3, err4); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	r.Bytes, r.Seconds = bytes, el.Seconds()
+	r.MBps = float64(bytes) / 1e6 / el.Seconds()
+	gb := float64(bytes) / 1e9
+	if len(t.PIDs) > 0 {
+		r.ProxyCPU = (after.CPU - before.CPU).Seconds()
+		r.CPUPerGB = r.ProxyCPU / gb
+	}
+	r.BackendGB = (ba.CPU - bb.CPU).Seconds() / gb
+	return r
+}
+
+// measureChurn runs workers loops of connect, log in, SELECT 1, close for d.
+func (e *env) measureChurn(ctx context.Context, t *Target, cl client, workers int, d time.Duration) Churn {
+	opTimeout := min(max(2*time.Second, 3*d), 10*time.Second)
+	r := Churn{Row: row(t, cl), Workers: workers}
+	lats := make([][]time.Duration, workers)
+	var errs atomic.Int64
+	var firstErr atomic.Value
+	before, _ := sumStats(t.PIDs)
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := range workers {
+		lats[w] = make([]time.Duration, 0, 1024)
+		wg.Go(func() {
+			for i := w; ; i += workers {
+				t0 := time.Now()
+				if !t0.Before(deadline) || ctx.Err() != nil {
+					return
+				}
+				cctx, cancel := context.WithTimeout(ctx, opTimeout)
+				s, err := cl.open(cctx, t, i)
+				cancel()
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				connect := time.Since(t0)
+				err = s.selectOne()
+				s.close()
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				lats[w] = append(lats[w], connect)
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	after, _ := sumStats(t.PIDs)
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	r.Conns = len(all)
+	r.PerSecond = float64(len(all)) / el.Seconds()
+	r.Connect = summarize(all)
+	r.Errors = int(errs.Load())
+	if r.Errors > 0 {
+		r.Err = fmt.Sprintf("%d failed; first: %v", r.Errors, firstErr.Load())
+	}
+	if len(t.PIDs) > 0 && r.Conns > 0 {
+		r.CPUPerK = (after.CPU - before.CPU).Seconds() / float64(r.Conns) * 1000
+	}
+	return r
+}
+
+// measureIdle opens n idle sessions (plaintext, raw client) in batches and
+// reads the proxy processes' RSS and fds before and after each batch. If a
+// proxy dies on the way (tdspool aborts past FD_SETSIZE), the figures are
+// those of the last batch it held, and the note says how it died.
+func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Duration) Idle {
+	r := Idle{Row: row(t, rawClient{}), Wanted: n}
+	before, err1 := sumStats(t.PIDs)
+	bb, err2 := readStat(e.standin.pid())
+	if err := errors.Join(err1, err2); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	ictx, cancel := deadlineCtx(ctx, budget)
+	defer cancel()
+	var ss []session
+	defer func() {
+		closeAll(ss)
+		time.Sleep(200 * time.Millisecond) // let the proxies see the closes
+	}()
+	batch := max(n/10, 1)
+	start := time.Now()
+	var after procStat
+	var ba procStat
+	held := 0
+	for len(ss) < n {
+		got, err := openMany(ictx, rawClient{timeout: 5 * time.Second}, t, min(batch, n-len(ss)), 32)
+		if err != nil {
+			time.Sleep(300 * time.Millisecond) // a crash shows in /proc a moment later
+		}
+		ss = append(ss, got...)
+		if d := t.dead(); d != "" {
+			r.Err = fmt.Sprintf("held %d, then %s", held, d)
+			break
+		}
+		if err != nil {
+			r.Err = fmt.Sprintf("after %d sessions: %v", len(ss), err)
+		}
+		if len(ss) > held {
+			time.Sleep(100 * time.Millisecond)
+			a, err1 := sumStats(t.PIDs)
+			b, err2 := readStat(e.standin.pid())
+			if errors.Join(err1, err2) != nil {
+				if d := t.dead(); d != "" {
+					r.Err = fmt.Sprintf("held %d, then %s", held, d)
+				}
+				break
+			}
+			after, ba, held = a, b, len(ss)
+			r.Seconds = time.Since(start).Seconds()
+		}
+		if err != nil {
+			break
+		}
+	}
+	if held == n {
+		// Let goroutines and buffers settle, then read again.
+		time.Sleep(time.Second)
+		if a, err := sumStats(t.PIDs); err == nil {
+			after = a
+		}
+		if b, err := readStat(e.standin.pid()); err == nil {
+			ba = b
+		}
+	}
+	r.Held = held
+	if held == 0 {
+		return r
+	}
+	if len(t.PIDs) > 0 {
+		r.RSSPerSession = float64(after.RSS-before.RSS) / float64(held)
+		r.FDsPerSession = float64(after.FDs-before.FDs) / float64(held)
+		r.ProxyRSS = after.RSS
+	}
+	r.BackendRSSPer = float64(ba.RSS-bb.RSS) / float64(held)
+	return r
+}
+
+// measureLimiter times Acquire+Release on the limiter itself: the local
+// one, and the Redis one against the harness's redis-server.
+func (e *env) measureLimiter(ctx context.Context, ops int) []LimiterCost {
+	var out []LimiterCost
+	buckets := []limiter.BucketConfig{{ID: "bench-limiter", MaxConnections: 1000, MaxQueueSize: 100, QueueTimeout: 5 * time.Second}}
+	run := func(name string, l limiter.Limiter, callers int) LimiterCost {
+		c := LimiterCost{Name: name, Callers: callers}
+		lats := make([][]time.Duration, callers)
+		var wg sync.WaitGroup
+		var firstErr atomic.Value
+		start := time.Now()
+		for w := range callers {
+			wg.Go(func() {
+				for range ops / callers {
+					t0 := time.Now()
+					tk, err := l.Acquire(ctx, "bench-limiter")
+					if err != nil {
+						firstErr.CompareAndSwap(nil, err.Error())
+						return
+					}
+					tk.Release()
+					lats[w] = append(lats[w], time.Since(t0))
+				}
+			})
+		}
+		wg.Wait()
+		el := time.Since(start)
+		var all []time.Duration
+		for _, l := range lats {
+			all = append(all, l...)
+		}
+		c.Ops = len(all)
+		c.PerSecond = float64(len(all)) / el.Seconds()
+		c.Lat = summarize(all)
+		if v := firstErr.Load(); v != nil {
+			c.Err = v.(string)
+		}
+		return c
+	}
+	local := limiter.NewLocal(buckets)
+	out = append(out, run("local (in process)", local, 1), run("local (in process)", local, 64))
+	if e.redis == "" {
+		out = append(out, LimiterCost{Name: "redis", Err: "no redis-server"})
+		return out
+	}
+	rl, err := limiter.NewRedis(limiter.RedisOptions{Addr: e.redis, InstanceID: "bench-limiter", Log: quietLogger()}, buckets)
+	if err != nil {
+		return append(out, LimiterCost{Name: "redis", Err: err.Error()})
+	}
+	defer rl.Close()
+	out = append(out, run("redis (acquire + release scripts)", rl, 1), run("redis (acquire + release scripts)", rl, 64))
+	return out
+}
+
+// measureRejections fills a bucket of 2 with no queue on fresh tdsgate
+// instances (one standalone; three sharing it through Redis), then has
+// workers log in as fast as they can for d and counts the 50005 refusals.
+func (e *env) measureRejections(ctx context.Context, workers int, d time.Duration) []Rejections {
+	var out []Rejections
+	for _, tc := range []struct {
+		path  string
+		n     int
+		redis string
+	}{{PathTdsgate, 1, ""}, {PathTdsgateRedis, 3, e.redis}} {
+		r := Rejections{Path: tc.path, Instances: tc.n, Workers: workers}
+		if tc.n > 1 && tc.redis == "" {
+			r.Err = "no redis-server"
+			out = append(out, r)
+			continue
+		}
+		t, stop, err := e.startAdmissionProxies(ctx, tc.path, tc.n, tc.redis)
+		if err != nil {
+			r.Err = err.Error()
+			out = append(out, r)
+			continue
+		}
+		out = append(out, e.overload(ctx, t, r, d))
+		stop()
+	}
+	return out
+}
+
+func (e *env) overload(ctx context.Context, t *Target, r Rejections, d time.Duration) Rejections {
+	// Fill the bucket: two sessions held through the first instance.
+	var held []*tdsclient.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 2 {
+		c, err := tdsclient.Dial(ctx, t.rawOptions(0))
+		if err != nil {
+			r.Err = "filling the bucket: " + err.Error()
+			return r
+		}
+		held = append(held, c)
+	}
+	before, _ := sumStats(t.PIDs)
+	lats := make([][]time.Duration, r.Workers)
+	var refused, other atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := range r.Workers {
+		wg.Go(func() {
+			for i := w; ; i += r.Workers {
+				t0 := time.Now()
+				if !t0.Before(deadline) || ctx.Err() != nil {
+					return
+				}
+				c, err := tdsclient.Dial(ctx, t.rawOptions(i))
+				var le *tdsclient.LoginError
+				switch {
+				case errors.As(err, &le) && le.Number == tds.ErrNumQueueFull:
+					refused.Add(1)
+					lats[w] = append(lats[w], time.Since(t0))
+				case err == nil:
+					c.Close()
+					other.Add(1)
+					firstErr.CompareAndSwap(nil, "admitted past a full bucket")
+				default:
+					other.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	after, _ := sumStats(t.PIDs)
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	r.Refused, r.Other = int(refused.Load()), int(other.Load())
+	r.PerSecond = float64(r.Refused) / el.Seconds()
+	r.Lat = summarize(all)
+	if r.Refused > 0 {
+		r.CPUPerK = (after.CPU - before.CPU).Seconds() / float64(r.Refused) * 1000
+	}
+	if v := firstErr.Load(); v != nil {
+		r.Err = fmt.Sprintf("%d not refused with 50005; first: %v", r.Other, v)
+	}
+	return r
+}
+
+// startAdmissionProxies starts n tdsgate processes with one bucket of 2
+// slots and no queue (shared through Redis when n > 1).
+func (e *env) startAdmissionProxies(ctx context.Context, path string, n int, redisAddr string) (*Target, func(), error) {
+	ports, err := freePorts(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	t := &Target{Path: path, Mode: ModePlain, User: backendUser, Password: backendPassword, Database: backendDB}
+	var ps []*proc
+	stop := func() {
+		for _, p := range ps {
+			p.stop(5 * time.Second)
+		}
+	}
+	for i := range n {
+		id := fmt.Sprintf("bench-admission-%d-%d", n, i+1)
+		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
+		b := e.tdsgateBucket(fmt.Sprintf("bench-admission-%d", n), ModePlain, 2, 0)
+		cfgPath := e.dir + "/" + id + ".yaml"
+		if err := writeYAML(cfgPath, tdsgateConfig(id, addr, redisAddr, b)); err != nil {
+			stop()
+			return nil, nil, err
+		}
+		p, err := startProc(e.dir, id, nil, e.opts.ProxyBin, "-config", cfgPath)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		ps = append(ps, p)
+		if err := waitTCP(ctx, p, addr, 20*time.Second); err != nil {
+			stop()
+			return nil, nil, err
+		}
+		t.Addrs = append(t.Addrs, addr)
+		t.PIDs = append(t.PIDs, p.pid())
+	}
+	return t, stop, nil
+}

@@ -1,0 +1,384 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// write renders the report and its charts into Options.OutDir, and copies
+// it to latest.md (the image links are relative to OutDir, so the copy
+// shows the same charts).
+func (r *Report) write() error {
+	o := &r.Options
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return err
+	}
+	base := o.Now.Format("2006-01-02") + "-" + r.Machine.Commit
+	if o.Quick {
+		base += "-quick"
+	}
+	chartDir := filepath.Join(o.OutDir, base)
+	if err := os.MkdirAll(chartDir, 0o755); err != nil {
+		return err
+	}
+	charts, err := r.charts(chartDir)
+	r.Charts = charts
+	chartErr := err
+	md := r.markdown(base, chartErr)
+	r.Path = filepath.Join(o.OutDir, base+".md")
+	if err := os.WriteFile(r.Path, []byte(md), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(o.OutDir, "latest.md"), []byte(md), 0o644)
+}
+
+type mdTable struct {
+	head []string
+	rows [][]string
+}
+
+func (t *mdTable) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *mdTable) String() string {
+	var b strings.Builder
+	b.WriteString("| " + strings.Join(t.head, " | ") + " |\n|")
+	for range t.head {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range t.rows {
+		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	return b.String()
+}
+
+func usf(d time.Duration) string {
+	if d == 0 {
+		return "—"
+	}
+	u := float64(d) / float64(time.Microsecond)
+	if u < 100 {
+		return fmt.Sprintf("%.1f", u)
+	}
+	return fmt.Sprintf("%.0f", u)
+}
+
+func msf(d time.Duration) string {
+	if d == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond))
+}
+
+func num(v float64) string {
+	switch {
+	case v == 0:
+		return "—"
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// ratio is v/ref as "1.23×", or "—".
+func ratio(v, ref float64) string {
+	if v == 0 || ref == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", v/ref)
+}
+
+func errCell(s string) string {
+	if s == "" {
+		return ""
+	}
+	s = strings.ReplaceAll(s, "|", "/")
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+func (r *Report) markdown(base string, chartErr error) string {
+	o := &r.Options
+	m := &r.Machine
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	mode := "full"
+	if o.Quick {
+		mode = "quick (BENCH_QUICK=1: smaller and shorter; for CI, not for quoting)"
+	}
+	w("# tdsgate benchmark — %s, commit %s\n\n", o.Now.Format("2006-01-02 15:04 MST"), m.Commit)
+	w("Every path below ran side by side in this one run, against the same SQL Server stand-in process, on 127.0.0.1. Run mode: %s; it took %s.\n\n",
+		mode, r.Duration.Round(time.Second))
+	w("## Machine\n\n")
+	mt := &mdTable{head: []string{"", ""}}
+	mt.add("CPU", fmt.Sprintf("%s, %d cores", m.CPU, m.Cores))
+	mt.add("kernel", m.Kernel+" ("+m.OS+")")
+	mt.add("Go", m.GoVersion)
+	keys := make([]string, 0, len(m.Versions))
+	for k := range m.Versions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		mt.add(k, m.Versions[k])
+	}
+	mt.add("RLIMIT_NOFILE", fmt.Sprint(m.NoFile))
+	b.WriteString(mt.String())
+	w("\nLoad generator, proxies, stand-in and Redis share these cores: absolute numbers are this machine's; the ratios are the point.\n\n")
+	w("## Reproduce\n\n```sh\n%s\n```\n\n", o.Command)
+	r.writePaths(&b)
+	r.writeGoals(&b)
+	r.writeRoundTrips(&b, base)
+	r.writeBulk(&b, base)
+	r.writeChurn(&b, base)
+	r.writeIdle(&b, base)
+	r.writeAdmission(&b)
+	if chartErr != nil {
+		w("\nCharts: %v\n", chartErr)
+	}
+	return b.String()
+}
+
+func (r *Report) writePaths(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Paths\n\n")
+	t := &mdTable{head: []string{"path", "what", "processes measured"}}
+	desc := map[string]string{
+		PathDirect:       "client → stand-in",
+		PathHAProxy:      "client → HAProxy (TCP mode, `option splice-request` + `splice-response`) → stand-in; TLS passes through end to end",
+		PathTdspool:      "client → FreeTDS tdspool (session pool; plaintext only) → stand-in",
+		PathTdsgate:      "client → tdsgate (bin/proxy, local limiter, no pooling) → stand-in",
+		PathTdsgateRedis: "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in",
+		PathTdsgatePool:  "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client) → stand-in",
+	}
+	seen := map[string]bool{}
+	for _, x := range r.Targets {
+		if seen[x.Path] {
+			continue
+		}
+		seen[x.Path] = true
+		procs := fmt.Sprintf("%d", len(x.PIDs))
+		if len(x.PIDs) == 0 {
+			procs = "— (no proxy)"
+		}
+		t.add(x.Path, desc[x.Path], procs)
+	}
+	b.WriteString(t.String())
+	w("\nModes: **plain** is plaintext on every leg (PRELOGIN ENCRYPT_NOT_SUP). **login-tls** is TLS for LOGIN7 only " +
+		"(ENCRYPT_OFF, what most SQL Server drivers do by default), then plaintext: tdsgate terminates that TLS on both " +
+		"legs (client and backend) and relays the rest with splice(2); HAProxy passes the client↔stand-in handshake through.\n\n")
+	w("tdspool authenticates clients itself: pool.conf's `user` and `password` are the one login it accepts, compared " +
+		"as plain strings with LOGIN7's (a mismatch is a silent close, no ERROR token); its members log in to the server " +
+		"as `server user` / `server password`. A client keeps the member it was given until it disconnects (session " +
+		"pooling), so `max pool conn` is set above the idle-session count. tdspool listens with a backlog of 5 and is single-threaded.\n\n")
+	if len(r.Skipped) > 0 {
+		w("Not run:\n\n")
+		for _, s := range r.Skipped {
+			w("- %s (%s): %s\n", s.Path, s.Mode, s.Reason)
+		}
+		w("\n")
+	}
+}
+
+// ref finds the reference value of a row: direct or haproxy, same mode.
+func refRT(rs []RoundTrip, path string, x RoundTrip) *RoundTrip {
+	for i := range rs {
+		y := &rs[i]
+		if y.Path == path && y.Mode == x.Mode && y.Client == x.Client && y.Conc == x.Conc && y.Err == "" {
+			return y
+		}
+	}
+	return nil
+}
+
+func (r *Report) writeRoundTrips(b *strings.Builder, base string) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Round trip: SELECT 1 on a logged-in session\n\n")
+	w("Each session runs SELECT 1 back to back for %s; latency is per round trip, throughput is the total over all sessions. "+
+		"\"+p50\" is the latency the path adds to direct's p50. Ratios compare with direct and HAProxy in the same mode and client.\n\n", r.Options.RoundTripTime)
+	type key struct {
+		client string
+		conc   int
+	}
+	var keys []key
+	for _, c := range r.Options.Concurrency {
+		keys = append(keys, key{ClientRaw, c})
+	}
+	for _, c := range r.Options.GoConcurrency {
+		keys = append(keys, key{ClientGoMSSQL, c})
+	}
+	for _, k := range keys {
+		rows := filterRT(r.Results.RoundTrips, k.client, k.conc)
+		w("### %d concurrent session%s, %s client\n\n", k.conc, plural(k.conc), clientName(k.client))
+		t := &mdTable{head: []string{"path", "mode", "round trips/s", "p50 µs", "p99 µs", "p99.9 µs", "+p50 µs", "/s vs direct", "/s vs HAProxy", "p99 vs HAProxy", "note"}}
+		for _, x := range rows {
+			d, h := refRT(rows, PathDirect, x), refRT(rows, PathHAProxy, x)
+			add, vd, vh, ph := "—", "—", "—", "—"
+			if d != nil && x.Err == "" {
+				add = fmt.Sprintf("%+.1f", float64(x.Lat.P50-d.Lat.P50)/float64(time.Microsecond))
+				vd = ratio(x.PerSecond, d.PerSecond)
+			}
+			if h != nil && x.Err == "" {
+				vh = ratio(x.PerSecond, h.PerSecond)
+				ph = ratio(float64(x.Lat.P99), float64(h.Lat.P99))
+			}
+			t.add(x.Path, x.Mode, num(x.PerSecond), usf(x.Lat.P50), usf(x.Lat.P99), usf(x.Lat.P999), add, vd, vh, ph, errCell(x.Err))
+		}
+		b.WriteString(t.String())
+		if k.client == ClientRaw {
+			w("\n![latency, %d sessions](%s/roundtrip-latency-c%d.png)\n", k.conc, base, k.conc)
+		}
+		w("\n")
+	}
+	w("![round trips per second](%s/roundtrip-throughput.png)\n\n", base)
+}
+
+func (r *Report) writeBulk(b *strings.Builder, base string) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Bulk: one large result set\n\n")
+	w("`%s` (8000-byte VARCHAR rows, 4096-byte packets): %.0f MB with the raw client (packets counted, not decoded), %.0f MB with go-mssqldb (every row scanned). "+
+		"MB/s counts wire bytes (10^6 B/s). CPU is user+sys of the path's proxy processes from /proc/<pid>/stat (10 ms ticks) over the transfer, per 10^9 bytes relayed; "+
+		"the stand-in's own CPU per GB is shown for scale.\n\n",
+		"SELECT value, CAST(REPLICATE('x', 8000) AS VARCHAR(8000)) FROM generate_series(1, N)",
+		float64(r.Options.BulkBytes)/1e6, float64(r.Options.GoBulkBytes)/1e6)
+	t := &mdTable{head: []string{"path", "mode", "client", "MB", "MB/s", "proxy CPU s/GB", "stand-in CPU s/GB", "MB/s vs direct", "MB/s vs HAProxy", "CPU/GB vs HAProxy", "note"}}
+	find := func(path string, x Bulk) *Bulk {
+		for i := range r.Results.Bulks {
+			y := &r.Results.Bulks[i]
+			if y.Path == path && y.Mode == x.Mode && y.Client == x.Client && y.Err == "" {
+				return y
+			}
+		}
+		return nil
+	}
+	for _, x := range r.Results.Bulks {
+		vd, vh, ch := "—", "—", "—"
+		if d := find(PathDirect, x); d != nil {
+			vd = ratio(x.MBps, d.MBps)
+		}
+		if h := find(PathHAProxy, x); h != nil {
+			vh = ratio(x.MBps, h.MBps)
+			ch = ratio(x.CPUPerGB, h.CPUPerGB)
+		}
+		cpu := "—"
+		if x.Path != PathDirect && x.Err == "" {
+			cpu = fmt.Sprintf("%.2f", x.CPUPerGB)
+		}
+		t.add(x.Path, x.Mode, clientName(x.Client), num(float64(x.Bytes)/1e6), num(x.MBps), cpu, num(x.BackendGB), vd, vh, ch, errCell(x.Err))
+	}
+	b.WriteString(t.String())
+	w("\n![bulk MB/s](%s/bulk-mbps.png)\n\n![bulk CPU per GB](%s/bulk-cpu.png)\n\n", base, base)
+}
+
+func (r *Report) writeChurn(b *strings.Builder, base string) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Churn: connect, log in, SELECT 1, close\n\n")
+	w("%d workers, each in a loop for %s. Connect time is from dial to the login answer (LOGINACK). No path pools here except tdspool (its members stay logged in to the stand-in).\n\n",
+		r.Options.ChurnWorkers, r.Options.ChurnTime)
+	t := &mdTable{head: []string{"path", "mode", "client", "conn/s", "p50 connect ms", "p99 connect ms", "proxy CPU ms/conn", "vs direct", "vs HAProxy", "note"}}
+	find := func(path string, x Churn) *Churn {
+		for i := range r.Results.Churns {
+			y := &r.Results.Churns[i]
+			if y.Path == path && y.Mode == x.Mode && y.Client == x.Client && y.Conns > 0 {
+				return y
+			}
+		}
+		return nil
+	}
+	for _, x := range r.Results.Churns {
+		vd, vh := "—", "—"
+		if d := find(PathDirect, x); d != nil {
+			vd = ratio(x.PerSecond, d.PerSecond)
+		}
+		if h := find(PathHAProxy, x); h != nil {
+			vh = ratio(x.PerSecond, h.PerSecond)
+		}
+		cpu := "—"
+		if x.Path != PathDirect && x.Conns > 0 {
+			cpu = fmt.Sprintf("%.3f", x.CPUPerK)
+		}
+		t.add(x.Path, x.Mode, clientName(x.Client), num(x.PerSecond), msf(x.Connect.P50), msf(x.Connect.P99), cpu, vd, vh, errCell(x.Err))
+	}
+	b.WriteString(t.String())
+	w("\n![churn](%s/churn-cps.png)\n\n", base)
+}
+
+func (r *Report) writeIdle(b *strings.Builder, base string) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Idle capacity\n\n")
+	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time) and held; RSS (VmRSS) and open fds of the proxy processes read before and 1 s after, divided by the sessions held. "+
+		"TLS-on-login sessions hold the same after login (the TLS state is dropped), so this runs in plain mode only. The stand-in's RSS per session is shown for scale.\n\n", r.Options.IdleSessions)
+	t := &mdTable{head: []string{"path", "sessions held", "open s", "proxy RSS KiB/session", "proxy fds/session", "proxy RSS MiB (held)", "stand-in RSS KiB/session", "RSS vs HAProxy", "note"}}
+	var hap float64
+	for _, x := range r.Results.Idles {
+		if x.Path == PathHAProxy && x.Held > 0 {
+			hap = x.RSSPerSession
+		}
+	}
+	for _, x := range r.Results.Idles {
+		rss, fds, tot, vh := "—", "—", "—", "—"
+		if x.Path != PathDirect && x.Held > 0 {
+			rss = fmt.Sprintf("%.1f", x.RSSPerSession/1024)
+			fds = fmt.Sprintf("%.2f", x.FDsPerSession)
+			tot = fmt.Sprintf("%.1f", float64(x.ProxyRSS)/(1<<20))
+			vh = ratio(x.RSSPerSession, hap)
+		}
+		t.add(x.Path, fmt.Sprintf("%d / %d", x.Held, x.Wanted), fmt.Sprintf("%.1f", x.Seconds), rss, fds, tot,
+			fmt.Sprintf("%.1f", x.BackendRSSPer/1024), vh, errCell(x.Err))
+	}
+	b.WriteString(t.String())
+	w("\n![idle RSS](%s/idle-rss.png)\n\n", base)
+}
+
+func (r *Report) writeAdmission(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Admission\n\n")
+	w("### Acquire + release\n\nThe limiter itself (pkg/limiter), called from this process: the local one, and the Redis one against the harness's redis-server " +
+		"(an acquire script, then a release script with its PUBLISH: two Redis round trips per login). Its share of a login through tdsgate+redis is " +
+		"also visible in the churn table as the connect-time difference from tdsgate.\n\n")
+	t := &mdTable{head: []string{"limiter", "callers", "acquire+release/s", "p50 µs", "p99 µs", "p99.9 µs", "note"}}
+	for _, l := range r.Results.Limiter {
+		t.add(l.Name, fmt.Sprint(l.Callers), num(l.PerSecond), usf(l.Lat.P50), usf(l.Lat.P99), usf(l.Lat.P999), errCell(l.Err))
+	}
+	b.WriteString(t.String())
+	w("\n### Overload: refusals (50005) per second\n\nA bucket of 2 slots with no queue (`max_connections: 2`, `max_queue_size: 0`), both slots held by two open sessions; "+
+		"then %d connectors log in as fast as they can for %s and each gets ERROR 50005. The refusal is measured from dial to the ERROR token. HAProxy and tdspool have no TDS-level refusal to compare with.\n\n",
+		r.Options.OverloadWorker, r.Options.OverloadTime)
+	t = &mdTable{head: []string{"path", "instances", "connectors", "refusals/s", "p50 ms", "p99 ms", "proxy CPU ms/refusal", "note"}}
+	for _, x := range r.Results.Rejections {
+		cpu := "—"
+		if x.Refused > 0 {
+			cpu = fmt.Sprintf("%.3f", x.CPUPerK)
+		}
+		t.add(x.Path, fmt.Sprint(x.Instances), fmt.Sprint(x.Workers), num(x.PerSecond), msf(x.Lat.P50), msf(x.Lat.P99), cpu, errCell(x.Err))
+	}
+	b.WriteString(t.String())
+	w("\n")
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func clientName(c string) string {
+	switch c {
+	case ClientRaw:
+		return "raw TDS (tools/tdsclient)"
+	case ClientGoMSSQL:
+		return "go-mssqldb"
+	}
+	return c
+}
