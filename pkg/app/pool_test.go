@@ -43,7 +43,17 @@ func poolOf(t testing.TB, a *app.App) *pool.Pool {
 
 func waitIdle(t testing.TB, p *pool.Pool, n int) {
 	t.Helper()
-	testenv.WaitUntil(t, func() bool { s := p.Stats(); return s.Idle == n && s.Resetting == 0 && s.Active == 0 })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := p.Stats()
+		if s.Idle == n && s.Resetting == 0 && s.Active == 0 && s.Login == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool: %+v, want %d idle and nothing else", s, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func dialTDS(t testing.TB, a *app.App, pw string) (*tdsclient.Conn, error) {

@@ -475,52 +475,35 @@ func (p *Pool) Return(c *Conn, r *relay.FramedResult, password string) {
 	st := p.st
 	p.mu.Unlock()
 
-	if reason := p.makeSafe(c, r, st.ResetTimeout); reason != "" {
-		if reason == ReasonResetFailed {
-			p.obs.Reset(p.bucket, false)
-		}
+	reason, reset := p.makeSafe(c, r, st.ResetTimeout)
+	if reason == ReasonResetFailed {
+		p.obs.Reset(p.bucket, false)
+	} else if reset {
+		p.obs.Reset(p.bucket, true)
+	}
+	if reason != "" {
 		p.Close(c, reason)
 		return
 	}
-	cred := c.cred
-	if cred == nil {
-		p.mu.Lock()
-		cur := c.sub.cred
-		p.mu.Unlock()
-		switch {
-		case cur != nil && cur.verify(password):
-			cred = cur
-		default:
-			cred = newCredential(password)
-		}
+	var stale []*Conn
+	if c.cred == nil {
+		// A client's own login: its password becomes the credential.
+		cred, old := p.credentialFor(c.sub, password)
 		if cred == nil {
 			p.Close(c, ReasonNotPooled)
 			return
 		}
+		c.cred, stale = cred, old
 	}
 
 	p.mu.Lock()
-	var stale []*Conn
-	if c.sub.cred != cred {
-		if c.cred != nil {
-			// Accepted under a password the backend has since replaced.
-			p.mu.Unlock()
-			p.Close(c, ReasonCredentialChanged)
-			return
-		}
-		// The backend accepted a password the sub-pool did not know: it
-		// is the password now. Idle connections accepted under the old
-		// one go.
-		c.sub.cred = cred
-		for s := c.sub.lists[StateIdle].head; s != nil; {
-			next := s.next
-			p.move(s, StateClosed)
-			stale = append(stale, s)
-			s = next
-		}
+	if c.sub.cred != c.cred {
+		// Accepted under a password the backend has since replaced.
+		p.mu.Unlock()
+		p.Close(c, ReasonCredentialChanged)
+		p.discardAll(stale, ReasonCredentialChanged)
+		return
 	}
-	c.cred = cred
-	reason := ""
 	switch {
 	case p.closed:
 		reason = ReasonClosed
@@ -538,15 +521,63 @@ func (p *Pool) Return(c *Conn, r *relay.FramedResult, password string) {
 	}
 	n := p.idle
 	p.mu.Unlock()
-	p.obs.Reset(p.bucket, true)
-	for _, s := range stale {
-		p.discard(s, ReasonCredentialChanged)
-	}
+	p.discardAll(stale, ReasonCredentialChanged)
 	if reason != "" {
 		p.Close(c, reason)
 		return
 	}
 	p.obs.Idle(p.bucket, n)
+}
+
+// credentialFor returns the sub-pool's credential if password verifies
+// against it; otherwise it makes one from password and installs it (the
+// backend has just accepted that password: it is the password now), and
+// returns the idle connections accepted under the old one, taken out of
+// their list, for the caller to close. It returns nil when password
+// cannot be a credential (empty).
+func (p *Pool) credentialFor(sp *subPool, password string) (*credential, []*Conn) {
+	var made *credential
+	for {
+		p.mu.Lock()
+		cur := sp.cred
+		p.mu.Unlock()
+		if cur != nil && cur.verify(password) {
+			return cur, nil
+		}
+		if made == nil {
+			if made = newCredential(password); made == nil {
+				return nil, nil
+			}
+		}
+		p.mu.Lock()
+		if sp.cred != cur {
+			p.mu.Unlock()
+			continue // another return installed one meanwhile: check it
+		}
+		sp.cred = made
+		var stale []*Conn
+		for s := sp.lists[StateIdle].head; s != nil; {
+			next := s.next
+			p.move(s, StateClosed)
+			stale = append(stale, s)
+			s = next
+		}
+		p.mu.Unlock()
+		return made, stale
+	}
+}
+
+func (p *Pool) discardAll(cs []*Conn, reason string) {
+	if len(cs) == 0 {
+		return
+	}
+	p.mu.Lock()
+	n := p.idle
+	p.mu.Unlock()
+	p.obs.Idle(p.bucket, n)
+	for _, c := range cs {
+		p.discard(c, reason)
+	}
 }
 
 // pressuredLocked: clients wait for a slot of the bucket, here or (within

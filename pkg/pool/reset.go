@@ -23,21 +23,21 @@ const RollbackSQL = "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"
 // boundary with nothing owed: it sends ATTENTION if a request was in
 // flight and reads to the DONE_ATTN, then rolls back and resets, all
 // within timeout. It returns "" when the connection may be reused, or the
-// reason to close it.
-func (p *Pool) makeSafe(c *Conn, r *relay.FramedResult, timeout time.Duration) string {
+// reason to close it, and whether it ran the clean-up (a reset).
+func (p *Pool) makeSafe(c *Conn, r *relay.FramedResult, timeout time.Duration) (reason string, reset bool) {
 	switch r.Broken {
 	case relay.BrokenNone:
 	case relay.BrokenMARS:
-		return ReasonMARS
+		return ReasonMARS, false
 	default:
-		return ReasonBroken
+		return ReasonBroken, false
 	}
 	if r.ResetSent && !r.ResetAcked && r.ServerMessages > 0 {
 		p.log.Warn("pool: the backend answered a request sent with RESETCONNECTION without acknowledging the reset")
-		return ReasonResetFailed
+		return ReasonResetFailed, false
 	}
 	if !r.InFlight() && r.ClientMessages == 0 && !r.ResetSent {
-		return "" // the client sent nothing: the session is as it was
+		return "", false // the client sent nothing: the session is as it was
 	}
 	be := c.Backend
 	be.Raw.SetDeadline(time.Now().Add(timeout))
@@ -45,9 +45,9 @@ func (p *Pool) makeSafe(c *Conn, r *relay.FramedResult, timeout time.Duration) s
 	if err := cleanUp(be.Conn, r, c.key.TDSVersion, c.PacketSize()); err != nil {
 		p.log.Info("pool: could not make a backend connection safe for reuse", "err", err, "in_flight", r.InFlight(),
 			"user", c.key.User)
-		return ReasonResetFailed
+		return ReasonResetFailed, false
 	}
-	return ""
+	return "", true
 }
 
 // cleanUp runs on conn (the backend session's transport): ATTENTION and
