@@ -145,6 +145,8 @@ type Report struct {
 	Targets  []*Target
 	Skipped  []Skipped
 	Results  Results
+	// LoadStart and LoadEnd are /proc/loadavg at the start and the end.
+	LoadStart, LoadEnd string
 	// Path is the Markdown file written; Charts its PNG files.
 	Path   string
 	Charts []string
@@ -153,7 +155,7 @@ type Report struct {
 // Run starts everything, measures every section, and writes the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o.defaults()
-	rep := &Report{Started: time.Now()}
+	rep := &Report{Started: time.Now(), LoadStart: loadAvg()}
 	work := o.WorkDir
 	if work == "" {
 		d, err := os.MkdirTemp("", "tdsgate-bench-")
@@ -267,6 +269,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	rep.Duration = time.Since(rep.Started)
+	rep.LoadEnd = loadAvg()
 	rep.Options = o
 	if err := rep.write(); err != nil {
 		return nil, err

@@ -70,6 +70,10 @@ type Churn struct {
 	Connect   Latency // dial until LOGINACK
 	Errors    int
 	CPUPerK   float64 // proxy CPU seconds per 1000 connections
+	// Net is what the kernel counted during the run (the whole machine):
+	// retransmitted segments (a lost SYN costs a 1 s RTO) and listen
+	// queue overflows.
+	Net netCounters
 }
 
 // Idle is the idle-capacity test.
@@ -230,6 +234,7 @@ func (e *env) measureChurn(ctx context.Context, t *Target, cl client, workers in
 	var errs atomic.Int64
 	var firstErr atomic.Value
 	before, _ := sumStats(t.PIDs)
+	net0 := readNet()
 	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(d)
@@ -265,6 +270,7 @@ func (e *env) measureChurn(ctx context.Context, t *Target, cl client, workers in
 	wg.Wait()
 	el := time.Since(start)
 	after, _ := sumStats(t.PIDs)
+	r.Net = readNet().sub(net0)
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)

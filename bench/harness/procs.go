@@ -239,3 +239,54 @@ func cmdOutput(name string, args ...string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// netCounters are the kernel's TCP counters that explain latency outliers
+// on loopback: a retransmitted SYN waits the 1 s initial RTO.
+type netCounters struct {
+	Retrans, ListenOverflows, ListenDrops int64
+}
+
+// readNet reads /proc/net/snmp (Tcp RetransSegs) and /proc/net/netstat
+// (TcpExt ListenOverflows, ListenDrops). Missing counters read as 0.
+func readNet() netCounters {
+	var c netCounters
+	get := func(path, prefix string, names map[string]*int64) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return
+		}
+		lines := strings.Split(string(b), "\n")
+		for i := 0; i+1 < len(lines); i++ {
+			if !strings.HasPrefix(lines[i], prefix) || !strings.HasPrefix(lines[i+1], prefix) {
+				continue
+			}
+			keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			for j := range min(len(keys), len(vals)) {
+				if p, ok := names[keys[j]]; ok {
+					*p, _ = strconv.ParseInt(vals[j], 10, 64)
+				}
+			}
+			return
+		}
+	}
+	get("/proc/net/snmp", "Tcp:", map[string]*int64{"RetransSegs": &c.Retrans})
+	get("/proc/net/netstat", "TcpExt:", map[string]*int64{"ListenOverflows": &c.ListenOverflows, "ListenDrops": &c.ListenDrops})
+	return c
+}
+
+func (a netCounters) sub(b netCounters) netCounters {
+	return netCounters{a.Retrans - b.Retrans, a.ListenOverflows - b.ListenOverflows, a.ListenDrops - b.ListenDrops}
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

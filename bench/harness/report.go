@@ -134,7 +134,8 @@ func (r *Report) markdown(base string, chartErr error) string {
 	}
 	mt.add("RLIMIT_NOFILE", fmt.Sprint(m.NoFile))
 	b.WriteString(mt.String())
-	w("\nLoad generator, proxies, stand-in and Redis share these cores: absolute numbers are this machine's; the ratios are the point.\n\n")
+	w("\nLoad generator, proxies, stand-in and Redis share these cores: absolute numbers are this machine's; the ratios are the point. "+
+		"Load average (1, 5, 15 min) at the start: %s; at the end: %s (above the core count means other work shared the machine during the run).\n\n", r.LoadStart, r.LoadEnd)
 	w("## Reproduce\n\n```sh\n%s\n```\n\n", o.Command)
 	r.writePaths(&b)
 	r.writeGoals(&b)
@@ -283,9 +284,11 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 func (r *Report) writeChurn(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Churn: connect, log in, SELECT 1, close\n\n")
-	w("%d workers, each in a loop for %s. Connect time is from dial to the login answer (LOGINACK). No path pools here except tdspool (its members stay logged in to the stand-in).\n\n",
+	w("%d workers, each in a loop for %s. Connect time is from dial to the login answer (LOGINACK). tdspool and tdsgate+pool reuse backend connections "+
+		"(a reset instead of a backend login); the other paths log in to the stand-in on every connection. The kernel's TCP counters during each run "+
+		"(whole machine) explain 1 s outliers: a retransmitted SYN waits the 1 s initial RTO, and a full listen backlog drops SYNs.\n\n",
 		r.Options.ChurnWorkers, r.Options.ChurnTime)
-	t := &mdTable{head: []string{"path", "mode", "client", "conn/s", "p50 connect ms", "p99 connect ms", "proxy CPU ms/conn", "vs direct", "vs HAProxy", "note"}}
+	t := &mdTable{head: []string{"path", "mode", "client", "conn/s", "p50 connect ms", "p99 connect ms", "proxy CPU ms/conn", "vs direct", "vs HAProxy", "TCP retrans / listen overflows", "note"}}
 	find := func(path string, x Churn) *Churn {
 		for i := range r.Results.Churns {
 			y := &r.Results.Churns[i]
@@ -307,7 +310,8 @@ func (r *Report) writeChurn(b *strings.Builder, base string) {
 		if x.Path != PathDirect && x.Conns > 0 {
 			cpu = fmt.Sprintf("%.3f", x.CPUPerK)
 		}
-		t.add(x.Path, x.Mode, clientName(x.Client), num(x.PerSecond), msf(x.Connect.P50), msf(x.Connect.P99), cpu, vd, vh, errCell(x.Err))
+		t.add(x.Path, x.Mode, clientName(x.Client), num(x.PerSecond), msf(x.Connect.P50), msf(x.Connect.P99), cpu, vd, vh,
+			fmt.Sprintf("%d / %d", x.Net.Retrans, x.Net.ListenOverflows), errCell(x.Err))
 	}
 	b.WriteString(t.String())
 	w("\n![churn](%s/churn-cps.png)\n\n", base)
