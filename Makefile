@@ -76,31 +76,64 @@ bench: ## Run the benchmark harness and write bench/results/<date>-<sha>.md
 clean: ## Remove build and coverage artefacts
 	rm -rf $(BIN)/ coverage.out coverage.html
 
-##@ Docker (needs a Docker engine)
+##@ Docker (needs a Docker engine; deployments/README.md)
 .PHONY: docker-build docker-up docker-down docker-destroy docker-restart docker-logs docker-logs-proxy docker-logs-sql docker-ps
-docker-build: ## docker compose build
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
-docker-up: ## docker compose up -d
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
-docker-down: ## docker compose down
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
-docker-destroy: ## docker compose down -v
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
+docker-build: ## docker compose build (the proxy image, deployments/Dockerfile)
+	$(COMPOSE) build
+docker-up: ## docker compose up -d --build: the runbook's eleven containers
+	$(COMPOSE) up -d --build
+docker-down: ## docker compose down (keeps the volumes)
+	$(COMPOSE) down
+docker-destroy: ## docker compose down -v (removes the volumes too)
+	$(COMPOSE) down -v
 docker-restart: ## docker compose restart
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
+	$(COMPOSE) restart
 docker-logs: ## docker compose logs -f
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
+	$(COMPOSE) logs -f
 docker-logs-proxy: ## docker compose logs -f proxy-1 proxy-2 proxy-3
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
-docker-logs-sql: ## docker compose logs -f sqlserver-bucket-*
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
+	$(COMPOSE) logs -f proxy-1 proxy-2 proxy-3
+docker-logs-sql: ## docker compose logs -f sqlserver-bucket-1..3
+	$(COMPOSE) logs -f sqlserver-bucket-1 sqlserver-bucket-2 sqlserver-bucket-3
 docker-ps: ## docker compose ps
-	$(call not_yet,deployments/docker-compose.yml arrives with the deployments issue)
+	$(COMPOSE) ps
+
+##@ Local stack without Docker (same ports; deployments/README.md)
+LOCAL_STACK := bash deployments/local/stack.sh
+.PHONY: stack-up stack-down stack-status stack-logs standin
+standin: ## Build the SQL Server stand-in into bin/standin
+	$(GO) build -o $(BIN)/standin ./tools/standin/
+
+stack-up: build standin ## Start 3 stand-ins, redis, 3 proxies, HAProxy (1433), Prometheus; wait until healthy
+	$(LOCAL_STACK) up
+
+stack-down: ## Stop the local stack: no process, no proxy:* key left
+	$(LOCAL_STACK) down
+
+stack-status: ## What the local stack runs (pids, health, ports)
+	$(LOCAL_STACK) status
+
+stack-logs: ## Follow the local proxies' log files
+	$(LOCAL_STACK) logs
+
+##@ Runbook scenarios (bench/scenario; against a running stack)
+SCENARIOS := phase4 queue-timeout circuit-breaker cb-direct errors kill-proxy kill-redis kill-bucket rolling-restart logs
+# For the compose stack: make scenario-all SCENARIO_FLAGS='-stack compose'
+SCENARIO_FLAGS ?=
+.PHONY: scenario-all $(addprefix scenario-,$(SCENARIOS))
+scenario-all: ## Every scenario in turn (one: make scenario-NAME; NAME in phase4 queue-timeout circuit-breaker cb-direct errors kill-proxy kill-redis kill-bucket rolling-restart logs)
+	$(GO) run ./bench/scenario $(SCENARIO_FLAGS) all
+
+$(addprefix scenario-,$(SCENARIOS)): scenario-%:
+	$(GO) run ./bench/scenario $(SCENARIO_FLAGS) $*
 
 ##@ Operations
 .PHONY: health
 health: ## Health of the three proxies (ports 18081-18083)
-	$(call not_yet,the /health endpoint arrives with the observability issue)
+	@for port in $(HEALTH_PORTS); do \
+	  echo "=== Proxy (porta $$port) ==="; \
+	  if command -v jq >/dev/null; then curl -s http://localhost:$$port/health | jq '.status, .instance_id'; \
+	  else curl -s http://localhost:$$port/health; echo; fi; \
+	  echo ""; done
 
 .PHONY: redis-ping
 redis-ping: ## redis-cli ping
