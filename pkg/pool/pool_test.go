@@ -42,7 +42,11 @@ func (r *recorder) Discarded(_, reason string) {
 	r.discarded[reason]++
 	r.mu.Unlock()
 }
-func (r *recorder) count(reason string) int { r.mu.Lock(); defer r.mu.Unlock(); return r.discarded[reason] }
+func (r *recorder) count(reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.discarded[reason]
+}
 
 // fakeBackend is a loopback TCP connection standing for a logged-in
 // backend; peer is the "server" end.
