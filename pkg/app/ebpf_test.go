@@ -286,3 +286,23 @@ func TestStartWithoutEBPF(t *testing.T) {
 		})
 	}
 }
+
+// TestEBPFPooled: an idle pooled backend connection still holds its slot,
+// so after the clients leave, the kernel still counts the connections the
+// pool keeps, and drift stays 0 throughout.
+func TestEBPFPooled(t *testing.T) {
+	requireEBPF(t)
+	cfg := pooledConfig(t, testenv.Buckets(t, 1, nil))
+	cfg.HealthListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.EBPF.Enabled = true
+	a := testenv.Proxy(t, cfg)
+	cs := dialN(t, a, 3)
+	waitEBPF(t, a, "bucket-001", 3, 0)
+	closeAll(cs)
+	waitIdle(t, poolOf(t, a), 3)
+	waitEBPF(t, a, "bucket-001", 3, 0)
+	waitHealthDrift(t, a, "bucket-001", 3)
+	again := dialN(t, a, 2) // reused: no new backend connection
+	waitEBPF(t, a, "bucket-001", 3, 0)
+	closeAll(again)
+}
