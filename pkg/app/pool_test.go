@@ -330,3 +330,91 @@ func TestPoolIsolationRealClients(t *testing.T) {
 		t.Errorf("the stand-in served %d logins for %d clients' A and B: B did not reuse", st.Total, len(clients.All))
 	}
 }
+
+// TestPoolMetrics: /metrics shows the real idle count, hits, misses,
+// resets, discards by reason and framed sessions.
+func TestPoolMetrics(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := pooledConfig(t, buckets)
+	cfg.MetricsListen = "127.0.0.1:0"
+	cfg.Buckets[0].MaxIdle = 1
+	a := testenv.Proxy(t, cfg)
+	p := poolOf(t, a)
+	c1, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c1, "SELECT 1")
+	c1.Close()
+	testenv.WaitUntil(t, func() bool { s := p.Stats(); return s.Idle == 1 && s.Resetting == 0 })
+	c2.Close() // over max_idle: closed
+	testenv.WaitUntil(t, func() bool { s := p.Stats(); return s.Active+s.Resetting == 0 })
+	c3, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c3, "SELECT 1")
+	m := scrapeMetrics(t, a)
+	for series, want := range map[string]float64{
+		`proxy_connections_idle{bucket="bucket-001"}`:                       0,
+		`proxy_pool_hits_total{bucket="bucket-001"}`:                        1,
+		`proxy_pool_misses_total{bucket="bucket-001"}`:                      2,
+		`proxy_pool_resets_total{bucket="bucket-001"}`:                      1,
+		`proxy_pool_discarded_total{bucket="bucket-001",reason="max_idle"}`: 1,
+		`proxy_pool_discarded_total{bucket="bucket-001",reason="mars"}`:     0,
+		`proxy_sessions_total{mode="framed"}`:                               2,
+		`proxy_connections_active{bucket="bucket-001"}`:                     1,
+	} {
+		if got, ok := m[series]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
+		}
+	}
+	c3.Close()
+	waitIdle(t, p, 1)
+	if got := scrapeMetrics(t, a)[`proxy_connections_idle{bucket="bucket-001"}`]; got != 1 {
+		t.Errorf("proxy_connections_idle = %v with one idle connection", got)
+	}
+}
+
+// TestPoolReload: a reload keeps a bucket's pool (and its idle
+// connections) while the backend stays the same, and turning pool_mode
+// to none closes them and releases their slots.
+func TestPoolReload(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := pooledConfig(t, buckets)
+	a := testenv.Proxy(t, cfg)
+	p := poolOf(t, a)
+	c, err := dialTDS(t, a, testenv.Passwords[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitIdle(t, p, 1)
+
+	next := pooledConfig(t, buckets)
+	next.Buckets[0].MaxIdle = 5
+	if err := a.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if poolOf(t, a) != p || p.Stats().Idle != 1 || p.Settings().MaxIdle != 5 {
+		t.Fatalf("reload replaced the pool or lost its idle connection: %+v", p.Stats())
+	}
+	off := pooledConfig(t, buckets)
+	off.Buckets[0].PoolMode = config.PoolModeNone
+	if err := a.Reload(off); err != nil {
+		t.Fatal(err)
+	}
+	if a.Handler().Runtime().Buckets["bucket-001"].Pool != nil || p.Stats().Idle != 0 {
+		t.Fatal("pool_mode none kept the pool")
+	}
+	testenv.WaitUntil(t, func() bool { return buckets[0].Stats().Current == 0 })
+	for _, s := range a.Limiter().Snapshot() {
+		if s.InUse != 0 {
+			t.Fatalf("slots still held: %+v", s)
+		}
+	}
+}

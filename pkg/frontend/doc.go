@@ -1,7 +1,14 @@
 // Package frontend owns one client session, from the first byte to the
 // release of its slot, as one linear function (Handler.Serve):
 //
-//	handshake → route → admit → connect → login reply → relay → release
+//	handshake → route → reuse or (admit → connect) → login reply → relay → release
+//
+// With pool_mode session (pkg/pool), reuse hands the client an idle backend
+// already logged in with its login, if its password verifies (otherwise
+// 18456, as SQL Server answers); its login reply is the backend's own
+// answer to that connection's login, replayed; the relay is the framed one,
+// and release returns the backend to its pool, made safe first. The slot
+// belongs to the backend connection throughout.
 //
 // The handshake reads PRELOGIN and answers each client ENCRYPTION choice
 // as SQL Server would (within the modes the config allows), runs TLS

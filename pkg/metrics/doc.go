@@ -21,7 +21,7 @@
 // Per bucket (label bucket):
 //
 //	proxy_connections_active           gauge     slots held on this instance
-//	proxy_connections_idle             gauge     idle pooled backends (0 until pooling)
+//	proxy_connections_idle             gauge     idle pooled backends (pool_mode session); they hold slots, so they are counted in proxy_connections_active too
 //	proxy_connections_total            counter   admitted logins (slots granted)
 //	proxy_queue_length                 gauge     clients waiting for a slot
 //	proxy_queue_wait_duration_seconds  histogram wait from entering the queue to the grant, for every admitted login (≈0 when a slot was free)
@@ -31,6 +31,11 @@
 //	proxy_bucket_global_max            gauge     the bucket's cap, as last seen
 //	proxy_breaker_open                 gauge     1 while the bucket's circuit breaker is open
 //	proxy_rejections_total{code}       counter   refusals sent to clients, code 50001..50009
+//	proxy_pool_hits_total              counter   logins handed an idle pooled backend (pool_mode session)
+//	proxy_pool_misses_total            counter   logins to a pooling bucket that found none and logged in at the backend
+//	proxy_pool_resets_total            counter   returned backends made safe (ATTENTION if needed, rollback with RESETCONNECTION)
+//	proxy_pool_reset_failures_total    counter   returned backends that could not be made safe within reset_timeout (closed)
+//	proxy_pool_discarded_total{reason} counter   pooled backends closed: login_failed, not_pooled, broken, mars, reset_failed, max_idle, max_lifetime, idle_timeout, pressure, dead, credential_changed, closed
 //	proxy_ebpf_backend_connections     gauge     backend connections open, counted by the kernel (only while eBPF runs, for watched buckets)
 //	proxy_ebpf_drift                   gauge     kernel count − slots this instance holds (the limiter's InUse); sampled
 //
@@ -43,8 +48,8 @@
 //	proxy_redis_operations_total{op,result}   counter op acquire|release|reclaim|reconcile|heartbeat, result ok|error
 //	proxy_instance_heartbeat                  gauge   unix time of the last successful Redis heartbeat (0: never)
 //	proxy_fallback_mode                       gauge   1 while the limiter runs on its local share (Redis unreachable)
-//	proxy_relay_bytes_total{direction,mode}   counter direction client_to_server|server_to_client, mode splice|tls
-//	proxy_sessions_total{mode}                counter relayed sessions by relay mode (splice|tls)
+//	proxy_relay_bytes_total{direction,mode}   counter direction client_to_server|server_to_client, mode splice|tls|framed
+//	proxy_sessions_total{mode}                counter relayed sessions by relay mode (splice|tls|framed)
 //	process_*, go_*                           the runtime's metrics (metrics.WriteProcessMetrics)
 //
 // Reasons: client_handshake counts failed client handshakes, the refusals

@@ -14,4 +14,18 @@
 // are plaintext after login, and counts bytes from io.Copy's return values
 // instead of wrapping. When either leg is TLS, the copy runs in user space
 // through crypto/tls (ModeTLS), with pooled buffers.
+//
+// # The framed path
+//
+// A pooled session's backend outlives its client, so its relay must know
+// where TDS messages begin and end: Framed (ModeFramed) reads each 8-byte
+// packet header itself and copies the body with an io.LimitedReader around
+// the raw *net.TCPConn — still spliced when both legs are plaintext (small
+// bodies go with their header in one write instead). It counts request
+// messages and completed answers (an ATTENTION's DONE_ATTN brings them
+// level), sets RESETCONNECTION on a reused session's first request and
+// strips the ENVCHANGE 18 that opens its answer, and stops at a packet
+// boundary when the client leaves, without closing or half-closing the
+// backend; a MARS (SMP) packet or a broken stream marks the backend as not
+// reusable.
 package relay
