@@ -418,3 +418,42 @@ func TestPoolReload(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolTLSLegs: a pooled session over TLS on both legs (client full,
+// backend full) is reused, reset, and cleaned up after a cancel, through
+// crypto/tls on the framed path.
+func TestPoolTLSLegs(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := pooledConfig(t, buckets)
+	cfg.Buckets[0].Encryption = config.EncryptionFull
+	a := testenv.Proxy(t, cfg)
+	p := poolOf(t, a)
+	dial := func() *tdsclient.Conn {
+		c, err := tdsclient.Dial(context.Background(), tdsclient.Options{Addr: a.Addr(), User: "sa", Password: testenv.Passwords[0],
+			Database: "tenant_db", App: "pool-tls", Encrypt: tdsclient.EncryptFull, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ca := dial()
+	spid := mustExec(t, ca, "SELECT @@SPID").Scalar()
+	mustExec(t, ca, "CREATE TABLE #t (a int)")
+	if err := ca.Send("WAITFOR DELAY '00:00:05'", 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	ca.Close()
+	waitIdle(t, p, 1)
+	cb := dial()
+	defer cb.Close()
+	if got := mustExec(t, cb, "SELECT @@SPID").Scalar(); fmt.Sprint(got) != fmt.Sprint(spid) {
+		t.Fatalf("SPID %v, want %v", got, spid)
+	}
+	if r := mustExec(t, cb, "SELECT * FROM #t"); len(r.Errors) == 0 || r.Errors[0].Number != 208 {
+		t.Fatalf("#t after reuse: %v", r.Errors)
+	}
+	if a.Handler().Relayed(relay.ModeFramed) < 1 {
+		t.Fatal("not framed")
+	}
+}
