@@ -58,7 +58,7 @@ pid_of() {
 	f=$(pidfile "$1")
 	[[ -f "$f" ]] || return 1
 	pid=$(<"$f")
-	[[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+	[[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" || return 1
 	exe=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
 	case "$1" in
 	bucket-*) [[ "$exe" == *standin* ]] ;;
@@ -80,6 +80,15 @@ port_user() {
 	else
 		echo "another process"
 	fi
+}
+
+# alive PID: the process exists and is not a zombie (an exited child that
+# nobody reaped yet counts as gone).
+alive() {
+	local state
+	kill -0 "$1" 2>/dev/null || return 1
+	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ "$state" != Z ]]
 }
 
 tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -109,9 +118,12 @@ healthy() {
 }
 
 wait_healthy() {
-	local c=$1 timeout=${2:-30} i
+	local c=$1 timeout=${2:-30} i t0=$SECONDS
 	for ((i = 0; i < timeout * 10; i++)); do
-		if healthy "$c"; then return 0; fi
+		if healthy "$c"; then
+			say "$c healthy (pid $(pid_of "$c"), $((SECONDS - t0))s)"
+			return 0
+		fi
 		if ! pid_of "$c" >/dev/null; then
 			echo "stack: $c exited; last lines of $(logfile "$c"):" >&2
 			tail -n 20 "$(logfile "$c")" >&2 || true
@@ -135,9 +147,19 @@ launch() {
 	local c=$1
 	shift
 	mkdir -p "$run"
+	local pf
+	pf=$(pidfile "$c")
+	rm -f "$pf"
 	echo "=== $(date -u +%FT%TZ) start: $*" >>"$(logfile "$c")"
-	setsid "$@" </dev/null >>"$(logfile "$c")" 2>&1 &
-	echo $! >"$(pidfile "$c")"
+	# setsid forks when its caller leads a process group: the pid is
+	# written by the process itself, just before it execs the command.
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pf" "$@" </dev/null >>"$(logfile "$c")" 2>&1 &
+	local i
+	for ((i = 0; i < 500; i++)); do
+		[[ -s "$pf" ]] && return 0
+		sleep 0.02
+	done
+	die "$c: no pid written to $pf"
 }
 
 start() {
@@ -189,20 +211,21 @@ start() {
 
 # stop COMPONENT [SIGNAL]: signal it, wait for the exit (SIGKILL after 30 s).
 stop() {
-	local c=$1 sig=${2:-TERM} pid i
+	local c=$1 sig=${2:-TERM} pid i t0=$SECONDS
 	pid=$(pid_of "$c") || { rm -f "$(pidfile "$c")"; return 0; }
 	kill "-$sig" "$pid" 2>/dev/null || true
 	for ((i = 0; i < 300; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
+		alive "$pid" || break
 		sleep 0.1
 	done
-	if kill -0 "$pid" 2>/dev/null; then
+	if alive "$pid"; then
 		echo "stack: $c (pid $pid) still running 30s after SIG$sig: SIGKILL" >&2
 		kill -KILL "$pid" 2>/dev/null || true
 		sleep 0.2
 	fi
 	echo "=== $(date -u +%FT%TZ) stopped (SIG$sig)" >>"$(logfile "$c")"
 	rm -f "$(pidfile "$c")"
+	say "$c stopped (SIG$sig, pid $pid, $((SECONDS - t0))s)"
 }
 
 redis_proxy_keys() { redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'proxy:*' 2>/dev/null || true; }
