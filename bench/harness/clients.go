@@ -224,11 +224,13 @@ func (s *goSession) stream(query string) (int64, error) {
 
 func (s *goSession) close() { s.c.Close() }
 
-// openMany opens n sessions to t with par at a time; it stops at the first
-// error unless keepGoing, and returns what it opened.
-func openMany(ctx context.Context, cl client, t *Target, n, par int) ([]session, error) {
+// openMany opens n sessions to t with par at a time. It stops once more
+// than maxErrs opens have failed (0: at the first failure) and returns
+// what it opened, the number of failures and the first error.
+func openMany(ctx context.Context, cl client, t *Target, n, par, maxErrs int) ([]session, int, error) {
 	out := make([]session, n)
 	var firstErr error
+	var errs int
 	var mu sync.Mutex
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -240,7 +242,7 @@ func openMany(ctx context.Context, cl client, t *Target, n, par int) ([]session,
 					return
 				}
 				mu.Lock()
-				failed := firstErr != nil
+				failed := errs > maxErrs
 				mu.Unlock()
 				if failed {
 					return
@@ -248,11 +250,12 @@ func openMany(ctx context.Context, cl client, t *Target, n, par int) ([]session,
 				s, err := cl.open(ctx, t, i)
 				if err != nil {
 					mu.Lock()
+					errs++
 					if firstErr == nil {
 						firstErr = fmt.Errorf("session %d: %w", i, err)
 					}
 					mu.Unlock()
-					return
+					continue
 				}
 				out[i] = s
 			}
@@ -268,7 +271,7 @@ func openMany(ctx context.Context, cl client, t *Target, n, par int) ([]session,
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
-	return got, firstErr
+	return got, errs, firstErr
 }
 
 func closeAll(ss []session) {

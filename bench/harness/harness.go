@@ -247,6 +247,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		// charged to the idle sessions.
 		ft, stop, err := e.fresh(ctx, t)
 		if err != nil {
+			o.logf("idle %s: %v", t.Name(), err)
 			res.Idles = append(res.Idles, Idle{Row: Row{Path: t.Path, Mode: t.Mode, Client: ClientRaw, Err: err.Error()}, Wanted: o.IdleSessions})
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,13 @@ type Idle struct {
 	FDsPerSession float64
 	ProxyRSS      int64 // proxy RSS with every session held
 	BackendRSSPer float64
+	// Capped is the session count the harness stopped at because a
+	// process would have run out of file descriptors (RLIMIT_NOFILE); 0
+	// if it did not have to.
+	Capped    int
+	NoFile    uint64
+	Failed    int // logins that failed on the way (and were retried)
+	CapReason string
 }
 
 // LimiterCost is Acquire+Release measured on the limiter itself.
@@ -128,7 +136,7 @@ func (e *env) measureRoundTrip(ctx context.Context, t *Target, cl client, conc i
 	r := RoundTrip{Row: row(t, cl), Conc: conc}
 	octx, cancel := deadlineCtx(ctx, 60*time.Second)
 	defer cancel()
-	ss, err := openMany(octx, cl, t, conc, min(conc, 16))
+	ss, _, err := openMany(octx, cl, t, conc, min(conc, 16), 0)
 	defer closeAll(ss)
 	if err != nil {
 		r.Err = err.Error()
@@ -293,7 +301,7 @@ func (e *env) measureChurn(ctx context.Context, t *Target, cl client, workers in
 // proxy dies on the way (tdspool aborts past FD_SETSIZE), the figures are
 // those of the last batch it held, and the note says how it died.
 func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Duration) Idle {
-	r := Idle{Row: row(t, rawClient{}), Wanted: n}
+	r := Idle{Row: row(t, rawClient{}), Wanted: n, NoFile: e.nofile}
 	before, err1 := sumStats(t.PIDs)
 	bb, err2 := readStat(e.standin.pid())
 	if err := errors.Join(err1, err2); err != nil {
@@ -307,23 +315,54 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		closeAll(ss)
 		time.Sleep(200 * time.Millisecond) // let the proxies see the closes
 	}()
-	batch := max(n/10, 1)
 	start := time.Now()
 	var after procStat
 	var ba procStat
 	held := 0
+	batch := func() int {
+		// Small batches first (tdspool aborts within a few hundred), then
+		// tenths.
+		if held < 1000 {
+			return min(100, n)
+		}
+		return max(n/10, 1)
+	}
+	if t.maxSessions > 0 && t.maxSessions < n {
+		// HAProxy's maxconn: past it, connections wait unaccepted.
+		n, r.Capped = t.maxSessions, t.maxSessions
+		r.CapReason = "HAProxy maxconn (what RLIMIT_NOFILE allows it)"
+	}
 	for len(ss) < n {
-		got, err := openMany(ictx, rawClient{timeout: 5 * time.Second}, t, min(batch, n-len(ss)), 32)
+		if held > 0 && r.Capped == 0 {
+			// Project where a process runs out of file descriptors and stop
+			// short of it: past RLIMIT_NOFILE a proxy can only refuse.
+			if c := e.fdCap(t, before, after, held); c < n {
+				e.opts.logf("idle %s: stopping at %d sessions (fd limit %d)", t.Name(), c, e.nofile)
+				n, r.Capped = c, c
+				r.CapReason = "one more batch would pass RLIMIT_NOFILE in a process"
+			}
+			if len(ss) >= n {
+				break
+			}
+		}
+		// A slow login is not what this section measures: a long timeout,
+		// and a few failures (retried by the next batch) are tolerated.
+		want := min(batch(), n-len(ss))
+		got, nerr, err := openMany(ictx, rawClient{timeout: 10 * time.Second}, t, want, 32, max(want/50, 2))
 		if err != nil {
 			time.Sleep(300 * time.Millisecond) // a crash shows in /proc a moment later
 		}
 		ss = append(ss, got...)
+		r.Failed += nerr
 		if d := t.dead(); d != "" {
 			r.Err = fmt.Sprintf("held %d, then %s", held, d)
 			break
 		}
-		if err != nil {
-			r.Err = fmt.Sprintf("after %d sessions: %v", len(ss), err)
+		if nerr > max(want/50, 2) || (err != nil && ictx.Err() != nil) {
+			r.Err = fmt.Sprintf("stopped after %d sessions, %d failed logins; first: %v", len(ss), r.Failed, err)
+		} else if err != nil {
+			r.Err = fmt.Sprintf("%d failed logins (retried); first: %v", r.Failed, err)
+			err = nil
 		}
 		if len(ss) > held {
 			time.Sleep(100 * time.Millisecond)
@@ -363,6 +402,35 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 	}
 	r.BackendRSSPer = float64(ba.RSS-bb.RSS) / float64(held)
 	return r
+}
+
+// fdCap projects how many sessions t can hold before one of the
+// processes involved reaches RLIMIT_NOFILE: each proxy process (the fds it
+// gained per session so far, sessions spread evenly over them), the
+// stand-in and this process (one fd per session each). It keeps 64 fds of
+// headroom per process.
+func (e *env) fdCap(t *Target, before, after procStat, held int) int {
+	limit := int(e.nofile) - 64
+	best := 1 << 30
+	if len(t.PIDs) > 0 && after.FDs > before.FDs {
+		// Sessions are spread evenly, so each process gains perSession
+		// fds for each session of its own.
+		perSession := float64(after.FDs-before.FDs) / float64(held)
+		for _, pid := range t.PIDs {
+			s, err := readStat(pid)
+			if err != nil {
+				continue
+			}
+			room := int(float64(limit-s.FDs) / perSession) // more sessions of its own
+			best = min(best, held+room*len(t.PIDs))
+		}
+	}
+	for _, pid := range []int{e.standin.pid(), os.Getpid()} {
+		if s, err := readStat(pid); err == nil {
+			best = min(best, held+limit-s.FDs)
+		}
+	}
+	return best
 }
 
 // measureLimiter times Acquire+Release on the limiter itself: the local

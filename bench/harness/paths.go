@@ -51,9 +51,12 @@ type Target struct {
 	Addrs      []string // clients are spread over these, round robin
 	PIDs       []int    // the proxy processes (none for direct)
 	procs      []*proc
-	User       string
-	Password   string
-	Database   string
+	// maxSessions is a cap the path was configured with (HAProxy's
+	// maxconn), 0 if none.
+	maxSessions int
+	User        string
+	Password    string
+	Database    string
 }
 
 // Name is "path (mode)".
@@ -275,11 +278,14 @@ func (e *env) startHAProxy(ctx context.Context, name string) ([]*Target, error) 
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	// HAProxy wants 2 fds per connection and a few of its own, and will
-	// not start if RLIMIT_NOFILE cannot cover maxconn.
-	maxconn := min(e.opts.IdleSessions+2000, (int(e.nofile)-200)/2)
+	// HAProxy wants 2 fds per connection, 2 per splice pipe (maxpipes;
+	// by default maxconn/4) and a few of its own, and will not start if
+	// RLIMIT_NOFILE cannot cover them all. Pipes are only held while
+	// data is in flight, so 500 of them are plenty here.
+	maxconn := min(e.opts.IdleSessions+2000, (int(e.nofile)-1200)/2)
 	cfg := fmt.Sprintf(`global
 	maxconn %d
+	maxpipes 500
 	log stderr format raw local0 err
 
 defaults
@@ -311,7 +317,7 @@ backend standin
 	}
 	var ts []*Target
 	for _, mode := range []string{ModePlain, ModeLoginTLS} {
-		ts = append(ts, &Target{Path: PathHAProxy, Mode: mode, Addrs: []string{addr}, PIDs: []int{p.pid()}, procs: []*proc{p},
+		ts = append(ts, &Target{Path: PathHAProxy, Mode: mode, Addrs: []string{addr}, PIDs: []int{p.pid()}, procs: []*proc{p}, maxSessions: maxconn - 10,
 			User: backendUser, Password: backendPassword, Database: backendDB})
 	}
 	return ts, nil

@@ -337,8 +337,15 @@ func (r *Report) writeIdle(b *strings.Builder, base string) {
 			tot = fmt.Sprintf("%.1f", float64(x.ProxyRSS)/(1<<20))
 			vh = ratio(x.RSSPerSession, hap)
 		}
-		t.add(x.Path, fmt.Sprintf("%d / %d", x.Held, x.Wanted), fmt.Sprintf("%.1f", x.Seconds), rss, fds, tot,
-			fmt.Sprintf("%.1f", x.BackendRSSPer/1024), vh, errCell(x.Err))
+		note := errCell(x.Err)
+		if x.Capped > 0 {
+			note = strings.TrimPrefix(note+fmt.Sprintf("; capped at %d: %s (RLIMIT_NOFILE %d)", x.Capped, x.CapReason, x.NoFile), "; ")
+		}
+		backend := "—"
+		if x.BackendRSSPer > 0 {
+			backend = fmt.Sprintf("%.1f", x.BackendRSSPer/1024)
+		}
+		t.add(x.Path, fmt.Sprintf("%d / %d", x.Held, x.Wanted), fmt.Sprintf("%.1f", x.Seconds), rss, fds, tot, backend, vh, note)
 	}
 	b.WriteString(t.String())
 	w("\n![idle RSS](%s/idle-rss.png)\n\n", base)
