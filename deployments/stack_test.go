@@ -31,9 +31,9 @@ const stackBudget = 6 * time.Minute
 // all), make stack-down; then no process from the pid files is alive, every
 // port is free, and no proxy:* key was left in Redis. Under 6 minutes.
 func TestLocalStack(t *testing.T) {
-	for _, tool := range []string{"redis-server", "redis-cli", "haproxy", "curl", "ss", "make"} {
+	for _, tool := range []string{"redis-server", "redis-cli", "haproxy", "curl", "make"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed: tools/deps.sh installs what the tests need (apt-get install redis-server haproxy curl iproute2 make)", tool)
+			t.Fatalf("%s is not installed: tools/deps.sh installs what the tests need (apt-get install redis-server haproxy curl make)", tool)
 		}
 	}
 	root, err := filepath.Abs("..")

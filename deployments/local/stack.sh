@@ -73,6 +73,11 @@ pid_of() {
 # port_user PORT: "name (pid N)" of the process listening on PORT, or empty.
 port_user() {
 	local line
+	if ! command -v ss >/dev/null 2>&1; then
+		# No iproute2: we can tell the port is taken, not by whom.
+		if tcp_open "$1"; then echo "another process"; fi
+		return 0
+	fi
 	line=$(ss -Hltnp "sport = :$1" 2>/dev/null | head -n1) || true
 	[[ -n "$line" ]] || return 0
 	if [[ "$line" =~ users:\(\(\"([^\"]+)\",pid=([0-9]+) ]]; then
