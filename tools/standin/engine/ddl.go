@@ -35,39 +35,29 @@ func translateCreateTable(toks []token, tr *translator) (*createTable, *SQLError
 	toks = stripNames(toks)
 	// CREATE TABLE name (
 	if len(toks) < 4 || !toks[2].isIdent() {
-		return nil, syntaxError("TABLE")
+		return nil, syntaxAt(toks, 2)
 	}
 	ct := &createTable{name: toks[2].text}
 	ct.temp = strings.HasPrefix(ct.name, "#")
 	open := 3
 	if !toks[open].isOp("(") {
-		return nil, syntaxError(toks[open].source())
+		return nil, syntaxAt(toks, open)
 	}
 	closeIdx := matchParen(toks, open)
 	if closeIdx < 0 {
-		return nil, syntaxError(toks[len(toks)-1].source())
+		return nil, syntaxAt(toks, len(toks))
 	}
-	body := toks[open+1 : closeIdx]
-	// Split column definitions at top-level commas.
-	var defs [][]token
-	depth, start := 0, 0
-	for i, t := range body {
-		switch {
-		case t.isOp("("):
-			depth++
-		case t.isOp(")"):
-			depth--
-		case depth == 0 && t.isOp(","):
-			defs = append(defs, body[start:i])
-			start = i + 1
-		}
-	}
-	defs = append(defs, body[start:])
+	// One column definition or table constraint per top-level comma.
 	var parts []string
-	for _, d := range defs {
-		if len(d) == 0 {
-			return nil, syntaxError(")")
+	if closeIdx == open+1 {
+		return nil, syntaxAt(toks, closeIdx)
+	}
+	for _, rg := range splitTopLevel(toks[open+1 : closeIdx]) {
+		lo, hi := open+1+rg[0], open+1+rg[1]
+		if lo >= hi { // at the ',' or ')' after the missing definition
+			return nil, syntaxAt(toks, lo)
 		}
+		d := toks[lo:hi]
 		s, id, err := translateColumnDef(d, tr)
 		if err != nil {
 			return nil, err
@@ -88,7 +78,12 @@ func translateCreateTable(toks []token, tr *translator) (*createTable, *SQLError
 	return ct, nil
 }
 
+// translateColumnDef translates one column definition or table constraint
+// (d is not empty: callers report an empty one at its comma).
 func translateColumnDef(d []token, tr *translator) (string, *identitySpec, *SQLError) {
+	if len(d) == 0 {
+		return "", nil, syntaxError("")
+	}
 	first := d[0]
 	// Table constraint: [CONSTRAINT name] PRIMARY KEY / UNIQUE / FOREIGN KEY / CHECK.
 	if first.is("CONSTRAINT") || first.is("PRIMARY") || first.is("UNIQUE") || first.is("FOREIGN") || first.is("CHECK") || first.is("INDEX") {
@@ -102,7 +97,11 @@ func translateColumnDef(d []token, tr *translator) (string, *identitySpec, *SQLE
 				continue
 			}
 			if t.is("WITH") && i+1 < len(d) && d[i+1].isOp("(") {
-				i = matchParen(d, i+1)
+				k := matchParen(d, i+1)
+				if k < 0 {
+					return "", nil, syntaxAt(d, len(d))
+				}
+				i = k
 				continue
 			}
 			if t.is("ON") && i+1 < len(d) && (d[i+1].is("PRIMARY") || d[i+1].kind == tkQIdent) && i > 0 && d[i-1].isOp(")") {
@@ -122,22 +121,33 @@ func translateColumnDef(d []token, tr *translator) (string, *identitySpec, *SQLE
 	}
 	col := first.text
 	i := 1
-	// Type name: words until '(' or a constraint keyword.
-	var typeToks []token
-	for i < len(d) && d[i].isIdent() && !columnConstraintWords[d[i].up] {
-		typeToks = append(typeToks, d[i])
-		i++
+	// Type name: one word, or the longest run of up to three that names a
+	// type (DOUBLE PRECISION, NATIONAL CHARACTER VARYING).
+	if i >= len(d) || !d[i].isIdent() || columnConstraintWords[d[i].up] {
+		return "", nil, syntaxAt(d, i)
 	}
-	typeName := ""
-	for k, t := range typeToks {
-		if k > 0 {
-			typeName += " "
+	words := 1
+	for k := 3; k >= 2; k-- {
+		if i+k > len(d) {
+			continue
 		}
-		typeName += strings.ToUpper(t.text)
+		name := ""
+		ok := true
+		for _, t := range d[i : i+k] {
+			ok = ok && t.isIdent() && !columnConstraintWords[t.up]
+			name += " " + t.text
+		}
+		if _, known := parseTypeName(name, 1); ok && known {
+			words = k
+			break
+		}
 	}
-	if typeName == "" {
-		return "", nil, syntaxError(col)
+	var parts []string
+	for _, t := range d[i : i+words] {
+		parts = append(parts, strings.ToUpper(t.text))
 	}
+	typeName := strings.Join(parts, " ")
+	i += words
 	decl := typeName
 	if i < len(d) && d[i].isOp("(") {
 		k := matchParen(d, i)
@@ -238,7 +248,11 @@ func translateColumnDef(d []token, tr *translator) (string, *identitySpec, *SQLE
 					end = j + 2
 				}
 				if end < len(d) && d[end].isOp("(") { // DEFAULT GETDATE()
-					end = matchParen(d, end) + 1
+					k := matchParen(d, end)
+					if k < 0 {
+						return "", nil, syntaxAt(d, len(d))
+					}
+					end = k + 1
 				}
 				e, err := tr.rewrite(d[j:end])
 				if err != nil {

@@ -113,4 +113,11 @@
 // locking (SQLite has one writer per database at a time) and anything
 // needing SQL Server's optimizer or catalog. Unsupported statements fail with
 // a SQL Server-style error rather than being silently ignored.
+//
+// Client SQL is untrusted: a malformed batch is error 102 ("Incorrect
+// syntax near ...", on the offending token's line) or the fitting error
+// number, never a panic or a hang. Parsers use syntaxAt and splitTopLevel
+// rather than indexing token slices; FuzzCompile and FuzzExecBatch
+// (fuzz_test.go, regressions in testdata/fuzz) and TestMalformedBatches
+// (every statement kind cut and broken token by token) check it.
 package engine

@@ -62,15 +62,72 @@ func syntaxError(near string) *SQLError {
 	return newErr(ErrSyntax, 15, "Incorrect syntax near '%s'.", near)
 }
 
+// syntaxAt is error 102 at toks[i], the token a statement parser could not
+// accept. Past the end of toks it is the statement's last token (SQL Server
+// names the keyword or operator a truncated statement ends with), and "the
+// end of the batch" only when there are no tokens at all. The error carries
+// the token's line. Parsers use it instead of indexing toks directly, so a
+// truncated or malformed statement is a syntax error, never an index panic.
+func syntaxAt(toks []token, i int) *SQLError {
+	if len(toks) == 0 {
+		return syntaxError("")
+	}
+	t := toks[len(toks)-1]
+	if i >= 0 && i < len(toks) {
+		t = toks[i]
+	}
+	e := syntaxError(t.source())
+	e.Line = int32(t.line)
+	return e
+}
+
+// tokAt returns toks[i], or a zero token (matching no word or operator)
+// when i is out of range.
+func tokAt(toks []token, i int) token {
+	if i >= 0 && i < len(toks) {
+		return toks[i]
+	}
+	return token{kind: tkOp}
+}
+
+// splitTopLevel splits toks at the commas outside parentheses into
+// [start, end) ranges of toks. An empty range (",," or a trailing ",")
+// starts at the comma that follows it or at len(toks), so syntaxAt(toks,
+// r[0]) names the offending token.
+func splitTopLevel(toks []token) [][2]int {
+	var out [][2]int
+	depth, start := 0, 0
+	for i, t := range toks {
+		switch {
+		case t.isOp("("):
+			depth++
+		case t.isOp(")"):
+			depth--
+		case depth == 0 && t.isOp(","):
+			out = append(out, [2]int{start, i})
+			start = i + 1
+		}
+	}
+	if len(toks) > 0 {
+		out = append(out, [2]int{start, len(toks)})
+	}
+	return out
+}
+
 var (
-	reNoTable   = regexp.MustCompile(`no such table: (?:\w+\.)?(.+)$`)
-	reNoColumn  = regexp.MustCompile(`no such column: (.+)$`)
-	reNear      = regexp.MustCompile(`near "((?:[^"]|"")*)": syntax error`)
-	reUnique    = regexp.MustCompile(`UNIQUE constraint failed: ([^.,\s]+)\.([^,\s]+)`)
-	reNotNull   = regexp.MustCompile(`NOT NULL constraint failed: ([^.\s]+)\.(\S+)`)
-	reExists    = regexp.MustCompile(`(?:table|index|view|trigger) (\S+) already exists`)
-	reNoFunc    = regexp.MustCompile(`no such function: (\S+)`)
-	reWrongArgs = regexp.MustCompile(`wrong number of arguments to function (\S+)\(\)`)
+	reNoTable       = regexp.MustCompile(`no such table: (?:\w+\.)?(.+)$`)
+	reNoColumn      = regexp.MustCompile(`no such column: (.+)$`)
+	reNear          = regexp.MustCompile(`near "((?:[^"]|"")*)": syntax error`)
+	reUnique        = regexp.MustCompile(`UNIQUE constraint failed: ([^.,\s]+)\.([^,\s]+)`)
+	reNotNull       = regexp.MustCompile(`NOT NULL constraint failed: ([^.\s]+)\.(\S+)`)
+	reExists        = regexp.MustCompile(`(?:table|index|view|trigger) (\S+) already exists`)
+	reNoFunc        = regexp.MustCompile(`no such function: (\S+)`)
+	reWrongArgs     = regexp.MustCompile(`wrong number of arguments to function (\S+)\(\)`)
+	reNoColumnNamed = regexp.MustCompile(`table \S+ has no column named (.+)$`)
+	reValuesForCols = regexp.MustCompile(`^(\d+) values for (\d+) columns`)
+	reTableValues   = regexp.MustCompile(`table \S+ has \d+ columns but \d+ values were supplied`)
+	reDupColumn     = regexp.MustCompile(`duplicate column name: (.+)$`)
+	reNoIndex       = regexp.MustCompile(`no such index: (.+)$`)
 )
 
 func unquoteSQLite(s string) string {
@@ -156,6 +213,33 @@ func mapSQLiteError(err error, ctx *errContext) *SQLError {
 	}
 	if m := reWrongArgs.FindStringSubmatch(msg); m != nil {
 		return newErr(174, 15, "The %s function requires a different number of arguments.", unquoteSQLite(m[1]))
+	}
+	if m := reNoColumnNamed.FindStringSubmatch(msg); m != nil {
+		return newErr(ErrInvalidColumn, 16, "Invalid column name '%s'.", unquoteSQLite(m[1]))
+	}
+	if m := reValuesForCols.FindStringSubmatch(msg); m != nil {
+		if len(m[1]) < len(m[2]) || len(m[1]) == len(m[2]) && m[1] < m[2] {
+			return newErr(109, 15, "There are more columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.")
+		}
+		return newErr(110, 15, "There are fewer columns in the INSERT statement than values specified in the VALUES clause. The number of values in the VALUES clause must match the number of columns specified in the INSERT statement.")
+	}
+	if reTableValues.MatchString(msg) {
+		return newErr(213, 16, "Column name or number of supplied values does not match table definition.")
+	}
+	if strings.Contains(msg, "no tables specified") {
+		return newErr(263, 16, "Must specify table to select from.")
+	}
+	if strings.Contains(msg, "row value misused") {
+		return syntaxError(",") // (a, b) where one value belongs
+	}
+	if strings.Contains(msg, "do not have the same number of result columns") {
+		return newErr(205, 16, "All queries combined using a UNION, INTERSECT or EXCEPT operator must have an equal number of expressions in their target lists.")
+	}
+	if m := reDupColumn.FindStringSubmatch(msg); m != nil {
+		return newErr(2705, 16, "Column names in each table must be unique. Column name '%s' is specified more than once.", unquoteSQLite(m[1]))
+	}
+	if m := reNoIndex.FindStringSubmatch(msg); m != nil {
+		return newErr(3701, 11, "Cannot drop the index '%s', because it does not exist or you do not have permission.", unquoteSQLite(m[1]))
 	}
 	if strings.Contains(msg, "divide by zero") || strings.Contains(msg, "Divide by zero") {
 		return newErr(ErrDivideByZero, 16, "Divide by zero error encountered.")

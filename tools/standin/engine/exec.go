@@ -100,6 +100,7 @@ func (r *runner) list(stmts []*stmt) (flow, error) {
 					return flowStop, r.ctx.Err()
 				}
 				if se.Line == 0 {
+					placeSyntaxError(st, se)
 					se.Line = errorLine(st, se)
 				}
 				if r.tryDepth > 0 {
@@ -234,7 +235,7 @@ func (r *runner) simple(st *stmt) (flow, error) {
 		return flowNext, r.done(0, false)
 	case "SAVE":
 		if len(toks) < 3 || !isTranWord(toks[1]) || !toks[2].isIdent() {
-			return flowStop, syntaxError(toks[len(toks)-1].source())
+			return flowStop, syntaxAt(toks, len(toks))
 		}
 		if s.trancount == 0 {
 			return flowStop, newErr(628, 16, "Cannot issue SAVE TRANSACTION when there is no active transaction.")
@@ -266,6 +267,9 @@ func (r *runner) simple(st *stmt) (flow, error) {
 	case "DECLARE":
 		return flowNext, r.declare(toks)
 	case "PRINT":
+		if len(toks) < 2 {
+			return flowStop, syntaxAt(toks, 1)
+		}
 		v, err := r.eval(toks[1:])
 		if err != nil {
 			return flowStop, err
@@ -741,6 +745,9 @@ func (r *runner) eval(toks []token) (any, error) {
 	if len(toks) == 0 {
 		return nil, syntaxError("")
 	}
+	if c := firstTopLevelComma(toks); c >= 0 {
+		return nil, syntaxAt(toks, c) // one value, not a list
+	}
 	tr := newTranslator(r.s)
 	expr, serr := tr.translateExpr(toks)
 	if serr != nil {
@@ -797,7 +804,7 @@ func (r *runner) set(toks []token) error {
 	}
 	if toks[1].kind == tkVar {
 		if len(toks) < 4 {
-			return syntaxError(toks[len(toks)-1].source())
+			return syntaxAt(toks, len(toks))
 		}
 		name := toks[1].up
 		vr := s.vars[name]
@@ -826,6 +833,9 @@ func (r *runner) set(toks []token) error {
 		s.rowcount = 1
 		return r.done(0, false)
 	}
+	if toks[1].kind != tkWord {
+		return syntaxAt(toks, 1)
+	}
 	opt := toks[1].up
 	val := ""
 	if len(toks) > 2 {
@@ -838,14 +848,19 @@ func (r *runner) set(toks []token) error {
 	}
 	upVal := strings.ToUpper(val)
 	switch opt {
-	case "NOCOUNT":
-		s.nocount = upVal == "ON"
-	case "XACT_ABORT":
-		s.xactAbort = upVal == "ON"
+	case "NOCOUNT", "XACT_ABORT":
+		if len(toks) != 3 || upVal != "ON" && upVal != "OFF" {
+			return syntaxAt(toks, 2)
+		}
+		if opt == "NOCOUNT" {
+			s.nocount = upVal == "ON"
+		} else {
+			s.xactAbort = upVal == "ON"
+		}
 	case "IMPLICIT_TRANSACTIONS":
 		// OFF only changes the mode: an open transaction stays open.
 		if len(toks) != 3 || upVal != "ON" && upVal != "OFF" {
-			return syntaxError(toks[len(toks)-1].source())
+			return syntaxAt(toks, len(toks))
 		}
 		s.implicitTx = upVal == "ON"
 	case "LANGUAGE":
@@ -883,7 +898,7 @@ func (r *runner) set(toks []token) error {
 func (r *runner) use(toks []token) error {
 	s := r.s
 	if len(toks) != 2 || !(toks[1].isIdent() || toks[1].kind == tkString) {
-		return syntaxError(toks[len(toks)-1].source())
+		return syntaxAt(toks, len(toks))
 	}
 	name := toks[1].text
 	d := s.e.lookup(name)
@@ -908,7 +923,7 @@ func (r *runner) use(toks []token) error {
 // waitfor implements WAITFOR DELAY 'hh:mm:ss[.mmm]' and WAITFOR TIME.
 func (r *runner) waitfor(toks []token) error {
 	if len(toks) < 3 || !(toks[1].is("DELAY") || toks[1].is("TIME")) {
-		return syntaxError(toks[len(toks)-1].source())
+		return syntaxAt(toks, len(toks))
 	}
 	v, err := r.eval(toks[2:])
 	if err != nil {
@@ -945,6 +960,14 @@ func parseClock(s string) (time.Duration, bool) {
 	if len(parts) < 2 || len(parts) > 3 {
 		return 0, false
 	}
+	for k, p := range parts {
+		// Digits only ("NaN", "+1", "1e1" are not clock fields); a
+		// fraction only on the last field.
+		whole, frac, dot := strings.Cut(p, ".")
+		if !allDigits(whole) || dot && (k != len(parts)-1 || !allDigits(frac)) {
+			return 0, false
+		}
+	}
 	h, err1 := strconv.Atoi(parts[0])
 	m, err2 := strconv.Atoi(parts[1])
 	if err1 != nil || err2 != nil || h < 0 || h > 23 || m < 0 || m > 59 {
@@ -961,44 +984,61 @@ func parseClock(s string) (time.Duration, bool) {
 	return d, true
 }
 
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 // declare implements DECLARE @a type [= expr], ...
 func (r *runner) declare(toks []token) error {
-	body := toks[1:]
-	for len(body) > 0 {
-		end := firstTopLevelComma(body)
-		item := body
-		if end >= 0 {
-			item, body = body[:end], body[end+1:]
-		} else {
-			body = nil
+	if len(toks) < 2 {
+		return syntaxAt(toks, 1)
+	}
+	for _, rg := range splitTopLevel(toks[1:]) {
+		lo, hi := rg[0]+1, rg[1]+1 // the item is toks[lo:hi]
+		if lo >= hi || toks[lo].kind != tkVar {
+			return syntaxAt(toks, lo)
 		}
-		if len(item) < 2 || item[0].kind != tkVar {
-			return syntaxError(item[0].source())
-		}
-		name := item[0].up
-		i := 1
-		if item[i].is("AS") {
+		name := toks[lo].up
+		i := lo + 1
+		if i < hi && toks[i].is("AS") {
 			i++
 		}
-		if i < len(item) && (item[i].is("TABLE") || item[i].is("CURSOR")) {
-			return newErr(ErrFeatureNotPresent, 16, "DECLARE %s is not supported by the stand-in.", item[i].up)
+		if i >= hi || !toks[i].isIdent() {
+			return syntaxAt(toks, i)
+		}
+		if toks[i].is("TABLE") || toks[i].is("CURSOR") {
+			return newErr(ErrFeatureNotPresent, 16, "DECLARE %s is not supported by the stand-in.", toks[i].up)
 		}
 		j := i
-		for j < len(item) && !item[j].isOp("=") {
+		for j < hi && !toks[j].isOp("=") {
 			j++
 		}
-		col, ok := parseTypeName(typeText(item[i:j]), 1)
+		if serr := checkTypeSyntax(toks, i, j); serr != nil {
+			return serr
+		}
+		col, ok := parseTypeName(typeText(toks[i:j]), 1)
 		if !ok {
-			return newErr(2715, 16, "Column, parameter, or variable #1: Cannot find data type %s.", typeText(item[i:j]))
+			return newErr(2715, 16, "Column, parameter, or variable #1: Cannot find data type %s.", typeText(toks[i:j]))
 		}
 		col.Nullable = true
 		if _, dup := r.s.vars[name]; dup {
-			return newErr(134, 15, "The variable name '%s' has already been declared. Variable names must be unique within a query batch or stored procedure.", item[0].text)
+			return newErr(134, 15, "The variable name '%s' has already been declared. Variable names must be unique within a query batch or stored procedure.", toks[lo].text)
 		}
 		var v any
-		if j < len(item) {
+		if j < hi {
+			if j+1 >= hi {
+				return syntaxAt(toks, j+1)
+			}
 			var err error
-			if v, err = r.eval(item[j+1:]); err != nil {
+			if v, err = r.eval(toks[j+1 : hi]); err != nil {
 				return err
 			}
 		}
@@ -1013,12 +1053,15 @@ func (r *runner) declare(toks []token) error {
 // create handles CREATE TABLE / INDEX / VIEW / DATABASE.
 func (r *runner) create(toks []token) error {
 	s := r.s
-	if len(toks) < 3 {
-		return syntaxError(toks[len(toks)-1].source())
+	if len(toks) < 3 || toks[1].kind != tkWord {
+		return syntaxAt(toks, 1)
 	}
 	kind := toks[1].up
 	if kind == "UNIQUE" || kind == "CLUSTERED" || kind == "NONCLUSTERED" {
 		kind = "INDEX"
+	}
+	if !sqlObjectKinds[kind] {
+		return unknownObjectKind(toks[1])
 	}
 	tr := newTranslator(s)
 	c, err := s.getConn(r.ctx)
@@ -1084,15 +1127,21 @@ func (r *runner) execAll(c *sql.Conn, stmts []string) error {
 	if _, err := c.ExecContext(r.ctx, "SAVEPOINT standin_ddl"); err != nil {
 		return r.s.mapErr(err, "")
 	}
+	// The savepoint must not outlive this call: outside a transaction it
+	// is one, and a canceled ctx must not leave it open on the connection.
+	bg := context.WithoutCancel(r.ctx)
+	undo := func(err error) error {
+		_, _ = c.ExecContext(bg, "ROLLBACK TO standin_ddl")
+		_, _ = c.ExecContext(bg, "RELEASE standin_ddl")
+		return r.s.mapErr(err, "")
+	}
 	for _, q := range stmts {
 		if _, err := c.ExecContext(r.ctx, q); err != nil {
-			_, _ = c.ExecContext(context.WithoutCancel(r.ctx), "ROLLBACK TO standin_ddl")
-			_, _ = c.ExecContext(context.WithoutCancel(r.ctx), "RELEASE standin_ddl")
-			return r.s.mapErr(err, "")
+			return undo(err)
 		}
 	}
-	if _, err := c.ExecContext(r.ctx, "RELEASE standin_ddl"); err != nil {
-		return r.s.mapErr(err, "")
+	if _, err := c.ExecContext(bg, "RELEASE standin_ddl"); err != nil {
+		return undo(err)
 	}
 	return nil
 }
@@ -1101,10 +1150,13 @@ func (r *runner) execAll(c *sql.Conn, stmts []string) error {
 func (r *runner) drop(toks []token) error {
 	s := r.s
 	toks = stripNames(toks)
-	if len(toks) < 3 {
-		return syntaxError(toks[len(toks)-1].source())
+	if len(toks) < 3 || toks[1].kind != tkWord {
+		return syntaxAt(toks, 1)
 	}
 	kind := toks[1].up
+	if !sqlObjectKinds[kind] {
+		return unknownObjectKind(toks[1])
+	}
 	i := 2
 	ifExists := false
 	if i+1 < len(toks) && toks[i].is("IF") && toks[i+1].is("EXISTS") {
@@ -1161,12 +1213,53 @@ func (r *runner) drop(toks []token) error {
 	return r.done(0, false)
 }
 
+// sqlObjectKinds are the words SQL Server accepts after CREATE, DROP or
+// ALTER; the stand-in supports a few (others fail with 40517), anything
+// else is error 343.
+var sqlObjectKinds = map[string]bool{
+	"TABLE": true, "INDEX": true, "VIEW": true, "DATABASE": true, "PROCEDURE": true, "PROC": true,
+	"FUNCTION": true, "TRIGGER": true, "SCHEMA": true, "SEQUENCE": true, "TYPE": true, "LOGIN": true,
+	"USER": true, "ROLE": true, "SYNONYM": true, "STATISTICS": true, "ASSEMBLY": true, "QUEUE": true,
+	"SERVICE": true, "ENDPOINT": true, "CERTIFICATE": true, "DEFAULT": true, "RULE": true,
+	"PARTITION": true, "FULLTEXT": true, "XML": true, "SPATIAL": true, "COLUMNSTORE": true,
+	"AGGREGATE": true, "EVENT": true, "MESSAGE": true, "CONTRACT": true, "CREDENTIAL": true,
+	"MASTER": true, "SYMMETRIC": true, "ASYMMETRIC": true, "APPLICATION": true, "SERVER": true,
+	"EXTERNAL": true, "OR": true, "UNIQUE": true, "CLUSTERED": true, "NONCLUSTERED": true,
+}
+
+func unknownObjectKind(t token) *SQLError {
+	e := newErr(343, 15, "Unknown object type '%s' used in a CREATE, DROP, or ALTER statement.", t.source())
+	e.Line = int32(t.line)
+	return e
+}
+
+// alterTableActions are the words that may follow ALTER TABLE name.
+var alterTableActions = map[string]bool{
+	"ADD": true, "DROP": true, "ALTER": true, "WITH": true, "CHECK": true, "NOCHECK": true,
+	"SET": true, "SWITCH": true, "REBUILD": true, "ENABLE": true, "DISABLE": true,
+}
+
 // alter handles ALTER TABLE t ADD col type / DROP COLUMN c.
 func (r *runner) alter(toks []token) error {
 	s := r.s
 	toks = stripNames(toks)
-	if len(toks) < 4 || !toks[1].is("TABLE") {
+	if len(toks) < 2 || toks[1].kind != tkWord {
+		return syntaxAt(toks, 1)
+	}
+	if !sqlObjectKinds[toks[1].up] {
+		return unknownObjectKind(toks[1])
+	}
+	if !toks[1].is("TABLE") {
 		return newErr(ErrFeatureNotPresent, 16, "Only ALTER TABLE is supported by the stand-in.")
+	}
+	if len(toks) < 4 {
+		return syntaxAt(toks, len(toks))
+	}
+	if !alterTableActions[toks[3].up] || toks[3].kind != tkWord {
+		return syntaxAt(toks, 3)
+	}
+	if len(toks) < 5 || len(toks) == 5 && toks[4].is("COLUMN") {
+		return syntaxAt(toks, len(toks)) // ADD / DROP [COLUMN] what?
 	}
 	c, err := s.getConn(r.ctx)
 	if err != nil {
@@ -1174,21 +1267,24 @@ func (r *runner) alter(toks []token) error {
 	}
 	tr := newTranslator(s)
 	table := toks[2]
+	if !table.isIdent() {
+		return syntaxAt(toks, 2)
+	}
 	switch {
 	case toks[3].is("ADD") && len(toks) > 4 && !toks[4].is("CONSTRAINT") && !toks[4].is("PRIMARY") && !toks[4].is("UNIQUE") && !toks[4].is("FOREIGN") && !toks[4].is("CHECK"):
-		defs := toks[4:]
-		if defs[0].is("COLUMN") {
-			defs = defs[1:]
+		from := 4
+		if toks[from].is("COLUMN") {
+			from++
 		}
-		for len(defs) > 0 {
-			end := firstTopLevelComma(defs)
-			d := defs
-			if end >= 0 {
-				d, defs = defs[:end], defs[end+1:]
-			} else {
-				defs = nil
+		if from >= len(toks) {
+			return syntaxAt(toks, from)
+		}
+		for _, rg := range splitTopLevel(toks[from:]) {
+			lo, hi := from+rg[0], from+rg[1]
+			if lo >= hi {
+				return syntaxAt(toks, lo)
 			}
-			q, _, serr := translateColumnDef(d, tr)
+			q, _, serr := translateColumnDef(toks[lo:hi], tr)
 			if serr != nil {
 				return serr
 			}
@@ -1216,7 +1312,7 @@ func (r *runner) truncate(toks []token) error {
 	s := r.s
 	toks = stripNames(toks)
 	if len(toks) != 3 || !toks[1].is("TABLE") || !toks[2].isIdent() {
-		return syntaxError(toks[len(toks)-1].source())
+		return syntaxAt(toks, len(toks))
 	}
 	c, err := s.getConn(r.ctx)
 	if err != nil {
@@ -1262,10 +1358,9 @@ func (r *runner) exec(toks []token) (flow, error) {
 		return r.nested(text)
 	}
 	proc := strings.ToLower(objectBaseName(typeText(stripNames(toks[1:2]))))
-	args := toks[2:]
 	switch proc {
 	case "sp_executesql":
-		return r.spExecuteSQL(args)
+		return r.spExecuteSQL(toks, 2)
 	case "sp_reset_connection":
 		return flowNext, r.done(0, false)
 	}
@@ -1288,17 +1383,20 @@ func (r *runner) nested(text string) (flow, error) {
 }
 
 // spExecuteSQL runs EXEC sp_executesql N'stmt', N'@a int, ...', @a = 1, ...
-func (r *runner) spExecuteSQL(args []token) (flow, error) {
+// The arguments are toks[from:].
+func (r *runner) spExecuteSQL(toks []token, from int) (flow, error) {
 	s := r.s
 	var parts [][]token
-	for len(args) > 0 {
-		end := firstTopLevelComma(args)
-		if end < 0 {
-			parts = append(parts, args)
-			break
+	for _, rg := range splitTopLevel(toks[from:]) {
+		lo, hi := rg[0]+from, rg[1]+from
+		if lo >= hi {
+			return flowStop, syntaxAt(toks, lo)
 		}
-		parts = append(parts, args[:end])
-		args = args[end+1:]
+		p := toks[lo:hi]
+		if p[0].kind == tkVar && len(p) >= 2 && p[1].isOp("=") && len(p) < 3 {
+			return flowStop, syntaxAt(toks, hi) // "@a =" without a value
+		}
+		parts = append(parts, p)
 	}
 	if len(parts) == 0 {
 		return flowStop, newErr(201, 16, "Procedure or function 'sp_executesql' expects parameter '@statement', which was not supplied.")
@@ -1320,28 +1418,33 @@ func (r *runner) spExecuteSQL(args []token) (flow, error) {
 		if lerr != nil {
 			return flowStop, syntaxError(lerr.near)
 		}
-		for len(dtoks) > 0 {
-			end := firstTopLevelComma(dtoks)
-			d := dtoks
-			if end >= 0 {
-				d, dtoks = dtoks[:end], dtoks[end+1:]
-			} else {
-				dtoks = nil
+		// Errors in the definition string name its tokens; their lines
+		// are the string's own, so the statement's line is reported.
+		defErr := func(i int) error {
+			e := syntaxAt(dtoks, i)
+			e.Line = 0
+			return e
+		}
+		for _, rg := range splitTopLevel(dtoks) {
+			lo, hi := rg[0], rg[1]
+			if lo >= hi || dtoks[lo].kind != tkVar {
+				return flowStop, defErr(lo)
 			}
-			if len(d) < 2 || d[0].kind != tkVar {
-				return flowStop, syntaxError(d[0].source())
-			}
-			j := 1
-			for j < len(d) && !d[j].isOp("=") && !d[j].is("OUTPUT") && !d[j].is("OUT") {
+			j := lo + 1
+			for j < hi && !dtoks[j].isOp("=") && !dtoks[j].is("OUTPUT") && !dtoks[j].is("OUT") {
 				j++
 			}
-			col, ok := parseTypeName(typeText(d[1:j]), 1)
+			if serr := checkTypeSyntax(dtoks, lo+1, j); serr != nil {
+				serr.Line = 0
+				return flowStop, serr
+			}
+			col, ok := parseTypeName(typeText(dtoks[lo+1:j]), 1)
 			if !ok {
-				return flowStop, newErr(2715, 16, "Column, parameter, or variable #1: Cannot find data type %s.", typeText(d[1:j]))
+				return flowStop, newErr(2715, 16, "Column, parameter, or variable #1: Cannot find data type %s.", typeText(dtoks[lo+1:j]))
 			}
 			col.Nullable = true
-			scope[d[0].up] = &variable{col: col}
-			order = append(order, d[0].up)
+			scope[dtoks[lo].up] = &variable{col: col}
+			order = append(order, dtoks[lo].up)
 		}
 	}
 	for k, p := range parts[min(2, len(parts)):] {
@@ -1352,7 +1455,7 @@ func (r *runner) spExecuteSQL(args []token) (flow, error) {
 		} else if k < len(order) {
 			name = order[k]
 		}
-		if len(expr) > 0 && expr[len(expr)-1].is("OUTPUT") || len(expr) > 0 && expr[len(expr)-1].is("OUT") {
+		if len(expr) > 1 && (expr[len(expr)-1].is("OUTPUT") || expr[len(expr)-1].is("OUT")) {
 			expr = expr[:len(expr)-1]
 		}
 		vr := scope[name]
@@ -1385,30 +1488,18 @@ func stripNamedArg(p []token) []token {
 // raiserror implements RAISERROR (msg, severity, state [, args]).
 func (r *runner) raiserror(toks []token, line int) error {
 	if len(toks) < 2 || !toks[1].isOp("(") {
-		return syntaxError(toks[len(toks)-1].source())
+		return syntaxAt(toks, len(toks))
 	}
 	k := matchParen(toks, 1)
 	if k < 0 {
 		return syntaxError("(")
 	}
-	inner := toks[2:k]
-	var vals []any
-	for len(inner) > 0 {
-		end := firstTopLevelComma(inner)
-		p := inner
-		if end >= 0 {
-			p, inner = inner[:end], inner[end+1:]
-		} else {
-			inner = nil
-		}
-		v, err := r.eval(p)
-		if err != nil {
-			return err
-		}
-		vals = append(vals, v)
+	vals, err := r.evalArgs(toks[:k], 2)
+	if err != nil {
+		return err
 	}
 	if len(vals) < 3 {
-		return syntaxError(")")
+		return syntaxAt(toks, k)
 	}
 	number := int32(ErrUserDefined)
 	var msg string
@@ -1457,30 +1548,39 @@ func (r *runner) throw(toks []token) error {
 		}
 		return newErr(10704, 16, "To rethrow an error, a THROW statement must be used inside a CATCH block.")
 	}
-	var vals []any
-	args := toks[1:]
-	for len(args) > 0 {
-		end := firstTopLevelComma(args)
-		p := args
-		if end >= 0 {
-			p, args = args[:end], args[end+1:]
-		} else {
-			args = nil
-		}
-		v, err := r.eval(p)
-		if err != nil {
-			return err
-		}
-		vals = append(vals, v)
+	vals, err := r.evalArgs(toks, 1)
+	if err != nil {
+		return err
 	}
 	if len(vals) != 3 {
-		return syntaxError("THROW")
+		return syntaxAt(toks, len(toks))
 	}
 	num, _ := vals[0].(int64)
 	msgV, _ := coerce(vals[1], &Column{Kind: KindNVarChar})
 	msg, _ := msgV.(string)
 	state, _ := vals[2].(int64)
 	return &SQLError{Number: int32(num), Class: 16, State: uint8(state), Message: msg}
+}
+
+// evalArgs evaluates the comma-separated expressions toks[from:]; a missing
+// one (",,", a leading or trailing ',') is a syntax error at that comma.
+func (r *runner) evalArgs(toks []token, from int) ([]any, error) {
+	if from > len(toks) {
+		from = len(toks)
+	}
+	var vals []any
+	for _, rg := range splitTopLevel(toks[from:]) {
+		lo, hi := rg[0]+from, rg[1]+from
+		if lo >= hi {
+			return nil, syntaxAt(toks, lo)
+		}
+		v, err := r.eval(toks[lo:hi])
+		if err != nil {
+			return nil, err
+		}
+		vals = append(vals, v)
+	}
+	return vals, nil
 }
 
 // sqlSprintf substitutes %s, %d, %i, %u in a RAISERROR message.
@@ -1539,4 +1639,31 @@ func errorLine(st *stmt, se *SQLError) int32 {
 		}
 	}
 	return int32(st.line)
+}
+
+// placeSyntaxError words a syntax error SQLite found in a statement the way
+// SQL Server would: SQLite names a token of the translated SQL ("LIMIT" for
+// TOP, "@sv1" for a variable, "||" for '+'), or none for incomplete input.
+// When that token is not one the client wrote, the error is placed at the
+// statement's last token, which is where a truncated statement (the usual
+// case) went wrong.
+func placeSyntaxError(st *stmt, se *SQLError) {
+	if se.Number != ErrSyntax || len(st.toks) == 0 {
+		return
+	}
+	near, ok := strings.CutPrefix(se.Message, "Incorrect syntax near '")
+	if ok {
+		near = strings.TrimSuffix(near, "'.")
+		if len(near) >= 2 && (near[0] == '\'' || near[0] == '"') && near[len(near)-1] == near[0] {
+			near = near[1 : len(near)-1]
+		}
+		for _, t := range st.toks {
+			if strings.EqualFold(t.source(), near) {
+				return
+			}
+		}
+	}
+	last := st.toks[len(st.toks)-1]
+	*se = *syntaxError(last.source())
+	se.Line = int32(last.line)
 }

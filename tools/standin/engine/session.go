@@ -228,7 +228,15 @@ func (s *Session) ExecBatch(ctx context.Context, sqlText string, params []Param,
 		s.vars[name] = &variable{col: inferColumn(p.Value, false), value: p.Value}
 	}
 	r := &runner{s: s, ctx: ctx, sink: sink}
-	return r.batch(sqlText)
+	err := r.batch(sqlText)
+	if ctx.Err() != nil && s.trancount == 0 && s.conn != nil {
+		// A statement that ran while ctx ended reports ctx.Err() even if
+		// SQLite completed it: a BEGIN (or DDL savepoint) may then be open
+		// on the connection with @@TRANCOUNT 0. It must not stay open there
+		// or go back to the pool (another session would wait on its locks).
+		_, _ = s.conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	}
+	return err
 }
 
 // afterBatch lets go of the connection when nothing on it must survive.

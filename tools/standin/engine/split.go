@@ -69,6 +69,17 @@ func (p *parser) peek(off int) token {
 	return token{kind: tkOp, text: ""}
 }
 
+// errAt is a syntax error at the token off ahead, or at the last token
+// when the batch ends before it.
+func (p *parser) errAt(off int) *syntaxErr {
+	i := min(p.pos+off, len(p.toks)-1)
+	if i < 0 {
+		return &syntaxErr{line: 1}
+	}
+	t := p.toks[i]
+	return &syntaxErr{line: t.line, near: t.source()}
+}
+
 func (p *parser) eof() bool { return p.pos >= len(p.toks) }
 
 // parseBatch splits the whole batch.
@@ -112,13 +123,13 @@ func (p *parser) parseStmt() (*stmt, *syntaxErr) {
 		p.pos++
 		cond := p.collect(true)
 		if len(cond) == 0 {
-			return nil, &syntaxErr{line: t.line, near: p.peek(0).source()}
+			return nil, p.errAt(0)
 		}
 		s := &stmt{kind: skIf, line: t.line, toks: cond}
 		if t.is("WHILE") {
 			s.kind = skWhile
 		}
-		body, err := p.parseBody(t)
+		body, err := p.parseBody()
 		if err != nil {
 			return nil, err
 		}
@@ -131,7 +142,7 @@ func (p *parser) parseStmt() (*stmt, *syntaxErr) {
 			}
 			if p.peek(0).is("ELSE") {
 				p.pos++
-				els, err := p.parseBody(p.toks[p.pos-1])
+				els, err := p.parseBody()
 				if err != nil {
 					return nil, err
 				}
@@ -148,14 +159,14 @@ func (p *parser) parseStmt() (*stmt, *syntaxErr) {
 			return nil, err
 		}
 		if !p.peek(0).is("END") || !p.peek(1).is("TRY") {
-			return nil, &syntaxErr{line: t.line, near: p.peek(0).source()}
+			return nil, p.errAt(0)
 		}
 		p.pos += 2
 		for p.peek(0).isOp(";") {
 			p.pos++
 		}
 		if !p.peek(0).is("BEGIN") || !p.peek(1).is("CATCH") {
-			return nil, &syntaxErr{line: t.line, near: p.peek(0).source()}
+			return nil, p.errAt(0)
 		}
 		p.pos += 2
 		els, err := p.parseList(func(x token) bool { return x.is("END") })
@@ -163,7 +174,7 @@ func (p *parser) parseStmt() (*stmt, *syntaxErr) {
 			return nil, err
 		}
 		if !p.peek(0).is("END") || !p.peek(1).is("CATCH") {
-			return nil, &syntaxErr{line: t.line, near: p.peek(0).source()}
+			return nil, p.errAt(0)
 		}
 		p.pos += 2
 		return &stmt{kind: skTry, line: t.line, body: body, els: els}, nil
@@ -174,7 +185,7 @@ func (p *parser) parseStmt() (*stmt, *syntaxErr) {
 			return nil, err
 		}
 		if !p.peek(0).is("END") {
-			return nil, &syntaxErr{line: t.line, near: p.peek(0).source()}
+			return nil, p.errAt(0)
 		}
 		p.pos++
 		return &stmt{kind: skBlock, line: t.line, body: body}, nil
@@ -195,12 +206,12 @@ func isTranWord(t token) bool {
 
 // parseBody parses the single statement (or BEGIN...END block) after IF,
 // ELSE or WHILE.
-func (p *parser) parseBody(kw token) ([]*stmt, *syntaxErr) {
+func (p *parser) parseBody() ([]*stmt, *syntaxErr) {
 	for p.peek(0).isOp(";") {
 		p.pos++
 	}
 	if p.eof() || p.peek(0).is("END") || p.peek(0).is("ELSE") {
-		return nil, &syntaxErr{line: kw.line, near: kw.source()}
+		return nil, p.errAt(0)
 	}
 	s, err := p.parseStmt()
 	if err != nil {

@@ -263,6 +263,7 @@ func selectItems(toks []token, sel int) (first int, items [][2]int, end int) {
 			i += 2
 		}
 	}
+	i = min(i, len(toks)) // "SELECT TOP" at the end: no items
 	first = i
 	depth, caseDepth := 0, 0
 	start := i
@@ -581,6 +582,9 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 				if next.kind == tkNumber && isZeroNumber(next.text) {
 					return nil, newErr(ErrDivideByZero, 16, "Divide by zero error encountered.")
 				}
+			case "?":
+				// Not T-SQL, and SQLite would take it for a parameter.
+				return nil, syntaxAt(toks, i)
 			case "!<":
 				t.text = ">="
 			case "!>":
@@ -609,7 +613,7 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 				if j < len(toks) && toks[j].isOp("(") {
 					k := matchParen(toks, j)
 					if k < 0 {
-						return nil, syntaxError("(")
+						return nil, syntaxAt(toks, len(toks))
 					}
 					inner, err := tr.sub(toks[j+1 : k])
 					if err != nil {
@@ -617,13 +621,15 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 					}
 					limit = append([]token{{kind: tkOp, text: "("}}, append(inner, token{kind: tkOp, text: ")"})...)
 					j = k + 1
-				} else if j < len(toks) {
+				} else if j < len(toks) && !toks[j].isOp(")") && !toks[j].isOp(",") {
 					inner, err := tr.sub(toks[j : j+1])
 					if err != nil {
 						return nil, err
 					}
 					limit = inner
 					j++
+				} else {
+					return nil, syntaxAt(toks, j) // TOP without a count
 				}
 				if j < len(toks) && toks[j].is("PERCENT") {
 					j++ // approximated as a row count
@@ -705,28 +711,38 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 		case call && (t.up == "CAST" || t.up == "TRY_CAST" || t.up == "CONVERT" || t.up == "TRY_CONVERT"):
 			k := matchParen(toks, i+1)
 			if k < 0 {
-				return nil, syntaxError(t.text)
+				return nil, syntaxAt(toks, len(toks))
 			}
-			inner := toks[i+2 : k]
-			var exprToks, typeToks []token
+			// CAST(expr AS type) / CONVERT(type, expr[, style]) as index
+			// ranges of toks, so syntax errors name the right token.
+			lo := i + 2
+			var exprLo, exprHi, typeLo, typeHi int
 			if t.up == "CAST" || t.up == "TRY_CAST" {
-				as := lastTopLevel(inner, "AS")
+				as := lastTopLevel(toks[lo:k], "AS")
 				if as < 0 {
-					return nil, syntaxError(")")
+					return nil, syntaxAt(toks, k)
 				}
-				exprToks, typeToks = inner[:as], inner[as+1:]
+				exprLo, exprHi, typeLo, typeHi = lo, lo+as, lo+as+1, k
 			} else {
-				comma := firstTopLevelComma(inner)
+				comma := firstTopLevelComma(toks[lo:k])
 				if comma < 0 {
-					return nil, syntaxError(")")
+					return nil, syntaxAt(toks, k)
 				}
-				typeToks = inner[:comma]
-				rest := inner[comma+1:]
-				if c2 := firstTopLevelComma(rest); c2 >= 0 {
-					rest = rest[:c2] // style is ignored
+				typeLo, typeHi, exprLo, exprHi = lo, lo+comma, lo+comma+1, k
+				if c2 := firstTopLevelComma(toks[exprLo:k]); c2 >= 0 {
+					exprHi = exprLo + c2 // style is ignored
+					if exprHi+1 >= k {
+						return nil, syntaxAt(toks, k)
+					}
 				}
-				exprToks = rest
 			}
+			if exprLo >= exprHi {
+				return nil, syntaxAt(toks, exprHi)
+			}
+			if serr := checkTypeSyntax(toks, typeLo, typeHi); serr != nil {
+				return nil, serr
+			}
+			exprToks, typeToks := toks[exprLo:exprHi], toks[typeLo:typeHi]
 			c, ok := parseTypeName(typeText(typeToks), 30)
 			if !ok {
 				return nil, newErr(243, 16, "Type %s is not a defined system type.", typeText(typeToks))
@@ -743,12 +759,16 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 		case call && t.up == "OBJECT_ID":
 			k := matchParen(toks, i+1)
 			if k < 0 {
-				return nil, syntaxError(t.text)
+				return nil, syntaxAt(toks, len(toks))
 			}
-			inner := toks[i+2 : k]
-			if c := firstTopLevelComma(inner); c >= 0 {
-				inner = inner[:c]
+			args, serr := callArgs(toks, i+2, k)
+			if serr != nil {
+				return nil, serr
 			}
+			if len(args) < 1 || len(args) > 2 {
+				return nil, argCountErr(t, "1 to 2 arguments")
+			}
+			inner := toks[args[0][0]:args[0][1]]
 			var nameExpr string
 			temp := false
 			if len(inner) == 1 && inner[0].kind == tkString {
@@ -777,6 +797,15 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 				i = k
 				continue
 			}
+			if k < 0 {
+				return nil, syntaxAt(toks, len(toks))
+			}
+			if args, serr := callArgs(toks, i+2, k); serr != nil {
+				return nil, serr
+			} else if len(args) != 1 {
+				return nil, argCountErr(t, "1 argument(s)")
+			}
+			return nil, newErr(ErrFeatureNotPresent, 16, "The stand-in supports SERVERPROPERTY only with a literal property name.")
 		case call && sessionFuncs[t.up] != "" && i+2 < len(toks) && toks[i+2].isOp(")"):
 			out = append(out, tr.param(sessionFuncs[t.up], t.line))
 			i += 2
@@ -789,6 +818,15 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 				i = k
 				continue
 			}
+			if k < 0 {
+				return nil, syntaxAt(toks, len(toks))
+			}
+			if args, serr := callArgs(toks, i+2, k); serr != nil {
+				return nil, serr
+			} else if len(args) != 1 {
+				return nil, argCountErr(t, "1 argument(s)")
+			}
+			return nil, newErr(ErrFeatureNotPresent, 16, "The stand-in supports IDENT_CURRENT only with a literal table name.")
 		case t.up == "WITH" && next.is("TIES"):
 			i++
 			continue
@@ -797,6 +835,69 @@ func (tr *translator) rewrite(toks []token) ([]token, *SQLError) {
 	}
 	flushTops(0)
 	return out, nil
+}
+
+// checkTypeSyntax checks that toks[lo:hi] is shaped like a type name:
+// words (DOUBLE PRECISION), then optionally (n), (n, m) or (MAX). An
+// unknown name is the caller's error 243 / 2715; a malformed one is 102 at
+// the offending token.
+func checkTypeSyntax(toks []token, lo, hi int) *SQLError {
+	i := lo
+	for i < hi && toks[i].isIdent() {
+		i++
+	}
+	if i == lo {
+		return syntaxAt(toks, lo)
+	}
+	if i > lo+1 {
+		if _, ok := parseTypeName(typeText(toks[lo:i]), 1); !ok {
+			return syntaxAt(toks, lo+1) // "INT x", not DOUBLE PRECISION
+		}
+	}
+	if i < hi && toks[i].isOp("(") {
+		i++
+		for n := 0; ; n++ {
+			if i >= hi || n == 2 || !(toks[i].kind == tkNumber || toks[i].is("MAX")) {
+				return syntaxAt(toks, i)
+			}
+			i++
+			if i < hi && toks[i].isOp(",") {
+				i++
+				continue
+			}
+			if i < hi && toks[i].isOp(")") {
+				i++
+				break
+			}
+			return syntaxAt(toks, i)
+		}
+	}
+	if i < hi {
+		return syntaxAt(toks, i)
+	}
+	return nil
+}
+
+// callArgs splits the arguments toks[lo:hi] of a call at top-level commas
+// into index ranges of toks; a missing argument is a syntax error.
+func callArgs(toks []token, lo, hi int) ([][2]int, *SQLError) {
+	args := splitTopLevel(toks[lo:hi])
+	for k := range args {
+		args[k][0] += lo
+		args[k][1] += lo
+		if args[k][0] >= args[k][1] {
+			return nil, syntaxAt(toks, args[k][0])
+		}
+	}
+	return args, nil
+}
+
+// argCountErr is error 174 for a built-in called with the wrong number of
+// arguments.
+func argCountErr(fn token, want string) *SQLError {
+	e := newErr(174, 15, "The %s function requires %s.", strings.ToLower(fn.text), want)
+	e.Line = int32(fn.line)
+	return e
 }
 
 // sub rewrites a nested token range with the same translator.
