@@ -110,13 +110,21 @@ func outcome(err error) string {
 	return err.Error()
 }
 
-// holders logs n sessions in to addr (in parallel) and keeps them open.
+// holderStagger spaces the holders' logins (see holdN).
+const holderStagger = 20 * time.Millisecond
+
+// holdN logs n sessions in to addr (in parallel) and keeps them open.
 // It fails if any login fails.
 type holderSet struct {
 	mu       sync.Mutex
 	sessions []*session
 }
 
+// The logins start 20 ms apart. All at once, a burst of n logins against a
+// cap of n spread over three proxies can be refused with 50005 although
+// slots are free: the Redis limiter's cross-instance fairness defers a
+// queued login to another instance's waiters even when several slots are
+// free, and max_queue_size 2 then overflows (see the deployments report).
 func holdN(ctx context.Context, addr, password string, n int) (*holderSet, error) {
 	h := &holderSet{}
 	var wg sync.WaitGroup
@@ -125,6 +133,7 @@ func holdN(ctx context.Context, addr, password string, n int) (*holderSet, error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			time.Sleep(time.Duration(i) * holderStagger)
 			lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			defer cancel()
 			s, err := login(lctx, addr, password)
@@ -168,9 +177,13 @@ func (h *holderSet) Close() {
 	ss := h.sessions
 	h.sessions = nil
 	h.mu.Unlock()
+	// In parallel: the slots free together, as when the holders end.
+	var wg sync.WaitGroup
 	for _, s := range ss {
-		s.Close()
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Close() }()
 	}
+	wg.Wait()
 }
 
 // attempt is one timed login.

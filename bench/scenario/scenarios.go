@@ -51,6 +51,9 @@ func saturate(ctx context.Context, r *runner, n int) (cleanup func(), ok bool) {
 		return func() {}, false
 	}
 	r.info("SET proxy:bucket:bucket-001:max %d (was %d)", n, prev)
+	if c, ok := st.waitIdle(10 * time.Second); !ok {
+		r.fail("counts in Redis are %v before the holders, not 0", c)
+	}
 	cleanup = func() {
 		if err := restore(); err != nil {
 			r.fail("restoring max %d: %v", prev, err)
@@ -125,6 +128,11 @@ func phase4(ctx context.Context, r *runner) {
 
 	// Test 2: 20 holders for 10 s; 5 extras that go through the queue.
 	const holders, extras, hold = 20, 5, 10 * time.Second
+	// The proxies release test 1's slots as its sessions end: wait for it.
+	if c, ok := st.waitIdle(10 * time.Second); !ok {
+		r.fail("counts in Redis are %v after test 1, not 0", c)
+		return
+	}
 	maxv, _ := st.redisInt("proxy:bucket:bucket-001:max")
 	tl := time.Now()
 	h, err := holdN(ctx, st.tds, Passwords[0], holders)
@@ -136,9 +144,11 @@ func phase4(ctx context.Context, r *runner) {
 	t0 := time.Now() // the holders hold from here
 	c, _ := st.counts()
 	r.info("%d holders logged in in %s; proxy:bucket:bucket-001:count = %d, max = %d", h.Len(), secs(t0.Sub(tl)), c[0], maxv)
-	// The extras arrive half a queue_timeout before the holders let go, so
-	// they wait in the queue and are admitted as slots free.
-	time.Sleep(time.Until(t0.Add(hold - r.queueTimeout/2)))
+	// The extras arrive shortly before the holders let go (a third of
+	// queue_timeout, at most 1 s), so they wait in the queue and are
+	// admitted as slots free, with time to spare on a loaded machine.
+	lead := min(r.queueTimeout/3, time.Second)
+	time.Sleep(time.Until(t0.Add(hold - lead)))
 	res := make([]attempt, extras)
 	var ewg sync.WaitGroup
 	for i := 0; i < extras; i++ {
@@ -152,7 +162,7 @@ func phase4(ctx context.Context, r *runner) {
 		time.Sleep(100 * time.Millisecond) // one at a time through HAProxy's round robin
 	}
 	queued := 0
-	waitFor(r.queueTimeout, func() bool {
+	waitFor(lead, func() bool {
 		queued = 0
 		for _, m := range st.metrics {
 			v, _ := metric(m, queueLen1)

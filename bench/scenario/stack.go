@@ -406,13 +406,25 @@ func (s *stack) setMax(ctx context.Context, n int) (restore func() error, prev i
 	}, prev, nil
 }
 
-// waitIdle waits until every bucket's count in Redis is 0.
+// waitIdle waits until every bucket's count in Redis is 0 and no instance
+// has a waiting entry left (proxy:bucket:<id>:waiting: the limiter's
+// fairness defers a free slot to an instance with an entry, so a stale one
+// would queue the next scenario's first logins).
 func (s *stack) waitIdle(timeout time.Duration) ([3]int, bool) {
 	var c [3]int
 	ok := waitFor(timeout, func() bool {
 		var err error
 		c, err = s.counts()
-		return err == nil && c == [3]int{}
+		if err != nil || c != [3]int{} {
+			return false
+		}
+		for i := 1; i <= 3; i++ {
+			n, err := redisDo(s.redis, "HLEN", fmt.Sprintf("proxy:bucket:bucket-%03d:waiting", i))
+			if err != nil || n != int64(0) {
+				return false
+			}
+		}
+		return true
 	})
 	return c, ok
 }
