@@ -113,18 +113,20 @@ func outcome(err error) string {
 // holderStagger spaces the holders' logins (see holdN).
 const holderStagger = 20 * time.Millisecond
 
-// holdN logs n sessions in to addr (in parallel) and keeps them open.
-// It fails if any login fails.
+// holderSet is sessions held open to keep their slots.
 type holderSet struct {
 	mu       sync.Mutex
 	sessions []*session
 }
 
+// holdN logs n sessions in to addr (in parallel) and keeps them open.
+// It fails if any login fails.
+//
 // The logins start 20 ms apart. All at once, a burst of n logins against a
 // cap of n spread over three proxies can be refused with 50005 although
 // slots are free: the Redis limiter's cross-instance fairness defers a
 // queued login to another instance's waiters even when several slots are
-// free, and max_queue_size 2 then overflows (see the deployments report).
+// free, and max_queue_size 2 then overflows.
 func holdN(ctx context.Context, addr, password string, n int) (*holderSet, error) {
 	h := &holderSet{}
 	var wg sync.WaitGroup
