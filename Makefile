@@ -69,8 +69,10 @@ generate: ## Regenerate generated code: the eBPF tracker (bpf2go; needs clang, l
 	$(GO) generate ./pkg/ebpf
 
 .PHONY: bench
-bench: ## Run the benchmark harness and write bench/results/<date>-<sha>.md
-	$(call not_yet,the benchmark harness arrives with the benchmark issue)
+bench: ## Run the benchmark harness and write bench/results/<date>-<sha>.md (BENCH_QUICK=1: the 1-minute CI mode)
+	$(GO) build -o $(BIN)/proxy ./cmd/proxy/
+	$(GO) build -o $(BIN)/standin ./tools/standin/
+	$(GO) run ./bench/cmd/benchrun -proxy $(BIN)/proxy -standin $(BIN)/standin -out bench/results
 
 .PHONY: clean
 clean: ## Remove build and coverage artefacts
