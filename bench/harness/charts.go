@@ -144,6 +144,9 @@ func (r *Report) charts(dir string) ([]string, error) {
 	// Round-trip latency percentiles, raw client, one chart per level.
 	for _, c := range r.Options.Concurrency {
 		rows := filterRT(res.RoundTrips, ClientRaw, c)
+		if len(rows) == 0 {
+			continue
+		}
 		var labels []string
 		p50, p99, p999 := series{name: "p50"}, series{name: "p99"}, series{name: "p99.9"}
 		for _, x := range rows {
@@ -160,7 +163,7 @@ func (r *Report) charts(dir string) ([]string, error) {
 		}
 	}
 	// Round trips per second against concurrency.
-	{
+	if len(r.Options.Concurrency) > 0 && len(filterRT(res.RoundTrips, ClientRaw, r.Options.Concurrency[0])) > 0 {
 		var xs []float64
 		for _, c := range r.Options.Concurrency {
 			xs = append(xs, float64(c))
@@ -186,7 +189,7 @@ func (r *Report) charts(dir string) ([]string, error) {
 		}
 	}
 	// Bulk MB/s and CPU per GB.
-	{
+	if len(res.Bulks) > 0 {
 		var labels []string
 		var mbRaw, mbGo, cpu series
 		mbRaw.name, mbGo.name, cpu.name = "raw TDS client", "go-mssqldb", "proxy CPU s/GB (raw)"
@@ -206,7 +209,7 @@ func (r *Report) charts(dir string) ([]string, error) {
 		}
 	}
 	// Churn.
-	{
+	if len(res.Churns) > 0 {
 		var labels []string
 		cRaw, cGo := series{name: "raw TDS client"}, series{name: "go-mssqldb"}
 		for _, t := range r.Targets {

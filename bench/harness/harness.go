@@ -38,7 +38,7 @@ type Options struct {
 	// Command is the command line that reproduces the run, for the report.
 	Command string
 	// Log receives progress lines (nil: discarded).
-	Log io.Writer
+	Log io.Writer `json:"-"`
 	// Now stamps the report (zero: time.Now()).
 	Now time.Time
 	// Paths and Sections, if set, restrict the run (for working on the

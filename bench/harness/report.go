@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,22 @@ import (
 	"strings"
 	"time"
 )
+
+// Render reads the results.json of a finished run and writes its report
+// and charts again into outDir (the report's text may have changed since;
+// the figures have not).
+func Render(resultsJSON, outDir string) (*Report, error) {
+	b, err := os.ReadFile(resultsJSON)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	r.Options.OutDir = outDir
+	return &r, r.write()
+}
 
 // write renders the report and its charts into Options.OutDir, and copies
 // it to latest.md (the image links are relative to OutDir, so the copy
@@ -30,6 +47,15 @@ func (r *Report) write() error {
 	chartErr := err
 	md := r.markdown(base, chartErr)
 	r.Path = filepath.Join(o.OutDir, base+".md")
+	// The figures themselves, so that the report can be rendered again
+	// (Render) without running the benchmark again.
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(chartDir, "results.json"), js, 0o644); err != nil {
+		return err
+	}
 	if err := os.WriteFile(r.Path, []byte(md), 0o644); err != nil {
 		return err
 	}

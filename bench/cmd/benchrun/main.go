@@ -33,7 +33,17 @@ func main() {
 	idle := flag.Int("idle", 0, "idle sessions (default 10000; quick 300)")
 	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct and haproxy are kept as references")
 	sections := flag.String("sections", "", "comma-separated sections to run: roundtrip,bulk,churn,idle,admission (default: all)")
+	render := flag.String("render", "", "render the report of a finished run again from its results.json (no benchmark), into -out")
 	flag.Parse()
+	if *render != "" {
+		rep, err := harness.Render(*render, o.OutDir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchrun:", err)
+			os.Exit(1)
+		}
+		fmt.Println(rep.Path)
+		return
+	}
 	o.IdleSessions = *idle
 	if *paths != "" {
 		o.Paths = append(strings.Split(*paths, ","), harness.PathDirect, harness.PathHAProxy)
