@@ -290,6 +290,12 @@ func buildBinaries(ctx context.Context, o *Options, work string) error {
 		pkg string
 	}{{&o.ProxyBin, "./cmd/proxy"}, {&o.StandinBin, "./tools/standin"}} {
 		if *b.bin != "" {
+			// The processes start in the work dir: the path must not be relative.
+			abs, err := filepath.Abs(*b.bin)
+			if err != nil {
+				return err
+			}
+			*b.bin = abs
 			continue
 		}
 		out := filepath.Join(work, filepath.Base(b.pkg))
