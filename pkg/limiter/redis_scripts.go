@@ -43,7 +43,9 @@ import (
 // since which it has waited without a grant, and when it last said so.
 // A free slot goes to the instance with the highest queued × (now -
 // since): the one whose clients have waited longest, weighted by how many
-// wait, so grants follow demand and no queue starves. Entries not
+// wait, so grants follow demand and no queue starves. An instance defers
+// only when the free slots do not cover the clients of the instances
+// ahead of it, so free slots are never refused. Entries not
 // refreshed for ARGV[5] ms (an instance that died or stopped waiting) are
 // dropped.
 var acquireScript = rueidis.NewLuaScript(`
@@ -79,7 +81,10 @@ if c >= m then
   return {0, c, m}
 end
 if q > 0 then
+  -- Defer only when the free slots would not cover the clients of the
+  -- instances ahead of this one: with slots to spare, everyone is served.
   local mine = q * (now - since + 1)
+  local ahead = 0
   local all = redis.call('HGETALL', KEYS[5])
   for i = 1, #all, 2 do
     if all[i] ~= me then
@@ -87,10 +92,13 @@ if q > 0 then
       if not oq or oseen < now - tonumber(ARGV[5]) then
         redis.call('HDEL', KEYS[5], all[i])
       elseif oq * (now - os + 1) > mine then
-        redis.call('HSET', KEYS[5], me, q .. ' ' .. since .. ' ' .. now)
-        return {2, c, m}
+        ahead = ahead + oq
       end
     end
+  end
+  if ahead >= m - c then
+    redis.call('HSET', KEYS[5], me, q .. ' ' .. since .. ' ' .. now)
+    return {2, c, m}
   end
 end
 c = c + 1

@@ -407,3 +407,32 @@ func TestScriptAcquireFairTurns(t *testing.T) {
 		t.Fatal("SetWaiting 0 left the entry")
 	}
 }
+
+// Fairness never refuses a free slot: an instance defers only when the
+// free slots would not cover the clients of the instances ahead of it
+// (regression: 20 simultaneous logins on max 20 got 50005).
+func TestScriptFairNeverRefusesSpareSlots(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	register(t, c, "a")
+	register(t, c, "b")
+	redistest.Do(t, c, "SET", KeyMax("bkt"), "20")
+	// "b" has 2 clients that have waited a while.
+	if err := SetWaiting(ctx, c, "b", "bkt", 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	// "a" just queued 1 client; 20 slots are free: granted, not deferred.
+	if r, err := AcquireSlotFair(ctx, c, "a", "bkt", 20, 1, time.Second); err != nil || r.Status != AcquireGranted {
+		t.Fatalf("with 20 free slots: %+v %v, want granted", r, err)
+	}
+	// Fill the bucket to 18 (2 free): b's 2 waiters are ahead and the 2
+	// free slots only cover them, so "a" defers.
+	for i := 0; i < 17; i++ {
+		AcquireSlot(ctx, c, "a", "bkt", 20)
+	}
+	if r, _ := AcquireSlotFair(ctx, c, "a", "bkt", 20, 1, time.Second); r.Status != AcquireDeferred {
+		t.Fatalf("2 free slots, 2 clients ahead: %+v, want deferred", r)
+	}
+}
