@@ -10,8 +10,8 @@ import (
 // and whether this run met it. Goals are compared here, never asserted.
 type goal struct {
 	name, measured string
-	met            bool
-	known          bool // false: not enough numbers to tell
+	verdict        string // verdictMet, verdictNoise or verdictShort
+	known          bool   // false: not enough numbers to tell
 	why            string
 }
 
@@ -57,6 +57,14 @@ func (r *Report) idle(path string) *Idle {
 
 var tdsgatePaths = []string{PathTdsgate, PathTdsgateRedis, PathTdsgatePool}
 
+// Verdicts. A difference smaller than the noise band of one run on a
+// shared 2-core machine is "within noise", neither met nor short.
+const (
+	verdictMet   = "met"
+	verdictNoise = "within noise"
+	verdictShort = "**short**"
+)
+
 func (r *Report) goals() []goal {
 	var gs []goal
 	modes := []string{ModePlain, ModeLoginTLS}
@@ -71,11 +79,19 @@ func (r *Report) goals() []goal {
 				x := goal{name: fmt.Sprintf("round-trip overhead ≤ HAProxy's — %s %s, %d session%s", p, m, c, plural(c))}
 				if d != nil && h != nil {
 					og, oh := g.Lat.P50-d.Lat.P50, h.Lat.P50-d.Lat.P50
+					// Noise band: 5 µs, or 10 % of direct's p50 (queueing
+					// dominates at 16 and 128 sessions).
+					band := max(5*time.Microsecond, d.Lat.P50/10)
 					x.known = true
-					x.met = og <= oh
-					x.measured = fmt.Sprintf("+%s µs vs HAProxy +%s µs at p50 (p99 %s vs %s µs)", usf(max(og, 1)), usf(max(oh, 1)), usf(g.Lat.P99), usf(h.Lat.P99))
-					if !x.met {
-						x.why = whyRoundTrip(og, oh, c)
+					x.measured = fmt.Sprintf("+%s µs vs HAProxy +%s µs at p50; %.0f vs %.0f round trips/s", usf(max(og, 1)), usf(max(oh, 1)), g.PerSecond, h.PerSecond)
+					switch {
+					case og <= oh:
+						x.verdict = verdictMet
+					case og-oh <= band:
+						x.verdict = verdictNoise
+					default:
+						x.verdict = verdictShort
+						x.why = whyRoundTrip(p, c)
 					}
 				}
 				gs = append(gs, x)
@@ -92,29 +108,46 @@ func (r *Report) goals() []goal {
 			x := goal{name: fmt.Sprintf("bulk MB/s ≥ HAProxy, CPU/GB ≤ HAProxy — %s %s", p, m)}
 			if h != nil {
 				x.known = true
-				x.met = g.MBps >= 0.95*h.MBps && g.CPUPerGB <= h.CPUPerGB*1.05+0.05
 				x.measured = fmt.Sprintf("%.0f vs %.0f MB/s; %.2f vs %.2f CPU s/GB", g.MBps, h.MBps, g.CPUPerGB, h.CPUPerGB)
-				if !x.met {
-					x.why = "Both relay with splice(2) after the login, so the data path costs the same per byte; the difference is within the run-to-run noise of a 2-core machine where the stand-in producing the rows is the bottleneck and 10 ms CPU ticks limit the resolution (see the stand-in CPU/GB column)."
+				fast, lean := g.MBps >= h.MBps, g.CPUPerGB <= h.CPUPerGB
+				// Noise band: 5 % of MB/s; CPU/GB within 15 % or 0.1 s/GB
+				// (10 ms ticks over a second or two of transfer).
+				fastN, leanN := g.MBps >= 0.95*h.MBps, g.CPUPerGB <= max(1.15*h.CPUPerGB, h.CPUPerGB+0.1)
+				switch {
+				case fast && lean:
+					x.verdict = verdictMet
+				case fastN && leanN:
+					x.verdict = verdictNoise
+				default:
+					x.verdict = verdictShort
+					x.why = whyBulk(p, g, h)
 				}
 			}
 			gs = append(gs, x)
 		}
 	}
-	// 3. Churn without pooling ≥ 80% of HAProxy's conn/s.
-	for _, p := range []string{PathTdsgate, PathTdsgateRedis} {
+	// 3. Churn without pooling ≥ 80% of HAProxy's conn/s (pooling shown too).
+	for _, p := range tdsgatePaths {
 		for _, m := range modes {
 			h, g := r.churn(PathHAProxy, m, ClientRaw), r.churn(p, m, ClientRaw)
 			if g == nil {
 				continue
 			}
 			x := goal{name: fmt.Sprintf("churn ≥ 80%% of HAProxy's conn/s — %s %s", p, m)}
+			if p == PathTdsgatePool {
+				x.name += " (pooled: for comparison)"
+			}
 			if h != nil {
 				x.known = true
-				x.met = g.PerSecond >= 0.8*h.PerSecond
-				x.measured = fmt.Sprintf("%.0f vs %.0f conn/s (%.0f%%)", g.PerSecond, h.PerSecond, 100*g.PerSecond/h.PerSecond)
-				if !x.met {
-					x.why = whyChurn(p, m)
+				x.measured = fmt.Sprintf("%.0f vs %.0f conn/s (%.0f%%); p99 connect %s vs %s ms", g.PerSecond, h.PerSecond, 100*g.PerSecond/h.PerSecond, msf(g.Connect.P99), msf(h.Connect.P99))
+				switch {
+				case g.PerSecond >= 0.8*h.PerSecond:
+					x.verdict = verdictMet
+				case g.PerSecond >= 0.75*h.PerSecond:
+					x.verdict = verdictNoise
+				default:
+					x.verdict = verdictShort
+					x.why = whyChurn(p, m, r)
 				}
 			}
 			gs = append(gs, x)
@@ -127,99 +160,148 @@ func (r *Report) goals() []goal {
 			continue
 		}
 		x := goal{name: fmt.Sprintf("idle ≤ 16 KiB RSS per session — %s", p), known: true}
-		x.met = g.RSSPerSession <= 16*1024 && g.Held == g.Wanted
 		x.measured = fmt.Sprintf("%.1f KiB, %.2f fds per session (%d sessions)", g.RSSPerSession/1024, g.FDsPerSession, g.Held)
-		if !x.met {
-			x.why = "Each proxied session costs two sockets (client and backend) with their kernel buffers outside RSS, plus in the process a goroutine per relay direction (8 KiB stacks each once grown) and the session's bookkeeping; Go's heap also holds garbage from the logins until the next GC."
+		switch {
+		case g.RSSPerSession <= 16*1024:
+			x.verdict = verdictMet
+		case g.RSSPerSession <= 17*1024:
+			x.verdict = verdictNoise
+		default:
+			x.verdict = verdictShort
+			x.why = whyIdle(p, g)
 		}
 		gs = append(gs, x)
 	}
 	// 5. Faster than tdspool on every row it can run (plain mode).
-	if r.idle(PathTdspool) != nil || r.rt(PathTdspool, ModePlain, ClientRaw, 1) != nil {
-		var rows []string
-		allMet, any := true, false
+	for _, p := range tdsgatePaths {
+		if r.rt(p, ModePlain, ClientRaw, 1) == nil || (r.idle(PathTdspool) == nil && r.rt(PathTdspool, ModePlain, ClientRaw, 1) == nil) {
+			continue
+		}
+		var rows, shortRows []string
+		verdict := verdictMet
 		cmp := func(label string, gv, tv float64, higherBetter bool) {
 			if gv == 0 || tv == 0 {
 				return
 			}
-			any = true
-			ok := gv >= tv
+			ok, near := gv >= tv, gv >= 0.95*tv
 			if !higherBetter {
-				ok = gv <= tv
+				ok, near = gv <= tv, gv <= 1.05*tv
 			}
-			if !ok {
-				allMet = false
-				rows = append(rows, fmt.Sprintf("**%s: %s vs %s**", label, num(gv), num(tv)))
-			} else {
-				rows = append(rows, fmt.Sprintf("%s: %s vs %s", label, num(gv), num(tv)))
+			cell := fmt.Sprintf("%s: %s vs %s", label, num(gv), num(tv))
+			switch {
+			case ok:
+			case near:
+				cell += " (within noise)"
+				if verdict == verdictMet {
+					verdict = verdictNoise
+				}
+			default:
+				cell = "**" + cell + "**"
+				verdict = verdictShort
+				shortRows = append(shortRows, label)
 			}
+			rows = append(rows, cell)
 		}
 		for _, c := range r.Options.Concurrency {
-			g, t := r.rt(PathTdsgate, ModePlain, ClientRaw, c), r.rt(PathTdspool, ModePlain, ClientRaw, c)
+			g, t := r.rt(p, ModePlain, ClientRaw, c), r.rt(PathTdspool, ModePlain, ClientRaw, c)
 			if g != nil && t != nil {
-				cmp(fmt.Sprintf("round trips/s c=%d", c), g.PerSecond, t.PerSecond, true)
+				cmp(fmt.Sprintf("round trips/s at %d", c), g.PerSecond, t.PerSecond, true)
 			}
 		}
 		for _, cl := range []string{ClientRaw, ClientGoMSSQL} {
-			if g, t := r.bulk(PathTdsgate, ModePlain, cl), r.bulk(PathTdspool, ModePlain, cl); g != nil && t != nil {
-				cmp("bulk MB/s "+cl, g.MBps, t.MBps, true)
+			if g, t := r.bulk(p, ModePlain, cl), r.bulk(PathTdspool, ModePlain, cl); g != nil && t != nil {
+				cmp("bulk MB/s ("+cl+")", g.MBps, t.MBps, true)
 			}
-			if g, t := r.churn(PathTdsgate, ModePlain, cl), r.churn(PathTdspool, ModePlain, cl); g != nil && t != nil {
-				cmp("churn conn/s "+cl, g.PerSecond, t.PerSecond, true)
-			}
-		}
-		if g, t := r.idle(PathTdsgate), r.idle(PathTdspool); g != nil && t != nil {
-			if t.Held < t.Wanted && g.Held == g.Wanted {
-				any = true
-				rows = append(rows, fmt.Sprintf("idle: %d sessions vs tdspool's %d", g.Held, t.Held))
-			} else {
-				cmp("idle KiB/session (lower is better)", g.RSSPerSession/1024, t.RSSPerSession/1024, false)
+			if g, t := r.churn(p, ModePlain, cl), r.churn(PathTdspool, ModePlain, cl); g != nil && t != nil {
+				cmp("churn conn/s ("+cl+")", g.PerSecond, t.PerSecond, true)
 			}
 		}
-		x := goal{name: "faster than tdspool on every row it can run — tdsgate plain", known: any, met: allMet,
-			measured: "tdsgate vs tdspool: " + strings.Join(rows, "; ")}
-		if !allMet {
-			x.why = "tdspool keeps its members logged in to the server, so its churn skips the backend login that tdsgate without pooling pays on every connection; tdsgate+pool is the path meant to beat it there."
+		if g, t := r.idle(p), r.idle(PathTdspool); g != nil && t != nil {
+			if t.Held < t.Wanted && g.Held > t.Held {
+				rows = append(rows, fmt.Sprintf("idle sessions held: %d vs %d (tdspool aborted)", g.Held, t.Held))
+			}
+			cmp("idle KiB/session (lower is better)", g.RSSPerSession/1024, t.RSSPerSession/1024, false)
+		}
+		x := goal{name: "faster than tdspool on every row it can run — " + p + " plain", known: len(rows) > 0, verdict: verdict,
+			measured: strings.Join(rows, "; ")}
+		if verdict == verdictShort {
+			x.why = whyTdspool(p, shortRows)
 		}
 		gs = append(gs, x)
 	}
 	return gs
 }
 
-func whyRoundTrip(og, oh time.Duration, conc int) string {
-	diff := og - oh
-	if diff < 5*time.Microsecond {
-		return fmt.Sprintf("%s µs more than HAProxy: within the noise of one run on a shared 2-core machine.", usf(max(diff, 1)))
+func whyRoundTrip(path string, conc int) string {
+	s := "After the login every tdsgate path but the pooled one relays with splice(2), as HAProxy does, yet each direction is a goroutine parked in the Go netpoller: a small packet costs an epoll wake-up and a goroutine switch per direction on top of the splice calls, where HAProxy's event loop handles both directions of many connections per wake-up."
+	if path == PathTdsgatePool {
+		s = "With pooling tdsgate relays through relay.Framed, which reads each packet's 8-byte header (to know where a request and its answer end, so that the connection can go back to the pool) before splicing the body: more syscalls per small packet than HAProxy's plain splice."
 	}
 	if conc >= 16 {
-		return "At this concurrency the two cores are saturated by the load generator, the stand-in and the proxy together; a Go proxy's scheduler wake-ups (netpoller → goroutine → splice) cost more CPU per small packet than HAProxy's event loop, and every microsecond of proxy CPU is taken from the stand-in and the client."
+		s += " At this concurrency the two cores are saturated by the load generator, the stand-in and the proxy together, so every microsecond of proxy CPU is also taken from the stand-in and the client."
 	}
-	return "After the login tdsgate relays with splice(2) like HAProxy, but each direction is a goroutine parked in the Go netpoller: a small packet costs an epoll wake-up and a goroutine switch in the proxy on top of HAProxy's event loop work."
+	return s
 }
 
-func whyChurn(path, mode string) string {
+func whyBulk(path string, g, h *Bulk) string {
+	if path == PathTdsgatePool {
+		return fmt.Sprintf("relay.Framed reads every 4 KiB packet's header with its own read(2) and splices the body through a pipe (two more splice(2) calls per packet), where HAProxy splices 64 KiB at a time: %.1f× HAProxy's CPU per GB. Reading headers only at message boundaries (skipping whole packets by their length) or splicing several packets per call would bring it down.", g.CPUPerGB/h.CPUPerGB)
+	}
+	return fmt.Sprintf("Both splice after the login (Go's net.TCPConn.ReadFrom: a 1 MiB pipe, one splice(2) in and one out per wake-up). The stand-in writes 4 KiB packets, so the relay often finds the socket drained and parks; each wake-up then goes through the Go netpoller and scheduler, which is where the extra CPU per GB most likely goes (%.2f vs %.2f CPU s/GB; not broken down per syscall here — `strace -c` or `perf` on both during this section would).", g.CPUPerGB, h.CPUPerGB)
+}
+
+func whyChurn(path, mode string, r *Report) string {
 	var b strings.Builder
-	b.WriteString("HAProxy only forwards bytes: one accept and one connect per session. tdsgate terminates the login: it parses PRELOGIN and LOGIN7, routes, admits, dials the backend and logs in to it itself (its own PRELOGIN and LOGIN7), relays the login answer, then switches to splice — several more syscalls and goroutines per connection.")
+	b.WriteString("HAProxy only forwards bytes: one accept and one connect per connection. tdsgate without pooling terminates the login: it parses PRELOGIN and LOGIN7, routes, admits, dials the stand-in and logs in to it itself (its own PRELOGIN and LOGIN7), relays the answer, then starts the relay — more syscalls, allocations and goroutines per connection, on cores the stand-in and the clients need too.")
 	if mode == ModeLoginTLS {
-		b.WriteString(" With login TLS it runs two TLS handshakes per connection (client leg and backend leg) where HAProxy runs none.")
+		b.WriteString(" With login TLS it runs two TLS handshakes per connection (client leg and backend leg) where HAProxy's path runs one end to end.")
 	}
 	if path == PathTdsgateRedis {
-		b.WriteString(" With Redis each login adds an acquire and a release script (two Redis round trips; see Admission).")
+		if g, t := r.churn(PathTdsgateRedis, mode, ClientRaw), r.churn(PathTdsgate, mode, ClientRaw); g != nil && t != nil && g.CPUPerK > 0 && t.CPUPerK > 0 {
+			fmt.Fprintf(&b, " With Redis each login also runs the acquire script and each close the release script (with a PUBLISH every instance receives): %.2f ms of CPU per connection across the three instances and redis-server, against %.2f ms for one standalone instance.", g.CPUPerK, t.CPUPerK)
+		} else {
+			b.WriteString(" With Redis each login also runs the acquire script and each close the release script (with a PUBLISH every instance receives).")
+		}
+		b.WriteString(" Session pooling (tdsgate+pool) takes the backend login off this path.")
 	}
 	return b.String()
+}
+
+func whyIdle(path string, g *Idle) string {
+	var b strings.Builder
+	if g.GoroutinesPer > 0 {
+		fmt.Fprintf(&b, "Per idle session tdsgate holds %.1f goroutines whose stacks take %.1f KiB (they grew during the login and stay grown), and %.1f KiB of Go heap in use", g.GoroutinesPer, g.StackPer/1024, g.HeapInusePer/1024)
+		if g.HeapInusePer > 1.5*g.RSSPerSession {
+			b.WriteString(" — more than the RSS, because buffers allocated per session are mostly untouched pages: a session that once moves a large result keeps them resident")
+		}
+		b.WriteString(". ")
+	} else {
+		b.WriteString("Most of it is goroutine stacks (a session goroutine and the relay's) and per-session buffers. ")
+	}
+	if path != PathTdsgatePool {
+		b.WriteString("The splice relay runs one goroutine per direction beside the session's; running one direction on the session goroutine would save a stack. ")
+	}
+	if g.FDsPerSession > 2.5 {
+		fmt.Fprintf(&b, "It also holds %.0f fds per session instead of 2: Go's splice takes a pipe pair from its pool before it waits for data, so each idle direction keeps a pipe (2 fds, sized to 1 MiB with F_SETPIPE_SZ, kernel memory outside RSS). Waiting for readability before splicing (or a 1-byte peek) would return them; under RLIMIT_NOFILE 20000 this is what caps one instance at about 3,300 sessions.", g.FDsPerSession)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func whyTdspool(path string, rows []string) string {
+	return "tdspool is single-threaded C: one read(2) and one write(2) per packet in a select(2) loop, with no goroutine wake-ups, which is hard to beat with one session and no contention (" + strings.Join(rows, " ") + "); it falls behind as soon as sessions are many or connections churn."
 }
 
 func (r *Report) writeGoals(b *strings.Builder) {
 	gs := r.goals()
 	fmt.Fprintf(b, "## Goals (compared, not asserted)\n\n")
+	fmt.Fprintf(b, "\"within noise\": the difference is inside the noise band of one run on this shared machine (round trip: 5 µs or 10 %% of direct's p50; bulk: 5 %% of MB/s, 15 %% or 0.1 s/GB of CPU; churn: 75–80 %%; tdspool rows: 5 %%).\n\n")
 	t := &mdTable{head: []string{"goal", "measured (tdsgate vs reference)", "this run"}}
 	var short []goal
 	for _, g := range gs {
 		v := "n/a"
 		if g.known {
-			v = "met"
-			if !g.met {
-				v = "**short**"
+			v = g.verdict
+			if g.verdict == verdictShort {
 				short = append(short, g)
 			}
 		}

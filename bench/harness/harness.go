@@ -46,7 +46,12 @@ type Options struct {
 	// roundtrip, bulk, churn, idle, admission.
 	Paths, Sections []string
 
-	RoundTripTime  time.Duration // per concurrency level and path
+	RoundTripTime time.Duration // per concurrency level and path, all passes together
+	// Passes: round trip, bulk and churn run every path this many times,
+	// interleaved (all paths, then all paths again), and keep the best
+	// pass (round trip, churn) or the total (bulk): one noisy moment on a
+	// shared machine does not decide a comparison.
+	Passes         int
 	Concurrency    []int
 	GoConcurrency  []int // go-mssqldb round trip levels
 	BulkBytes      int64
@@ -71,6 +76,9 @@ func (o *Options) defaults() {
 	if o.RoundTripTime == 0 {
 		o.RoundTripTime = pick(3*time.Second, 300*time.Millisecond)
 	}
+	if o.Passes == 0 {
+		o.Passes = map[bool]int{true: 2, false: 1}[full]
+	}
 	if len(o.Concurrency) == 0 {
 		o.Concurrency = []int{1, 16, 128}
 	}
@@ -81,7 +89,7 @@ func (o *Options) defaults() {
 		o.BulkBytes = map[bool]int64{true: 256e6, false: 16e6}[full]
 	}
 	if o.GoBulkBytes == 0 {
-		o.GoBulkBytes = map[bool]int64{true: 256e6, false: 8e6}[full]
+		o.GoBulkBytes = map[bool]int64{true: 208e6, false: 8e6}[full]
 	}
 	if o.ChurnTime == 0 {
 		o.ChurnTime = pick(3*time.Second, 400*time.Millisecond)
@@ -198,21 +206,42 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if !o.wantSection("roundtrip") {
 		o.Concurrency, o.GoConcurrency = nil, nil
 	}
-	for _, c := range o.Concurrency {
-		for _, t := range e.targets {
-			r := e.measureRoundTrip(ctx, t, raw, c, o.RoundTripTime)
-			o.logf("roundtrip %-26s raw c=%-3d %8.0f/s p50 %v p99 %v %s", t.Name(), c, r.PerSecond, r.Lat.P50, r.Lat.P99, r.Err)
-			res.RoundTrips = append(res.RoundTrips, r)
+	pass := func(name string, f func()) {
+		for i := range o.Passes {
+			if o.Passes > 1 {
+				o.logf("%s: pass %d of %d", name, i+1, o.Passes)
+			}
+			f()
 		}
 	}
-	for _, c := range o.GoConcurrency {
-		for _, t := range e.targets {
-			r := e.measureRoundTrip(ctx, t, gc, c, o.RoundTripTime)
-			o.logf("roundtrip %-26s gomssql c=%-3d %8.0f/s p50 %v p99 %v %s", t.Name(), c, r.PerSecond, r.Lat.P50, r.Lat.P99, r.Err)
+	// Round trips: the best pass of each path and level.
+	rtBest := map[string]int{}
+	keepRT := func(r RoundTrip) {
+		k := fmt.Sprint(r.Path, r.Mode, r.Client, r.Conc)
+		if i, ok := rtBest[k]; !ok {
+			rtBest[k] = len(res.RoundTrips)
 			res.RoundTrips = append(res.RoundTrips, r)
+		} else if old := res.RoundTrips[i]; r.Err == "" && (old.Err != "" || r.PerSecond > old.PerSecond) {
+			res.RoundTrips[i] = r
 		}
 	}
-	gc.closeAll()
+	for _, lv := range []struct {
+		cl    client
+		concs []int
+	}{{raw, o.Concurrency}, {gc, o.GoConcurrency}} {
+		for _, c := range lv.concs {
+			pass(fmt.Sprintf("roundtrip %s c=%d", lv.cl.name(), c), func() {
+				for _, t := range e.targets {
+					r := e.measureRoundTrip(ctx, t, lv.cl, c, o.RoundTripTime/time.Duration(o.Passes))
+					o.logf("roundtrip %-26s %s c=%-3d %8.0f/s p50 %v p99 %v %s", t.Name(), lv.cl.name(), c, r.PerSecond, r.Lat.P50, r.Lat.P99, r.Err)
+					keepRT(r)
+				}
+			})
+		}
+		lv.cl.closeAll()
+	}
+	// Bulk: every pass's bytes, time and CPU added up.
+	bulkAt := map[string]int{}
 	for _, cl := range []client{raw, gc} {
 		if !o.wantSection("bulk") {
 			break
@@ -221,22 +250,42 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if cl == client(gc) {
 			n = o.GoBulkBytes
 		}
-		for _, t := range e.targets {
-			r := e.measureBulk(ctx, t, cl, n)
-			o.logf("bulk %-26s %s %6.0f MB/s proxy %.2f CPU-s/GB %s", t.Name(), cl.name(), r.MBps, r.CPUPerGB, r.Err)
-			res.Bulks = append(res.Bulks, r)
-		}
+		pass("bulk "+cl.name(), func() {
+			for _, t := range e.targets {
+				r := e.measureBulk(ctx, t, cl, n)
+				o.logf("bulk %-26s %s %6.0f MB/s proxy %.2f CPU-s/GB %s", t.Name(), cl.name(), r.MBps, r.CPUPerGB, r.Err)
+				k := t.Name() + cl.name()
+				i, ok := bulkAt[k]
+				if !ok {
+					bulkAt[k] = len(res.Bulks)
+					res.Bulks = append(res.Bulks, r)
+					continue
+				}
+				res.Bulks[i] = res.Bulks[i].add(r)
+			}
+		})
 		cl.closeAll()
 	}
+	// Churn: the best pass.
+	churnAt := map[string]int{}
 	for _, cl := range []client{raw, gc} {
 		if !o.wantSection("churn") {
 			break
 		}
-		for _, t := range e.targets {
-			r := e.measureChurn(ctx, t, cl, o.ChurnWorkers, o.ChurnTime)
-			o.logf("churn %-26s %s %6.0f conn/s p99 connect %v %s", t.Name(), cl.name(), r.PerSecond, r.Connect.P99, r.Err)
-			res.Churns = append(res.Churns, r)
-		}
+		pass("churn "+cl.name(), func() {
+			for _, t := range e.targets {
+				r := e.measureChurn(ctx, t, cl, o.ChurnWorkers, o.ChurnTime/time.Duration(o.Passes))
+				o.logf("churn %-26s %s %6.0f conn/s p99 connect %v %s", t.Name(), cl.name(), r.PerSecond, r.Connect.P99, r.Err)
+				k := t.Name() + cl.name()
+				i, ok := churnAt[k]
+				if !ok {
+					churnAt[k] = len(res.Churns)
+					res.Churns = append(res.Churns, r)
+				} else if r.PerSecond > res.Churns[i].PerSecond {
+					res.Churns[i] = r
+				}
+			}
+		})
 		cl.closeAll()
 	}
 	for _, t := range e.targets {

@@ -1,11 +1,15 @@
 package harness
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +66,29 @@ type Bulk struct {
 	BackendGB float64 // the stand-in's CPU seconds per GB, for scale
 }
 
+// add merges another pass of the same path: bytes, time and CPU add up.
+func (b Bulk) add(o Bulk) Bulk {
+	if o.Err != "" || o.Bytes == 0 {
+		if b.Err == "" {
+			b.Err = o.Err
+		}
+		return b
+	}
+	if b.Err != "" || b.Bytes == 0 {
+		return o
+	}
+	gb0, gb1 := float64(b.Bytes)/1e9, float64(o.Bytes)/1e9
+	backend := b.BackendGB*gb0 + o.BackendGB*gb1
+	b.Bytes += o.Bytes
+	b.Seconds += o.Seconds
+	b.ProxyCPU += o.ProxyCPU
+	gb := float64(b.Bytes) / 1e9
+	b.MBps = float64(b.Bytes) / 1e6 / b.Seconds
+	b.CPUPerGB = b.ProxyCPU / gb
+	b.BackendGB = backend / gb
+	return b
+}
+
 // Churn is connect + login + SELECT 1 + close in a loop.
 type Churn struct {
 	Row
@@ -93,6 +120,9 @@ type Idle struct {
 	NoFile    uint64
 	Failed    int // logins that failed on the way (and were retried)
 	CapReason string
+	// From tdsgate's /metrics (Go runtime), per session held: where the
+	// RSS goes. Zero for the other paths.
+	GoroutinesPer, StackPer, HeapInusePer float64
 }
 
 // LimiterCost is Acquire+Release measured on the limiter itself.
@@ -308,6 +338,7 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		r.Err = err.Error()
 		return r
 	}
+	goBefore := scrapeGo(t.metrics)
 	ictx, cancel := deadlineCtx(ctx, budget)
 	defer cancel()
 	var ss []session
@@ -395,6 +426,13 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 	if held == 0 {
 		return r
 	}
+	if goBefore != nil && held == len(ss) {
+		if goAfter := scrapeGo(t.metrics); goAfter != nil {
+			r.GoroutinesPer = (goAfter["go_goroutines"] - goBefore["go_goroutines"]) / float64(held)
+			r.StackPer = (goAfter["go_memstats_stack_inuse_bytes"] - goBefore["go_memstats_stack_inuse_bytes"]) / float64(held)
+			r.HeapInusePer = (goAfter["go_memstats_heap_inuse_bytes"] - goBefore["go_memstats_heap_inuse_bytes"]) / float64(held)
+		}
+	}
 	if len(t.PIDs) > 0 {
 		r.RSSPerSession = float64(after.RSS-before.RSS) / float64(held)
 		r.FDsPerSession = float64(after.FDs-before.FDs) / float64(held)
@@ -407,10 +445,10 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 // fdCap projects how many sessions t can hold before one of the
 // processes involved reaches RLIMIT_NOFILE: each proxy process (the fds it
 // gained per session so far, sessions spread evenly over them), the
-// stand-in and this process (one fd per session each). It keeps 64 fds of
-// headroom per process.
+// stand-in and this process (one fd per session each). It keeps 256 fds
+// of headroom per process (a login briefly holds more than an idle session).
 func (e *env) fdCap(t *Target, before, after procStat, held int) int {
-	limit := int(e.nofile) - 64
+	limit := int(e.nofile) - 256
 	best := 1 << 30
 	if len(t.PIDs) > 0 && after.FDs > before.FDs {
 		// Sessions are spread evenly, so each process gains perSession
@@ -600,7 +638,7 @@ func (e *env) startAdmissionProxies(ctx context.Context, path string, n int, red
 		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
 		b := e.tdsgateBucket(fmt.Sprintf("bench-admission-%d", n), ModePlain, 2, 0)
 		cfgPath := e.dir + "/" + id + ".yaml"
-		if err := writeYAML(cfgPath, tdsgateConfig(id, addr, redisAddr, b)); err != nil {
+		if err := writeYAML(cfgPath, tdsgateConfig(id, addr, "", redisAddr, b)); err != nil {
 			stop()
 			return nil, nil, err
 		}
@@ -617,5 +655,41 @@ func (e *env) startAdmissionProxies(ctx context.Context, path string, n int, red
 		t.Addrs = append(t.Addrs, addr)
 		t.PIDs = append(t.PIDs, p.pid())
 	}
+	if redisAddr != "" && e.redisProc != nil {
+		t.PIDs = append(t.PIDs, e.redisProc.pid())
+	}
 	return t, stop, nil
+}
+
+// scrapeGo reads the Go runtime gauges from tdsgate's /metrics endpoints
+// and adds them up over the instances; nil if there are none or one fails.
+func scrapeGo(addrs []string) map[string]float64 {
+	if len(addrs) == 0 {
+		return nil
+	}
+	out := map[string]float64{}
+	cl := http.Client{Timeout: 5 * time.Second}
+	for _, a := range addrs {
+		resp, err := cl.Get("http://" + a + "/metrics")
+		if err != nil {
+			return nil
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			name, val, ok := strings.Cut(sc.Text(), " ")
+			if !ok {
+				continue
+			}
+			switch name {
+			case "go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes":
+				v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+				if err == nil {
+					out[name] += v
+				}
+			}
+		}
+		resp.Body.Close()
+	}
+	return out
 }

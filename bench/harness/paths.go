@@ -54,9 +54,11 @@ type Target struct {
 	// maxSessions is a cap the path was configured with (HAProxy's
 	// maxconn), 0 if none.
 	maxSessions int
-	User        string
-	Password    string
-	Database    string
+	// metrics are tdsgate's /metrics addresses (Go runtime figures).
+	metrics  []string
+	User     string
+	Password string
+	Database string
 }
 
 // Name is "path (mode)".
@@ -93,16 +95,17 @@ type Skipped struct {
 // env is everything the harness started: the stand-in, Redis, the proxy
 // processes, and the targets in front of them.
 type env struct {
-	nofile   uint64 // RLIMIT_NOFILE in force for the children
-	dir      string
-	opts     *Options
-	procs    []*proc
-	standin  *proc
-	backend  string // stand-in address
-	redis    string // redis-server address, "" if none
-	targets  []*Target
-	skipped  []Skipped
-	versions map[string]string
+	nofile    uint64 // RLIMIT_NOFILE in force for the children
+	dir       string
+	opts      *Options
+	procs     []*proc
+	standin   *proc
+	backend   string // stand-in address
+	redis     string // redis-server address, "" if none
+	redisProc *proc
+	targets   []*Target
+	skipped   []Skipped
+	versions  map[string]string
 	// poolExtra is BENCH_POOL_YAML, parsed: merged into the pooled path's bucket.
 	poolExtra map[string]any
 }
@@ -401,6 +404,7 @@ func (e *env) startRedis(ctx context.Context) error {
 		return err
 	}
 	e.redis = "127.0.0.1:" + strconv.Itoa(ports[0])
+	e.redisProc = p
 	return waitTCP(ctx, p, e.redis, 10*time.Second)
 }
 
@@ -423,8 +427,10 @@ func (e *env) tdsgateBucket(id, mode string, maxConns, maxQueue int) map[string]
 }
 
 // tdsgateConfig is a tdsgate config: one listener address, quiet logs, no
-// admin endpoints, the given buckets, everything routed to the first.
-func tdsgateConfig(id, listen, redisAddr string, buckets ...map[string]any) map[string]any {
+// health endpoint, /metrics on metrics if set (on by default in tdsgate;
+// the harness reads the Go runtime's figures there), the given buckets,
+// everything routed to the first.
+func tdsgateConfig(id, listen, metrics, redisAddr string, buckets ...map[string]any) map[string]any {
 	c := map[string]any{
 		"instance_id":       id,
 		"listen":            listen,
@@ -434,7 +440,7 @@ func tdsgateConfig(id, listen, redisAddr string, buckets ...map[string]any) map[
 		"drain_timeout":     "0s",
 		"log_level":         "warn",
 		"health_listen":     "",
-		"metrics_listen":    "",
+		"metrics_listen":    metrics,
 		"buckets":           buckets,
 		"default_bucket":    buckets[0]["id"],
 	}
@@ -448,7 +454,7 @@ func tdsgateConfig(id, listen, redisAddr string, buckets ...map[string]any) map[
 // Redis: the instances share the bucket's cap). extra is merged into the
 // bucket (the pooling hook).
 func (e *env) startTdsgate(ctx context.Context, path, mode string, n int, redisAddr string, extra map[string]any, suffix string) (*Target, error) {
-	ports, err := freePorts(n)
+	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -461,7 +467,8 @@ func (e *env) startTdsgate(ctx context.Context, path, mode string, n int, redisA
 			b[k] = v
 		}
 		cfgPath := filepath.Join(e.dir, id+".yaml")
-		if err := writeYAML(cfgPath, tdsgateConfig(id, addr, redisAddr, b)); err != nil {
+		metrics := "127.0.0.1:" + strconv.Itoa(ports[n+i])
+		if err := writeYAML(cfgPath, tdsgateConfig(id, addr, metrics, redisAddr, b)); err != nil {
 			return nil, err
 		}
 		p, err := e.start(id, nil, e.opts.ProxyBin, "-config", cfgPath)
@@ -474,6 +481,11 @@ func (e *env) startTdsgate(ctx context.Context, path, mode string, n int, redisA
 		}
 		t.Addrs = append(t.Addrs, addr)
 		t.PIDs = append(t.PIDs, p.pid())
+		t.metrics = append(t.metrics, metrics)
+	}
+	if redisAddr != "" && e.redisProc != nil {
+		// redis-server is part of this path: its CPU and memory count.
+		t.PIDs = append(t.PIDs, e.redisProc.pid())
 	}
 	// One login proves the path end to end before it is measured.
 	c, err := tdsclient.Dial(ctx, t.rawOptions(0))

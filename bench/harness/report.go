@@ -185,7 +185,7 @@ func (r *Report) writePaths(b *strings.Builder) {
 		PathHAProxy:      "client → HAProxy (TCP mode, `option splice-request` + `splice-response`) → stand-in; TLS passes through end to end",
 		PathTdspool:      "client → FreeTDS tdspool (session pool; plaintext only) → stand-in",
 		PathTdsgate:      "client → tdsgate (bin/proxy, local limiter, no pooling) → stand-in",
-		PathTdsgateRedis: "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in",
+		PathTdsgateRedis: "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in; redis-server's CPU and memory count as the path's",
 		PathTdsgatePool:  "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client) → stand-in",
 	}
 	seen := map[string]bool{}
@@ -201,6 +201,7 @@ func (r *Report) writePaths(b *strings.Builder) {
 		t.add(x.Path, desc[x.Path], procs)
 	}
 	b.WriteString(t.String())
+	w("\ntdsgate runs with its defaults but for the bucket (the stand-in, `max_connections` above the idle-session count) and logs at warn; /metrics is on (as by default), the health endpoint off.\n")
 	w("\nModes: **plain** is plaintext on every leg (PRELOGIN ENCRYPT_NOT_SUP). **login-tls** is TLS for LOGIN7 only " +
 		"(ENCRYPT_OFF, what most SQL Server drivers do by default), then plaintext: tdsgate terminates that TLS on both " +
 		"legs (client and backend) and relays the rest with splice(2); HAProxy passes the client↔stand-in handshake through.\n\n")
@@ -347,8 +348,11 @@ func (r *Report) writeIdle(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Idle capacity\n\n")
 	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time) and held; RSS (VmRSS) and open fds of the proxy processes read before and 1 s after, divided by the sessions held. "+
-		"TLS-on-login sessions hold the same after login (the TLS state is dropped), so this runs in plain mode only. The stand-in's RSS per session is shown for scale.\n\n", r.Options.IdleSessions)
-	t := &mdTable{head: []string{"path", "sessions held", "open s", "proxy RSS KiB/session", "proxy fds/session", "proxy RSS MiB (held)", "stand-in RSS KiB/session", "RSS vs HAProxy", "note"}}
+		"TLS-on-login sessions hold the same after login (the TLS state is dropped), so this runs in plain mode only. Each path runs on freshly started processes. "+
+		"For tdsgate, the Go runtime's own figures from its /metrics (goroutines, stack and heap bytes in use) show where the memory goes; "+
+		"heap *in use* counts buffers whose pages were never touched, which RSS does not. The stand-in's RSS per session is shown for scale.\n\n", r.Options.IdleSessions)
+	t := &mdTable{head: []string{"path", "sessions held", "open s", "proxy RSS KiB/session", "proxy fds/session", "proxy RSS MiB (held)",
+		"goroutines/session", "Go stacks KiB/session", "Go heap in use KiB/session", "stand-in RSS KiB/session", "RSS vs HAProxy", "note"}}
 	var hap float64
 	for _, x := range r.Results.Idles {
 		if x.Path == PathHAProxy && x.Held > 0 {
@@ -371,7 +375,13 @@ func (r *Report) writeIdle(b *strings.Builder, base string) {
 		if x.BackendRSSPer > 0 {
 			backend = fmt.Sprintf("%.1f", x.BackendRSSPer/1024)
 		}
-		t.add(x.Path, fmt.Sprintf("%d / %d", x.Held, x.Wanted), fmt.Sprintf("%.1f", x.Seconds), rss, fds, tot, backend, vh, note)
+		gr, st, hp := "—", "—", "—"
+		if x.GoroutinesPer > 0 {
+			gr = fmt.Sprintf("%.2f", x.GoroutinesPer)
+			st = fmt.Sprintf("%.1f", x.StackPer/1024)
+			hp = fmt.Sprintf("%.1f", x.HeapInusePer/1024)
+		}
+		t.add(x.Path, fmt.Sprintf("%d / %d", x.Held, x.Wanted), fmt.Sprintf("%.1f", x.Seconds), rss, fds, tot, gr, st, hp, backend, vh, note)
 	}
 	b.WriteString(t.String())
 	w("\n![idle RSS](%s/idle-rss.png)\n\n", base)
