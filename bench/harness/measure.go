@@ -339,6 +339,12 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		return r
 	}
 	goBefore := scrapeGo(t.metrics)
+	fdsBefore := map[int]int{}
+	for _, pid := range t.PIDs {
+		if s, err := readStat(pid); err == nil {
+			fdsBefore[pid] = s.FDs
+		}
+	}
 	ictx, cancel := deadlineCtx(ctx, budget)
 	defer cancel()
 	var ss []session
@@ -367,9 +373,9 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		if held > 0 && r.Capped == 0 {
 			// Project where a process runs out of file descriptors and stop
 			// short of it: past RLIMIT_NOFILE a proxy can only refuse.
-			if c := e.fdCap(t, before, after, held); c < n {
+			if c := e.fdCap(t, fdsBefore, held); c < n {
 				e.opts.logf("idle %s: stopping at %d sessions (fd limit %d)", t.Name(), c, e.nofile)
-				n, r.Capped = c, c
+				n, r.Capped = max(c, held), max(c, held)
 				r.CapReason = "one more batch would pass RLIMIT_NOFILE in a process"
 			}
 			if len(ss) >= n {
@@ -443,25 +449,25 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 }
 
 // fdCap projects how many sessions t can hold before one of the
-// processes involved reaches RLIMIT_NOFILE: each proxy process (the fds it
-// gained per session so far, sessions spread evenly over them), the
-// stand-in and this process (one fd per session each). It keeps 256 fds
-// of headroom per process (a login briefly holds more than an idle session).
-func (e *env) fdCap(t *Target, before, after procStat, held int) int {
+// processes involved reaches RLIMIT_NOFILE: each proxy process, at the
+// rate its fds have grown per session held so far (sessions spread over
+// the instances; redis-server's fds do not grow), and the stand-in and
+// this process at one fd per session each. It keeps 256 fds of headroom
+// per process (a login briefly holds more than an idle session).
+func (e *env) fdCap(t *Target, fdsBefore map[int]int, held int) int {
 	limit := int(e.nofile) - 256
 	best := 1 << 30
-	if len(t.PIDs) > 0 && after.FDs > before.FDs {
-		// Sessions are spread evenly, so each process gains perSession
-		// fds for each session of its own.
-		perSession := float64(after.FDs-before.FDs) / float64(held)
-		for _, pid := range t.PIDs {
-			s, err := readStat(pid)
-			if err != nil {
-				continue
-			}
-			room := int(float64(limit-s.FDs) / perSession) // more sessions of its own
-			best = min(best, held+room*len(t.PIDs))
+	for _, pid := range t.PIDs {
+		s, err := readStat(pid)
+		if err != nil {
+			continue
 		}
+		grown := s.FDs - fdsBefore[pid]
+		if grown <= 0 {
+			continue
+		}
+		perSession := float64(grown) / float64(held) // this process's fds per session of the path
+		best = min(best, held+int(float64(limit-s.FDs)/perSession))
 	}
 	for _, pid := range []int{e.standin.pid(), os.Getpid()} {
 		if s, err := readStat(pid); err == nil {

@@ -232,8 +232,8 @@ func refRT(rs []RoundTrip, path string, x RoundTrip) *RoundTrip {
 func (r *Report) writeRoundTrips(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Round trip: SELECT 1 on a logged-in session\n\n")
-	w("Each session runs SELECT 1 back to back for %s; latency is per round trip, throughput is the total over all sessions. "+
-		"\"+p50\" is the latency the path adds to direct's p50. Ratios compare with direct and HAProxy in the same mode and client.\n\n", r.Options.RoundTripTime)
+	w("Each session runs SELECT 1 back to back; latency is per round trip, throughput is the total over all sessions. %s "+
+		"\"+p50\" is the latency the path adds to direct's p50. Ratios compare with direct and HAProxy in the same mode and client.\n\n", r.passText(r.Options.RoundTripTime, "the table keeps each path's best pass (by round trips/s)"))
 	type key struct {
 		client string
 		conc   int
@@ -274,7 +274,8 @@ func (r *Report) writeRoundTrips(b *strings.Builder, base string) {
 func (r *Report) writeBulk(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Bulk: one large result set\n\n")
-	w("`%s` (8000-byte VARCHAR rows, 4096-byte packets): %.0f MB with the raw client (packets counted, not decoded), %.0f MB with go-mssqldb (every row scanned). "+
+	w("`%s` (8000-byte VARCHAR rows, 4096-byte packets): one result set of %.0f MB with the raw client (packets counted, not decoded), %.0f MB with go-mssqldb (every row scanned), "+
+		fmt.Sprintf("in each of %d pass(es) over all the paths; MB/s and CPU are over all passes together. ", r.Options.Passes)+
 		"MB/s counts wire bytes (10^6 B/s). CPU is user+sys of the path's proxy processes from /proc/<pid>/stat (10 ms ticks) over the transfer, per 10^9 bytes relayed; "+
 		"the stand-in's own CPU per GB is shown for scale.\n\n",
 		"SELECT value, CAST(REPLICATE('x', 8000) AS VARCHAR(8000)) FROM generate_series(1, N)",
@@ -311,10 +312,10 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 func (r *Report) writeChurn(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Churn: connect, log in, SELECT 1, close\n\n")
-	w("%d workers, each in a loop for %s. Connect time is from dial to the login answer (LOGINACK). tdspool and tdsgate+pool reuse backend connections "+
+	w("%d workers, each in a loop; %s. Connect time is from dial to the login answer (LOGINACK). tdspool and tdsgate+pool reuse backend connections "+
 		"(a reset instead of a backend login); the other paths log in to the stand-in on every connection. The kernel's TCP counters during each run "+
 		"(whole machine) explain 1 s outliers: a retransmitted SYN waits the 1 s initial RTO, and a full listen backlog drops SYNs.\n\n",
-		r.Options.ChurnWorkers, r.Options.ChurnTime)
+		r.Options.ChurnWorkers, r.passText(r.Options.ChurnTime, "the table keeps each path's best pass (by connections/s)"))
 	t := &mdTable{head: []string{"path", "mode", "client", "conn/s", "p50 connect ms", "p99 connect ms", "proxy CPU ms/conn", "vs direct", "vs HAProxy", "TCP retrans / listen overflows", "note"}}
 	find := func(path string, x Churn) *Churn {
 		for i := range r.Results.Churns {
@@ -411,6 +412,15 @@ func (r *Report) writeAdmission(b *strings.Builder) {
 	}
 	b.WriteString(t.String())
 	w("\n")
+}
+
+// passText says how long each path ran, in how many interleaved passes.
+func (r *Report) passText(total time.Duration, keep string) string {
+	p := max(r.Options.Passes, 1)
+	if p == 1 {
+		return fmt.Sprintf("Each path runs for %s.", total)
+	}
+	return fmt.Sprintf("Each path runs for %s in each of %d passes (all paths, then all paths again); %s.", total/time.Duration(p), p, keep)
 }
 
 func plural(n int) string {
