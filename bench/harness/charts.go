@@ -9,6 +9,7 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // series is one set of bars (or one line) of a chart.
@@ -63,14 +64,15 @@ func barChart(path, title, ylabel string, labels []string, ss []series, logY boo
 		}
 		p.Y.Scale = clampLog{}
 		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-		p.Y.Min, p.Y.Max = lo/2, hi*1.5
+		p.Y.Min, p.Y.Max = lo/2, hi*3 // room for the legend
 	} else {
 		p.Y.Min = 0
+		p.Y.Max *= 1.2 // room for the legend
 	}
 	p.NominalX(labels...)
-	p.X.Tick.Label.Rotation = 0.5
-	p.X.Tick.Label.XAlign = -0.9
-	p.X.Tick.Label.YAlign = -0.2
+	p.X.Tick.Label.Rotation = math.Pi / 6
+	p.X.Tick.Label.XAlign = draw.XRight
+	p.X.Tick.Label.YAlign = draw.YCenter
 	p.Add(plotter.NewGrid())
 	width := vg.Length(max(6, 0.9*float64(len(labels)))) * vg.Inch
 	return p.Save(width, 4.5*vg.Inch, path)

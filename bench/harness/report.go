@@ -127,8 +127,8 @@ func errCell(s string) string {
 	}
 	s = strings.ReplaceAll(s, "|", "/")
 	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > 120 {
-		s = s[:117] + "..."
+	if len(s) > 160 {
+		s = s[:157] + "..."
 	}
 	return s
 }
@@ -312,7 +312,7 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 func (r *Report) writeChurn(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Churn: connect, log in, SELECT 1, close\n\n")
-	w("%d workers, each in a loop; %s. Connect time is from dial to the login answer (LOGINACK). tdspool and tdsgate+pool reuse backend connections "+
+	w("%d workers, each in a loop. %s Connect time is from dial to the login answer (LOGINACK). tdspool and tdsgate+pool reuse backend connections "+
 		"(a reset instead of a backend login); the other paths log in to the stand-in on every connection. The kernel's TCP counters during each run "+
 		"(whole machine) explain 1 s outliers: a retransmitted SYN waits the 1 s initial RTO, and a full listen backlog drops SYNs.\n\n",
 		r.Options.ChurnWorkers, r.passText(r.Options.ChurnTime, "the table keeps each path's best pass (by connections/s)"))
@@ -352,6 +352,11 @@ func (r *Report) writeIdle(b *strings.Builder, base string) {
 		"TLS-on-login sessions hold the same after login (the TLS state is dropped), so this runs in plain mode only. Each path runs on freshly started processes. "+
 		"For tdsgate, the Go runtime's own figures from its /metrics (goroutines, stack and heap bytes in use) show where the memory goes; "+
 		"heap *in use* counts buffers whose pages were never touched, which RSS does not. The stand-in's RSS per session is shown for scale.\n\n", r.Options.IdleSessions)
+	if nf := r.Machine.NoFile; nf > 0 && nf < uint64(8*r.Options.IdleSessions) {
+		w("RLIMIT_NOFILE is %d here and could not be raised (no CAP_SYS_RESOURCE): a process with two sockets per session cannot hold %d sessions within it. "+
+			"After each batch the harness projects, per process, where the fds run out and stops just short of it (HAProxy: its `maxconn`); the note says where and why. "+
+			"The per-session figures hold at any count.\n\n", nf, r.Options.IdleSessions)
+	}
 	t := &mdTable{head: []string{"path", "sessions held", "open s", "proxy RSS KiB/session", "proxy fds/session", "proxy RSS MiB (held)",
 		"goroutines/session", "Go stacks KiB/session", "Go heap in use KiB/session", "stand-in RSS KiB/session", "RSS vs HAProxy", "note"}}
 	var hap float64
@@ -369,7 +374,7 @@ func (r *Report) writeIdle(b *strings.Builder, base string) {
 			vh = ratio(x.RSSPerSession, hap)
 		}
 		note := errCell(x.Err)
-		if x.Capped > 0 {
+		if x.Capped > 0 && x.Held >= x.Capped {
 			note = strings.TrimPrefix(note+fmt.Sprintf("; capped at %d: %s (RLIMIT_NOFILE %d)", x.Capped, x.CapReason, x.NoFile), "; ")
 		}
 		backend := "—"
