@@ -397,7 +397,7 @@ func TestHAProxyConfigs(t *testing.T) {
 // promtool is installed (the observability tests check it too).
 func TestPromtoolLocal(t *testing.T) {
 	if _, err := exec.LookPath("promtool"); err != nil {
-		t.Skip("promtool not installed (apt-get install prometheus)")
+		t.Fatal("promtool is not installed: apt-get install prometheus (make test installs it)")
 	}
 	out, err := exec.Command("promtool", "check", "config", "--syntax-only", "prometheus/prometheus.local.yml").CombinedOutput()
 	if err != nil {
