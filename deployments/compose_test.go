@@ -393,8 +393,8 @@ func TestHAProxyConfigs(t *testing.T) {
 	}
 }
 
-// TestPromtoolLocal: the local stack's Prometheus config is valid, when
-// promtool is installed (the observability tests check it too).
+// TestPromtoolLocal: the local stack's Prometheus config is valid (the
+// observability tests check it too).
 func TestPromtoolLocal(t *testing.T) {
 	if _, err := exec.LookPath("promtool"); err != nil {
 		t.Fatal("promtool is not installed: apt-get install prometheus (make test installs it)")
