@@ -163,9 +163,9 @@ func runTSQL(ctx context.Context, spec Spec) (Result, error) {
 	}
 
 	// Login: the first "version" answer means tsql is connected.
-	if _, err := io.WriteString(stdin, "version\n"); err != nil {
-		return finish()
-	}
+	// A write error means tsql already exited (a refused connection can
+	// end it before this): its output, read below, says why.
+	io.WriteString(stdin, "version\n")
 	var pre []string
 	for {
 		l, ok := next()
