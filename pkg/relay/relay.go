@@ -101,8 +101,7 @@ func Relay(client, server net.Conn) Result {
 		var n int64
 		var err error
 		if res.Mode == ModeSplice {
-			// *net.TCPConn.ReadFrom splices from a raw *net.TCPConn.
-			n, err = dst.(*net.TCPConn).ReadFrom(src)
+			n, err = spliceIdleFree(dst.(*net.TCPConn), src.(*net.TCPConn))
 		} else {
 			bp := bufPool.Get().(*[]byte)
 			n, err = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)

@@ -6,7 +6,11 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"os"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/certutil"
 )
@@ -111,5 +115,62 @@ func TestRelayAbort(t *testing.T) {
 	// The server side saw the end.
 	if _, err := appServer.Read(make([]byte, 1)); err == nil {
 		t.Error("server leg still open")
+	}
+}
+
+// pipes counts this process's open pipe fds.
+func pipes(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "pipe:") {
+			n++
+		}
+	}
+	return n
+}
+
+// An idle spliced session holds no pipe: pipes are taken only while bytes
+// move, so 50 idle sessions cost no more fds than their sockets.
+func TestSpliceIdleHoldsNoPipes(t *testing.T) {
+	before := pipes(t)
+	type leg struct{ ac, cl, sl, as *net.TCPConn }
+	var legs []leg
+	done := make(chan Result, 50)
+	for i := 0; i < 50; i++ {
+		ac, cl := pair(t)
+		sl, as := pair(t)
+		legs = append(legs, leg{ac, cl, sl, as})
+		go func() { done <- Relay(cl, sl) }()
+		// One round trip each, so every relay has spliced at least once.
+		ac.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		io.ReadFull(as, buf)
+		as.Write([]byte("pong"))
+		io.ReadFull(ac, buf)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// Pipes returned to Go's pool are closed by the GC; held ones are not.
+	for i := 0; i < 3; i++ {
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+	}
+	// 50 idle sessions holding their pipes would be 200 fds more.
+	if extra := pipes(t) - before; extra > 8 {
+		t.Errorf("%d pipe fds held by 50 idle spliced sessions", extra)
+	}
+	for _, l := range legs {
+		l.ac.Close()
+		l.as.Close()
+	}
+	for range legs {
+		<-done
+	}
+	for _, l := range legs {
+		l.cl.Close()
+		l.sl.Close()
 	}
 }
