@@ -28,4 +28,11 @@
 // boundary when the client leaves, without closing or half-closing the
 // backend; a MARS (SMP) packet or a broken stream marks the backend as not
 // reusable.
+//
+// # Idle sessions hold no pipe
+//
+// ReadFrom holds a pipe pair for as long as it runs, waiting for data
+// included. The splice path therefore waits for readability itself and
+// splices only what is queued (splice.go), so an idle session holds its two
+// sockets and no pipe.
 package relay
