@@ -207,32 +207,14 @@ func (r *runner) simple(st *stmt) (flow, error) {
 		return flowNext, r.txDone(ev)
 	case "COMMIT":
 		ev, err := s.commit(r.ctx)
-		if ev != TxNone {
-			if terr := r.sink.Tx(ev, s.trancount); terr != nil {
-				return flowStop, transport{terr}
-			}
-		}
-		if err != nil {
-			return flowStop, err
-		}
-		s.rowcount = 0
-		return flowNext, r.done(0, false)
+		return r.txEnded(ev, err)
 	case "ROLLBACK":
 		name := ""
 		if len(toks) >= 3 && isTranWord(toks[1]) && toks[2].isIdent() {
 			name = toks[2].text
 		}
 		ev, err := s.rollback(r.ctx, name)
-		if ev != TxNone {
-			if terr := r.sink.Tx(ev, s.trancount); terr != nil {
-				return flowStop, transport{terr}
-			}
-		}
-		if err != nil {
-			return flowStop, err
-		}
-		s.rowcount = 0
-		return flowNext, r.done(0, false)
+		return r.txEnded(ev, err)
 	case "SAVE":
 		if len(toks) < 3 || !isTranWord(toks[1]) || !toks[2].isIdent() {
 			return flowStop, syntaxAt(toks, len(toks))
@@ -344,6 +326,20 @@ func (r *runner) implicitBegin() error {
 		}
 	}
 	return nil
+}
+
+// txEnded finishes a COMMIT or ROLLBACK: the transaction event it caused
+// is reported even when the statement also failed.
+func (r *runner) txEnded(ev TxEvent, err error) (flow, error) {
+	if err == nil {
+		return flowNext, r.txDone(ev)
+	}
+	if ev != TxNone {
+		if terr := r.sink.Tx(ev, r.s.trancount); terr != nil {
+			return flowStop, transport{terr}
+		}
+	}
+	return flowStop, err
 }
 
 // txDone reports a transaction event and the statement's end.
