@@ -34,6 +34,10 @@ deps: ## Download Go modules and tidy go.mod
 	$(GO) mod download
 	$(GO) mod tidy
 
+.PHONY: sqlcmd
+sqlcmd: ## Build go-sqlcmd (the runbook's sqlcmd, exact version) into bin/sqlcmd, with the other test deps (tools/deps.sh)
+	bash tools/deps.sh
+
 .PHONY: test
 test: ## Install missing test dependencies (tools/deps.sh), then run every test with -race
 	bash tools/deps.sh
@@ -118,11 +122,11 @@ stack-logs: ## Follow the local proxies' log files
 	$(LOCAL_STACK) logs
 
 ##@ Runbook scenarios (bench/scenario; against a running stack)
-SCENARIOS := phase4 queue-timeout circuit-breaker cb-direct errors kill-proxy kill-redis kill-bucket rolling-restart logs
+SCENARIOS := runbook-sqlcmd phase4 queue-timeout circuit-breaker cb-direct errors kill-proxy kill-redis kill-bucket rolling-restart logs
 # For the compose stack: make scenario-all SCENARIO_FLAGS='-stack compose'
 SCENARIO_FLAGS ?=
 .PHONY: scenario-all $(addprefix scenario-,$(SCENARIOS))
-scenario-all: ## Every scenario in turn (one: make scenario-NAME; NAME in phase4 queue-timeout circuit-breaker cb-direct errors kill-proxy kill-redis kill-bucket rolling-restart logs)
+scenario-all: ## Every scenario in turn (one: make scenario-NAME; NAME in runbook-sqlcmd phase4 queue-timeout circuit-breaker cb-direct errors kill-proxy kill-redis kill-bucket rolling-restart logs)
 	$(GO) run ./bench/scenario $(SCENARIO_FLAGS) all
 
 $(addprefix scenario-,$(SCENARIOS)): scenario-%:

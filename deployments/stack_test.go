@@ -28,7 +28,7 @@ var stackPorts = []int{1433, 6379, 8404, 9090, 14331, 14332, 14333, 14341, 14342
 const stackBudget = 6 * time.Minute
 
 // TestLocalStack: make stack-up, every runbook scenario (bench/scenario
-// all), make stack-down; then no process from the pid files is alive, every
+// all, the runbook's sqlcmd commands among them), make stack-down; then no process from the pid files is alive, every
 // port is free, and no proxy:* key was left in Redis. Under 6 minutes.
 func TestLocalStack(t *testing.T) {
 	for _, tool := range []string{"redis-server", "redis-cli", "haproxy", "curl", "make"} {
@@ -39,6 +39,10 @@ func TestLocalStack(t *testing.T) {
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The runbook-sqlcmd scenario runs the runbook's commands with the real sqlcmd.
+	if _, err := os.Stat(filepath.Join(root, "bin", "sqlcmd")); err != nil {
+		t.Fatalf("bin/sqlcmd: %v: bash tools/deps.sh builds go-sqlcmd there (make test runs it)", err)
 	}
 	unlock := lockStack(t)
 	defer unlock()

@@ -23,6 +23,9 @@ PACKAGES=(
 	jq              # .ci/run and scripts: reading JSON results from the clients and /metrics tooling
 	curl            # admin endpoint tests and scripts: /health, /metrics
 	prometheus      # metrics tests: `promtool check metrics` / rule checks on our /metrics output
+	unixodbc        # tools/clients: the ODBC driver manager pyodbc loads (odbcinst registers drivers)
+	tdsodbc         # tools/clients: FreeTDS ODBC driver (libtdsodbc.so), TDS 7.4
+	python3-pyodbc  # tools/clients: pyodbc for Debian's /usr/bin/python3, over unixODBC + FreeTDS ODBC
 )
 # Added only when the command is missing (the machine image may ship them from elsewhere):
 #   default-jdk-headless  tools/clients: `java` + `javac` to compile and run the jTDS client
@@ -86,6 +89,50 @@ if [[ ! -d "$node_dir/node_modules/tedious" ]]; then
 	else
 		(cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 	fi
+	changed=1
+fi
+
+# FreeTDS ODBC under the name the clients use (DRIVER={FreeTDS}). Debian's
+# tdsodbc registers it from its postinst; a machine where that did not run
+# (or that removed it) gets it from the template the package ships.
+if ! odbcinst -q -d -n FreeTDS >/dev/null 2>&1; then
+	if [[ "$(id -u)" != 0 ]]; then
+		echo "deps: FreeTDS ODBC driver not registered; run as root: odbcinst -i -d -f /usr/share/tdsodbc/odbcinst.ini" >&2
+		exit 1
+	fi
+	echo "deps: registering the FreeTDS ODBC driver with unixODBC"
+	odbcinst -i -d -f /usr/share/tdsodbc/odbcinst.ini >/dev/null
+	changed=1
+fi
+
+# go-sqlcmd, the real `sqlcmd` the runbook uses: built from the Go module
+# proxy at an exact version in a throwaway module, cached per version under
+# ~/.cache/tdsgate, copied to bin/sqlcmd (where tests and the scenario
+# runner look). About 90 s the first time, nothing after.
+SQLCMD_VERSION=v1.10.0
+root="$(cd "$here/.." && pwd)"
+go_bin=$(command -v go || true)
+[[ -n "$go_bin" ]] || go_bin=/usr/local/go/bin/go
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/tdsgate/go-sqlcmd-$SQLCMD_VERSION"
+if [[ ! -x "$cache/sqlcmd" ]]; then
+	[[ -x "$go_bin" ]] || { echo "deps: go is not installed; it builds go-sqlcmd" >&2; exit 1; }
+	echo "deps: building go-sqlcmd $SQLCMD_VERSION (cached in $cache)"
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		export GOFLAGS=-mod=mod GOWORK=off
+		"$go_bin" mod init sqlcmdbuild >/dev/null 2>&1
+		"$go_bin" get "github.com/microsoft/go-sqlcmd/cmd/modern@$SQLCMD_VERSION" >/dev/null 2>&1
+		mkdir -p "$cache"
+		"$go_bin" build -trimpath -ldflags "-X main.version=$SQLCMD_VERSION" -o "$cache/sqlcmd.tmp" github.com/microsoft/go-sqlcmd/cmd/modern
+		mv "$cache/sqlcmd.tmp" "$cache/sqlcmd"
+	) || { rm -rf "$tmp"; echo "deps: building go-sqlcmd $SQLCMD_VERSION failed" >&2; exit 1; }
+	rm -rf "$tmp"
+	changed=1
+fi
+if ! cmp -s "$cache/sqlcmd" "$root/bin/sqlcmd"; then
+	mkdir -p "$root/bin"
+	cp "$cache/sqlcmd" "$root/bin/sqlcmd.tmp" && mv "$root/bin/sqlcmd.tmp" "$root/bin/sqlcmd"
 	changed=1
 fi
 

@@ -4,10 +4,12 @@
 //
 //	go run ./bench/scenario [flags] <name>...    # or: all, list
 //
-// Scenarios: phase4, queue-timeout, circuit-breaker, cb-direct, errors,
+// Scenarios: runbook-sqlcmd, phase4, queue-timeout, circuit-breaker, cb-direct, errors,
 // kill-proxy, kill-redis, kill-bucket, rolling-restart, logs. Each prints ✅
 // or ❌ with the numbers it saw; the command exits 1 if any failed. The
-// client is go-mssqldb, as the original scripts/test_phase4*.go were.
+// client is go-mssqldb, as the original scripts/test_phase4*.go were,
+// except runbook-sqlcmd, which runs the runbook's sqlcmd commands verbatim
+// with the real go-sqlcmd.
 package main
 
 import (
@@ -27,6 +29,7 @@ type scenario struct {
 }
 
 var scenarios = []scenario{
+	{"runbook-sqlcmd", "the runbook's smoke, CRUD and transaction steps with the real sqlcmd; its encryption modes (runbook 6-8)", runbookSQLCmd},
 	{"phase4", "concurrent connections, then saturation and the queue (runbook 12)", phase4},
 	{"queue-timeout", "queue timeout: error 50004 (runbook 13)", queueTimeout},
 	{"circuit-breaker", "queue full: error 50005 (runbook 14)", circuitBreaker},
@@ -46,6 +49,8 @@ type runner struct {
 	heartbeatTTL time.Duration
 	verbose      bool
 	started      time.Time // when the run began (the logs scenario reads from here)
+	sqlcmd       string    // the go-sqlcmd binary (tools/deps.sh builds bin/sqlcmd)
+	tlsCA        string    // the certificate every stand-in and proxy of the stack shows
 
 	cur    string
 	failed []string
@@ -113,6 +118,8 @@ func run() int {
 	flag.DurationVar(&r.queueTimeout, "queue-timeout", 3*time.Second, "bucket-001's queue_timeout in the proxies' config")
 	flag.DurationVar(&r.heartbeatTTL, "heartbeat-ttl", 5*time.Second, "redis.heartbeat_ttl in the proxies' config")
 	flag.BoolVar(&r.verbose, "v", false, "print more detail")
+	flag.StringVar(&r.sqlcmd, "sqlcmd", "bin/sqlcmd", "the go-sqlcmd binary (bash tools/deps.sh builds it)")
+	flag.StringVar(&r.tlsCA, "tls-ca", "deployments/local/.run/tls/cert.pem", "the stack's TLS certificate, trusted as a CA for sqlcmd -N m / -N s")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: go run ./bench/scenario [flags] <scenario>... | all | list\n\nscenarios:\n")
 		for _, s := range scenarios {

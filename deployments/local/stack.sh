@@ -144,6 +144,17 @@ wait_healthy() {
 ensure_binaries() {
 	[[ -x bin/proxy ]] || { say "building bin/proxy"; go build -o bin/proxy ./cmd/proxy/; }
 	[[ -x bin/standin ]] || { say "building bin/standin"; go build -o bin/standin ./tools/standin/; }
+	ensure_tls
+}
+
+# The stack's one TLS certificate (self-signed, for localhost, 127.0.0.1
+# and ::1), shown by every stand-in and proxy. A client verifies them all by
+# trusting it as a CA: SSL_CERT_FILE=deployments/local/.run/tls/cert.pem for
+# go-mssqldb and sqlcmd (-N m / -N s without -C). Kept across stack-down.
+TLS_DIR="$rel_run/tls"
+ensure_tls() {
+	[[ -s "$TLS_DIR/cert.pem" && -s "$TLS_DIR/key.pem" ]] && return 0
+	bin/standin -write-cert "$TLS_DIR"
 }
 
 # launch COMPONENT CMD...: start CMD in its own session, stdin from
@@ -182,7 +193,8 @@ start() {
 	bucket-*)
 		n=$(n_of "$c")
 		mkdir -p "$run/data/bucket-$n"
-		launch "$c" bin/standin -config "deployments/local/standin-$n.yaml"
+		ensure_tls
+		launch "$c" bin/standin -config "deployments/local/standin-$n.yaml" -cert "$TLS_DIR/cert.pem" -key "$TLS_DIR/key.pem"
 		;;
 	redis)
 		# Our private Redis: no RDB, no AOF; a restart starts empty.
@@ -191,8 +203,10 @@ start() {
 		;;
 	proxy-*)
 		# The configs name every address; drop env overrides from the caller's shell.
+		ensure_tls
 		launch "$c" env -u INSTANCE_ID -u LISTEN_ADDR -u REDIS_ADDR -u HEALTH_ADDR -u METRICS_ADDR \
-			-u LISTENERS -u LOG_LEVEL bin/proxy -config "deployments/local/$c.yaml"
+			-u LISTENERS -u LOG_LEVEL TLS_CERT_FILE="$TLS_DIR/cert.pem" TLS_KEY_FILE="$TLS_DIR/key.pem" \
+			bin/proxy -config "deployments/local/$c.yaml"
 		;;
 	haproxy)
 		haproxy -q -c -f deployments/local/haproxy.cfg || die "deployments/local/haproxy.cfg is invalid"

@@ -57,8 +57,9 @@ func TestRealServerPytds(t *testing.T) {
 	}
 }
 
-// What real clients sent (tds-vectors/clientcap): every PRELOGIN and
-// LOGIN7 decodes and round-trips, and the fields match SUMMARY.txt.
+// What real clients sent (testdata/clientcap): every PRELOGIN and LOGIN7
+// decodes and round-trips, and the fields match what each client sent
+// (encryption, TDS version, application name, packet size).
 func TestRealClientCaptures(t *testing.T) {
 	cases := []struct {
 		file       string

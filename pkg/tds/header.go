@@ -24,8 +24,9 @@ const (
 )
 
 // Status bits of the packet header ([MS-TDS] 2.2.3.1.2). Unknown bits are
-// kept as they are: real clients set undocumented ones (nDPI capture,
-// status 0x04 on the first packet of a multi-packet RPC).
+// kept as they are: real clients set undocumented ones (a public capture of
+// SQL Server traffic has status 0x04 on the first packet of a multi-packet
+// RPC).
 const (
 	StatusEOM                     uint8 = 0x01
 	StatusIgnore                  uint8 = 0x02

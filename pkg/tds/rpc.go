@@ -98,7 +98,7 @@ func ParseRPC(b []byte) (*RPCRequest, error) {
 				return nil, errf(ErrUnsupported, "RPC", "table-valued parameters are not supported")
 			}
 			p.Type = parseTypeInfo(c)
-			p.Value = readValue(c, &p.Type)
+			p.Value = readParamValue(c, &p.Type)
 			if c.err != nil {
 				return nil, c.err
 			}
@@ -112,15 +112,26 @@ func ParseRPC(b []byte) (*RPCRequest, error) {
 	return r, errOrNil(c.err)
 }
 
-// AppendRPC encodes an RPC request with ALL_HEADERS (TDS 7.2+ layout).
+// AppendRPC encodes an RPC request with ALL_HEADERS (TDS 7.2+ layout):
+// batched calls are separated by 0xFF.
 func AppendRPC(dst []byte, h *AllHeaders, calls []RPCCall) []byte {
 	if h == nil {
 		h = &AllHeaders{}
 	}
-	dst = h.Append(dst)
+	return appendRPCCalls(h.Append(dst), calls, rpcBatchFlag72)
+}
+
+// AppendRPC71 encodes an RPC request as a TDS 7.1 client sends it: no
+// ALL_HEADERS, batched calls separated by 0x80. ParseRPC reads both
+// layouts.
+func AppendRPC71(dst []byte, calls []RPCCall) []byte {
+	return appendRPCCalls(dst, calls, rpcBatchFlag71)
+}
+
+func appendRPCCalls(dst []byte, calls []RPCCall, sep byte) []byte {
 	for i, call := range calls {
 		if i > 0 {
-			dst = append(dst, rpcBatchFlag72)
+			dst = append(dst, sep)
 		}
 		if call.ProcID != 0 {
 			dst = appendU16(dst, 0xFFFF)
@@ -134,7 +145,7 @@ func AppendRPC(dst []byte, h *AllHeaders, calls []RPCCall) []byte {
 			dst = appendBVarchar(dst, p.Name)
 			dst = append(dst, p.Status)
 			dst = AppendTypeInfo(dst, p.Type)
-			dst = AppendValue(dst, &p.Type, p.Value)
+			dst = appendParamValue(dst, &p.Type, p.Value)
 		}
 	}
 	return dst

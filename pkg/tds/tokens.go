@@ -38,13 +38,17 @@ const (
 
 // DONE status bits ([MS-TDS] 2.2.7.6).
 const (
-	DoneFinal    uint16 = 0x0000
-	DoneMore     uint16 = 0x0001
-	DoneError    uint16 = 0x0002
-	DoneInXact   uint16 = 0x0004
-	DoneCount    uint16 = 0x0010
-	DoneAttn     uint16 = 0x0020
-	DoneSrvError uint16 = 0x0100
+	DoneFinal  uint16 = 0x0000
+	DoneMore   uint16 = 0x0001
+	DoneError  uint16 = 0x0002
+	DoneInXact uint16 = 0x0004
+	DoneCount  uint16 = 0x0010
+	DoneAttn   uint16 = 0x0020
+	// DoneRPCInBatch marks the DONEPROC of an RPC call that another call
+	// of the same request follows (0x80; SQL Server sets it, as a real
+	// SQL Server 2008 answer to two batched sp_execute calls shows).
+	DoneRPCInBatch uint16 = 0x0080
+	DoneSrvError   uint16 = 0x0100
 )
 
 // ENVCHANGE types ([MS-TDS] 2.2.7.9).

@@ -2,6 +2,7 @@ package tds
 
 import (
 	"encoding/binary"
+	"strings"
 )
 
 // SQL Server data types as they appear in TYPE_INFO ([MS-TDS] 2.2.5.4).
@@ -79,7 +80,9 @@ type TypeInfo struct {
 	Precision uint8
 	Scale     uint8
 	Collation Collation
-	// TableName parts for TEXT/NTEXT/IMAGE (skipped, kept for completeness).
+	// TableName parts for TEXT/NTEXT/IMAGE columns. They follow TYPE_INFO
+	// in COLMETADATA only ([MS-TDS] 2.2.7.4): an RPC parameter or a
+	// RETURNVALUE has none.
 	TableName []string
 	// UDT / XML details are skipped.
 }
@@ -186,10 +189,6 @@ func parseTypeInfo(c *cursor) TypeInfo {
 		if hasCollation(ti.Type) {
 			copy(ti.Collation[:], c.bytes(5))
 		}
-		parts := int(c.u8())
-		for i := 0; i < parts && c.err == nil; i++ {
-			ti.TableName = append(ti.TableName, c.usVarchar())
-		}
 	case 'v':
 		ti.Size = int(c.u32())
 	default:
@@ -216,6 +215,9 @@ func parseColMetadata(c *cursor, version uint32) (*ColMetadata, error) {
 		}
 		cd.Flags = c.u16()
 		cd.Type = parseTypeInfo(c)
+		if lenKind(cd.Type.Type) == 'l' {
+			cd.Type.TableName = parseTableName(c, version)
+		}
 		cd.Name = c.bVarchar()
 		if c.err != nil {
 			return nil, c.err
@@ -223,6 +225,52 @@ func parseColMetadata(c *cursor, version uint32) (*ColMetadata, error) {
 		m.Columns = append(m.Columns, cd)
 	}
 	return m, nil
+}
+
+// parseTableName reads the TableName of a TEXT/NTEXT/IMAGE column: a
+// count of US_VARCHAR parts from TDS 7.2 on, one US_VARCHAR before.
+func parseTableName(c *cursor, version uint32) []string {
+	if !isTDS72(version) {
+		return []string{c.usVarchar()}
+	}
+	parts := int(c.u8())
+	var out []string
+	for i := 0; i < parts && c.err == nil; i++ {
+		out = append(out, c.usVarchar())
+	}
+	return out
+}
+
+// readParamValue reads an RPC parameter's value (nil for NULL). It differs
+// from a ROW value only for TEXT/NTEXT/IMAGE: a parameter carries a 4-byte
+// length (0xFFFFFFFF: NULL) and the data, with no text pointer or
+// timestamp ([MS-TDS] 2.2.6.6, TYPE_VARBYTE). FreeTDS ODBC sends its
+// statement and declaration strings as NTEXT.
+func readParamValue(c *cursor, ti *TypeInfo) []byte {
+	if lenKind(ti.Type) != 'l' {
+		return readValue(c, ti)
+	}
+	n := c.u32()
+	if c.err != nil || n == 0xFFFFFFFF {
+		return nil
+	}
+	if uint64(n) > uint64(c.remaining()) {
+		c.fail(ErrBadLength, "value length %d exceeds %d", n, c.remaining())
+		return nil
+	}
+	return c.bytes(int(n))
+}
+
+// appendParamValue is AppendValue for an RPC parameter (see readParamValue).
+func appendParamValue(dst []byte, ti *TypeInfo, v []byte) []byte {
+	if lenKind(ti.Type) != 'l' {
+		return AppendValue(dst, ti, v)
+	}
+	if v == nil {
+		return appendU32(dst, 0xFFFFFFFF)
+	}
+	dst = appendU32(dst, uint32(len(v)))
+	return append(dst, v...)
 }
 
 // readValue reads one column value and returns its bytes (nil for NULL).
@@ -332,6 +380,15 @@ func AppendTypeInfo(dst []byte, ti TypeInfo) []byte {
 		if hasCollation(ti.Type) {
 			dst = append(dst, ti.Collation[:]...)
 		}
+	case 'l':
+		dst = appendU32(dst, uint32(ti.Size))
+		if hasCollation(ti.Type) {
+			dst = append(dst, ti.Collation[:]...)
+		}
+	case 'v':
+		dst = appendU32(dst, uint32(ti.Size))
+	case 'x':
+		dst = append(dst, 0) // no schema
 	}
 	return dst
 }
@@ -348,6 +405,16 @@ func AppendColMetadata(dst []byte, cols []ColumnDef, version uint32) []byte {
 		}
 		dst = appendU16(dst, cd.Flags)
 		dst = AppendTypeInfo(dst, cd.Type)
+		if lenKind(cd.Type.Type) == 'l' {
+			if isTDS72(version) {
+				dst = append(dst, byte(len(cd.Type.TableName)))
+				for _, part := range cd.Type.TableName {
+					dst = appendUSVarchar(dst, part)
+				}
+			} else {
+				dst = appendUSVarchar(dst, strings.Join(cd.Type.TableName, "."))
+			}
+		}
 		dst = appendBVarchar(dst, cd.Name)
 	}
 	return dst

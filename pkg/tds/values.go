@@ -19,7 +19,7 @@ var (
 // (text, and DECIMAL/NUMERIC/MONEY in canonical decimal form), []byte,
 // time.Time, or a GUID string.
 func DecodeValue(ti *TypeInfo, b []byte) (any, error) {
-	if b == nil {
+	if b == nil || ti.Type == TypeNull {
 		return nil, nil
 	}
 	bad := func() (any, error) {

@@ -9,8 +9,9 @@ import (
 	"testing"
 )
 
-// loadHex reads a tds-vectors .hex file: '#' lines are provenance, the
-// rest are hex bytes of whole TDS messages, packet headers included.
+// loadHex reads a test vector .hex file (testdata/README.md): '#' lines
+// are provenance, the rest are hex bytes of whole TDS messages, packet
+// headers included.
 func loadHex(t testing.TB, path string) []byte {
 	t.Helper()
 	f, err := os.Open(path)

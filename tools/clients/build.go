@@ -203,6 +203,13 @@ func Check() error {
 	if out, err := run(debianPython, "-c", "import pytds, OpenSSL; print(pytds.__version__)"); err != nil {
 		add("pytds: %s cannot import pytds/OpenSSL (%v: %s): install Debian packages python3-tds python3-openssl", debianPython, err, strings.TrimSpace(out))
 	}
+	// pyodbc over FreeTDS ODBC
+	if out, err := run(debianPython, "-c", "import pyodbc; print(pyodbc.version)"); err != nil {
+		add("pyodbc: %s cannot import pyodbc (%v: %s): install Debian package python3-pyodbc", debianPython, err, strings.TrimSpace(out))
+	}
+	if out, err := run("odbcinst", "-q", "-d", "-n", "FreeTDS"); err != nil {
+		add("pyodbc: no ODBC driver named FreeTDS (%v: %s): install Debian packages tdsodbc unixodbc (tools/deps.sh registers the driver)", err, strings.TrimSpace(out))
+	}
 	// jTDS
 	if _, err := jtdsJar(); err != nil {
 		add("jtds: %v", err)

@@ -1,5 +1,5 @@
 // Package clients runs REAL SQL Server client programs (FreeTDS tsql, pytds,
-// jTDS, tedious, go-mssqldb) against a server address, for tests of the proxy
+// jTDS, tedious, go-mssqldb, FreeTDS ODBC through pyodbc) against a server address, for tests of the proxy
 // and the stand-in.
 //
 // Every client takes the same JSON Spec on stdin and prints one JSON Result on
@@ -35,10 +35,11 @@ const (
 	JTDS    Name = "jtds"    // jTDS 1.3.1 (Debian libjtds-java), TDS 7.1
 	Tedious Name = "tedious" // tedious (npm, pinned in node/package.json), TDS 7.4 or 8.0
 	GoMSSQL Name = "gomssql" // github.com/microsoft/go-mssqldb (version from go.mod), TDS 7.4 or 8.0
+	PyODBC  Name = "pyodbc"  // pyodbc (Debian python3-pyodbc) over unixODBC + FreeTDS ODBC (tdsodbc), TDS 7.4
 )
 
 // All lists every client.
-var All = []Name{TSQL, Pytds, JTDS, Tedious, GoMSSQL}
+var All = []Name{TSQL, Pytds, JTDS, Tedious, GoMSSQL, PyODBC}
 
 // Encryption modes of Spec.Encrypt.
 const (
@@ -158,6 +159,8 @@ var encryptModes = map[Name][]string{
 	JTDS:    {EncryptNone, EncryptFull},
 	Tedious: {EncryptNone, EncryptFull, EncryptStrict},
 	GoMSSQL: {EncryptNone, EncryptLogin, EncryptFull, EncryptStrict},
+	// FreeTDS ODBC: Encryption=off|request|require. FreeTDS 1.3 has no TDS 8.0.
+	PyODBC: {EncryptNone, EncryptLogin, EncryptFull},
 }
 
 // unsupportedOps lists the ops a client reports as {"ok":false,"unsupported":true}.
@@ -322,6 +325,8 @@ func command(name Name) (argv, env []string, err error) {
 	switch name {
 	case Pytds:
 		return []string{debianPython, filepath.Join(root, "tools", "clients", "pytds_client.py")}, nil, nil
+	case PyODBC:
+		return []string{debianPython, filepath.Join(root, "tools", "clients", "pyodbc_client.py")}, nil, nil
 	case JTDS:
 		cp, err := jtdsClasspath()
 		if err != nil {

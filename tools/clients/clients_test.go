@@ -108,6 +108,11 @@ var wantFirst = map[Name]map[string]string{
 		EncryptFull:   "PRELOGIN ENCRYPTION=0x01 ON",
 		EncryptStrict: "TLS ClientHello first (TDS 8.0 strict)",
 	},
+	PyODBC: {
+		EncryptNone:  "PRELOGIN ENCRYPTION=0x02 NOT_SUP",
+		EncryptLogin: "PRELOGIN ENCRYPTION=0x00 OFF",
+		EncryptFull:  "PRELOGIN ENCRYPTION=0x01 ON",
+	},
 }
 
 func TestPreloginEncryptionByte(t *testing.T) {

@@ -8,15 +8,19 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tdsgate/tdsgate/pkg/certutil"
 	"github.com/tdsgate/tdsgate/tools/standin/server"
 )
 
@@ -28,14 +32,55 @@ type fileConfig struct {
 func main() {
 	path := flag.String("config", "", "YAML file with a `servers:` list (empty: the runbook's three buckets on 14331-14333)")
 	debug := flag.Bool("debug", false, "log every session")
+	certFile := flag.String("cert", "", "PEM certificate for every server whose config names none (with -key)")
+	keyFile := flag.String("key", "", "PEM private key of -cert")
+	writeCert := flag.String("write-cert", "", "write a self-signed certificate for localhost/127.0.0.1/::1 as DIR/cert.pem and DIR/key.pem (kept if both exist), then exit")
 	flag.Parse()
-	if err := run(*path, *debug); err != nil {
+	if *writeCert != "" {
+		if err := writeSelfSigned(*writeCert); err != nil {
+			fmt.Fprintln(os.Stderr, "standin:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		fmt.Fprintln(os.Stderr, "standin: -cert and -key go together")
+		os.Exit(2)
+	}
+	if err := run(*path, *debug, *certFile, *keyFile); err != nil {
 		fmt.Fprintln(os.Stderr, "standin:", err)
 		os.Exit(1)
 	}
 }
 
-func run(path string, debug bool) error {
+// writeSelfSigned writes DIR/cert.pem and DIR/key.pem: one self-signed
+// certificate that clients can trust as a CA (the local stack gives it to
+// every stand-in and proxy, so SSL_CERT_FILE=DIR/cert.pem verifies them all).
+func writeSelfSigned(dir string) error {
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if _, err := os.Stat(certPath); err == nil {
+		if _, err := os.Stat(keyPath); err == nil {
+			return nil
+		}
+	}
+	cert, err := certutil.SelfSigned("tdsgate local stack")
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644)
+}
+
+func run(path string, debug bool, certFile, keyFile string) error {
 	level := slog.LevelWarn
 	if debug {
 		level = slog.LevelDebug
@@ -67,6 +112,9 @@ func run(path string, debug bool) error {
 		}
 	}()
 	for _, c := range fc.Servers {
+		if c.CertFile == "" && c.KeyFile == "" {
+			c.CertFile, c.KeyFile = certFile, keyFile
+		}
 		s, err := server.Start(c, log)
 		if err != nil {
 			return err

@@ -255,6 +255,14 @@ func (c *Conn) SendMessage(typ tds.PacketType, status uint8, payload []byte) err
 	return err
 }
 
+// SendPackets writes request packets exactly as given (status bits,
+// packet ids, split), to replay a message as a client sent it, without
+// reading the answer.
+func (c *Conn) SendPackets(b []byte) error {
+	_, err := c.rw.Write(b)
+	return err
+}
+
 // StreamPackets reads one answer packet by packet, handing fn each
 // header and payload (valid only during the call) until the packet with
 // EOM. If fn returns an error, StreamPackets returns it at once and the

@@ -64,7 +64,9 @@
 //     BEGIN ... END; BEGIN TRY ... END TRY BEGIN CATCH ... END CATCH; RETURN;
 //     PRINT; RAISERROR; THROW; USE db; WAITFOR DELAY | TIME.
 //   - EXEC sp_executesql N'...', N'@a INT, ...', @a = ...; EXEC ('...');
-//     EXEC sp_reset_connection. Other procedures: error 2812.
+//     EXEC sp_reset_connection, sp_datatype_info_100 / sp_datatype_info (the
+//     ODBC type catalog, for the types pyodbc asks about; also called without
+//     EXEC, as FreeTDS ODBC does). Other procedures: error 2812.
 //
 // Expressions are SQLite's, with T-SQL spellings translated (translate.go):
 // [quoted] identifiers, N'...' literals, 0x binary literals, dbo./db.dbo./db..

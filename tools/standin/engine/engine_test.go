@@ -731,7 +731,7 @@ func TestConcurrentSessions(t *testing.T) {
 					q = "BEGIN TRAN; " + q + "; COMMIT"
 				}
 				r := &recSink{}
-				if err := s.ExecBatch(context.Background(), q, []Param{{"@w", int64(w)}, {"@n", int64(i)}}, r); err != nil {
+				if err := s.ExecBatch(context.Background(), q, []Param{{Name: "@w", Value: int64(w)}, {Name: "@n", Value: int64(i)}}, r); err != nil {
 					errc <- err
 					return
 				}

@@ -28,7 +28,8 @@ type runner struct {
 	ctx      context.Context
 	sink     Sink
 	tryDepth int
-	depth    int // nested EXEC / sp_executesql
+	depth    int    // nested EXEC / sp_executesql
+	cmd      uint16 // CurCmd of the running statement (curCmd)
 }
 
 // transport marks errors that must end ExecBatch (sink failure, ctx).
@@ -81,7 +82,7 @@ func (r *runner) report(e *SQLError) error {
 	if err := r.sink.Error(e); err != nil {
 		return err
 	}
-	return r.sink.Done(Done{Error: true})
+	return r.sink.Done(Done{Error: true, Cmd: r.cmd})
 }
 
 // list runs statements in order. A *SQLError inside TRY returns as
@@ -174,7 +175,7 @@ func (r *runner) one(st *stmt) (flow, error) {
 
 // done reports the end of a statement.
 func (r *runner) done(count int64, hasCount bool) error {
-	if err := r.sink.Done(Done{RowCount: count, HasCount: hasCount && !r.s.nocount}); err != nil {
+	if err := r.sink.Done(Done{RowCount: count, HasCount: hasCount && !r.s.nocount, Cmd: r.cmd}); err != nil {
 		return transport{err}
 	}
 	return nil
@@ -184,6 +185,7 @@ func (r *runner) simple(st *stmt) (flow, error) {
 	toks := st.toks
 	s := r.s
 	head := st.head()
+	r.cmd = curCmd(head, toks)
 	if s.implicitTx && s.trancount == 0 && startsImplicitTx(head, toks) {
 		if err := r.implicitBegin(); err != nil {
 			return flowStop, err
@@ -276,6 +278,12 @@ func (r *runner) simple(st *stmt) (flow, error) {
 		return flowContinue, nil
 	case "GO":
 		return flowNext, nil
+	}
+	// A system procedure called without EXEC (as T-SQL allows for a
+	// batch's first statement; FreeTDS ODBC sends "sp_datatype_info_100 12,3").
+	if toks[0].kind == tkWord && strings.HasPrefix(toks[0].up, "SP_") {
+		exec := token{kind: tkWord, text: "EXEC", up: "EXEC", line: toks[0].line}
+		return r.exec(append([]token{exec}, toks...))
 	}
 	return flowStop, syntaxError(toks[0].source())
 }
@@ -1359,6 +1367,8 @@ func (r *runner) exec(toks []token) (flow, error) {
 		return r.spExecuteSQL(toks, 2)
 	case "sp_reset_connection":
 		return flowNext, r.done(0, false)
+	case "sp_datatype_info_100", "sp_datatype_info":
+		return flowNext, r.datatypeInfo(toks[2:])
 	}
 	return flowStop, newErr(ErrProcNotFound, 16, "Could not find stored procedure '%s'.", toks[1].text)
 }
@@ -1529,7 +1539,7 @@ func (r *runner) raiserror(toks []token, line int) error {
 }
 
 func (r *runner) sinkDoneErr() error {
-	if err := r.sink.Done(Done{Error: true}); err != nil {
+	if err := r.sink.Done(Done{Error: true, Cmd: r.cmd}); err != nil {
 		return transport{err}
 	}
 	return nil

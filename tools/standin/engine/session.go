@@ -54,6 +54,71 @@ type Done struct {
 	RowCount int64
 	HasCount bool
 	Error    bool
+	// Cmd is the statement's CurCmd as SQL Server reports it in DONE
+	// (Cmd* constants; see curCmd). Clients use it: go-mssqldb (and so
+	// sqlcmd) reports a DONE_COUNT as rows affected only when it is not
+	// CmdSelect or columns came back.
+	Cmd uint16
+}
+
+// CurCmd values of DONE tokens. [MS-TDS] 2.2.7.6 leaves them to the
+// application layer; these are SQL Server's, as seen in real server
+// answers (the capture each comes from is named in tools/standin/README.md).
+// Those marked "unverified" have no capture behind them.
+const (
+	CmdNone         uint16 = 0x00 // the login's DONE
+	CmdSelect       uint16 = 0xC1 // SELECT (also SELECT @v = ...)
+	CmdInsert       uint16 = 0xC3
+	CmdDelete       uint16 = 0xC4
+	CmdUpdate       uint16 = 0xC5
+	CmdCreate       uint16 = 0xC6 // CREATE TABLE (used for every CREATE)
+	CmdDrop         uint16 = 0xC7 // DROP TABLE (used for every DROP)
+	CmdRollback     uint16 = 0xD2 // unverified
+	CmdBeginTran    uint16 = 0xD4 // unverified
+	CmdCommit       uint16 = 0xD5
+	CmdExecute      uint16 = 0xE0 // the DONEPROC that ends an RPC call
+	CmdSetIsolation uint16 = 0xF9 // SET TRANSACTION ISOLATION LEVEL
+	CmdSet          uint16 = 0xBA // other SET options
+	CmdTransMgr     uint16 = 0xFD // a transaction manager request (TM_BEGIN_XACT)
+)
+
+// curCmd maps a statement's first keyword(s) to its CurCmd. Statements
+// with no SQL Server value on record (DECLARE, PRINT, USE, EXEC, ...)
+// report CmdSelect, as before; none of them sets DONE_COUNT.
+func curCmd(head string, toks []token) uint16 {
+	switch head {
+	case "INSERT":
+		return CmdInsert
+	case "UPDATE":
+		return CmdUpdate
+	case "DELETE":
+		return CmdDelete
+	case "WITH":
+		switch withMainVerb(toks) {
+		case "INSERT":
+			return CmdInsert
+		case "UPDATE":
+			return CmdUpdate
+		case "DELETE":
+			return CmdDelete
+		}
+	case "CREATE":
+		return CmdCreate
+	case "DROP":
+		return CmdDrop
+	case "COMMIT":
+		return CmdCommit
+	case "ROLLBACK":
+		return CmdRollback
+	case "BEGIN":
+		return CmdBeginTran
+	case "SET":
+		if len(toks) > 1 && toks[1].is("TRANSACTION") {
+			return CmdSetIsolation
+		}
+		return CmdSet
+	}
+	return CmdSelect
 }
 
 // SessionInfo describes the login a session belongs to.
@@ -71,6 +136,12 @@ type SessionInfo struct {
 type Param struct {
 	Name  string
 	Value any
+	// Type is the parameter's declared T-SQL type ("numeric(5,3)"), from
+	// sp_executesql's declaration list; may be empty. Only a DECIMAL or
+	// NUMERIC declaration is used (the value is a decimal string, which
+	// would otherwise read back as NVARCHAR); other types are inferred
+	// from Value.
+	Type string
 }
 
 // variable is a T-SQL variable or parameter of the running batch.
@@ -225,7 +296,14 @@ func (s *Session) ExecBatch(ctx context.Context, sqlText string, params []Param,
 		if !strings.HasPrefix(name, "@") {
 			name = "@" + name
 		}
-		s.vars[name] = &variable{col: inferColumn(p.Value, false), value: p.Value}
+		col := inferColumn(p.Value, false)
+		if dc, ok := parseTypeName(p.Type, 30); ok && dc.Kind == KindDecimal {
+			if _, isStr := p.Value.(string); isStr || p.Value == nil {
+				col = dc
+				col.Nullable = true
+			}
+		}
+		s.vars[name] = &variable{col: col, value: p.Value}
 	}
 	r := &runner{s: s, ctx: ctx, sink: sink}
 	err := r.batch(sqlText)

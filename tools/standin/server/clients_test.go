@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +27,8 @@ type feature struct {
 	steps func(tag string) []clients.Step
 	check func(r clients.Result, first int) error
 	op    string // the op a client must support ("" = query)
+	// notFor lists clients that cannot show this feature ("n/a").
+	notFor []clients.Name
 }
 
 func num(v any) (float64, bool) {
@@ -133,6 +136,26 @@ var features = []feature{
 		}
 		return nil
 	}},
+	// What the runbook's sqlcmd prints as "(1 row affected)": DONE_COUNT
+	// with CurCmd INSERT/UPDATE/DELETE. FreeTDS tsql prints counts only
+	// after result sets (tools/clients/README.md).
+	{name: "rows affected", notFor: []clients.Name{clients.TSQL}, steps: func(tag string) []clients.Step {
+		return []clients.Step{
+			{Op: "query", SQL: fmt.Sprintf("INSERT INTO test_table (name, value) VALUES ('%s-ra', 1)", tag)},
+			{Op: "query", SQL: fmt.Sprintf("UPDATE test_table SET value = 2 WHERE name = '%s-ra'", tag)},
+			{Op: "query", SQL: fmt.Sprintf("DELETE FROM test_table WHERE name = '%s-ra'", tag)},
+		}
+	}, check: func(r clients.Result, i int) error {
+		for k, verb := range []string{"INSERT", "UPDATE", "DELETE"} {
+			if err := r.StepErr(i + k); err != nil {
+				return err
+			}
+			if rc := r.Steps[i+k].RowCounts; len(rc) != 1 || rc[0] != 1 {
+				return fmt.Errorf("%s: rows affected %v, want [1]", verb, rc)
+			}
+		}
+		return nil
+	}},
 	{name: "sql error", steps: func(string) []clients.Step {
 		return []clients.Step{{Op: "query", SQL: "SELECT * FROM no_such_table"}, {Op: "query", SQL: "SELECT 7"}}
 	}, check: func(r clients.Result, i int) error {
@@ -196,7 +219,7 @@ func TestClientMatrix(t *testing.T) {
 				first := map[string]int{}
 				var run []feature
 				for _, f := range features {
-					if f.op != "" && !clients.SupportsOp(name, f.op) {
+					if f.op != "" && !clients.SupportsOp(name, f.op) || slices.Contains(f.notFor, name) {
 						mu.Lock()
 						cells = append(cells, cell{string(name), mode, f.name, "n/a"})
 						mu.Unlock()

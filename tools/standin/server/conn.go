@@ -436,10 +436,10 @@ func (c *conn) transMgr(r *tds.TransMgrReq, sk *sink) error {
 	var se *engine.SQLError
 	if errors.As(err, &se) {
 		sk.Error(se)
-		return sk.Done(engine.Done{Error: true})
+		return sk.Done(engine.Done{Error: true, Cmd: engine.CmdTransMgr})
 	}
 	if err != nil {
 		return err
 	}
-	return sk.Done(engine.Done{})
+	return sk.Done(engine.Done{Cmd: engine.CmdTransMgr})
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/standin/engine"
 	"github.com/tdsgate/tdsgate/tools/tdsclient"
 )
 
@@ -200,7 +201,7 @@ func TestRPC(t *testing.T) {
 			procs = append(procs, tok.Done)
 		}
 	}
-	if len(r.Rows) != 2 || len(procs) != 2 || procs[0].Status != tds.DoneMore || procs[1].Status != 0 {
+	if len(r.Rows) != 2 || len(procs) != 2 || procs[0].Status != tds.DoneMore|tds.DoneRPCInBatch || procs[1].Status != 0 {
 		t.Fatalf("two calls: %s", tokenTypes(r.Tokens))
 	}
 	// An unknown procedure: 2812.
@@ -290,7 +291,9 @@ func TestTransactionManager(t *testing.T) {
 		if d == 0 {
 			t.Fatal("zero transaction descriptor")
 		}
-		if ds := dones(r.Tokens); len(ds) != 1 || ds[0].Done.Status&tds.DoneInXact == 0 {
+		// As a real SQL Server 2008 answers it: DONE status 0 (no
+		// DONE_INXACT), CurCmd 0xFD.
+		if ds := dones(r.Tokens); len(ds) != 1 || ds[0].Done.Status != 0 || ds[0].Done.CurCmd != engine.CmdTransMgr {
 			t.Fatalf("TM_BEGIN_XACT DONE: %s", tokenTypes(r.Tokens))
 		}
 		return d

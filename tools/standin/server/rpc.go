@@ -28,11 +28,14 @@ func (c *conn) rpc(ctx context.Context, r *tds.RPCRequest, sk *sink) error {
 		for _, rv := range ret {
 			sk.emit(tds.AppendReturnValue(nil, rv, c.version))
 		}
-		st := sk.inXact()
+		var st uint16
 		if err != nil {
 			st |= tds.DoneError
 		}
-		sk.hold(tds.TokenDoneProc, tds.Done{Status: st, CurCmd: 0xE0})
+		if i < len(r.Calls)-1 {
+			st |= tds.DoneRPCInBatch
+		}
+		sk.hold(tds.TokenDoneProc, tds.Done{Status: st, CurCmd: engine.CmdExecute})
 		if i < len(r.Calls)-1 {
 			sk.flushPending(true)
 		}
@@ -119,20 +122,28 @@ func handleValue(name string, h int32) *tds.ReturnValue {
 // bindParams names positional parameters after the declaration list
 // ("@P0 int, @P1 nvarchar(4000)"): jTDS's sp_execute sends them unnamed.
 func bindParams(decl string, ps []tds.RPCParam, vals []any) []engine.Param {
-	names := declNames(decl)
+	names, types := declNames(decl)
 	out := make([]engine.Param, len(ps))
 	for i, p := range ps {
 		n := p.Name
 		if n == "" && i < len(names) {
 			n = names[i]
 		}
-		out[i] = engine.Param{Name: n, Value: vals[i]}
+		typ := ""
+		for j := range names {
+			if strings.EqualFold(names[j], n) || strings.EqualFold(names[j], "@"+n) {
+				typ = types[j]
+				break
+			}
+		}
+		out[i] = engine.Param{Name: n, Value: vals[i], Type: typ}
 	}
 	return out
 }
 
-func declNames(decl string) []string {
-	var names []string
+// declNames splits a declaration list into parameter names and their
+// declared types ("numeric(5,3)", "nvarchar(10) OUTPUT" → "nvarchar(10)").
+func declNames(decl string) (names, types []string) {
 	depth := 0
 	start := 0
 	for i := 0; i <= len(decl); i++ {
@@ -155,8 +166,22 @@ func declNames(decl string) []string {
 		f := strings.Fields(decl[start:i])
 		if len(f) > 0 && strings.HasPrefix(f[0], "@") {
 			names = append(names, f[0])
+			typ := ""
+			if len(f) > 1 {
+				typ = f[1]
+				if !strings.Contains(typ, ")") && strings.Contains(typ, "(") {
+					// "decimal(5, 3)": the type's arguments hold a space.
+					for _, more := range f[2:] {
+						typ += more
+						if strings.Contains(more, ")") {
+							break
+						}
+					}
+				}
+			}
+			types = append(types, typ)
 		}
 		start = i + 1
 	}
-	return names
+	return names, types
 }

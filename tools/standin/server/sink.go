@@ -57,17 +57,8 @@ func (s *sink) finish() {
 		return
 	}
 	if !s.sent {
-		s.rp.add(tds.AppendDone(nil, tds.TokenDone, tds.Done{Status: s.inXact()}, s.c.version))
+		s.rp.add(tds.AppendDone(nil, tds.TokenDone, tds.Done{}, s.c.version))
 	}
-}
-
-// inXact uses the transaction count last reported through Tx: the sink
-// runs inside the engine's ExecBatch and must not call back into the session.
-func (s *sink) inXact() uint16 {
-	if s.c.trancount > 0 {
-		return tds.DoneInXact
-	}
-	return 0
 }
 
 func (s *sink) hold(t tds.TokenType, d tds.Done) {
@@ -109,7 +100,9 @@ func (s *sink) Done(d engine.Done) error {
 		s.c.language = l
 		s.Info(tds.InfoNumLanguageChanged, fmt.Sprintf("Changed language setting to %s.", l))
 	}
-	st := s.inXact()
+	// No DONE_INXACT: SQL Server does not set it (a real SQL Server 2008
+	// answers BEGIN TRANSACTION with DONE status 0), nor does the stand-in.
+	var st uint16
 	if d.HasCount {
 		st |= tds.DoneCount
 	}
@@ -120,7 +113,7 @@ func (s *sink) Done(d engine.Done) error {
 	if s.inProc {
 		t = tds.TokenDoneInProc
 	}
-	s.hold(t, tds.Done{Status: st, CurCmd: 0xC1, RowCount: uint64(max(d.RowCount, 0))})
+	s.hold(t, tds.Done{Status: st, CurCmd: d.Cmd, RowCount: uint64(max(d.RowCount, 0))})
 	return s.rp.err
 }
 
