@@ -197,7 +197,7 @@ func (a *App) Start(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	opts := []listener.Option{listener.WithLogger(a.log)}
-	if cfg.ProxyProtocol {
+	if cfg.ProxyProtocol.Enabled {
 		opts = append(opts, listener.WithProxyProtocol(cfg.LoginTimeout))
 	}
 	a.serveErr = make(chan error, 1)
@@ -207,7 +207,7 @@ func (a *App) Start(ctx context.Context) error {
 		a.serveErr <- listener.Serve(sctx, lns, func(c net.Conn) { a.handler.Serve(context.Background(), c) }, opts...)
 	}()
 	a.log.Info("tdsgate listening", "addr", lns[0].Addr().String(), "listeners", len(lns), "instance_id", cfg.InstanceID,
-		"buckets", len(cfg.Buckets), "proxy_protocol", cfg.ProxyProtocol)
+		"buckets", len(cfg.Buckets), "proxy_protocol", cfg.ProxyProtocol.Enabled)
 	return nil
 }
 
