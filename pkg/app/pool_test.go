@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,10 +135,15 @@ func TestPoolResetOnReuse(t *testing.T) {
 	}
 }
 
-// TestPoolWrongPassword: a wrong password for a login with pooled
-// connections gets SQL Server's 18456 from tdsgate and never reaches the
-// pooled connection (it stays idle; the stand-in sees nothing).
-func TestPoolWrongPassword(t *testing.T) {
+// TestPoolWrongPasswordsReachServer: with an idle pooled connection for
+// the login, 300 wrong passwords are not judged by tdsgate: each one goes
+// to the backend, whose failed-login counter shows all 300, and each
+// client gets the server's own 18456 (its server name, not tdsgate's), so
+// nothing tells a stranger that pooled connections exist. The pooled
+// connection stays idle and the right password still reuses it; no slot
+// is left behind.
+func TestPoolWrongPasswordsReachServer(t *testing.T) {
+	const wrong = 300
 	buckets := testenv.Buckets(t, 1, nil)
 	a := testenv.Proxy(t, pooledConfig(t, buckets))
 	p := poolOf(t, a)
@@ -150,29 +156,111 @@ func TestPoolWrongPassword(t *testing.T) {
 	waitIdle(t, p, 1)
 	st0 := buckets[0].Stats()
 
-	_, err = dialTDS(t, a, "not-"+testenv.Passwords[0])
-	le, ok := err.(*tdsclient.LoginError)
-	if !ok {
-		t.Fatalf("wrong password: %v", err)
+	// A few clients at a time, as a guesser would.
+	var wg sync.WaitGroup
+	errs := make(chan error, wrong)
+	sem := make(chan struct{}, 8)
+	for i := 0; i < wrong; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := dialTDS(t, a, fmt.Sprintf("not-%s-%d", testenv.Passwords[0], i))
+			le, ok := err.(*tdsclient.LoginError)
+			switch {
+			case !ok:
+				errs <- fmt.Errorf("wrong password %d: %v", i, err)
+			case le.Number != 18456 || le.Class != 14 || le.Message != "Login failed for user 'sa'." || le.ServerName != buckets[0].Name():
+				errs <- fmt.Errorf("wrong password %d: %+v, want the stand-in's own 18456", i, *le.ErrorToken)
+			}
+		}()
 	}
-	if le.Number != 18456 || le.Class != 14 || le.State != 1 || le.Message != "Login failed for user 'sa'." {
-		t.Fatalf("wrong password: %+v", le.ErrorToken)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
-	if s := p.Stats(); s.Idle != 1 || s.Active != 0 {
-		t.Fatalf("pool after a wrong password: %+v", s)
+	if st := buckets[0].Stats(); st.Failed-st0.Failed != wrong {
+		t.Fatalf("the stand-in counted %d failed logins for %d wrong passwords", st.Failed-st0.Failed, wrong)
 	}
-	if st := buckets[0].Stats(); st != st0 {
-		t.Fatalf("the wrong password reached the backend: %+v then %+v", st0, st)
+	if s := p.Stats(); s.Idle != 1 || s.Active+s.Login+s.Resetting != 0 {
+		t.Fatalf("pool after the wrong passwords: %+v", s)
 	}
 	// The right password still gets the pooled connection.
+	st1 := buckets[0].Stats()
 	c, err = dialTDS(t, a, testenv.Passwords[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustExec(t, c, "SELECT 1")
 	c.Close()
-	if st := buckets[0].Stats(); st.Total != st0.Total {
-		t.Fatalf("the right password did not reuse: %+v then %+v", st0, st)
+	if st := buckets[0].Stats(); st.Total != st1.Total {
+		t.Fatalf("the right password did not reuse: %+v then %+v", st1, st)
+	}
+	waitIdle(t, p, 1)
+	if s := a.Limiter().Snapshot()[0]; s.InUse != 1 {
+		t.Fatalf("slots in use %d, want 1 (the idle connection)", s.InUse)
+	}
+}
+
+// TestPoolPasswordRotation: the password is changed at the server while
+// connections accepted with the old one are idle in the pool. The new
+// password works at once through the proxy (it is a pool miss, the server
+// accepts it), the idle old-credential connections are closed at that
+// login (the stand-in's session count drops), the old password is then
+// refused by the server itself, and the new one reuses.
+func TestPoolPasswordRotation(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+	old, next := testenv.Passwords[0], "R0tated-"+testenv.Passwords[0]
+	var held []*tdsclient.Conn
+	for i := 0; i < 3; i++ {
+		c, err := dialTDS(t, a, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, c, "SELECT 1")
+		held = append(held, c)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	waitIdle(t, p, 3)
+	if cur := buckets[0].Stats().Current; cur != 3 {
+		t.Fatalf("stand-in sessions %d, want 3", cur)
+	}
+
+	buckets[0].SetPassword("sa", next)
+	c, err := dialTDS(t, a, next)
+	if err != nil {
+		t.Fatalf("the new password through the proxy, right after the change: %v", err)
+	}
+	// At once: the old credential's idle connections are gone while the
+	// new client is still logged in.
+	testenv.WaitUntil(t, func() bool { return p.Stats().Idle == 0 && buckets[0].Stats().Current == 1 })
+	mustExec(t, c, "SELECT 1")
+	c.Close()
+	waitIdle(t, p, 1)
+
+	_, err = dialTDS(t, a, old)
+	if le, ok := err.(*tdsclient.LoginError); !ok || le.Number != 18456 || le.ServerName != buckets[0].Name() {
+		t.Fatalf("the old password after the change: %v, want the server's 18456", err)
+	}
+	st := buckets[0].Stats()
+	c, err = dialTDS(t, a, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c, "SELECT 1")
+	c.Close()
+	if s := buckets[0].Stats(); s.Total != st.Total {
+		t.Fatal("the new password did not reuse the pooled connection")
+	}
+	waitIdle(t, p, 1)
+	if s := a.Limiter().Snapshot()[0]; s.InUse != 1 {
+		t.Fatalf("slots in use %d, want 1", s.InUse)
 	}
 }
 

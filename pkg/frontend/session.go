@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -433,21 +432,21 @@ func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBy
 		s.log.Info("slot release")
 		return nil, err
 	}
-	conn.Activate(be, res)
+	s.activate(conn, be, res)
 	return conn, nil
 }
 
 // backendLogin dials the bucket's backend and forwards the client's LOGIN7.
 func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, loginBytes []byte) (*backend.Conn, *backend.LoginResult, error) {
 	if err := b.Breaker.Allow(); err != nil {
-		return nil, nil, refuse(CodeBackendUnavailable, err, "%s", err.Error())
+		return nil, nil, unavailable(b.ID, err)
 	}
 	start := time.Now()
 	be, err := backend.Connect(ctx, b.Target)
 	if err != nil {
 		s.h.Observer.BackendConnected(b.ID, time.Since(start), err)
 		b.Breaker.Failure(err)
-		return nil, nil, refuse(CodeBackendUnavailable, err, "tdsgate could not reach the backend of bucket %s: %v", b.ID, shortErr(err))
+		return nil, nil, unavailable(b.ID, err)
 	}
 	b.Breaker.Success()
 	s.mu.Lock()
@@ -466,9 +465,9 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 		be.Close()
 		var bee *backend.Error
 		if errors.As(err, &bee) && bee.Stage == backend.StageLogin && !isNetErr(err) {
-			return nil, nil, refuse(CodeBackendProtocol, err, "the backend of bucket %s answered the login with something tdsgate cannot relay: %v", b.ID, shortErr(err))
+			return nil, nil, protocolError(b.ID, err)
 		}
-		return nil, nil, refuse(CodeBackendUnavailable, err, "the backend of bucket %s failed during login: %v", b.ID, shortErr(err))
+		return nil, nil, unavailable(b.ID, err)
 	}
 	return be, res, nil
 }
@@ -476,17 +475,4 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 func isNetErr(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
-// shortErr keeps the useful end of a wrapped error for client messages.
-func shortErr(err error) string {
-	var be *backend.Error
-	if errors.As(err, &be) {
-		msg := be.Err.Error()
-		if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "dial tcp") {
-			msg = msg[i+2:]
-		}
-		return fmt.Sprintf("%s %s: %s", be.Address, be.Stage, msg)
-	}
-	return err.Error()
 }
