@@ -123,8 +123,8 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("buckets[%d] (%s): %w", i, b.ID, err)
 		}
-		if old := a.buckets[b.ID]; old != nil && sameTarget(old.Target, t) {
-			old.Breaker.Failures, old.Breaker.ProbeInterval = b.Breaker.Failures, b.Breaker.ProbeInterval
+		if old := a.buckets[b.ID]; old != nil && old.Target.Same(t) {
+			old.Breaker.SetLimits(b.Breaker.Failures, b.Breaker.ProbeInterval)
 			buckets[b.ID] = old
 			continue
 		}
@@ -152,15 +152,10 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 	return &frontend.Runtime{Settings: settings, Router: router, Buckets: buckets}, nil
 }
 
-func sameTarget(a, b *backend.Target) bool {
-	return a.Address == b.Address && a.Encryption == b.Encryption && a.DialTimeout == b.DialTimeout &&
-		a.LoginTimeout == b.LoginTimeout && a.TLS.ServerName == b.TLS.ServerName &&
-		a.TLS.InsecureSkipVerify == b.TLS.InsecureSkipVerify && (a.TLS.RootCAs == nil) == (b.TLS.RootCAs == nil)
-}
-
 // target builds a bucket's backend target from its config.
 func target(b *config.Bucket) (*backend.Target, error) {
 	tc := &tls.Config{ServerName: b.ServerName, MinVersion: tls.VersionTLS12}
+	var caPEM []byte
 	switch {
 	case b.CAFile != "":
 		pem, err := os.ReadFile(b.CAFile)
@@ -172,12 +167,13 @@ func target(b *config.Bucket) (*backend.Target, error) {
 			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", b.CAFile)
 		}
 		tc.RootCAs = pool
+		caPEM = pem
 	case b.TrustServerCertificate:
 		tc.InsecureSkipVerify = true
 	}
 	return &backend.Target{
 		Bucket: b.ID, Address: b.Address, Encryption: backend.Encryption(b.Encryption),
-		TLS: tc, DialTimeout: b.DialTimeout, LoginTimeout: b.LoginTimeout,
+		TLS: tc, CAPEM: caPEM, DialTimeout: b.DialTimeout, LoginTimeout: b.LoginTimeout,
 	}, nil
 }
 
