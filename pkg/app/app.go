@@ -57,6 +57,9 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		log.Info("tls: certificate loaded", "file", cfg.TLS.CertFile, "sha256_fingerprint", certutil.Fingerprint(cert))
 	}
 	a.obs = newObservability(a, cfg)
+	if err := a.obs.setAdminAuth(cfg); err != nil {
+		return nil, err
+	}
 	// Without metrics_listen nobody reads the metrics, so the frontend and
 	// the limiter do not feed them (nil: the frontend's no-op observer).
 	var sessionObs frontend.Observer
@@ -232,10 +235,15 @@ func (a *App) Config() *config.Config {
 func (a *App) Reload(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	token, password, err := cfg.AdminAuth.ReadSecrets()
+	if err != nil {
+		return err
+	}
 	rt, err := a.runtime(cfg)
 	if err != nil {
 		return err
 	}
+	a.obs.auth.Set(token, cfg.AdminAuth.Username, password, cfg.AdminAuth.HealthRequiresAuth)
 	a.obs.metrics.SetBuckets(bucketIDs(cfg))
 	a.lim.Update(bucketLimits(cfg))
 	a.handler.SetRuntime(rt)

@@ -232,6 +232,13 @@ type Config struct {
 	// it such a login is refused. It must name a bucket.
 	DefaultBucket string `yaml:"default_bucket"`
 
+	// CredentialRoutes bounds the cost of credential routes (PBKDF2
+	// iterations, failed attempts per source address).
+	CredentialRoutes CredentialRoutes `yaml:"credential_routes"`
+
+	// AdminAuth protects /metrics and /health's detail. Off by default.
+	AdminAuth AdminAuth `yaml:"admin_auth"`
+
 	// envSource maps the YAML path of each field an environment variable
 	// set to that variable's name, for error messages.
 	envSource map[string]string
@@ -246,6 +253,18 @@ type TLS struct {
 	// KeyFile is the PEM private key of CertFile. Set both or neither.
 	// Env: TLS_KEY_FILE.
 	KeyFile string `yaml:"key_file"`
+	// SelfSignedFile, without CertFile/KeyFile, keeps the generated
+	// self-signed certificate (and its key, one PEM file, mode 0600) at
+	// this path: loaded at start if present, generated and written there
+	// otherwise, so that it survives restarts and clients can pin it.
+	// Default "": a new certificate at every start.
+	SelfSignedFile string `yaml:"self_signed_file"`
+	// WatchInterval is how often CertFile and KeyFile are checked for a
+	// change (modification time and size); a changed pair is loaded and
+	// new TLS handshakes use it (SIGHUP reloads it too). A pair that does
+	// not load is logged and the running certificate kept. 0: no watch.
+	// Default: DefaultTLSWatchInterval.
+	WatchInterval time.Duration `yaml:"watch_interval"`
 }
 
 // Redis configures the shared limiter and the instance registry.

@@ -43,6 +43,8 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		c.EBPF.Enabled = DefaultEBPFEnabled
 	}
 
+	c.applySecurityDefaults(has)
+
 	dur(&c.Redis.HeartbeatTTL, "redis.heartbeat_ttl", DefaultHeartbeatTTL)
 	dur(&c.Redis.HeartbeatInterval, "redis.heartbeat_interval", DefaultHeartbeatInterval)
 	dur(&c.Redis.ReaperInterval, "redis.reaper_interval", DefaultReaperInterval)

@@ -94,6 +94,7 @@ func (c *Config) validate() []error {
 	v.sameListen("metrics_listen", c.MetricsListen, "health_listen", c.HealthListen)
 
 	v.redis(&c.Redis)
+	v.security()
 
 	if len(c.Buckets) == 0 {
 		v.add("buckets", "at least one bucket is required")
@@ -300,8 +301,10 @@ func (v *validator) route(i int, r *Route) {
 		}
 	}
 	if r.PasswordHash != "" {
-		if _, err := passhash.Parse(r.PasswordHash); err != nil {
+		if h, err := passhash.Parse(r.PasswordHash); err != nil {
 			v.add(p+"password_hash", "%v; make one with `proxy hash-password`", err)
+		} else {
+			v.hashIterations(p+"password_hash", h)
 		}
 		if r.User == "" {
 			v.add(p+"user", "required by password_hash: a credential rule verifies one user's password")
