@@ -41,6 +41,7 @@ type composeService struct {
 	Entrypoint []string `yaml:"entrypoint"`
 	Command    []string `yaml:"command"`
 	Restart    string   `yaml:"restart"`
+	CapAdd     []string `yaml:"cap_add"`
 }
 
 // deps returns service → condition ("" for the short list form).
@@ -266,6 +267,15 @@ func TestDockerfile(t *testing.T) {
 	}
 	if strings.Contains(d, "USER root") || strings.Contains(d, "USER 0") {
 		t.Error("Dockerfile runs as root")
+	}
+	// The eBPF tracker's capabilities: permitted file capabilities (the
+	// proxy raises them), never effective ("e"), with which a container
+	// started without cap_add could not exec the binary at all.
+	if !strings.Contains(d, "setcap cap_bpf,cap_net_admin=p /out/proxy") {
+		t.Error("Dockerfile lacks `setcap cap_bpf,cap_net_admin=p /out/proxy`")
+	}
+	if strings.Contains(d, "=ep") || strings.Contains(d, "+ep") || strings.Contains(d, "=eip") {
+		t.Error("Dockerfile sets effective file capabilities")
 	}
 }
 

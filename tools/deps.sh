@@ -23,6 +23,8 @@ PACKAGES=(
 	jq              # .ci/run and scripts: reading JSON results from the clients and /metrics tooling
 	curl            # admin endpoint tests and scripts: /health, /metrics
 	prometheus      # metrics tests: `promtool check metrics` / rule checks on our /metrics output
+	docker-compose  # deployments: `docker-compose config` validates docker-compose.yml (compose v1, no engine needed)
+	libcap2-bin     # deployments: `setcap`, the image's file capabilities in TestEBPFCapsAsNonroot (setpriv is util-linux's)
 )
 # Added only when the command is missing (the machine image may ship them from elsewhere):
 #   default-jdk-headless  tools/clients: `java` + `javac` to compile and run the jTDS client
