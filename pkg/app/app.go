@@ -31,8 +31,11 @@ type App struct {
 	handler *frontend.Handler
 	buckets map[string]*frontend.Bucket
 	obs     *observability
-	pools   pools      // pool_mode session buckets' pools, and pressure (pool.go)
-	ebpf    *ebpfWatch // the kernel's count of backend connections (ebpf.go); set by Start
+	pools   pools // pool_mode session buckets' pools, and pressure (pool.go)
+	// credFailures counts failed credential-route logins per source
+	// address (credential_routes.max_failures); it outlives reloads.
+	credFailures *route.FailureLimiter
+	ebpf         *ebpfWatch // the kernel's count of backend connections (ebpf.go); set by Start
 
 	lns      []net.Listener
 	serveWG  sync.WaitGroup
@@ -105,7 +108,13 @@ func bucketLimits(cfg *config.Config) []limiter.BucketConfig {
 // runtime builds the frontend's reloadable world from cfg, keeping the
 // breakers of buckets whose backend did not change.
 func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
-	router, err := route.New(cfg.Routes, cfg.DefaultBucket)
+	cr := cfg.CredentialRoutes
+	if a.credFailures == nil {
+		a.credFailures = route.NewFailureLimiter(cr.MaxFailures, cr.FailureWindow)
+	}
+	router, err := route.NewWithOptions(cfg.Routes, cfg.DefaultBucket, route.Options{
+		MaxHashIterations: cr.MaxHashIterations, NegativeCacheTTL: cr.NegativeCacheTTL, Failures: a.credFailures,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -244,6 +253,7 @@ func (a *App) Reload(cfg *config.Config) error {
 		return err
 	}
 	a.obs.auth.Set(token, cfg.AdminAuth.Username, password, cfg.AdminAuth.HealthRequiresAuth)
+	a.credFailures.SetLimits(cfg.CredentialRoutes.MaxFailures, cfg.CredentialRoutes.FailureWindow)
 	a.obs.metrics.SetBuckets(bucketIDs(cfg))
 	a.lim.Update(bucketLimits(cfg))
 	a.handler.SetRuntime(rt)

@@ -1,7 +1,10 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +15,8 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/admin"
 	"github.com/tdsgate/tdsgate/pkg/config"
+	"github.com/tdsgate/tdsgate/tools/clients"
+	"github.com/tdsgate/tdsgate/tools/tdsclient"
 	"github.com/tdsgate/tdsgate/tools/testenv"
 )
 
@@ -113,4 +118,51 @@ func TestAdminAuthStrangers(t *testing.T) {
 	if code, _ := httpGet(t, metrics+"/metrics", "second-token"); code != 200 {
 		t.Fatalf("/metrics after a failed reload: %d", code)
 	}
+}
+
+// TestCredentialRouteFailuresPerSource: with credential_routes.max_failures
+// 5, the sixth login from 127.0.0.1 whose password fails every credential
+// rule (each one a PBKDF2) is refused with 50010 and a readable message, by
+// tdsgate and without a PBKDF2; a real client (tsql) shows it. A login
+// whose password is cached as right still gets through.
+func TestCredentialRouteFailuresPerSource(t *testing.T) {
+	if err := clients.Check(); err != nil {
+		t.Fatal(err)
+	}
+	buckets := testenv.Buckets(t, 2, nil)
+	cfg := testenv.Config(t, buckets)
+	cfg.CredentialRoutes = config.CredentialRoutes{MaxFailures: 5, FailureWindow: time.Minute}
+	a := testenv.Proxy(t, cfg)
+	ok, err := dialProxy(a.Addr(), testenv.Passwords[0]) // cached as right for rule 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok.Close()
+	for i := 0; i < 5; i++ {
+		_, err := dialProxy(a.Addr(), fmt.Sprint("guess-", i))
+		if n := loginNumber(err); n != int32(50001) {
+			t.Fatalf("guess %d: %v, want 50001 (no route)", i, err)
+		}
+	}
+	_, err = dialProxy(a.Addr(), "guess-6")
+	var le *tdsclient.LoginError
+	if !errors.As(err, &le) || le.Number != 50010 || le.Message != "too many failed logins from this address; try again later" {
+		t.Fatalf("6th failure: %v, want 50010", err)
+	}
+	host, port := hostPort(t, a.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := clients.Run(ctx, clients.TSQL, clients.Spec{Host: host, Port: port, User: "sa", Password: "guess-7", Database: "tenant_db",
+		Steps: []clients.Step{{Op: clients.OpQuery, SQL: "SELECT 1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected || res.LoginError == nil || res.LoginError.Number != 50010 || !strings.Contains(res.LoginError.Message, "too many failed logins") {
+		t.Fatalf("tsql: connected %v, %+v (stderr %s)", res.Connected, res.LoginError, res.Stderr)
+	}
+	c, err := dialProxy(a.Addr(), testenv.Passwords[0])
+	if err != nil {
+		t.Fatalf("a cached right password from the throttled address: %v", err)
+	}
+	c.Close()
 }

@@ -94,3 +94,9 @@ func unavailable(bucket string, err error) *Refusal {
 func protocolError(bucket string, err error) *Refusal {
 	return refuse(CodeBackendProtocol, err, "bucket %s could not complete the login; try again later", bucket)
 }
+
+// tooManyFailures is the refusal of a login from an address that failed
+// credential routes too often (route.RuleThrottled, 50010).
+func tooManyFailures() *Refusal {
+	return refuse(CodeTooManyFailures, nil, "too many failed logins from this address; try again later")
+}

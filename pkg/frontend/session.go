@@ -86,8 +86,12 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
 
 	// 2. Route.
-	bucketID, rule, ok := rt.Router.Route(route.Login{ServerName: login.ServerName, Database: login.Database, User: login.UserName, App: login.AppName, Password: login.Password})
+	bucketID, rule, ok := rt.Router.Route(route.Login{ServerName: login.ServerName, Database: login.Database, User: login.UserName, App: login.AppName, Password: login.Password, Source: s.client})
 	bucket := rt.Buckets[bucketID]
+	if rule == route.RuleThrottled {
+		s.fail(tooManyFailures())
+		return
+	}
 	if !ok || bucket == nil {
 		s.fail(refuse(CodeNoRoute, nil, "tdsgate has no route for login '%s' to database '%s' (server '%s', application '%s'); check the user, the password, the database, or the proxy's routes", login.UserName, login.Database, login.ServerName, login.AppName))
 		return
