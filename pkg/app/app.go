@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
-	"github.com/tdsgate/tdsgate/pkg/certutil"
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/frontend"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
@@ -25,7 +24,7 @@ type App struct {
 	log     *slog.Logger
 	mu      sync.Mutex
 	cfg     *config.Config
-	cert    tls.Certificate
+	certs   certs       // the certificate shown to clients, reloadable (certs.go)
 	lim     appLimiter  // limiter.Local, or limiter.Redis with redis.addr (redis.go)
 	redis   *redisCoord // nil when standalone
 	handler *frontend.Handler
@@ -49,15 +48,8 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		log = slog.Default()
 	}
 	a := &App{log: log, cfg: cfg, buckets: map[string]*frontend.Bucket{}}
-	cert, generated, err := certutil.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, "tdsgate "+cfg.InstanceID)
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	a.cert = cert
-	if generated {
-		log.Info("tls: no certificate configured, generated a self-signed one", "sha256_fingerprint", certutil.Fingerprint(cert))
-	} else {
-		log.Info("tls: certificate loaded", "file", cfg.TLS.CertFile, "sha256_fingerprint", certutil.Fingerprint(cert))
+	if err := a.loadCertificate(cfg); err != nil {
+		return nil, err
 	}
 	a.obs = newObservability(a, cfg)
 	if err := a.obs.setAdminAuth(cfg); err != nil {
@@ -71,6 +63,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		sessionObs = a.obs.metrics
 		limObs = append(limObs, a.obs.metrics)
 	}
+	var err error
 	if a.lim, err = a.newLimiter(cfg, limiter.WithObserver(limObs)); err != nil {
 		return nil, err
 	}
@@ -126,7 +119,7 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 		ServerName:   frontend.DefaultServerName,
 		LoginTimeout: cfg.LoginTimeout,
 		Allowed:      allowed,
-		TLS:          &tls.Config{Certificates: []tls.Certificate{a.cert}, MinVersion: tls.VersionTLS12},
+		TLS:          &tls.Config{GetCertificate: a.certs.r.GetCertificate, MinVersion: tls.VersionTLS12},
 	}
 	buckets := map[string]*frontend.Bucket{}
 	for i := range cfg.Buckets {
@@ -202,6 +195,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.startEBPF(cfg) // before serving: connections opened earlier would not be counted
 	a.startPressure()
+	a.startCertWatch(cfg)
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	opts := []listener.Option{listener.WithLogger(a.log)}
@@ -223,7 +217,7 @@ func (a *App) Start(ctx context.Context) error {
 func (a *App) Addr() string { return a.lns[0].Addr().String() }
 
 // Certificate is the certificate presented to clients.
-func (a *App) Certificate() tls.Certificate { return a.cert }
+func (a *App) Certificate() tls.Certificate { return a.certs.r.Certificate() }
 
 // Limiter is the instance's limiter.
 func (a *App) Limiter() limiter.Limiter { return a.lim }
@@ -246,6 +240,9 @@ func (a *App) Reload(cfg *config.Config) error {
 	defer a.mu.Unlock()
 	token, password, err := cfg.AdminAuth.ReadSecrets()
 	if err != nil {
+		return err
+	}
+	if err := a.reloadCertificate(cfg); err != nil {
 		return err
 	}
 	rt, err := a.runtime(cfg)
@@ -303,6 +300,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	a.stopObservability()
+	a.stopCertWatch()
 	a.ebpf.close()
 	a.stopPools() // idle pooled connections give their slots back while the limiter still runs
 	a.lim.Close()
