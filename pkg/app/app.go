@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
@@ -31,6 +32,8 @@ type App struct {
 	buckets map[string]*frontend.Bucket
 	obs     *observability
 	pools   pools // pool_mode session buckets' pools, and pressure (pool.go)
+	// clientConns counts the client connections the listeners hold (door.go).
+	clientConns atomic.Int64
 	// credFailures counts failed credential-route logins per source
 	// address (credential_routes.max_failures); it outlives reloads.
 	credFailures *route.FailureLimiter
@@ -73,6 +76,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.handler = frontend.NewHandler(rt, a.lim, log, sessionObs)
+	a.handler.Door = a.obs.metrics // cheap counters, kept even without metrics_listen
 	return a, nil
 }
 
@@ -116,10 +120,12 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 		allowed[frontend.Mode(e)] = true
 	}
 	settings := &frontend.Settings{
-		ServerName:   frontend.DefaultServerName,
-		LoginTimeout: cfg.LoginTimeout,
-		Allowed:      allowed,
-		TLS:          &tls.Config{GetCertificate: a.certs.r.GetCertificate, MinVersion: tls.VersionTLS12},
+		ServerName:          frontend.DefaultServerName,
+		LoginTimeout:        cfg.LoginTimeout,
+		Allowed:             allowed,
+		TLS:                 &tls.Config{GetCertificate: a.certs.r.GetCertificate, MinVersion: tls.VersionTLS12},
+		MaxPendingPerSource: cfg.MaxPendingPerSource,
+		ClientIdleTimeout:   cfg.ClientIdleTimeout,
 	}
 	buckets := map[string]*frontend.Bucket{}
 	for i := range cfg.Buckets {
@@ -199,9 +205,7 @@ func (a *App) Start(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	opts := []listener.Option{listener.WithLogger(a.log)}
-	if cfg.ProxyProtocol.Enabled {
-		opts = append(opts, listener.WithProxyProtocol(cfg.LoginTimeout))
-	}
+	opts = append(opts, a.doorOptions(cfg)...)
 	a.serveErr = make(chan error, 1)
 	a.serveWG.Add(1)
 	go func() {

@@ -67,6 +67,13 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		h.Log.Error("session refused: not a TCP connection", "type", fmt.Sprintf("%T", c))
 		return
 	}
+	// 0. The door: a place among the source's connections that have not
+	// logged in yet, given back once LOGIN7 has been read.
+	pendingDone, ok := h.admitSource(c, rt.Settings.MaxPendingPerSource)
+	if !ok {
+		return
+	}
+	defer pendingDone()
 	s := &session{h: h, id: h.ids.Add(1), raw: raw, start: time.Now(), client: c.RemoteAddr().String()}
 	s.out = raw
 	h.track(s)
@@ -74,11 +81,21 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	defer raw.Close()
 	s.log = h.Log.With("session", s.id, "client", s.client)
 	defer s.logClosed()
+	// A panic ends this session only. Deferred after logClosed and before
+	// release: the slot is released (or the pooled connection returned)
+	// first, once, as the panic unwinds, then this logs and counts it.
+	defer func() {
+		if r := recover(); r != nil {
+			s.recovered(r)
+		}
+	}()
 	s.log.Info("session accepted")
 
 	// 1. Handshake: PRELOGIN, TLS, LOGIN7.
 	login, loginBytes, err := s.handshake(ctx, rt.Settings)
+	pendingDone()
 	h.Observer.ClientHandshake(string(s.mode), err)
+	hook("handshake")
 	if err != nil {
 		s.fail(err)
 		return
@@ -119,6 +136,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 			return
 		}
 		s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
+		hook("admitted")
 
 		// 5. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's
 		// backend. The connection holds the slot from here on.
@@ -146,11 +164,19 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	// 7. Relay until either side ends (a pooled session: until the client leaves).
+	// 7. Relay until either side ends (a pooled session: until the client
+	// leaves, or client_idle_timeout closes it).
+	hook("relay")
+	idled := func() bool { return false }
+	if it := rt.Settings.ClientIdleTimeout; it > 0 {
+		idled = s.watchIdle(it)
+	}
 	s.relay(conn)
 	h.relayed[s.relayed.Mode].Add(1)
 	s.outcome = "ok"
-	if s.relayed.Err != nil {
+	if idled() {
+		s.outcome = "client_idle_timeout"
+	} else if s.relayed.Err != nil {
 		s.outcome = "relay_error"
 		if o, ok := h.Observer.(relayErrorObserver); ok {
 			o.RelayError(bucketID, s.relayed.Mode.String(), s.relayed.Err)
@@ -430,6 +456,14 @@ func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBy
 	} else {
 		conn = pool.Unpooled(ticket)
 	}
+	defer func() {
+		// A panic before the connection is handed over: release its slot
+		// here, once, and let Serve's recover see the panic.
+		if r := recover(); r != nil {
+			conn.Close(pool.ReasonLoginFailed)
+			panic(r)
+		}
+	}()
 	be, res, err := s.backendLogin(ctx, b, l, loginBytes)
 	if err != nil {
 		conn.Close(pool.ReasonLoginFailed)

@@ -124,6 +124,7 @@ type Metrics struct {
 	// bytes[mode][0] client→server, [1] server→client; sessions[mode].
 	bytes    [len(relayModes)][2]*vm.Counter
 	sessions [len(relayModes)]*vm.Counter
+	door     doorMetrics // door.go
 
 	hookMu sync.Mutex
 	hooks  []func()
@@ -148,6 +149,7 @@ func New(buckets []string) *Metrics {
 			m.redis[[2]string{op, res}] = m.set.NewCounter(fmt.Sprintf(`%s{op=%q,result=%q}`, NameRedisOperations, op, res))
 		}
 	}
+	m.door = m.newDoorMetrics()
 	m.heartbeat = m.set.NewGauge(NameInstanceHeartbeat, nil)
 	m.fallback = m.set.NewGauge(NameFallbackMode, nil)
 	for i, mode := range relayModes {
