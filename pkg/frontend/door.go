@@ -115,7 +115,7 @@ func (s *session) recovered(r any) {
 }
 
 // testHook, when set (tests only, see export_test.go), is called at each
-// stage of Serve with the stage's name: "handshake", "admitted", "relay".
+// stage of Serve with the stage's name: "handshake", "connect" (slot held, no backend yet), "relay".
 var testHook atomic.Pointer[func(stage string)]
 
 func hook(stage string) {

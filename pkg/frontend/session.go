@@ -136,7 +136,6 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 			return
 		}
 		s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
-		hook("admitted")
 
 		// 5. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's
 		// backend. The connection holds the slot from here on.
@@ -464,6 +463,7 @@ func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBy
 			panic(r)
 		}
 	}()
+	hook("connect")
 	be, res, err := s.backendLogin(ctx, b, l, loginBytes)
 	if err != nil {
 		conn.Close(pool.ReasonLoginFailed)
