@@ -622,4 +622,3 @@ func TestClientIdleTimeout(t *testing.T) {
 		})
 	}
 }
-

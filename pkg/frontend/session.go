@@ -28,7 +28,10 @@ type session struct {
 	id    uint64
 	raw   *net.TCPConn
 	start time.Time
-	log   *slog.Logger
+	// accepted is when the listener accepted the connection (before a
+	// PROXY header); the login deadline counts from it.
+	accepted time.Time
+	log      *slog.Logger
 
 	client string // the client's address (from the PROXY header when there is one)
 	mode   Mode   // the client's encryption mode
@@ -75,6 +78,10 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	}
 	defer pendingDone()
 	s := &session{h: h, id: h.ids.Add(1), raw: raw, start: time.Now(), client: c.RemoteAddr().String()}
+	s.accepted = s.start
+	if pc, ok := c.(*listener.Conn); ok && !pc.Accepted().IsZero() {
+		s.accepted = pc.Accepted()
+	}
 	s.out = raw
 	h.track(s)
 	defer h.untrack(s)
@@ -260,7 +267,9 @@ func (s *session) handshake(ctx context.Context, st *Settings) (*tds.Login7, []b
 	if lt <= 0 {
 		lt = DefaultLoginTimeout
 	}
-	deadline := time.Now().Add(lt)
+	// From accept: the PROXY header's read (listener) came out of the
+	// same budget.
+	deadline := s.accepted.Add(lt)
 	s.raw.SetDeadline(deadline)
 	defer s.raw.SetDeadline(time.Time{})
 	hctx, cancel := context.WithDeadline(ctx, deadline)

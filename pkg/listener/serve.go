@@ -121,7 +121,12 @@ func WithWaitGroup(wg *sync.WaitGroup) Option {
 type Conn struct {
 	*net.TCPConn
 	remote, local net.Addr
+	accepted      time.Time
 }
+
+// Accepted is when the connection was accepted, before its PROXY header
+// was read: a login deadline counts from here.
+func (c *Conn) Accepted() time.Time { return c.accepted }
 
 // RemoteAddr returns the client's address from the PROXY header (for a LOCAL
 // header, the peer's own address).
@@ -316,6 +321,7 @@ func serveConn(c net.Conn, handle func(net.Conn), cfg *serveConfig, log *slog.Lo
 		handle(c)
 		return
 	}
+	accepted := time.Now()
 	src, dst, err := ReadProxyHeader(c, cfg.proxyTimeout)
 	if err != nil {
 		// A load balancer's TCP health check connects and closes without a
@@ -334,7 +340,7 @@ func serveConn(c net.Conn, handle func(net.Conn), cfg *serveConfig, log *slog.Lo
 		handle(&addrConn{Conn: c, remote: src, local: dst})
 		return
 	}
-	handle(&Conn{TCPConn: tc, remote: src, local: dst})
+	handle(&Conn{TCPConn: tc, remote: src, local: dst, accepted: accepted})
 }
 
 // addrConn overrides the addresses of a non-TCP conn (only when Serve is given
