@@ -164,7 +164,7 @@ type Config struct {
 	// holds at once, logged in or not; one more is closed at accept
 	// (before PRELOGIN no client can read an error). 0 derives the cap
 	// from RLIMIT_NOFILE: (soft limit - 256) / 2, since each session
-	// needs a client and a backend descriptor. -1: no cap.
+	// needs a client and a backend descriptor. -1: no cap. Read at start.
 	// Default: DefaultMaxClientConnections.
 	MaxClientConnections int `yaml:"max_client_connections"`
 
@@ -172,13 +172,15 @@ type Config struct {
 	// connections that have not yet presented their login (accepted, but
 	// PRELOGIN, TLS or LOGIN7 not yet read); one more is closed at once.
 	// Behind a load balancer without the PROXY protocol every client has
-	// the balancer's address: raise it or set 0 (no cap).
+	// the balancer's address: raise it or set 0 (no cap). Reloadable.
 	// Default: DefaultMaxPendingPerSource.
 	MaxPendingPerSource int `yaml:"max_pending_per_source"`
 
 	// ClientIdleTimeout closes a logged-in client session after this long
-	// with no bytes in either direction, releasing its slot (or returning
-	// its pooled backend connection to the pool). 0 turns it off.
+	// with no bytes in either direction on the client's socket, the last
+	// ones the server's (a client waiting for a long query is not idle),
+	// releasing its slot (or returning its pooled backend connection to
+	// the pool). 0 turns it off. Reloadable.
 	// Default: DefaultClientIdleTimeout (off).
 	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
 

@@ -14,7 +14,8 @@ import (
 //	proxy_protocol: {enabled: true, trusted: ["10.0.0.5/32"]}
 //
 // The old boolean form (proxy_protocol: true | false) still loads, as
-// {enabled: <bool>} with no trusted peers.
+// {enabled: <bool>} with no trusted peers. Read at start (a reload keeps
+// what the listeners started with).
 type ProxyProtocol struct {
 	// Enabled makes every client connection start with a PROXY protocol
 	// v2 header (HAProxy's send-proxy-v2), whose source address is then
