@@ -3,6 +3,7 @@ package deployments_test
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -26,7 +27,17 @@ type resolved struct {
 			Published any `yaml:"published"` // int in v1, string in v2
 			Target    int `yaml:"target"`
 		} `yaml:"ports"`
+		Networks map[string]*struct {
+			IPv4Address string `yaml:"ipv4_address"`
+		} `yaml:"networks"`
 	} `yaml:"services"`
+	Networks map[string]struct {
+		IPAM struct {
+			Config []struct {
+				Subnet string `yaml:"subnet"`
+			} `yaml:"config"`
+		} `yaml:"ipam"`
+	} `yaml:"networks"`
 }
 
 // TestDockerComposeConfig: Debian's docker-compose (1.29, compose v1)
@@ -61,10 +72,10 @@ func TestDockerComposeConfig(t *testing.T) {
 		"sqlserver-bucket-3": {"14333:1433"},
 		"redis":              {"6379:6379"},
 		"init-db":            nil,
-		"proxy-1":            {"18081:8081", "19091:9091", "11433:1433"},
-		"proxy-2":            {"18082:8081", "19092:9091", "11434:1433"},
-		"proxy-3":            {"18083:8081", "19093:9091", "11435:1433"},
-		"haproxy":            {"1433:1433", "8404:8404"},
+		"proxy-1":            {"18081:8081", "19091:9091"}, // TDS only through HAProxy (PROXY protocol)
+		"proxy-2":            {"18082:8081", "19092:9091"},
+		"proxy-3":            {"18083:8081", "19093:9091"},
+		"haproxy":            {"1433:1433", "8404:8404", "11433:11433", "11434:11434", "11435:11435"},
 		"prometheus":         {"9090:9090"},
 		"grafana":            {"3000:3000"},
 	}
@@ -118,5 +129,27 @@ func TestDockerComposeConfig(t *testing.T) {
 			t.Errorf("%s: image %q build %+v, want a pulled image", name, s.Image, s.Build)
 		}
 	}
-	t.Logf("docker-compose config: %d services, %d bytes resolved", len(c.Services), len(out))
+	// The proxies trust exactly HAProxy's fixed address for the PROXY
+	// protocol, and it is in the network's subnet.
+	var haIP string
+	if n := c.Services["haproxy"].Networks["default"]; n != nil {
+		haIP = n.IPv4Address
+	}
+	cfg := loadComposeProxyConfig(t, "proxy-1")
+	if haIP == "" || !cfg.ProxyProtocol.Enabled || !slices.Equal(cfg.ProxyProtocol.Trusted, []string{haIP + "/32"}) {
+		t.Errorf("haproxy ipv4_address %q; proxy.yaml proxy_protocol %+v, want enabled and trusting exactly it", haIP, cfg.ProxyProtocol)
+	}
+	if sn := c.Networks["default"].IPAM.Config; len(sn) != 1 || !prefixContains(sn[0].Subnet, haIP) {
+		t.Errorf("network default ipam %+v does not hold haproxy's %s", sn, haIP)
+	}
+	t.Logf("docker-compose config: %d services, %d bytes resolved; proxies trust haproxy at %s", len(c.Services), len(out), haIP)
+}
+
+func prefixContains(prefix, ip string) bool {
+	p, err := netip.ParsePrefix(prefix)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(ip)
+	return err == nil && p.Contains(a)
 }

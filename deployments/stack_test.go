@@ -23,12 +23,13 @@ const stackLock = "/tmp/tdsgate-stack.lock"
 
 // stackPorts are every port the local stack listens on.
 var stackPorts = []int{1433, 6379, 8404, 9090, 14331, 14332, 14333, 14341, 14342, 14343,
-	11433, 11434, 11435, 18081, 18082, 18083, 19091, 19092, 19093}
+	11433, 11434, 11435, 11443, 11444, 11445, 18081, 18082, 18083, 19091, 19092, 19093}
 
 const stackBudget = 6 * time.Minute
 
 // TestLocalStack: make stack-up, every runbook scenario (bench/scenario
-// all), make stack-down; then no process from the pid files is alive, every
+// all), the real client address through HAProxy (checkRealClientAddress),
+// make stack-down; then no process from the pid files is alive, every
 // port is free, and no proxy:* key was left in Redis. Under 6 minutes.
 func TestLocalStack(t *testing.T) {
 	for _, tool := range []string{"redis-server", "redis-cli", "haproxy", "curl", "make"} {
@@ -91,6 +92,7 @@ func TestLocalStack(t *testing.T) {
 		t.Fatalf("make stack-up: %v", err)
 	}
 	tUp := time.Since(start)
+	offsets := logOffsets(runDir)
 	pids := readPids(t, runDir)
 	for _, c := range []string{"bucket-1", "bucket-2", "bucket-3", "redis", "proxy-1", "proxy-2", "proxy-3", "haproxy"} {
 		if _, ok := pids[c]; !ok {
@@ -107,6 +109,7 @@ func TestLocalStack(t *testing.T) {
 		t.Errorf("a scenario failed (see the output above)")
 	}
 	tScen := time.Since(t1)
+	checkRealClientAddress(t, runDir, offsets)
 
 	// The kill/restart scenarios restarted components: read the pids again.
 	for c, pid := range readPids(t, runDir) {
