@@ -548,3 +548,92 @@ func TestPoolTLSLegs(t *testing.T) {
 		t.Fatal("not framed")
 	}
 }
+
+// TestPoolPasswordsRealClients: the same with every real client. With
+// idle pooled connections for the login, each client's wrong password
+// gets the server's 18456 and reaches the stand-in's failed-login
+// counter; after the password is changed at the server, each client's
+// new password works at once and the old one is refused by the server.
+func TestPoolPasswordsRealClients(t *testing.T) {
+	if err := clients.Check(); err != nil {
+		t.Fatal(err)
+	}
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+	host, port := hostPort(t, a.Addr())
+	run := func(name clients.Name, pw string) clients.Result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		// One App for all: every client's login shares a sub-pool only if
+		// its LOGIN7 options match, so each client gets its own; that is
+		// fine, each has idle connections of its own below.
+		res, err := clients.Run(ctx, name, clients.Spec{Host: host, Port: port, User: "sa", Password: pw, Database: "tenant_db",
+			App: "pw-" + string(name), Steps: []clients.Step{{Op: clients.OpQuery, SQL: "SELECT 1 AS one"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	old, next := testenv.Passwords[0], "R0tated-"+testenv.Passwords[0]
+	for _, name := range clients.All {
+		if err := run(name, old).Err(); err != nil {
+			t.Fatalf("%s, right password: %v", name, err)
+		}
+	}
+	settled := func() pool.Stats {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			s := p.Stats()
+			if s.Active+s.Resetting+s.Login == 0 && int64(s.Idle) == buckets[0].Stats().Current {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pool %+v, stand-in %+v: not settled", s, buckets[0].Stats())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	idle0 := settled().Idle
+	if idle0 == 0 {
+		t.Fatal("no idle pooled connection")
+	}
+	st0 := buckets[0].Stats()
+	for _, name := range clients.All {
+		res := run(name, "not-"+old)
+		if res.Connected || res.LoginError == nil || res.LoginError.Number != 18456 || res.LoginError.Message != "Login failed for user 'sa'." {
+			t.Fatalf("%s, wrong password: connected %v, %+v (stderr %s)", name, res.Connected, res.LoginError, res.Stderr)
+		}
+	}
+	if n := buckets[0].Stats().Failed - st0.Failed; n != int64(len(clients.All)) {
+		t.Fatalf("the stand-in counted %d failed logins for %d wrong passwords", n, len(clients.All))
+	}
+
+	buckets[0].SetPassword("sa", next)
+	for _, name := range clients.All {
+		if err := run(name, next).Err(); err != nil {
+			t.Fatalf("%s, the new password right after the change: %v", name, err)
+		}
+		if res := run(name, old); res.Connected || res.LoginError == nil || res.LoginError.Number != 18456 {
+			t.Fatalf("%s, the old password after the change: connected %v, %+v", name, res.Connected, res.LoginError)
+		}
+	}
+	// The stand-in holds only the pool's idle connections, and each client
+	// reuses one with the new password: no connection of the old one is
+	// left (each sub-pool closed them at its first new-password login).
+	if s := settled(); s.Idle != idle0 {
+		t.Fatalf("%d idle connections after the change, %d before: the old password's were not all closed", s.Idle, idle0)
+	}
+	st1 := buckets[0].Stats()
+	for _, name := range clients.All {
+		if err := run(name, next).Err(); err != nil {
+			t.Fatalf("%s, the new password again: %v", name, err)
+		}
+	}
+	settled()
+	if st := buckets[0].Stats(); st.Total != st1.Total {
+		t.Fatalf("new-password logins reached the backend (%d logins) instead of reusing", st.Total-st1.Total)
+	}
+}
