@@ -622,3 +622,49 @@ func TestClientIdleTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxClientConnections: past max_client_connections a new connection
+// is closed at once (counted, logged once); when held ones go, clients
+// are served again.
+func TestMaxClientConnections(t *testing.T) {
+	const capN = 5
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := testenv.Config(t, buckets)
+	cfg.MaxClientConnections = capN
+	a, logs := doorProxy(t, cfg)
+	addr := a.Addr()
+	serves(t, addr)
+	base := takeBaseline(t)
+	var held []*net.TCPConn
+	for range capN {
+		held = append(held, hostileDial(t, addr))
+	}
+	waitUntilClear(t, 5*time.Second, func() string {
+		if n := a.ClientConnections(); n != capN {
+			return fmt.Sprintf("%d held, want %d", n, capN)
+		}
+		return ""
+	})
+	for range 10 {
+		c := hostileDial(t, addr)
+		expectProxyClose(t, c, prompt)
+		c.Close()
+	}
+	if v := metricValue(t, a, `proxy_client_refused_total{reason="max_client_connections"}`); v != 10 {
+		t.Errorf("max_client_connections refusals %v, want 10", v)
+	}
+	if n := strings.Count(logs.String(), "max_client_connections reached"); n != 1 {
+		t.Errorf("%d log lines for 10 refusals, want 1", n)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	waitUntilClear(t, 5*time.Second, func() string {
+		if n := a.ClientConnections(); n != 0 {
+			return fmt.Sprintf("%d held", n)
+		}
+		return ""
+	})
+	checkServesAndIdle(t, a, buckets[0], addr)
+	base.backTo(t, 8, 10*time.Second)
+}
