@@ -36,8 +36,7 @@ var dockerDefaultCaps = []string{"chown", "dac_override", "fsetid", "fowner", "m
 // capBits are the capabilities the test looks for in /proc/PID/status.
 var capBits = map[string]uint{"net_admin": 12, "sys_admin": 21, "perfmon": 38, "bpf": 39}
 
-// TestEBPFCapsAsNonroot: bin/proxy (built as the image builds it, static)
-// runs as uid 65532 with exactly the compose proxies' cap_add, in a cgroup
+// TestEBPFCapsAsNonroot: bin/proxy runs as uid 65532 with exactly the compose proxies' cap_add, in a cgroup
 // v2 directory it does not own, and its eBPF tracker loads, attaches to
 // that cgroup and counts a session: proxy_ebpf_backend_connections goes
 // 0 → 1 → 0. Two ways to hold the capabilities:
@@ -47,7 +46,8 @@ var capBits = map[string]uint{"net_admin": 12, "sys_admin": 21, "perfmon": 38, "
 //     only to its bounding set): permitted file capabilities on the binary
 //     (setcap …=p, as deployments/Dockerfile), no ambient or inheritable
 //     set, a bounding set of Docker's defaults plus cap_add; the proxy
-//     raises them itself.
+//     raises them itself. Built static as the image builds it, and with
+//     cgo as `make build` may (pkg/ebpf/caps.go's other path).
 //
 // And the set is minimal: without any one of them, or without cap_add in
 // the bounding set, the tracker does not load (the proxy logs "ebpf
@@ -68,18 +68,28 @@ func TestEBPFCapsAsNonroot(t *testing.T) {
 	}
 
 	dir := sharedTempDir(t)
-	bin := filepath.Join(dir, "proxy")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/proxy/")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/proxy: %v\n%s", err, out)
+	// bin/proxy as `make build` builds it (cgo as the toolchain has it),
+	// and as the image builds it (static, CGO_ENABLED=0).
+	bin, static := filepath.Join(dir, "proxy"), filepath.Join(dir, "proxy-static")
+	for _, b := range []struct{ out, cgo string }{{bin, ""}, {static, "CGO_ENABLED=0"}} {
+		build := exec.Command("go", "build", "-o", b.out, "./cmd/proxy/")
+		build.Dir = ".."
+		build.Env = append(os.Environ(), "GOFLAGS=")
+		if b.cgo != "" {
+			build.Env = append(build.Env, b.cgo)
+		}
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build ./cmd/proxy %s: %v\n%s", b.cgo, err, out)
+		}
 	}
-	fileBin := filepath.Join(dir, "proxy-filecaps")
-	copyFile(t, bin, fileBin)
+	// The image's file capabilities, on a copy of each.
 	fcaps := "cap_" + strings.Join(capAdd, ",cap_") + "=p"
-	if out, err := exec.Command("setcap", fcaps, fileBin).CombinedOutput(); err != nil {
-		t.Fatalf("setcap %s: %v\n%s", fcaps, err, out)
+	fileBin, fileCgoBin := filepath.Join(dir, "proxy-static-filecaps"), filepath.Join(dir, "proxy-filecaps")
+	for from, to := range map[string]string{static: fileBin, bin: fileCgoBin} {
+		copyFile(t, from, to)
+		if out, err := exec.Command("setcap", fcaps, to).CombinedOutput(); err != nil {
+			t.Fatalf("setcap %s: %v\n%s", fcaps, err, out)
+		}
 	}
 	cg := childCgroup(t)
 	backend := testenv.Buckets(t, 1, nil)[0]
@@ -94,6 +104,8 @@ func TestEBPFCapsAsNonroot(t *testing.T) {
 	runs := []run{
 		{name: "ambient", bin: bin, ambient: capAdd, bound: capAdd, loads: true},
 		{name: "file", bin: fileBin, bound: append(slices.Clone(dockerDefaultCaps), capAdd...), loads: true},
+		// A cgo binary cannot raise them on every thread: it loads on one.
+		{name: "file-cgo", bin: fileCgoBin, bound: append(slices.Clone(dockerDefaultCaps), capAdd...), loads: true},
 		{name: "file-without-cap_add", bin: fileBin, bound: dockerDefaultCaps},
 		{name: "none", bin: bin, bound: dockerDefaultCaps},
 	}
