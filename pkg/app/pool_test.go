@@ -191,17 +191,25 @@ func TestPoolWrongPasswordsReachServer(t *testing.T) {
 		t.Fatalf("pool after the wrong passwords: %+v", s)
 	}
 	// The right password still gets the pooled connection.
-	st1 := buckets[0].Stats()
-	c, err = dialTDS(t, a, testenv.Passwords[0])
+	reusesTheOne(t, a, buckets[0], testenv.Passwords[0])
+}
+
+// reusesTheOne: a login with pw reuses the one idle pooled connection of
+// bucket-001 (the stand-in sees no new login), which is idle again after,
+// holding the bucket's only slot in use.
+func reusesTheOne(t *testing.T, a *app.App, stand *server.Server, pw string) {
+	t.Helper()
+	st := stand.Stats()
+	c, err := dialTDS(t, a, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustExec(t, c, "SELECT 1")
 	c.Close()
-	if st := buckets[0].Stats(); st.Total != st1.Total {
-		t.Fatalf("the right password did not reuse: %+v then %+v", st1, st)
+	if s := stand.Stats(); s.Total != st.Total {
+		t.Fatalf("the password did not reuse the pooled connection: %+v then %+v", st, s)
 	}
-	waitIdle(t, p, 1)
+	waitIdle(t, poolOf(t, a), 1)
 	if s := a.Limiter().Snapshot()[0]; s.InUse != 1 {
 		t.Fatalf("slots in use %d, want 1 (the idle connection)", s.InUse)
 	}
@@ -251,20 +259,7 @@ func TestPoolPasswordRotation(t *testing.T) {
 	if le, ok := err.(*tdsclient.LoginError); !ok || le.Number != 18456 || le.ServerName != buckets[0].Name() {
 		t.Fatalf("the old password after the change: %v, want the server's 18456", err)
 	}
-	st := buckets[0].Stats()
-	c, err = dialTDS(t, a, next)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, c, "SELECT 1")
-	c.Close()
-	if s := buckets[0].Stats(); s.Total != st.Total {
-		t.Fatal("the new password did not reuse the pooled connection")
-	}
-	waitIdle(t, p, 1)
-	if s := a.Limiter().Snapshot()[0]; s.InUse != 1 {
-		t.Fatalf("slots in use %d, want 1", s.InUse)
-	}
+	reusesTheOne(t, a, buckets[0], next)
 }
 
 // TestPoolCancelOnLeave: a client that leaves in the middle of a WAITFOR

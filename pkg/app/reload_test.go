@@ -56,54 +56,50 @@ func TestReloadUnderSessions(t *testing.T) {
 	var wg sync.WaitGroup
 	var queries, refusals atomic.Int64
 	errs := make(chan error, 64)
-	for w := 0; w < 3; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c, err := dialTDS(t, a, testenv.Passwords[0])
-				if err != nil {
-					errs <- fmt.Errorf("live login: %v", err)
-					return
-				}
-				for q := 0; q < 5; q++ {
-					r, err := c.Exec(fmt.Sprintf("SELECT %d AS n", q), 0)
-					if err != nil || len(r.Errors) > 0 || fmt.Sprint(r.Scalar()) != fmt.Sprint(q) {
-						errs <- fmt.Errorf("live query: %v %v", err, r)
-						c.Close()
+	// loop runs n workers calling one until stop, or until it fails.
+	loop := func(n int, one func() error) {
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := one(); err != nil {
+						errs <- err
 						return
 					}
-					queries.Add(1)
 				}
-				c.Close()
-			}
-		}()
+			}()
+		}
 	}
-	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_, err := tdsclient.Dial(context.Background(), tdsclient.Options{Addr: a.Addr(), User: "sa", Password: testenv.Passwords[1],
-					Database: "tenant_db", Timeout: 5 * time.Second})
-				if loginNumber(err) != 50002 {
-					errs <- fmt.Errorf("dead bucket: %v, want 50002", err)
-					return
-				}
-				refusals.Add(1)
+	loop(3, func() error { // live sessions on the pooled bucket
+		c, err := dialTDS(t, a, testenv.Passwords[0])
+		if err != nil {
+			return fmt.Errorf("live login: %v", err)
+		}
+		defer c.Close()
+		for q := 0; q < 5; q++ {
+			r, err := c.Exec(fmt.Sprintf("SELECT %d AS n", q), 0)
+			if err != nil || len(r.Errors) > 0 || fmt.Sprint(r.Scalar()) != fmt.Sprint(q) {
+				return fmt.Errorf("live query: %v %v", err, r)
 			}
-		}()
-	}
+			queries.Add(1)
+		}
+		return nil
+	})
+	loop(2, func() error { // logins to the dead bucket, feeding its breaker
+		_, err := tdsclient.Dial(context.Background(), tdsclient.Options{Addr: a.Addr(), User: "sa", Password: testenv.Passwords[1],
+			Database: "tenant_db", Timeout: 5 * time.Second})
+		if loginNumber(err) != 50002 {
+			return fmt.Errorf("dead bucket: %v, want 50002", err)
+		}
+		refusals.Add(1)
+		return nil
+	})
 	const reloads = 60
 	for i := 1; i <= reloads; i++ {
 		if err := a.Reload(mk(i)); err != nil {
