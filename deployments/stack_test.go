@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +31,7 @@ const stackBudget = 6 * time.Minute
 
 // TestLocalStack: make stack-up, every runbook scenario (bench/scenario
 // all), the real client address through HAProxy (checkRealClientAddress),
-// make stack-down; then no process from the pid files is alive, every
+// promtool on each proxy's /metrics (checkPromtoolStack), make stack-down; then no process from the pid files is alive, every
 // port is free, and no proxy:* key was left in Redis. Under 6 minutes.
 func TestLocalStack(t *testing.T) {
 	for _, tool := range []string{"redis-server", "redis-cli", "haproxy", "curl", "make"} {
@@ -110,6 +112,7 @@ func TestLocalStack(t *testing.T) {
 	}
 	tScen := time.Since(t1)
 	checkRealClientAddress(t, runDir, offsets)
+	checkPromtoolStack(t)
 
 	// The kill/restart scenarios restarted components: read the pids again.
 	for c, pid := range readPids(t, runDir) {
@@ -210,4 +213,35 @@ func portFree(p int) bool {
 	}
 	ln.Close()
 	return true
+}
+
+// checkPromtoolStack: `promtool check metrics` reports nothing on each
+// running proxy's /metrics, after the scenarios (Redis, queues, refusals,
+// restarts: every family has its series).
+func checkPromtoolStack(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Fatal("promtool is not installed: apt-get install prometheus (tools/deps.sh installs it)")
+	}
+	for n := 1; n <= 3; n++ {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", 19090+n))
+		if err != nil {
+			t.Errorf("proxy-%d /metrics: %v", n, err)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("proxy-%d /metrics: %d %v", n, resp.StatusCode, err)
+			continue
+		}
+		cmd := exec.Command("promtool", "check", "metrics")
+		cmd.Stdin = bytes.NewReader(body)
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("promtool check metrics on proxy-%d: %v\n%s", n, err, out)
+			continue
+		}
+		t.Logf("proxy-%d /metrics: promtool clean (%d families)", n, bytes.Count(body, []byte("# TYPE ")))
+	}
 }
