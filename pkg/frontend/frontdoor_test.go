@@ -54,22 +54,10 @@ func (l *syncLog) String() string {
 // doorProxy starts a proxy on cfg whose log goes to the returned sink.
 func doorProxy(t *testing.T, cfg *config.Config) (*app.App, *syncLog) {
 	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	logs := &syncLog{}
-	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	a := testenv.ProxyLog(t, cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-		if testing.Verbose() || t.Failed() {
+		if t.Failed() {
 			t.Logf("proxy log:\n%s", tail(logs.String(), 40))
 		}
 	})

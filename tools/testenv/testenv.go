@@ -95,10 +95,16 @@ func Config(t testing.TB, buckets []*server.Server) *config.Config {
 // it at cleanup.
 func Proxy(t testing.TB, cfg *config.Config) *app.App {
 	t.Helper()
+	return ProxyLog(t, cfg, Logger())
+}
+
+// ProxyLog is Proxy with the instance logging to log.
+func ProxyLog(t testing.TB, cfg *config.Config, log *slog.Logger) *app.App {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	a, err := app.New(cfg, Logger())
+	a, err := app.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
