@@ -126,3 +126,28 @@ func TestWriteWithHelpRenames(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// BenchmarkWrite is one scrape of an instance with three buckets: the
+// metric set, the runtime's metrics and the help pass (writeWithHelp).
+func BenchmarkWrite(b *testing.B) {
+	m := New([]string{"bucket-001", "bucket-002", "bucket-003"})
+	var buf bytes.Buffer
+	for b.Loop() {
+		buf.Reset()
+		m.Write(&buf)
+	}
+	b.SetBytes(int64(buf.Len()))
+}
+
+// BenchmarkWriteWithHelp is the help pass alone over one scrape's document.
+func BenchmarkWriteWithHelp(b *testing.B) {
+	m := New([]string{"bucket-001", "bucket-002", "bucket-003"})
+	var doc bytes.Buffer
+	m.set.WritePrometheus(&doc)
+	var out bytes.Buffer
+	for b.Loop() {
+		out.Reset()
+		writeWithHelp(&out, doc.Bytes())
+	}
+	b.SetBytes(int64(doc.Len()))
+}
