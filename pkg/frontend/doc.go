@@ -24,4 +24,16 @@
 // read under the login deadline. Every refusal after PRELOGIN is a TDS
 // ERROR token with its own number (errors.go) and a readable message,
 // never a dropped socket.
+//
+// The door (door.go): before the handshake a connection takes a place
+// among its source address's connections that have not logged in
+// (max_pending_per_source), given back once LOGIN7 is in; past the cap it
+// is closed at once (nothing is readable before PRELOGIN), counted
+// (Handler.Door) and logged once per interval. The login deadline counts
+// from accept, PROXY header included, and stays on the socket through
+// TLS (pkg/tds/tdstls). A panic in a session is recovered in Serve: the
+// slot is released once as the panic unwinds through release, the stack
+// logged, the panic counted, the connection closed. client_idle_timeout
+// closes an idle logged-in client from a timer that reads the kernel's
+// TCP_INFO last-data times, so no wrapper slows the splice path.
 package frontend
