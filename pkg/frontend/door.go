@@ -102,16 +102,17 @@ func (h *Handler) admitSource(c net.Conn, max int) (done func(), ok bool) {
 
 // recovered handles a panic in a session (called from a deferred
 // function with recover's value): the stack goes to the log, the panic is
-// counted, both legs are closed. The session's other deferred steps
-// (releasing the slot or returning its connection, the closing log line)
-// still run, once, as the panic unwinds through them.
+// counted, the client's connection is closed. The backend leg is not
+// touched here: the deferred release already ran as the panic unwound
+// (closing it and releasing the slot, or returning it to its pool made
+// safe), and connect closes its own on a panic before the handover.
 func (s *session) recovered(r any) {
 	s.outcome = "panic"
 	s.log.Error("session panicked; closed, the process keeps serving", "panic", r, "stack", string(debug.Stack()))
 	if s.h.Door != nil {
 		s.h.Door.SessionPanicked()
 	}
-	s.abort()
+	_ = s.raw.Close()
 }
 
 // testHook, when set (tests only, see export_test.go), is called at each

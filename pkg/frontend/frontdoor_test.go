@@ -656,3 +656,49 @@ func TestMaxClientConnections(t *testing.T) {
 	checkServesAndIdle(t, a, buckets[0], addr)
 	base.backTo(t, 8, 10*time.Second)
 }
+
+// TestInjectedPanicPooled: a panic in the relay of a pooled session
+// returns its backend connection to the pool (made safe) exactly once:
+// the slot stays with the idle connection, the stand-in holds just it, and
+// the next client reuses it.
+func TestInjectedPanicPooled(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := testenv.Config(t, buckets)
+	b := &cfg.Buckets[0]
+	b.PoolMode = config.PoolModeSession
+	b.IdleTimeout, b.MaxLifetime, b.ResetTimeout = time.Minute, 10*time.Minute, 2*time.Second
+	a, _ := doorProxy(t, cfg)
+	var armed sync.Map
+	restore := frontend.SetTestHook(func(stage string) {
+		if _, ok := armed.LoadAndDelete(stage); ok {
+			panic("injected panic at " + stage)
+		}
+	})
+	defer restore()
+	serves(t, a.Addr())
+	armed.Store("relay", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := tdsclient.Dial(ctx, tdsclient.Options{Addr: a.Addr(), User: "sa", Password: testenv.Passwords[0], Database: "tenant_db", Timeout: 5 * time.Second, Encrypt: tdsclient.EncryptLogin})
+	if err == nil {
+		_, err = c.Exec("SELECT 1", 0)
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("the panicking session served the client")
+	}
+	p := a.Handler().Runtime().Buckets["bucket-001"].Pool
+	waitUntilClear(t, 5*time.Second, func() string {
+		st := p.Stats()
+		in := a.Limiter().Snapshot()[0].InUse
+		cur := buckets[0].Stats().Current
+		if a.Handler().Active() != 0 || st.Idle != 1 || st.Active+st.Login+st.Resetting != 0 || in != 1 || cur != 1 {
+			return fmt.Sprintf("pool %+v, slots in use %d, stand-in %d; want one idle connection holding one slot", st, in, cur)
+		}
+		return ""
+	})
+	serves(t, a.Addr())
+	if v := metricValue(t, a, "proxy_session_panics_total"); v != 1 {
+		t.Errorf("panics counted %v, want 1", v)
+	}
+}

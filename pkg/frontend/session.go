@@ -464,10 +464,15 @@ func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBy
 	} else {
 		conn = pool.Unpooled(ticket)
 	}
+	var be *backend.Conn
 	defer func() {
-		// A panic before the connection is handed over: release its slot
-		// here, once, and let Serve's recover see the panic.
+		// A panic before the connection is handed over: close the backend
+		// and release the slot here, once, and let Serve's recover see
+		// the panic.
 		if r := recover(); r != nil {
+			if be != nil {
+				be.Close()
+			}
 			conn.Close(pool.ReasonLoginFailed)
 			panic(r)
 		}
