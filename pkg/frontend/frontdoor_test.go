@@ -299,9 +299,10 @@ func TestPerSourcePendingFlood(t *testing.T) {
 		t.Errorf("%d pending from one source, cap %d", maxPend, perSource)
 	}
 	// Held: the pending ones, plus sockets between accept and their
-	// refusal (a goroutine each, for microseconds). Without the cap all
-	// of them would be held until the login timeout.
-	if maxHeld > 4*perSource {
+	// refusal (a goroutine each, for microseconds, but a loaded machine
+	// can queue a few hundred: 190-316 seen on 2 busy cores). Without the
+	// cap all of them would be held until the login timeout.
+	if maxHeld > flood/10 {
 		t.Errorf("the proxy held %d connections at once from one source (cap %d)", maxHeld, perSource)
 	}
 	// Once every accepted socket is decided: exactly the cap is held,
