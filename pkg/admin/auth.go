@@ -3,7 +3,9 @@ package admin
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 )
@@ -13,8 +15,10 @@ const AuthRealm = "tdsgate"
 
 // Auth checks the credentials of admin requests: a bearer token
 // ("Authorization: Bearer <token>"), HTTP basic auth, or either. With
-// neither set it is off: every request passes, and /health shows its
-// detail to everyone (the default: a trusted admin network).
+// neither set it is off (the default): every request passes, and /health
+// shows its detail only to loopback callers; anyone else gets its public
+// view (names, statuses, latency), so a stranger never learns backend
+// addresses or raw probe errors.
 //
 // Credentials change in place (Set, on reload), so a rotated token takes
 // effect without a restart. Comparisons are in constant time, of SHA-256
@@ -67,18 +71,21 @@ const (
 	detailed                // everything
 )
 
-// check judges r. Without credentials set every request is detailed; with
-// them, a request with valid ones is, others get deny (or, on /health
-// unless it requires auth, the public view: health says which endpoint).
+// check judges r. Without credentials set, a request from a loopback peer
+// is detailed and any other one sees /health's public view (a stranger
+// never learns backend addresses or probe errors, even with auth off);
+// with credentials set, a request with valid ones is detailed, others get
+// deny (or, on /health unless it requires auth, the public view: health
+// says which endpoint).
 func (a *Auth) check(r *http.Request, health bool) verdict {
-	if a == nil {
+	if a == nil || !a.Enabled() {
+		if health && !fromLoopback(r) {
+			return public
+		}
 		return detailed
 	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	if a.token == nil && a.user == nil {
-		return detailed
-	}
 	if a.valid(r) {
 		return detailed
 	}
@@ -137,4 +144,15 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// fromLoopback reports whether r came from a loopback address (127.0.0.0/8
+// or ::1): the machine's own operator, or a sidecar on it.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

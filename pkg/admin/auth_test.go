@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -125,7 +126,7 @@ func TestAdminAuth(t *testing.T) {
 }
 
 // TestAdminAuthOff: without credentials (the default) everything answers
-// everyone, /health in full.
+// everyone, /health in full to a loopback caller.
 func TestAdminAuthOff(t *testing.T) {
 	health, metrics, down := authEnv(t, admin.NewAuth())
 	if code, _, _ := fetch(t, metrics+"/metrics", nil); code != 200 {
@@ -133,5 +134,42 @@ func TestAdminAuthOff(t *testing.T) {
 	}
 	if code, body, _ := fetch(t, health+"/health", nil); code != 200 || !strings.Contains(body, down) {
 		t.Fatalf("/health: %d %s", code, body)
+	}
+}
+
+// TestAdminAuthOffStranger: without credentials, a caller from another
+// address gets /health's public view only: no backend address, no raw
+// probe error, no detail.
+func TestAdminAuthOffStranger(t *testing.T) {
+	stands := testenv.Buckets(t, 1, nil)
+	down := stands[0].Addr()
+	stands[0].Close()
+	h := admin.NewHealth(admin.HealthOptions{InstanceID: "proxy-1", CacheTTL: -1, Checks: func() []admin.Check {
+		return []admin.Check{
+			admin.BucketCheck("bucket-001", target("bucket-001", down)),
+			{Name: "ebpf", Probe: func(context.Context) (any, error) { return map[string]int{"bucket-001": 3}, nil }},
+		}
+	}})
+	handler := h.HandlerWithAuth(admin.NewAuth())
+	for _, tc := range []struct {
+		remote string
+		detail bool
+	}{{"203.0.113.9:4444", false}, {"[2001:db8::1]:4444", false}, {"127.0.0.1:5555", true}, {"[::1]:5555", true}} {
+		req := httptest.NewRequest("GET", "/health", nil)
+		req.RemoteAddr = tc.remote
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		body := rec.Body.String()
+		var rep admin.Report
+		if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil || len(rep.Components) != 2 {
+			t.Fatalf("%s: %d %s (%v)", tc.remote, rec.Code, body, err)
+		}
+		leaked := strings.Contains(body, down) || strings.Contains(body, "detail") || strings.Contains(body, "error")
+		if leaked != tc.detail {
+			t.Errorf("%s: detail shown = %v, want %v: %s", tc.remote, leaked, tc.detail, body)
+		}
+		if rep.Components[0].Name != "sqlserver-bucket-001" || rep.Components[0].Status == "" {
+			t.Errorf("%s: public view lost the component: %s", tc.remote, body)
+		}
 	}
 }

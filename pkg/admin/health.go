@@ -338,9 +338,9 @@ func (r Report) Public() Report {
 func (h *Health) Handler() http.Handler { return h.HandlerWithAuth(nil) }
 
 // HandlerWithAuth serves GET /health/live to anyone, and GET /health as a
-// (Auth) allows: in full to authenticated callers (or to everyone when a
-// is nil or off), its public view (Report.Public) to the others, or 401
-// when a requires credentials for /health too.
+// (Auth) allows: in full to authenticated callers (or, when a is nil or
+// off, to loopback callers), its public view (Report.Public) to the
+// others, or 401 when a requires credentials for /health too.
 func (h *Health) HandlerWithAuth(a *Auth) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/live", h.serveLive)
