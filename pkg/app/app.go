@@ -32,8 +32,10 @@ type App struct {
 	buckets map[string]*frontend.Bucket
 	obs     *observability
 	pools   pools // pool_mode session buckets' pools, and pressure (pool.go)
-	// clientConns counts the client connections the listeners hold (door.go).
+	// clientConns counts the client connections the listeners hold, under
+	// maxConns (0: no cap) (door.go).
 	clientConns atomic.Int64
+	maxConns    atomic.Int64
 	// credFailures counts failed credential-route logins per source
 	// address (credential_routes.max_failures); it outlives reloads.
 	credFailures *route.FailureLimiter

@@ -41,6 +41,7 @@ func (a *App) doorOptions(cfg *config.Config) []listener.Option {
 		listener.WithRefusals(listener.NewRefusalLog(a.log, 0), a.obs.metrics.ClientRefused),
 	}
 	maxConns := maxClientConns(cfg.MaxClientConnections)
+	a.maxConns.Store(int64(maxConns))
 	if maxConns > 0 {
 		opts = append(opts, listener.WithMaxConns(maxConns))
 	}

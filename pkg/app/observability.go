@@ -99,6 +99,7 @@ func (o *observability) scrape(a *App) {
 	for id, b := range a.handler.Runtime().Buckets {
 		o.metrics.SetBreakerOpen(id, b.Breaker.State() == backend.BreakerOpen)
 	}
+	o.metrics.SetClientConnections(a.clientConns.Load(), a.maxConns.Load())
 }
 
 // startObservability starts the admin servers once the TDS listeners are

@@ -634,6 +634,9 @@ func TestMaxClientConnections(t *testing.T) {
 		}
 		return ""
 	})
+	if v, m := metricValue(t, a, "proxy_client_connections"), metricValue(t, a, "proxy_client_connections_max"); v != capN || m != capN {
+		t.Errorf("proxy_client_connections %v, _max %v; want %d and %d", v, m, capN, capN)
+	}
 	for range 10 {
 		c := hostileDial(t, addr)
 		expectProxyClose(t, c, prompt)

@@ -53,6 +53,8 @@
 //	proxy_client_refused_total{reason}        counter connections closed at the door before PRELOGIN: max_client_connections|max_pending_per_source|untrusted_proxy_peer|bad_proxy_header
 //	proxy_session_panics_total                counter session panics recovered (session closed, slot released once)
 //	proxy_client_idle_timeouts_total          counter logged-in sessions closed by client_idle_timeout
+//	proxy_client_connections                  gauge   client connections held, logged in or not
+//	proxy_client_connections_max              gauge   max_client_connections in force (0: no cap)
 //	process_*, go_*                           the runtime's metrics (metrics.WriteProcessMetrics), with
 //	                                          go_cgo_calls_count, go_gc_forced_count and go_cpu_count renamed
 //	                                          go_cgo_calls_total, go_gc_forced_total and go_cpus, and

@@ -53,6 +53,8 @@ var help = map[string]string{
 	NameClientRefused:     "Client connections closed at the door before PRELOGIN, by reason: max_client_connections, max_pending_per_source, untrusted_proxy_peer, bad_proxy_header (connections).",
 	NameSessionPanics:     "Client sessions that panicked and were recovered: closed, slot released, the process kept serving (sessions).",
 	NameClientIdleClosed:  "Logged-in client sessions closed by client_idle_timeout (sessions).",
+	NameClientConns:       "Client connections this process holds, logged in or not (connections).",
+	NameClientConnsMax:    "The process's max_client_connections in force; 0 when there is no cap (connections).",
 
 	// Go runtime (metrics.WriteProcessMetrics).
 	"go_cgo_calls_total":                  "Calls from Go into C made by this process (calls).",
