@@ -525,7 +525,7 @@ func TestInjectedPanic(t *testing.T) {
 // TestClientIdleTimeout: with client_idle_timeout, a logged-in client that
 // says nothing is closed and its slot released (splice, TLS) or its
 // pooled connection returned to the pool (framed); a client that keeps
-// working is not closed.
+// working, or waits for a query longer than the timeout, is not closed.
 func TestClientIdleTimeout(t *testing.T) {
 	const idle = 600 * time.Millisecond
 	for _, tc := range []struct {
@@ -564,6 +564,11 @@ func TestClientIdleTimeout(t *testing.T) {
 				if _, err := busy.Exec("SELECT 1", 0); err != nil {
 					t.Fatalf("a working client was cut off: %v", err)
 				}
+			}
+			// A query longer than the timeout: the client waits for its
+			// answer, it is not idle.
+			if _, err := busy.Exec("WAITFOR DELAY '00:00:01.500'; SELECT 1", 0); err != nil {
+				t.Fatalf("a client waiting for a long query was cut off: %v", err)
 			}
 			busy.Close()
 			waitUntilClear(t, 5*time.Second, func() string {
