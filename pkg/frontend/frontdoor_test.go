@@ -24,6 +24,7 @@ import (
 	"github.com/tdsgate/tdsgate/pkg/listener"
 	"github.com/tdsgate/tdsgate/pkg/tds"
 	"github.com/tdsgate/tdsgate/pkg/tds/tdstls"
+	"github.com/tdsgate/tdsgate/tools/clients"
 	"github.com/tdsgate/tdsgate/tools/tdsclient"
 	"github.com/tdsgate/tdsgate/tools/testenv"
 )
@@ -132,6 +133,26 @@ func serves(t testing.TB, addr string) {
 	}
 }
 
+// servesReal checks that real drivers — FreeTDS tsql and go-mssqldb —
+// log in through addr and run a query now.
+func servesReal(t testing.TB, addr string) {
+	t.Helper()
+	host, portS, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portS)
+	for _, name := range []clients.Name{clients.TSQL, clients.GoMSSQL} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		res, err := clients.Run(ctx, name, clients.Spec{Host: host, Port: port, User: "sa", Password: testenv.Passwords[0], Database: "tenant_db",
+			Encrypt: clients.EncryptLogin, Steps: []clients.Step{{Op: clients.OpQuery, SQL: "SELECT 7 AS n"}}})
+		cancel()
+		if err == nil {
+			err = res.Err()
+		}
+		if err != nil {
+			t.Errorf("%s meanwhile: %v (stderr %s)", name, err, res.Stderr)
+		}
+	}
+}
+
 // TestStallAfterTLS: a client that completes the TLS handshake — inside
 // PRELOGIN for ENCRYPT_OFF (login-only) and ENCRYPT_ON (full), or first
 // thing for TDS 8.0 strict — and then sends nothing is closed at the
@@ -185,6 +206,7 @@ func TestStallAfterTLS(t *testing.T) {
 		t.Run("real-client-meanwhile", func(t *testing.T) {
 			t.Parallel()
 			serves(t, addr)
+			servesReal(t, addr)
 		})
 	})
 	checkServesAndIdle(t, a, buckets[0], addr)
@@ -284,8 +306,9 @@ func TestPerSourcePendingFlood(t *testing.T) {
 			}
 		}()
 	}
-	// Meanwhile, a client from another address is served.
+	// Meanwhile, clients from another address are served.
 	serves(t, addr)
+	servesReal(t, addr)
 	wg.Wait()
 	if ctx.Err() != nil {
 		t.Fatalf("the flood did not finish within %v", floodLimit)
@@ -313,9 +336,12 @@ func TestPerSourcePendingFlood(t *testing.T) {
 		}
 		return ""
 	})
+	// Every other socket was refused and counted — but for the odd one
+	// the kernel dropped from a full accept queue (the client saw it
+	// connect, the proxy never accepted it).
 	refused := metricValue(t, a, `proxy_client_refused_total{reason="max_pending_per_source"}`)
-	if refused != float64(len(conns)-perSource) {
-		t.Errorf("refusals counted %v, want %d", refused, len(conns)-perSource)
+	if want := len(conns) - perSource; refused > float64(want) || refused < float64(want)*0.99 {
+		t.Errorf("refusals counted %v, want %d", refused, want)
 	}
 	if n := strings.Count(logs.String(), "too many connections from this source have not logged in yet"); n < 1 || n > 10 {
 		t.Errorf("%d refusal log lines for %v refusals, want a few (once per interval)", n, refused)
@@ -424,6 +450,7 @@ func TestUntrustedProxyHeader(t *testing.T) {
 		c.Close()
 		serves(t, lb)
 	}
+	servesReal(t, lb)
 	// The trusted balancer without a header.
 	c := hostileDial(t, a.Addr())
 	_, _ = c.Write(preloginPacket(tds.EncryptNotSup))
@@ -506,6 +533,7 @@ func TestInjectedPanic(t *testing.T) {
 			if !strings.Contains(out, "injected panic at "+stage) || !strings.Contains(out, "frontdoor_test.go") {
 				t.Errorf("no panic with its stack in the log:\n%s", tail(out, 10))
 			}
+			servesReal(t, addr)
 			checkServesAndIdle(t, a, buckets[0], addr)
 		})
 	}
