@@ -739,3 +739,29 @@ func TestInjectedPanicPooled(t *testing.T) {
 		t.Errorf("panics counted %v, want 1", v)
 	}
 }
+
+// TestProxyProtocolTrustsNobody: proxy_protocol enabled with an empty
+// trusted list (what the old `proxy_protocol: true` loads as) starts,
+// warns, and refuses every connection, header or not.
+func TestProxyProtocolTrustsNobody(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := testenv.Config(t, buckets)
+	cfg.ProxyProtocol = config.ProxyProtocol{Enabled: true}
+	a, logs := doorProxy(t, cfg)
+	if !strings.Contains(logs.String(), "proxy_protocol is enabled with an empty trusted list: every client connection will be refused") {
+		t.Errorf("no warning at start:\n%s", tail(logs.String(), 10))
+	}
+	for _, withHeader := range []bool{true, false} {
+		c := hostileDial(t, a.Addr())
+		var b []byte
+		if withHeader {
+			b = listener.AppendProxyHeader(nil, false, netip.MustParseAddrPort("198.51.100.7:5000"), netip.MustParseAddrPort("192.0.2.1:1433"), nil)
+		}
+		_, _ = c.Write(append(b, preloginPacket(tds.EncryptNotSup)...))
+		expectProxyClose(t, c, prompt)
+		c.Close()
+	}
+	if v := metricValue(t, a, `proxy_client_refused_total{reason="untrusted_proxy_peer"}`); v != 2 {
+		t.Errorf("untrusted_proxy_peer refusals %v, want 2", v)
+	}
+}
