@@ -567,6 +567,7 @@ func TestClientIdleTimeout(t *testing.T) {
 		{"framed-pooled", tdsclient.EncryptLogin, true, "framed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			buckets := testenv.Buckets(t, 1, nil)
 			cfg := testenv.Config(t, buckets)
 			cfg.ClientIdleTimeout = idle
