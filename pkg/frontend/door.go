@@ -86,12 +86,12 @@ func (h *Handler) admitSource(c net.Conn, max int) (done func(), ok bool) {
 	src := sourceOf(c)
 	ok, counted := h.pending.acquire(src, max)
 	if !ok {
-		remote := c.RemoteAddr().String()
-		_ = c.Close()
+		// Counted before the close: whoever sees the close sees the count.
 		if h.Door != nil {
 			h.Door.ClientRefused(listener.RefusedPerSource)
 		}
-		h.refusals.Refused(listener.RefusedPerSource, remote, "connection refused: too many connections from this source have not logged in yet", "max_pending_per_source", max)
+		h.refusals.Refused(listener.RefusedPerSource, c.RemoteAddr().String(), "connection refused: too many connections from this source have not logged in yet", "max_pending_per_source", max)
+		_ = c.Close()
 		return nil, false
 	}
 	if !counted {

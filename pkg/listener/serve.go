@@ -291,10 +291,10 @@ func acceptLoop(ctx context.Context, ln net.Listener, handle func(net.Conn), cfg
 
 // refuse closes c, counts reason and logs it (once per interval).
 func (cfg *serveConfig) refuse(c net.Conn, reason, msg string, attrs ...any) {
-	remote := c.RemoteAddr().String()
-	_ = c.Close()
+	// Counted before the close: whoever sees the close sees the count.
 	cfg.onRefused(reason)
-	cfg.refusals.Refused(reason, remote, msg, attrs...)
+	cfg.refusals.Refused(reason, c.RemoteAddr().String(), msg, attrs...)
+	_ = c.Close()
 }
 
 // isTrusted reports whether a is in the trusted PROXY peers.

@@ -256,7 +256,7 @@ func TestServeProxyProtocol(t *testing.T) {
 			t.Fatal("handle was called for a connection without a valid header")
 		}
 		if n, _ := refused.Load(RefusedBadProxyHeader); n == nil || n.(*atomic.Int32).Load() != 3 {
-			t.Errorf("refusals counted as %s: %v, want 3", RefusedBadProxyHeader, n)
+			t.Errorf("refusals counted as %s: %v, want 3", RefusedBadProxyHeader, refusedCount(n))
 		}
 		out := logs.String()
 		for _, want := range []string{"PROXY protocol v1 is not supported; use send-proxy-v2", "missing PROXY protocol v2 signature", "i/o timeout"} {
@@ -503,4 +503,11 @@ func TestServeWaitGroup(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("wg.Wait did not return after the session ended")
 	}
+}
+
+func refusedCount(n any) int32 {
+	if n == nil {
+		return 0
+	}
+	return n.(*atomic.Int32).Load()
 }
