@@ -41,6 +41,7 @@ type composeService struct {
 	Entrypoint []string `yaml:"entrypoint"`
 	Command    []string `yaml:"command"`
 	Restart    string   `yaml:"restart"`
+	CapAdd     []string `yaml:"cap_add"`
 }
 
 // deps returns service → condition ("" for the short list form).
@@ -267,6 +268,30 @@ func TestDockerfile(t *testing.T) {
 	if strings.Contains(d, "USER root") || strings.Contains(d, "USER 0") {
 		t.Error("Dockerfile runs as root")
 	}
+	// The eBPF tracker's capabilities: permitted file capabilities (the
+	// proxy raises them), never effective ("e"), with which a container
+	// started without cap_add could not exec the binary at all.
+	if !strings.Contains(d, "setcap cap_bpf,cap_net_admin=p /out/proxy") {
+		t.Error("Dockerfile lacks `setcap cap_bpf,cap_net_admin=p /out/proxy`")
+	}
+	if strings.Contains(d, "=ep") || strings.Contains(d, "+ep") || strings.Contains(d, "=eip") {
+		t.Error("Dockerfile sets effective file capabilities")
+	}
+}
+
+// loadComposeProxyConfig loads proxy.yaml with the compose service's
+// environment.
+func loadComposeProxyConfig(t *testing.T, service string) *config.Config {
+	t.Helper()
+	clearProxyEnv(t)
+	for k, v := range loadCompose(t).Services[service].Environment {
+		t.Setenv(k, v)
+	}
+	cfg, err := config.Load("proxy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // routeTo reports which bucket the config routes sa/tenant_db with pw to.
@@ -306,9 +331,9 @@ func TestProxyConfigs(t *testing.T) {
 			for k, v := range c.Services[name].Environment {
 				t.Setenv(k, v)
 			}
-			cfg, err := config.Load("proxy.yaml")
-			if err != nil {
-				t.Fatal(err)
+			cfg := loadComposeProxyConfig(t, name)
+			if !cfg.ProxyProtocol.Enabled || len(cfg.ProxyProtocol.Trusted) != 1 {
+				t.Errorf("proxy_protocol %+v: want on, trusting HAProxy alone", cfg.ProxyProtocol)
 			}
 			if cfg.InstanceID != name || cfg.Redis.Addr != "redis:6379" || cfg.Listen != "0.0.0.0:1433" ||
 				cfg.HealthListen != "0.0.0.0:8081" || cfg.MetricsListen != "0.0.0.0:9091" {
@@ -326,11 +351,14 @@ func TestProxyConfigs(t *testing.T) {
 				t.Fatal(err)
 			}
 			if cfg.InstanceID != name || cfg.Redis.Addr != "127.0.0.1:6379" ||
-				cfg.Listen != fmt.Sprintf("127.0.0.1:%d", 11432+n) ||
+				cfg.Listen != fmt.Sprintf("127.0.0.1:%d", 11442+n) ||
 				cfg.HealthListen != fmt.Sprintf("127.0.0.1:%d", 18080+n) || cfg.MetricsListen != fmt.Sprintf("127.0.0.1:%d", 19090+n) {
 				t.Errorf("id %s redis %s listen %s health %s metrics %s", cfg.InstanceID, cfg.Redis.Addr, cfg.Listen, cfg.HealthListen, cfg.MetricsListen)
 			}
 			checkBuckets(t, cfg, func(b int) string { return fmt.Sprintf("127.0.0.1:%d", 14330+b) })
+			if !cfg.ProxyProtocol.Enabled || !slices.Equal(cfg.ProxyProtocol.Trusted, []string{"127.0.0.3/32"}) {
+				t.Errorf("proxy_protocol %+v: want on, trusting HAProxy's source 127.0.0.3 alone", cfg.ProxyProtocol)
+			}
 			if cfg.Redis.HeartbeatTTL.Seconds() != 5 || cfg.Buckets[0].QueueTimeout.Seconds() != 3 || cfg.Redis.ReaperInterval.Seconds() > 2 {
 				t.Errorf("test timeouts: heartbeat_ttl %s queue_timeout %s reaper %s", cfg.Redis.HeartbeatTTL, cfg.Buckets[0].QueueTimeout, cfg.Redis.ReaperInterval)
 			}
@@ -379,12 +407,30 @@ func TestHAProxyConfigs(t *testing.T) {
 				t.Errorf("%s lacks %q", f, w)
 			}
 		}
+		// Real client addresses: the PROXY protocol to every proxy, none
+		// to the health checks (HTTP on the health port).
+		for _, w := range []string{"send-proxy-v2", "bind :11433", "bind :11434", "bind :11435", "track tdsgate/proxy-1"} {
+			if f != "haproxy.cfg" {
+				w = strings.Replace(w, "bind :", "bind 127.0.0.1:", 1)
+			}
+			if !strings.Contains(cfg, w) {
+				t.Errorf("%s lacks %q", f, w)
+			}
+		}
+		for l := range strings.Lines(cfg) {
+			if l = strings.TrimSpace(l); !strings.HasPrefix(l, "#") && strings.Contains(l, "check-send-proxy") {
+				t.Errorf("%s sends the PROXY header to the HTTP health checks: %s", f, l)
+			}
+		}
+		if f != "haproxy.cfg" && strings.Count(cfg, "source 127.0.0.3") != 4 {
+			t.Errorf("%s: every backend must connect from 127.0.0.3 (the proxies' proxy_protocol.trusted)", f)
+		}
 		for n := 1; n <= 3; n++ {
 			var line string
 			if f == "haproxy.cfg" {
 				line = fmt.Sprintf("server proxy-%d proxy-%d:1433 check port 8081", n, n)
 			} else {
-				line = fmt.Sprintf("server proxy-%d 127.0.0.1:%d check port %d", n, 11432+n, 18080+n)
+				line = fmt.Sprintf("server proxy-%d 127.0.0.1:%d check port %d", n, 11442+n, 18080+n)
 			}
 			if !strings.Contains(cfg, line) {
 				t.Errorf("%s lacks %q", f, line)

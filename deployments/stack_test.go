@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,12 +25,13 @@ const stackLock = "/tmp/tdsgate-stack.lock"
 
 // stackPorts are every port the local stack listens on.
 var stackPorts = []int{1433, 6379, 8404, 9090, 14331, 14332, 14333, 14341, 14342, 14343,
-	11433, 11434, 11435, 18081, 18082, 18083, 19091, 19092, 19093}
+	11433, 11434, 11435, 11443, 11444, 11445, 18081, 18082, 18083, 19091, 19092, 19093}
 
 const stackBudget = 6 * time.Minute
 
 // TestLocalStack: make stack-up, every runbook scenario (bench/scenario
-// all, the runbook's sqlcmd commands among them), make stack-down; then no process from the pid files is alive, every
+// all, the runbook's sqlcmd commands among them), the real client address through HAProxy (checkRealClientAddress),
+// promtool on each proxy's /metrics (checkPromtoolStack), make stack-down; then no process from the pid files is alive, every
 // port is free, and no proxy:* key was left in Redis. Under 6 minutes.
 func TestLocalStack(t *testing.T) {
 	for _, tool := range []string{"redis-server", "redis-cli", "haproxy", "curl", "make"} {
@@ -95,6 +98,7 @@ func TestLocalStack(t *testing.T) {
 		t.Fatalf("make stack-up: %v", err)
 	}
 	tUp := time.Since(start)
+	offsets := logOffsets(runDir)
 	pids := readPids(t, runDir)
 	for _, c := range []string{"bucket-1", "bucket-2", "bucket-3", "redis", "proxy-1", "proxy-2", "proxy-3", "haproxy"} {
 		if _, ok := pids[c]; !ok {
@@ -111,6 +115,8 @@ func TestLocalStack(t *testing.T) {
 		t.Errorf("a scenario failed (see the output above)")
 	}
 	tScen := time.Since(t1)
+	checkRealClientAddress(t, runDir, offsets)
+	checkPromtoolStack(t)
 
 	// The kill/restart scenarios restarted components: read the pids again.
 	for c, pid := range readPids(t, runDir) {
@@ -211,4 +217,35 @@ func portFree(p int) bool {
 	}
 	ln.Close()
 	return true
+}
+
+// checkPromtoolStack: `promtool check metrics` reports nothing on each
+// running proxy's /metrics, after the scenarios (Redis, queues, refusals,
+// restarts: every family has its series).
+func checkPromtoolStack(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Fatal("promtool is not installed: apt-get install prometheus (tools/deps.sh installs it)")
+	}
+	for n := 1; n <= 3; n++ {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", 19090+n))
+		if err != nil {
+			t.Errorf("proxy-%d /metrics: %v", n, err)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("proxy-%d /metrics: %d %v", n, resp.StatusCode, err)
+			continue
+		}
+		cmd := exec.Command("promtool", "check", "metrics")
+		cmd.Stdin = bytes.NewReader(body)
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("promtool check metrics on proxy-%d: %v\n%s", n, err, out)
+			continue
+		}
+		t.Logf("proxy-%d /metrics: promtool clean (%d families)", n, bytes.Count(body, []byte("# TYPE ")))
+	}
 }

@@ -26,6 +26,8 @@ PACKAGES=(
 	unixodbc        # tools/clients: the ODBC driver manager pyodbc loads (odbcinst registers drivers)
 	tdsodbc         # tools/clients: FreeTDS ODBC driver (libtdsodbc.so), TDS 7.4
 	python3-pyodbc  # tools/clients: pyodbc for Debian's /usr/bin/python3, over unixODBC + FreeTDS ODBC
+	docker-compose  # deployments: `docker-compose config` validates docker-compose.yml (compose v1, no engine needed)
+	libcap2-bin     # deployments: `setcap`, the image's file capabilities in TestEBPFCapsAsNonroot (setpriv is util-linux's)
 )
 # Added only when the command is missing (the machine image may ship them from elsewhere):
 #   default-jdk-headless  tools/clients: `java` + `javac` to compile and run the jTDS client

@@ -106,7 +106,7 @@ func run() int {
 	st := &stack{}
 	r := &runner{st: st}
 	flag.StringVar(&st.tds, "tds", "localhost:1433", "HAProxy's TDS address")
-	direct := flag.String("direct", "11433,11434,11435", "the proxies' own TDS ports (or host:port), proxy-1..3, bypassing HAProxy")
+	direct := flag.String("direct", "11433,11434,11435", "one proxy each (or host:port), proxy-1..3: HAProxy's single-proxy ports, which send the PROXY header the proxies require")
 	flag.StringVar(&st.redis, "redis", "localhost:6379", "Redis address")
 	health := flag.String("health", "18081,18082,18083", "the proxies' health ports (or host:port), proxy-1..3")
 	metrics := flag.String("metrics", "19091,19092,19093", "the proxies' metrics ports (or host:port), proxy-1..3")

@@ -22,7 +22,7 @@ import (
 // stack is how the runner reaches and drives the components.
 type stack struct {
 	tds     string   // HAProxy's TDS address
-	direct  []string // each proxy's own TDS address (proxy-1..3), bypassing HAProxy
+	direct  []string // one proxy each (proxy-1..3), through HAProxy's single-proxy ports
 	redis   string
 	health  []string // each proxy's health address
 	metrics []string // each proxy's metrics address

@@ -39,8 +39,8 @@ ports() {
 	case "$1" in
 	bucket-[123]) echo "1433$(n_of "$1") 1434$(n_of "$1")" ;;
 	redis) echo 6379 ;;
-	proxy-[123]) local n; n=$(n_of "$1"); echo "$((11432 + n)) 1808$n 1909$n" ;;
-	haproxy) echo "1433 8404" ;;
+	proxy-[123]) local n; n=$(n_of "$1"); echo "$((11442 + n)) 1808$n 1909$n" ;;
+	haproxy) echo "1433 8404 11433 11434 11435" ;;
 	prometheus) echo 9090 ;;
 	*) die "unknown component $1 (one of: ${ALL[*]})" ;;
 	esac
@@ -98,6 +98,14 @@ alive() {
 
 tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# listening PORT: something listens on 127.0.0.1:PORT, found without
+# connecting (a proxy refuses, and logs, a connection from anyone but
+# HAProxy). Without iproute2's ss: assume yes (/health/live is up).
+listening() {
+	command -v ss >/dev/null 2>&1 || return 0
+	[[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]
+}
+
 # healthy COMPONENT: one check, no waiting.
 healthy() {
 	local n
@@ -106,7 +114,7 @@ healthy() {
 	redis) [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" == PONG ]] ;;
 	proxy-*)
 		n=$(n_of "$1")
-		curl -sf -o /dev/null "http://127.0.0.1:1808$n/health/live" && tcp_open "$((11432 + n))"
+		curl -sf -o /dev/null "http://127.0.0.1:1808$n/health/live" && listening "$((11442 + n))"
 		;;
 	haproxy)
 		# Stats answer, and every proxy that runs is UP in the backend.
@@ -267,7 +275,8 @@ print_ports() {
 | Proxy 3 Metrics | `localhost:19093` | Prometheus metrics proxy-3 |
 | HAProxy Stats | `localhost:8404` | Dashboard HAProxy (/stats) |
 | Prometheus | `localhost:9090` | UI Prometheus (if installed) |
-| Proxy 1-3 TDS | `localhost:11433-11435` | Each proxy directly (bypasses HAProxy) |
+| Proxy 1-3 TDS | `localhost:11433-11435` | One proxy alone, through HAProxy (real client address) |
+| Proxy 1-3 own TDS | `127.0.0.1:11443-11445` | PROXY protocol from HAProxy (127.0.0.3) only |
 
 Try: tsql -H localhost -p 1433 -U sa -P 'YourStr0ngP@ssword1' -D tenant_db
 Logs: deployments/local/.run/*.log (make stack-logs); stop: make stack-down

@@ -56,4 +56,19 @@
 // The Prometheus text format (pkg/metrics), process_* and go_* included.
 // net/http/pprof under /debug/pprof/ on the metrics address is available
 // (Options.Pprof) but off: the config has no field for it yet.
+//
+// # Authentication (admin_auth)
+//
+// Off by default (a trusted admin network): every endpoint answers
+// everyone, /health in full. With a bearer token ("Authorization: Bearer
+// <token>") or basic auth credentials set (Auth, from files the
+// application reads at start and on reload):
+//   - /metrics (and pprof) answer 401 without valid credentials;
+//   - /health answers authenticated callers in full, and the others with
+//     its public view: the overall status, instance_id, draining and, per
+//     component, only name, status and latency — no "error" (backend
+//     addresses, raw probe errors) and no "detail" (eBPF counts). With
+//     health_requires_auth, 401 instead;
+//   - /health/live stays open (liveness probes carry no credentials, and it
+//     tells nothing).
 package admin

@@ -303,19 +303,48 @@ func (h *Health) serveLive(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, Live{Status: "alive", Time: time.Now().UTC().Format(time.RFC3339)})
 }
 
-func (h *Health) serveHealth(w http.ResponseWriter, r *http.Request) {
-	rep, code, err := h.Report(r.Context())
-	if err != nil {
-		return // the client went away
+func (h *Health) serveHealth(a *Auth) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v := a.check(r, true)
+		if v == deny {
+			a.challenge(w)
+			return
+		}
+		rep, code, err := h.Report(r.Context())
+		if err != nil {
+			return // the client went away
+		}
+		if v == public {
+			rep = rep.Public()
+		}
+		writeJSON(w, code, rep)
 	}
-	writeJSON(w, code, rep)
 }
 
-// Handler serves GET /health/live and GET /health.
-func (h *Health) Handler() http.Handler {
+// Public is the report as anyone may see it: each component's name,
+// status and latency, without its error or detail (backend addresses, raw
+// probe errors, the eBPF counts), which only authenticated callers see.
+func (r Report) Public() Report {
+	comps := make([]Component, len(r.Components))
+	for i, c := range r.Components {
+		comps[i] = Component{Name: c.Name, Status: c.Status, Latency: c.Latency}
+	}
+	r.Components = comps
+	return r
+}
+
+// Handler serves GET /health/live and GET /health, without
+// authentication (HandlerWithAuth(nil)).
+func (h *Health) Handler() http.Handler { return h.HandlerWithAuth(nil) }
+
+// HandlerWithAuth serves GET /health/live to anyone, and GET /health as a
+// (Auth) allows: in full to authenticated callers (or, when a is nil or
+// off, to loopback callers), its public view (Report.Public) to the
+// others, or 401 when a requires credentials for /health too.
+func (h *Health) HandlerWithAuth(a *Auth) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/live", h.serveLive)
-	mux.HandleFunc("GET /health", h.serveHealth)
+	mux.HandleFunc("GET /health", h.serveHealth(a))
 	return mux
 }
 

@@ -27,6 +27,9 @@ type Options struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ on the metrics
 	// address. Off by default: the config has no field for it yet.
 	Pprof bool
+	// Auth, if set and enabled, guards /metrics (and pprof), and /health's
+	// detail (see Health.HandlerWithAuth). /health/live stays open.
+	Auth *Auth
 	// Log receives the servers' errors (default slog.Default()).
 	Log *slog.Logger
 }
@@ -59,7 +62,7 @@ func Start(o Options) (*Server, error) {
 		}
 		s.health = ln
 		s.lns = append(s.lns, ln)
-		handlers = append(handlers, o.Health.Handler())
+		handlers = append(handlers, o.Health.HandlerWithAuth(o.Auth))
 	}
 	if o.MetricsAddr != "" {
 		if o.Metrics == nil {
@@ -73,7 +76,7 @@ func Start(o Options) (*Server, error) {
 		}
 		s.metrics = ln
 		s.lns = append(s.lns, ln)
-		handlers = append(handlers, MetricsHandler(o.Metrics, o.Pprof))
+		handlers = append(handlers, o.Auth.Require(MetricsHandler(o.Metrics, o.Pprof)))
 	}
 	for i, ln := range s.lns {
 		srv := &http.Server{

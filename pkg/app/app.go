@@ -9,10 +9,10 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
-	"github.com/tdsgate/tdsgate/pkg/certutil"
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/frontend"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
@@ -25,14 +25,21 @@ type App struct {
 	log     *slog.Logger
 	mu      sync.Mutex
 	cfg     *config.Config
-	cert    tls.Certificate
+	certs   certs       // the certificate shown to clients, reloadable (certs.go)
 	lim     appLimiter  // limiter.Local, or limiter.Redis with redis.addr (redis.go)
 	redis   *redisCoord // nil when standalone
 	handler *frontend.Handler
 	buckets map[string]*frontend.Bucket
 	obs     *observability
-	pools   pools      // pool_mode session buckets' pools, and pressure (pool.go)
-	ebpf    *ebpfWatch // the kernel's count of backend connections (ebpf.go); set by Start
+	pools   pools // pool_mode session buckets' pools, and pressure (pool.go)
+	// clientConns counts the client connections the listeners hold, under
+	// maxConns (0: no cap) (door.go).
+	clientConns atomic.Int64
+	maxConns    atomic.Int64
+	// credFailures counts failed credential-route logins per source
+	// address (credential_routes.max_failures); it outlives reloads.
+	credFailures *route.FailureLimiter
+	ebpf         *ebpfWatch // the kernel's count of backend connections (ebpf.go); set by Start
 
 	lns      []net.Listener
 	serveWG  sync.WaitGroup
@@ -46,17 +53,13 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		log = slog.Default()
 	}
 	a := &App{log: log, cfg: cfg, buckets: map[string]*frontend.Bucket{}}
-	cert, generated, err := certutil.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, "tdsgate "+cfg.InstanceID)
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	a.cert = cert
-	if generated {
-		log.Info("tls: no certificate configured, generated a self-signed one", "sha256_fingerprint", certutil.Fingerprint(cert))
-	} else {
-		log.Info("tls: certificate loaded", "file", cfg.TLS.CertFile, "sha256_fingerprint", certutil.Fingerprint(cert))
+	if err := a.loadCertificate(cfg); err != nil {
+		return nil, err
 	}
 	a.obs = newObservability(a, cfg)
+	if err := a.obs.setAdminAuth(cfg); err != nil {
+		return nil, err
+	}
 	// Without metrics_listen nobody reads the metrics, so the frontend and
 	// the limiter do not feed them (nil: the frontend's no-op observer).
 	var sessionObs frontend.Observer
@@ -65,6 +68,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		sessionObs = a.obs.metrics
 		limObs = append(limObs, a.obs.metrics)
 	}
+	var err error
 	if a.lim, err = a.newLimiter(cfg, limiter.WithObserver(limObs)); err != nil {
 		return nil, err
 	}
@@ -74,6 +78,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.handler = frontend.NewHandler(rt, a.lim, log, sessionObs)
+	a.handler.Door = a.obs.metrics // cheap counters, kept even without metrics_listen
 	return a, nil
 }
 
@@ -102,7 +107,13 @@ func bucketLimits(cfg *config.Config) []limiter.BucketConfig {
 // runtime builds the frontend's reloadable world from cfg, keeping the
 // breakers of buckets whose backend did not change.
 func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
-	router, err := route.New(cfg.Routes, cfg.DefaultBucket)
+	cr := cfg.CredentialRoutes
+	if a.credFailures == nil {
+		a.credFailures = route.NewFailureLimiter(cr.MaxFailures, cr.FailureWindow)
+	}
+	router, err := route.NewWithOptions(cfg.Routes, cfg.DefaultBucket, route.Options{
+		MaxHashIterations: cr.MaxHashIterations, NegativeCacheTTL: cr.NegativeCacheTTL, Failures: a.credFailures,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -111,10 +122,12 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 		allowed[frontend.Mode(e)] = true
 	}
 	settings := &frontend.Settings{
-		ServerName:   frontend.DefaultServerName,
-		LoginTimeout: cfg.LoginTimeout,
-		Allowed:      allowed,
-		TLS:          &tls.Config{Certificates: []tls.Certificate{a.cert}, MinVersion: tls.VersionTLS12},
+		ServerName:          frontend.DefaultServerName,
+		LoginTimeout:        cfg.LoginTimeout,
+		Allowed:             allowed,
+		TLS:                 &tls.Config{GetCertificate: a.certs.r.GetCertificate, MinVersion: tls.VersionTLS12},
+		MaxPendingPerSource: cfg.MaxPendingPerSource,
+		ClientIdleTimeout:   cfg.ClientIdleTimeout,
 	}
 	buckets := map[string]*frontend.Bucket{}
 	for i := range cfg.Buckets {
@@ -123,8 +136,8 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("buckets[%d] (%s): %w", i, b.ID, err)
 		}
-		if old := a.buckets[b.ID]; old != nil && sameTarget(old.Target, t) {
-			old.Breaker.Failures, old.Breaker.ProbeInterval = b.Breaker.Failures, b.Breaker.ProbeInterval
+		if old := a.buckets[b.ID]; old != nil && old.Target.Same(t) {
+			old.Breaker.SetLimits(b.Breaker.Failures, b.Breaker.ProbeInterval)
 			buckets[b.ID] = old
 			continue
 		}
@@ -152,15 +165,10 @@ func (a *App) runtime(cfg *config.Config) (*frontend.Runtime, error) {
 	return &frontend.Runtime{Settings: settings, Router: router, Buckets: buckets}, nil
 }
 
-func sameTarget(a, b *backend.Target) bool {
-	return a.Address == b.Address && a.Encryption == b.Encryption && a.DialTimeout == b.DialTimeout &&
-		a.LoginTimeout == b.LoginTimeout && a.TLS.ServerName == b.TLS.ServerName &&
-		a.TLS.InsecureSkipVerify == b.TLS.InsecureSkipVerify && (a.TLS.RootCAs == nil) == (b.TLS.RootCAs == nil)
-}
-
 // target builds a bucket's backend target from its config.
 func target(b *config.Bucket) (*backend.Target, error) {
 	tc := &tls.Config{ServerName: b.ServerName, MinVersion: tls.VersionTLS12}
+	var caPEM []byte
 	switch {
 	case b.CAFile != "":
 		pem, err := os.ReadFile(b.CAFile)
@@ -172,12 +180,13 @@ func target(b *config.Bucket) (*backend.Target, error) {
 			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", b.CAFile)
 		}
 		tc.RootCAs = pool
+		caPEM = pem
 	case b.TrustServerCertificate:
 		tc.InsecureSkipVerify = true
 	}
 	return &backend.Target{
 		Bucket: b.ID, Address: b.Address, Encryption: backend.Encryption(b.Encryption),
-		TLS: tc, DialTimeout: b.DialTimeout, LoginTimeout: b.LoginTimeout,
+		TLS: tc, CAPEM: caPEM, DialTimeout: b.DialTimeout, LoginTimeout: b.LoginTimeout,
 	}, nil
 }
 
@@ -194,12 +203,11 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.startEBPF(cfg) // before serving: connections opened earlier would not be counted
 	a.startPressure()
+	a.startCertWatch(cfg)
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	opts := []listener.Option{listener.WithLogger(a.log)}
-	if cfg.ProxyProtocol {
-		opts = append(opts, listener.WithProxyProtocol(cfg.LoginTimeout))
-	}
+	opts = append(opts, a.doorOptions(cfg)...)
 	a.serveErr = make(chan error, 1)
 	a.serveWG.Add(1)
 	go func() {
@@ -207,7 +215,7 @@ func (a *App) Start(ctx context.Context) error {
 		a.serveErr <- listener.Serve(sctx, lns, func(c net.Conn) { a.handler.Serve(context.Background(), c) }, opts...)
 	}()
 	a.log.Info("tdsgate listening", "addr", lns[0].Addr().String(), "listeners", len(lns), "instance_id", cfg.InstanceID,
-		"buckets", len(cfg.Buckets), "proxy_protocol", cfg.ProxyProtocol)
+		"buckets", len(cfg.Buckets), "proxy_protocol", cfg.ProxyProtocol.Enabled)
 	return nil
 }
 
@@ -215,7 +223,7 @@ func (a *App) Start(ctx context.Context) error {
 func (a *App) Addr() string { return a.lns[0].Addr().String() }
 
 // Certificate is the certificate presented to clients.
-func (a *App) Certificate() tls.Certificate { return a.cert }
+func (a *App) Certificate() tls.Certificate { return a.certs.r.Certificate() }
 
 // Limiter is the instance's limiter.
 func (a *App) Limiter() limiter.Limiter { return a.lim }
@@ -236,10 +244,19 @@ func (a *App) Config() *config.Config {
 func (a *App) Reload(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	token, password, err := cfg.AdminAuth.ReadSecrets()
+	if err != nil {
+		return err
+	}
+	if err := a.reloadCertificate(cfg); err != nil {
+		return err
+	}
 	rt, err := a.runtime(cfg)
 	if err != nil {
 		return err
 	}
+	a.obs.auth.Set(token, cfg.AdminAuth.Username, password, cfg.AdminAuth.HealthRequiresAuth)
+	a.credFailures.SetLimits(cfg.CredentialRoutes.MaxFailures, cfg.CredentialRoutes.FailureWindow)
 	a.obs.metrics.SetBuckets(bucketIDs(cfg))
 	a.lim.Update(bucketLimits(cfg))
 	a.handler.SetRuntime(rt)
@@ -289,6 +306,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	a.stopObservability()
+	a.stopCertWatch()
 	a.ebpf.close()
 	a.stopPools() // idle pooled connections give their slots back while the limiter still runs
 	a.lim.Close()

@@ -6,6 +6,13 @@
 // up to the drain timeout, closes the rest, and closes the components in
 // reverse order.
 //
+// A reload re-reads what lives in files: each bucket's ca_file (a changed
+// CA bundle gives the bucket a new target, breaker and pool), the
+// client-facing certificate (certs.go; also polled every
+// tls.watch_interval) and the admin_auth secrets; anything that does not
+// load fails the reload and leaves the running config in force. Breaker
+// limits change through Breaker.SetLimits, under its lock.
+//
 // observability.go wires pkg/metrics (the frontend's and the limiter's
 // observer) and pkg/admin (/health, /metrics): the admin servers start
 // once the TDS listeners are bound, keep answering during the drain

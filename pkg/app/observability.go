@@ -36,11 +36,12 @@ type observability struct {
 	extra      []admin.Check
 
 	health *admin.Health
+	auth   *admin.Auth // admin_auth: credentials of /metrics and /health's detail
 	srv    *admin.Server
 }
 
 func newObservability(a *App, cfg *config.Config) *observability {
-	o := &observability{metrics: metrics.New(bucketIDs(cfg)), standalone: cfg.Redis.Addr == ""}
+	o := &observability{metrics: metrics.New(bucketIDs(cfg)), standalone: cfg.Redis.Addr == "", auth: admin.NewAuth()}
 	o.health = admin.NewHealth(admin.HealthOptions{
 		InstanceID: cfg.InstanceID,
 		Checks:     func() []admin.Check { return o.checks(a) },
@@ -98,6 +99,7 @@ func (o *observability) scrape(a *App) {
 	for id, b := range a.handler.Runtime().Buckets {
 		o.metrics.SetBreakerOpen(id, b.Breaker.State() == backend.BreakerOpen)
 	}
+	o.metrics.SetClientConnections(a.clientConns.Load(), a.maxConns.Load())
 }
 
 // startObservability starts the admin servers once the TDS listeners are
@@ -108,6 +110,7 @@ func (a *App) startObservability(lns []net.Listener) error {
 		MetricsAddr: a.cfg.MetricsListen,
 		Health:      a.obs.health,
 		Metrics:     a.obs.metrics.Write,
+		Auth:        a.obs.auth,
 		Log:         a.log,
 	})
 	if err != nil {
@@ -123,6 +126,17 @@ func (a *App) startObservability(lns []net.Listener) error {
 	if m := srv.MetricsAddr(); m != "" {
 		a.log.Info("metrics endpoint listening", "addr", m, "path", "/metrics")
 	}
+	return nil
+}
+
+// setAdminAuth installs admin_auth's credentials, read from their files
+// (at start and on every reload: a rotated secret takes effect then).
+func (o *observability) setAdminAuth(cfg *config.Config) error {
+	token, password, err := cfg.AdminAuth.ReadSecrets()
+	if err != nil {
+		return err
+	}
+	o.auth.Set(token, cfg.AdminAuth.Username, password, cfg.AdminAuth.HealthRequiresAuth)
 	return nil
 }
 

@@ -175,8 +175,8 @@ func TestMetricsThroughProxy(t *testing.T) {
 		t.Error("no le=\"+Inf\" bucket")
 	}
 	// Standalone: the "global" view is this instance's.
-	if after["proxy_bucket_global_max"+b] != 1 || after["proxy_bucket_global_count"+b] != 0 {
-		t.Errorf("global max %v count %v", after["proxy_bucket_global_max"+b], after["proxy_bucket_global_count"+b])
+	if after["proxy_bucket_global_max"+b] != 1 || after["proxy_bucket_global_connections"+b] != 0 {
+		t.Errorf("global max %v count %v", after["proxy_bucket_global_max"+b], after["proxy_bucket_global_connections"+b])
 	}
 	if _, ok := after["process_cpu_seconds_total"]; !ok {
 		t.Error("no process metrics")

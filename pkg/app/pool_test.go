@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,10 +135,15 @@ func TestPoolResetOnReuse(t *testing.T) {
 	}
 }
 
-// TestPoolWrongPassword: a wrong password for a login with pooled
-// connections gets SQL Server's 18456 from tdsgate and never reaches the
-// pooled connection (it stays idle; the stand-in sees nothing).
-func TestPoolWrongPassword(t *testing.T) {
+// TestPoolWrongPasswordsReachServer: with an idle pooled connection for
+// the login, 300 wrong passwords are not judged by tdsgate: each one goes
+// to the backend, whose failed-login counter shows all 300, and each
+// client gets the server's own 18456 (its server name, not tdsgate's), so
+// nothing tells a stranger that pooled connections exist. The pooled
+// connection stays idle and the right password still reuses it; no slot
+// is left behind.
+func TestPoolWrongPasswordsReachServer(t *testing.T) {
+	const wrong = 300
 	buckets := testenv.Buckets(t, 1, nil)
 	a := testenv.Proxy(t, pooledConfig(t, buckets))
 	p := poolOf(t, a)
@@ -150,30 +156,110 @@ func TestPoolWrongPassword(t *testing.T) {
 	waitIdle(t, p, 1)
 	st0 := buckets[0].Stats()
 
-	_, err = dialTDS(t, a, "not-"+testenv.Passwords[0])
-	le, ok := err.(*tdsclient.LoginError)
-	if !ok {
-		t.Fatalf("wrong password: %v", err)
+	// A few clients at a time, as a guesser would.
+	var wg sync.WaitGroup
+	errs := make(chan error, wrong)
+	sem := make(chan struct{}, 8)
+	for i := 0; i < wrong; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := dialTDS(t, a, fmt.Sprintf("not-%s-%d", testenv.Passwords[0], i))
+			le, ok := err.(*tdsclient.LoginError)
+			switch {
+			case !ok:
+				errs <- fmt.Errorf("wrong password %d: %v", i, err)
+			case le.Number != 18456 || le.Class != 14 || le.Message != "Login failed for user 'sa'." || le.ServerName != buckets[0].Name():
+				errs <- fmt.Errorf("wrong password %d: %+v, want the stand-in's own 18456", i, *le.ErrorToken)
+			}
+		}()
 	}
-	if le.Number != 18456 || le.Class != 14 || le.State != 1 || le.Message != "Login failed for user 'sa'." {
-		t.Fatalf("wrong password: %+v", le.ErrorToken)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
-	if s := p.Stats(); s.Idle != 1 || s.Active != 0 {
-		t.Fatalf("pool after a wrong password: %+v", s)
+	if st := buckets[0].Stats(); st.Failed-st0.Failed != wrong {
+		t.Fatalf("the stand-in counted %d failed logins for %d wrong passwords", st.Failed-st0.Failed, wrong)
 	}
-	if st := buckets[0].Stats(); st != st0 {
-		t.Fatalf("the wrong password reached the backend: %+v then %+v", st0, st)
+	// Each refused login's connection closes once its client has the
+	// refusal; the pooled one stays idle throughout.
+	testenv.WaitUntil(t, func() bool { s := p.Stats(); return s.Active+s.Login+s.Resetting == 0 })
+	if s := p.Stats(); s.Idle != 1 {
+		t.Fatalf("pool after the wrong passwords: %+v", s)
 	}
 	// The right password still gets the pooled connection.
-	c, err = dialTDS(t, a, testenv.Passwords[0])
+	reusesTheOne(t, a, buckets[0], testenv.Passwords[0])
+}
+
+// reusesTheOne: a login with pw reuses the one idle pooled connection of
+// bucket-001 (the stand-in sees no new login), which is idle again after,
+// holding the bucket's only slot in use.
+func reusesTheOne(t *testing.T, a *app.App, stand *server.Server, pw string) {
+	t.Helper()
+	st := stand.Stats()
+	c, err := dialTDS(t, a, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustExec(t, c, "SELECT 1")
 	c.Close()
-	if st := buckets[0].Stats(); st.Total != st0.Total {
-		t.Fatalf("the right password did not reuse: %+v then %+v", st0, st)
+	if s := stand.Stats(); s.Total != st.Total {
+		t.Fatalf("the password did not reuse the pooled connection: %+v then %+v", st, s)
 	}
+	waitIdle(t, poolOf(t, a), 1)
+	if s := a.Limiter().Snapshot()[0]; s.InUse != 1 {
+		t.Fatalf("slots in use %d, want 1 (the idle connection)", s.InUse)
+	}
+}
+
+// TestPoolPasswordRotation: the password is changed at the server while
+// connections accepted with the old one are idle in the pool. The new
+// password works at once through the proxy (it is a pool miss, the server
+// accepts it), the idle old-credential connections are closed at that
+// login (the stand-in's session count drops), the old password is then
+// refused by the server itself, and the new one reuses.
+func TestPoolPasswordRotation(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+	old, next := testenv.Passwords[0], "R0tated-"+testenv.Passwords[0]
+	var held []*tdsclient.Conn
+	for i := 0; i < 3; i++ {
+		c, err := dialTDS(t, a, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, c, "SELECT 1")
+		held = append(held, c)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	waitIdle(t, p, 3)
+	if cur := buckets[0].Stats().Current; cur != 3 {
+		t.Fatalf("stand-in sessions %d, want 3", cur)
+	}
+
+	buckets[0].SetPassword("sa", next)
+	c, err := dialTDS(t, a, next)
+	if err != nil {
+		t.Fatalf("the new password through the proxy, right after the change: %v", err)
+	}
+	// At once: the old credential's idle connections are gone while the
+	// new client is still logged in.
+	testenv.WaitUntil(t, func() bool { return p.Stats().Idle == 0 && buckets[0].Stats().Current == 1 })
+	mustExec(t, c, "SELECT 1")
+	c.Close()
+	waitIdle(t, p, 1)
+
+	_, err = dialTDS(t, a, old)
+	if le, ok := err.(*tdsclient.LoginError); !ok || le.Number != 18456 || le.ServerName != buckets[0].Name() {
+		t.Fatalf("the old password after the change: %v, want the server's 18456", err)
+	}
+	reusesTheOne(t, a, buckets[0], next)
 }
 
 // TestPoolCancelOnLeave: a client that leaves in the middle of a WAITFOR
@@ -455,5 +541,94 @@ func TestPoolTLSLegs(t *testing.T) {
 	}
 	if a.Handler().Relayed(relay.ModeFramed) < 1 {
 		t.Fatal("not framed")
+	}
+}
+
+// TestPoolPasswordsRealClients: the same with every real client. With
+// idle pooled connections for the login, each client's wrong password
+// gets the server's 18456 and reaches the stand-in's failed-login
+// counter; after the password is changed at the server, each client's
+// new password works at once and the old one is refused by the server.
+func TestPoolPasswordsRealClients(t *testing.T) {
+	if err := clients.Check(); err != nil {
+		t.Fatal(err)
+	}
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, pooledConfig(t, buckets))
+	p := poolOf(t, a)
+	host, port := hostPort(t, a.Addr())
+	run := func(name clients.Name, pw string) clients.Result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		// One App for all: every client's login shares a sub-pool only if
+		// its LOGIN7 options match, so each client gets its own; that is
+		// fine, each has idle connections of its own below.
+		res, err := clients.Run(ctx, name, clients.Spec{Host: host, Port: port, User: "sa", Password: pw, Database: "tenant_db",
+			App: "pw-" + string(name), Steps: []clients.Step{{Op: clients.OpQuery, SQL: "SELECT 1 AS one"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	old, next := testenv.Passwords[0], "R0tated-"+testenv.Passwords[0]
+	for _, name := range clients.All {
+		if err := run(name, old).Err(); err != nil {
+			t.Fatalf("%s, right password: %v", name, err)
+		}
+	}
+	settled := func() pool.Stats {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			s := p.Stats()
+			if s.Active+s.Resetting+s.Login == 0 && int64(s.Idle) == buckets[0].Stats().Current {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pool %+v, stand-in %+v: not settled", s, buckets[0].Stats())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	idle0 := settled().Idle
+	if idle0 == 0 {
+		t.Fatal("no idle pooled connection")
+	}
+	st0 := buckets[0].Stats()
+	for _, name := range clients.All {
+		res := run(name, "not-"+old)
+		if res.Connected || res.LoginError == nil || res.LoginError.Number != 18456 || res.LoginError.Message != "Login failed for user 'sa'." {
+			t.Fatalf("%s, wrong password: connected %v, %+v (stderr %s)", name, res.Connected, res.LoginError, res.Stderr)
+		}
+	}
+	if n := buckets[0].Stats().Failed - st0.Failed; n != int64(len(clients.All)) {
+		t.Fatalf("the stand-in counted %d failed logins for %d wrong passwords", n, len(clients.All))
+	}
+
+	buckets[0].SetPassword("sa", next)
+	for _, name := range clients.All {
+		if err := run(name, next).Err(); err != nil {
+			t.Fatalf("%s, the new password right after the change: %v", name, err)
+		}
+		if res := run(name, old); res.Connected || res.LoginError == nil || res.LoginError.Number != 18456 {
+			t.Fatalf("%s, the old password after the change: connected %v, %+v", name, res.Connected, res.LoginError)
+		}
+	}
+	// The stand-in holds only the pool's idle connections, and each client
+	// reuses one with the new password: no connection of the old one is
+	// left (each sub-pool closed them at its first new-password login).
+	if s := settled(); s.Idle != idle0 {
+		t.Fatalf("%d idle connections after the change, %d before: the old password's were not all closed", s.Idle, idle0)
+	}
+	st1 := buckets[0].Stats()
+	for _, name := range clients.All {
+		if err := run(name, next).Err(); err != nil {
+			t.Fatalf("%s, the new password again: %v", name, err)
+		}
+	}
+	settled()
+	if st := buckets[0].Stats(); st.Total != st1.Total {
+		t.Fatalf("new-password logins reached the backend (%d logins) instead of reusing", st.Total-st1.Total)
 	}
 }

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -42,9 +43,27 @@ type Target struct {
 	Encryption Encryption
 	// TLS carries ServerName and RootCAs (or InsecureSkipVerify for
 	// trust_server_certificate). Nil means InsecureSkipVerify.
-	TLS          *tls.Config
+	TLS *tls.Config
+	// CAPEM is the PEM bundle TLS.RootCAs was built from (the bucket's
+	// ca_file, as read): a reload compares it to tell a changed CA.
+	CAPEM        []byte
 	DialTimeout  time.Duration
 	LoginTimeout time.Duration
+}
+
+// Same reports whether t and o reach the same backend the same way:
+// address, encryption, timeouts, server name, verification and the very
+// CA bundle. A reload keeps a bucket's breaker and pool only then.
+func (t *Target) Same(o *Target) bool {
+	if t.Address != o.Address || t.Encryption != o.Encryption || t.DialTimeout != o.DialTimeout ||
+		t.LoginTimeout != o.LoginTimeout || !bytes.Equal(t.CAPEM, o.CAPEM) || (t.TLS == nil) != (o.TLS == nil) {
+		return false
+	}
+	if t.TLS == nil {
+		return true
+	}
+	return t.TLS.ServerName == o.TLS.ServerName && t.TLS.InsecureSkipVerify == o.TLS.InsecureSkipVerify &&
+		(t.TLS.RootCAs == nil) == (o.TLS.RootCAs == nil)
 }
 
 // Stage says where a backend connection failed.

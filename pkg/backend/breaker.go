@@ -56,7 +56,9 @@ func (e *OpenError) Error() string {
 		e.Bucket, e.Failures, e.Since.UTC().Format(time.RFC3339), e.Last)
 }
 
-// Breaker is one bucket's circuit breaker.
+// Breaker is one bucket's circuit breaker. Its exported fields are set
+// before first use; Failures and ProbeInterval change afterwards only
+// through SetLimits (a reload), which every reader honours under the lock.
 type Breaker struct {
 	Bucket        string
 	Failures      int
@@ -100,14 +102,30 @@ func (b *Breaker) Success() {
 	b.mu.Unlock()
 }
 
+// SetLimits changes Failures and ProbeInterval of a breaker in use (a
+// reload): the next failure counts against the new threshold, the next
+// probe waits the new interval.
+func (b *Breaker) SetLimits(failures int, probeInterval time.Duration) {
+	b.mu.Lock()
+	b.Failures, b.ProbeInterval = failures, probeInterval
+	b.mu.Unlock()
+}
+
+// Limits returns Failures and ProbeInterval in force.
+func (b *Breaker) Limits() (failures int, probeInterval time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Failures, b.ProbeInterval
+}
+
 // Failure records a failed connect; the threshold-th consecutive one
 // opens the breaker and starts the prober.
 func (b *Breaker) Failure(err error) {
+	b.mu.Lock()
 	n := b.Failures
 	if n <= 0 {
 		n = DefaultBreakerFailures
 	}
-	b.mu.Lock()
 	b.count++
 	b.last = err
 	opened := false
@@ -130,12 +148,19 @@ func (b *Breaker) Failure(err error) {
 	}
 }
 
-func (b *Breaker) prober() {
-	iv := b.ProbeInterval
-	if iv <= 0 {
-		iv = DefaultProbeInterval
+// probeIntervalLocked is ProbeInterval or its default; called with b.mu held.
+func (b *Breaker) probeIntervalLocked() time.Duration {
+	if b.ProbeInterval <= 0 {
+		return DefaultProbeInterval
 	}
-	t := time.NewTicker(iv)
+	return b.ProbeInterval
+}
+
+func (b *Breaker) prober() {
+	b.mu.Lock()
+	iv := b.probeIntervalLocked()
+	b.mu.Unlock()
+	t := time.NewTimer(iv)
 	defer t.Stop()
 	for {
 		select {
@@ -160,7 +185,9 @@ func (b *Breaker) prober() {
 		}
 		b.mu.Lock()
 		b.last = err
+		iv = b.probeIntervalLocked() // a reload may have changed it
 		b.mu.Unlock()
+		t.Reset(iv)
 	}
 }
 

@@ -13,6 +13,15 @@ const (
 	// DefaultLoginTimeout is the default of Config.LoginTimeout and of
 	// Bucket.LoginTimeout.
 	DefaultLoginTimeout = 15 * time.Second
+	// DefaultMaxClientConnections is the default of
+	// Config.MaxClientConnections: derived from RLIMIT_NOFILE.
+	DefaultMaxClientConnections = 0
+	// DefaultMaxPendingPerSource is the default of
+	// Config.MaxPendingPerSource.
+	DefaultMaxPendingPerSource = 128
+	// DefaultClientIdleTimeout is the default of Config.ClientIdleTimeout:
+	// off.
+	DefaultClientIdleTimeout = time.Duration(0)
 	// DefaultDrainTimeout is the default of Config.DrainTimeout.
 	DefaultDrainTimeout = 30 * time.Second
 	// DefaultLogLevel is the default of Config.LogLevel.
@@ -133,11 +142,9 @@ type Config struct {
 	// Env: LISTENERS.
 	Listeners int `yaml:"listeners"`
 
-	// ProxyProtocol makes every client connection start with a PROXY
-	// protocol v2 header (as HAProxy's send-proxy-v2 sends), whose source
-	// address is then the client's address in logs. A connection without
-	// one is refused. Default false. Env: PROXY_PROTOCOL (true/false).
-	ProxyProtocol bool `yaml:"proxy_protocol"`
+	// ProxyProtocol is the PROXY protocol v2 setting: off, or on with the
+	// list of peers trusted to send the header. See [ProxyProtocol].
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 
 	// TLS is the certificate shown to clients.
 	TLS TLS `yaml:"tls"`
@@ -152,6 +159,30 @@ type Config struct {
 	// the wait in a bucket's queue (Bucket.QueueTimeout) nor on the
 	// backend login (Bucket.LoginTimeout). Default: DefaultLoginTimeout.
 	LoginTimeout time.Duration `yaml:"login_timeout"`
+
+	// MaxClientConnections caps the client connections this process
+	// holds at once, logged in or not; one more is closed at accept
+	// (before PRELOGIN no client can read an error). 0 derives the cap
+	// from RLIMIT_NOFILE: (soft limit - 256) / 2, since each session
+	// needs a client and a backend descriptor. -1: no cap. Read at start.
+	// Default: DefaultMaxClientConnections.
+	MaxClientConnections int `yaml:"max_client_connections"`
+
+	// MaxPendingPerSource caps, per client source address, the
+	// connections that have not yet presented their login (accepted, but
+	// PRELOGIN, TLS or LOGIN7 not yet read); one more is closed at once.
+	// Behind a load balancer without the PROXY protocol every client has
+	// the balancer's address: raise it or set 0 (no cap). Reloadable.
+	// Default: DefaultMaxPendingPerSource.
+	MaxPendingPerSource int `yaml:"max_pending_per_source"`
+
+	// ClientIdleTimeout closes a logged-in client session after this long
+	// with no bytes in either direction on the client's socket, the last
+	// ones the server's (a client waiting for a long query is not idle),
+	// releasing its slot (or returning its pooled backend connection to
+	// the pool). 0 turns it off. Reloadable.
+	// Default: DefaultClientIdleTimeout (off).
+	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
 
 	// DrainTimeout is how long sessions may go on after SIGTERM before
 	// they are closed; 0 closes them at once. Default: DefaultDrainTimeout.
@@ -203,6 +234,13 @@ type Config struct {
 	// it such a login is refused. It must name a bucket.
 	DefaultBucket string `yaml:"default_bucket"`
 
+	// CredentialRoutes bounds the cost of credential routes (PBKDF2
+	// iterations, failed attempts per source address).
+	CredentialRoutes CredentialRoutes `yaml:"credential_routes"`
+
+	// AdminAuth protects /metrics and /health's detail. Off by default.
+	AdminAuth AdminAuth `yaml:"admin_auth"`
+
 	// envSource maps the YAML path of each field an environment variable
 	// set to that variable's name, for error messages.
 	envSource map[string]string
@@ -217,6 +255,18 @@ type TLS struct {
 	// KeyFile is the PEM private key of CertFile. Set both or neither.
 	// Env: TLS_KEY_FILE.
 	KeyFile string `yaml:"key_file"`
+	// SelfSignedFile, without CertFile/KeyFile, keeps the generated
+	// self-signed certificate (and its key, one PEM file, mode 0600) at
+	// this path: loaded at start if present, generated and written there
+	// otherwise, so that it survives restarts and clients can pin it.
+	// Default "": a new certificate at every start.
+	SelfSignedFile string `yaml:"self_signed_file"`
+	// WatchInterval is how often CertFile and KeyFile are checked for a
+	// change (modification time and size); a changed pair is loaded and
+	// new TLS handshakes use it (SIGHUP reloads it too). A pair that does
+	// not load is logged and the running certificate kept. 0: no watch.
+	// Default: DefaultTLSWatchInterval.
+	WatchInterval time.Duration `yaml:"watch_interval"`
 }
 
 // Redis configures the shared limiter and the instance registry.

@@ -78,7 +78,7 @@ func TestDefaults(t *testing.T) {
 		{"instance_id", c.InstanceID, host},
 		{"listen", c.Listen, DefaultListen},
 		{"listeners", c.Listeners, 0},
-		{"proxy_protocol", c.ProxyProtocol, false},
+		{"proxy_protocol", c.ProxyProtocol.Enabled, false},
 		{"client_encryption", fmt.Sprint(c.ClientEncryption), "[none login full strict]"},
 		{"login_timeout", c.LoginTimeout, 15 * time.Second},
 		{"drain_timeout", c.DrainTimeout, 30 * time.Second},
@@ -167,7 +167,7 @@ buckets:
     max_connections: 5
 default_bucket: bucket-001
 `)
-	if c.InstanceID != "proxy-7" || c.Listen != "127.0.0.1:2433" || c.Listeners != 3 || !c.ProxyProtocol ||
+	if c.InstanceID != "proxy-7" || c.Listen != "127.0.0.1:2433" || c.Listeners != 3 || !c.ProxyProtocol.Enabled ||
 		c.TLS.CertFile != "/c.pem" || c.TLS.KeyFile != "/k.pem" || c.LogLevel != "debug" ||
 		c.HealthListen != "127.0.0.1:18081" || c.MetricsListen != "127.0.0.1:19091" ||
 		c.Redis.Addr != "redis:6379" || c.Redis.Password != "s3cret" {

@@ -32,6 +32,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	}
 	dur(&c.LoginTimeout, "login_timeout", DefaultLoginTimeout)
 	dur(&c.DrainTimeout, "drain_timeout", DefaultDrainTimeout)
+	num(&c.MaxClientConnections, "max_client_connections", DefaultMaxClientConnections)
+	num(&c.MaxPendingPerSource, "max_pending_per_source", DefaultMaxPendingPerSource)
+	dur(&c.ClientIdleTimeout, "client_idle_timeout", DefaultClientIdleTimeout)
 	str(&c.LogLevel, "log_level", DefaultLogLevel)
 	str(&c.LogFormat, "log_format", DefaultLogFormat)
 	str(&c.HealthListen, "health_listen", DefaultHealthListen)
@@ -39,6 +42,8 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	if !has("ebpf.enabled") {
 		c.EBPF.Enabled = DefaultEBPFEnabled
 	}
+
+	c.applySecurityDefaults(has)
 
 	dur(&c.Redis.HeartbeatTTL, "redis.heartbeat_ttl", DefaultHeartbeatTTL)
 	dur(&c.Redis.HeartbeatInterval, "redis.heartbeat_interval", DefaultHeartbeatInterval)
@@ -155,7 +160,8 @@ func (c *Config) applyEnv() []error {
 		if err != nil {
 			bad(EnvProxyProtocol, fmt.Sprintf("not a boolean (true or false): %q", v))
 		} else {
-			c.ProxyProtocol = b
+			c.ProxyProtocol.Enabled = b
+			c.setByEnv("proxy_protocol.enabled", EnvProxyProtocol)
 		}
 	}
 	str(EnvTLSCertFile, &c.TLS.CertFile, "tls.cert_file")

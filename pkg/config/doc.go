@@ -17,7 +17,10 @@
 // Reloading is loading again: the application builds a new *Config with
 // Load and swaps it in; there is no diff. [Demo] is the built-in config of
 // `make demo`. example.yaml beside this file documents every option and
-// is loaded by the tests.
+// is loaded by the tests; hardened.yaml is the hardened profile (every leg
+// encrypted and verified, admin endpoints behind a token), also tested.
+// security.go holds the options that keep strangers out: tls reload and
+// self_signed_file, admin_auth, credential_routes.
 //
 // Password hashes of credential routes are checked with pkg/route/passhash
 // (not pkg/route, which imports this package).

@@ -55,6 +55,18 @@ func (c *Config) validate() []error {
 		seenEnc[e] = true
 	}
 	v.positive("login_timeout", c.LoginTimeout)
+	if c.MaxClientConnections < -1 {
+		v.add("max_client_connections", "must be >= -1 (got %d); 0 derives it from RLIMIT_NOFILE, -1 is no cap", c.MaxClientConnections)
+	}
+	if c.MaxPendingPerSource < 0 {
+		v.add("max_pending_per_source", "must be >= 0 (got %d); 0 is no cap", c.MaxPendingPerSource)
+	}
+	if c.ClientIdleTimeout < 0 {
+		v.add("client_idle_timeout", "must be >= 0 (got %s); 0 is off", c.ClientIdleTimeout)
+	}
+	if _, err := c.ProxyProtocol.TrustedPrefixes(); err != nil {
+		v.errs = append(v.errs, err.(interface{ Unwrap() []error }).Unwrap()...)
+	}
 	if c.DrainTimeout < 0 {
 		v.add("drain_timeout", "must be >= 0 (got %s)", c.DrainTimeout)
 	}
@@ -82,6 +94,7 @@ func (c *Config) validate() []error {
 	v.sameListen("metrics_listen", c.MetricsListen, "health_listen", c.HealthListen)
 
 	v.redis(&c.Redis)
+	v.security()
 
 	if len(c.Buckets) == 0 {
 		v.add("buckets", "at least one bucket is required")
@@ -288,8 +301,10 @@ func (v *validator) route(i int, r *Route) {
 		}
 	}
 	if r.PasswordHash != "" {
-		if _, err := passhash.Parse(r.PasswordHash); err != nil {
+		if h, err := passhash.Parse(r.PasswordHash); err != nil {
 			v.add(p+"password_hash", "%v; make one with `proxy hash-password`", err)
+		} else {
+			v.hashIterations(p+"password_hash", h)
 		}
 		if r.User == "" {
 			v.add(p+"user", "required by password_hash: a credential rule verifies one user's password")

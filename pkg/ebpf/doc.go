@@ -14,7 +14,9 @@
 //     process's own, see DefaultCgroupPath) and returns an error wrapping
 //     ErrUnavailable when any step fails (no CAP_BPF, no cgroup v2, a kernel
 //     without sock_ops socket storage, ...). New wraps Open and logs exactly
-//     one line either way, so the proxy carries on without eBPF;
+//     one line either way, so the proxy carries on without eBPF. It needs
+//     CAP_BPF and CAP_NET_ADMIN, and raises them when they are permitted
+//     but not effective (file capabilities, caps.go);
 //   - the bpf2go output (tracker_bpfel.go and tracker_bpfel.o, committed)
 //     built from the C sources in bpf/ by the directive in gen.go;
 //     regenerate with `go generate ./pkg/ebpf` (needs clang, llvm-strip and

@@ -73,27 +73,35 @@ func Open(cgroupPath string, log *slog.Logger) (*SockOps, error) {
 	memlockErr := rlimit.RemoveMemlock()
 
 	t := &SockOps{log: log, cgroup: cgroupPath, set: newWatchSet()}
-	if err := loadTrackerObjects(&t.objs, nil); err != nil {
-		// Without privileges the library's own message can mislead
-		// ("prealloc maps not supported"), so name what is missing.
-		if hint := missingCaps(); hint != "" {
-			return nil, unavailable("load: %s: %w", hint, err)
+	// Loading and attaching need CAP_BPF and CAP_NET_ADMIN effective;
+	// withCaps raises them when they are only permitted (caps.go).
+	err := withCaps(func() error {
+		if err := loadTrackerObjects(&t.objs, nil); err != nil {
+			// Without privileges the library's own message can mislead
+			// ("prealloc maps not supported"), so name what is missing.
+			if hint := missingCaps(); hint != "" {
+				return unavailable("load: %s: %w", hint, err)
+			}
+			if memlockErr != nil {
+				return unavailable("load: %w (raising RLIMIT_MEMLOCK also failed: %v)", err, memlockErr)
+			}
+			return unavailable("load: %w", err)
 		}
-		if memlockErr != nil {
-			return nil, unavailable("load: %w (raising RLIMIT_MEMLOCK also failed: %v)", err, memlockErr)
+		l, err := link.AttachCgroup(link.CgroupOptions{
+			Path:    cgroupPath,
+			Attach:  ebpf.AttachCGroupSockOps,
+			Program: t.objs.TdsgateSockops,
+		})
+		if err != nil {
+			t.objs.Close()
+			return unavailable("attach to %s: %w", cgroupPath, err)
 		}
-		return nil, unavailable("load: %w", err)
-	}
-	l, err := link.AttachCgroup(link.CgroupOptions{
-		Path:    cgroupPath,
-		Attach:  ebpf.AttachCGroupSockOps,
-		Program: t.objs.TdsgateSockops,
+		t.link = l
+		return nil
 	})
 	if err != nil {
-		t.objs.Close()
-		return nil, unavailable("attach to %s: %w", cgroupPath, err)
+		return nil, err
 	}
-	t.link = l
 	if mount, err := Cgroup2Mount(); err == nil && filepath.Clean(mount) == filepath.Clean(cgroupPath) {
 		log.Warn("ebpf tracker attached at the cgroup v2 root: connections that any process on this host opens to a watched backend are counted", logKeyCgroup, cgroupPath)
 	} else {

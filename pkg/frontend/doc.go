@@ -4,11 +4,18 @@
 //	handshake → route → reuse or (admit → connect) → login reply → relay → release
 //
 // With pool_mode session (pkg/pool), reuse hands the client an idle backend
-// already logged in with its login, if its password verifies (otherwise
-// 18456, as SQL Server answers); its login reply is the backend's own
-// answer to that connection's login, replayed; the relay is the framed one,
-// and release returns the backend to its pool, made safe first. The slot
-// belongs to the backend connection throughout.
+// already logged in with its login, if its password matches the one that
+// connection was accepted with; any other password is a miss and logs in
+// at the backend (admit → connect), which decides: tdsgate never refuses a
+// password itself. A pooled login the backend accepts makes its password
+// the pool's credential at once (activate). A reused connection's login
+// reply is the backend's own answer to its login, replayed; the relay is
+// the framed one, and release returns the backend to its pool, made safe
+// first. The slot belongs to the backend connection throughout.
+//
+// Refusals tell a client that has not logged in nothing internal: 50002
+// names only the bucket (the backend's address and the cause go to the
+// log), and no refusal reveals whether pooled connections exist.
 //
 // The handshake reads PRELOGIN and answers each client ENCRYPTION choice
 // as SQL Server would (within the modes the config allows), runs TLS
@@ -17,4 +24,16 @@
 // read under the login deadline. Every refusal after PRELOGIN is a TDS
 // ERROR token with its own number (errors.go) and a readable message,
 // never a dropped socket.
+//
+// The door (door.go): before the handshake a connection takes a place
+// among its source address's connections that have not logged in
+// (max_pending_per_source), given back once LOGIN7 is in; past the cap it
+// is closed at once (nothing is readable before PRELOGIN), counted
+// (Handler.Door) and logged once per interval. The login deadline counts
+// from accept, PROXY header included, and stays on the socket through
+// TLS (pkg/tds/tdstls). A panic in a session is recovered in Serve: the
+// slot is released once as the panic unwinds through release, the stack
+// logged, the panic counted, the connection closed. client_idle_timeout
+// closes an idle logged-in client from a timer that reads the kernel's
+// TCP_INFO last-data times, so no wrapper slows the splice path.
 package frontend

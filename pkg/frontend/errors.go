@@ -26,9 +26,11 @@ const (
 	CodeUnsupportedLogin Code = 50008
 	// CodeBadLogin: the LOGIN7 could not be decoded.
 	CodeBadLogin Code = 50009
-	// CodeLoginFailed is SQL Server's own "Login failed for user" (class
-	// 14): a password that does not match the pooled connections' login.
-	CodeLoginFailed Code = 18456
+	// CodeTooManyFailures: the client's address failed credential routes
+	// (route password_hash) too often in credential_routes.failure_window;
+	// its logins that would need a password check are refused until the
+	// window passes.
+	CodeTooManyFailures Code = 50010
 )
 
 func (c Code) String() string {
@@ -51,8 +53,8 @@ func (c Code) String() string {
 		return "unsupported_login"
 	case CodeBadLogin:
 		return "bad_login"
-	case CodeLoginFailed:
-		return "login_failed"
+	case CodeTooManyFailures:
+		return "too_many_failures"
 	}
 	return fmt.Sprintf("code_%d", int32(c))
 }
@@ -77,4 +79,24 @@ func (r *Refusal) Unwrap() error { return r.Err }
 
 func refuse(code Code, err error, format string, args ...any) *Refusal {
 	return &Refusal{Code: code, Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// unavailable is the refusal of a login whose bucket's backend could not
+// be reached or could not log it in (50002). The client learns only that
+// the bucket is unavailable: the backend's address and the cause (err) go
+// to the log, never to a client that has not logged in.
+func unavailable(bucket string, err error) *Refusal {
+	return refuse(CodeBackendUnavailable, err, "bucket %s is unavailable; try again later", bucket)
+}
+
+// protocolError is the refusal of a login the backend answered with
+// something tdsgate cannot relay (50003); the details go to the log only.
+func protocolError(bucket string, err error) *Refusal {
+	return refuse(CodeBackendProtocol, err, "bucket %s could not complete the login; try again later", bucket)
+}
+
+// tooManyFailures is the refusal of a login from an address that failed
+// credential routes too often (route.RuleThrottled, 50010).
+func tooManyFailures() *Refusal {
+	return refuse(CodeTooManyFailures, nil, "too many failed logins from this address; try again later")
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -130,6 +131,11 @@ func newHandshakeEnv(tb testing.TB) *handshakeEnv {
 				frontend.ModeNone: true, frontend.ModeLogin: true, frontend.ModeFull: true, frontend.ModeStrict: true,
 			},
 			TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+			// The front door's limits are on: the per-source count must
+			// come back to zero after every input (held), and the idle
+			// watch must never outlive its session.
+			MaxPendingPerSource: 4,
+			ClientIdleTimeout:   2 * time.Second,
 		},
 		Router:  fuzzRouter{},
 		Buckets: map[string]*frontend.Bucket{"fuzz": bucket("fuzz", backendAddr), "closedport": bucket("closedport", closedAddr)},
@@ -230,6 +236,9 @@ func (e *handshakeEnv) run(t *testing.T, in []byte) {
 func (e *handshakeEnv) held() string {
 	if n := e.h.Active(); n != 0 {
 		return fmt.Sprintf("%d sessions still active", n)
+	}
+	if n := e.h.Pending(netip.MustParseAddr("127.0.0.1")); n != 0 {
+		return fmt.Sprintf("%d connections still pending for 127.0.0.1", n)
 	}
 	for _, b := range e.lim.Snapshot() {
 		if b.InUse != 0 || b.Queued != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/listener"
 	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/route"
@@ -48,6 +49,13 @@ type Settings struct {
 	Allowed map[Mode]bool
 	// TLS is the server certificate presented to clients.
 	TLS *tls.Config
+	// MaxPendingPerSource caps, per client source address, the
+	// connections that have not presented their login yet; one more is
+	// closed at once. 0: no cap.
+	MaxPendingPerSource int
+	// ClientIdleTimeout closes a logged-in session whose client socket
+	// has been idle this long (see watchIdle). 0: off.
+	ClientIdleTimeout time.Duration
 }
 
 // Bucket is what the frontend needs of a bucket.
@@ -96,6 +104,9 @@ type Handler struct {
 	Limiter  limiter.Limiter
 	Log      *slog.Logger
 	Observer Observer
+	// Door counts refusals, panics and idle closes; nil: not counted.
+	// Set it before serving.
+	Door DoorObserver
 
 	draining atomic.Bool
 	ids      atomic.Uint64
@@ -104,6 +115,9 @@ type Handler struct {
 	mu      sync.Mutex
 	live    map[*session]struct{}
 	wg      sync.WaitGroup
+
+	pending  pendingBySource
+	refusals *listener.RefusalLog
 }
 
 // NewHandler returns a handler serving with rt and lim.
@@ -114,7 +128,7 @@ func NewHandler(rt *Runtime, lim limiter.Limiter, log *slog.Logger, obs Observer
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	h := &Handler{Limiter: lim, Log: log, Observer: obs, live: map[*session]struct{}{}}
+	h := &Handler{Limiter: lim, Log: log, Observer: obs, live: map[*session]struct{}{}, refusals: listener.NewRefusalLog(log, 0)}
 	h.runtime.Store(rt)
 	return h
 }

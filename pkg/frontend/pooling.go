@@ -1,29 +1,25 @@
 package frontend
 
 import (
-	"errors"
-	"fmt"
-
+	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/tds"
 )
 
 // reuse checks out an idle pooled backend connection for the client's
-// login (pool_mode session). It returns nil, nil when there is none: the
-// client then logs in at the backend. A password that does not match the
-// one the pooled connections were accepted with is refused the way SQL
-// Server refuses it (18456), and never reaches a pooled connection.
+// login (pool_mode session). It returns nil when there is none, or when
+// the password does not match the one the pooled connections were
+// accepted with: the client then logs in at the backend, which decides
+// (a wrong password gets the server's own refusal; a changed one that the
+// server accepts becomes the pool's credential, see activate).
 func (s *session) reuse(b *Bucket, l *tds.Login7) (*pool.Conn, error) {
 	if b.Pool == nil || !pool.Poolable(l) {
 		return nil, nil
 	}
 	c, err := b.Pool.Checkout(pool.KeyOf(l, string(b.Target.Encryption)), l.Password)
-	if errors.Is(err, pool.ErrPassword) {
-		return nil, &Refusal{Code: CodeLoginFailed, Class: 14, Msg: fmt.Sprintf("Login failed for user '%s'.", l.UserName), Err: err}
-	}
-	if c == nil {
-		return nil, nil
+	if err != nil || c == nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	s.backend = c.Backend.Raw
@@ -31,6 +27,18 @@ func (s *session) reuse(b *Bucket, l *tds.Login7) (*pool.Conn, error) {
 	s.reused = true
 	s.log.Info("pool: reusing a backend connection", "spid", c.Login.SPID, "reused", c.Reused)
 	return c, nil
+}
+
+// activate records the backend's answer to the client's own login on its
+// connection. A pooled login the server accepted makes the client's
+// password the sub-pool's credential at once (as a salted hash): after a
+// password change, the new password reuses from the next login on, and
+// idle connections accepted under the old one are closed.
+func (s *session) activate(c *pool.Conn, be *backend.Conn, res *backend.LoginResult) {
+	c.Activate(be, res)
+	if res.OK && c.Pooled() {
+		c.Accept(s.login.Password)
+	}
 }
 
 // relay runs the relay: splice or TLS for a connection of its own, framed

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +28,10 @@ type session struct {
 	id    uint64
 	raw   *net.TCPConn
 	start time.Time
-	log   *slog.Logger
+	// accepted is when the listener accepted the connection (before a
+	// PROXY header); the login deadline counts from it.
+	accepted time.Time
+	log      *slog.Logger
 
 	client string // the client's address (from the PROXY header when there is one)
 	mode   Mode   // the client's encryption mode
@@ -68,18 +70,39 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		h.Log.Error("session refused: not a TCP connection", "type", fmt.Sprintf("%T", c))
 		return
 	}
+	// 0. The door: a place among the source's connections that have not
+	// logged in yet, given back once LOGIN7 has been read.
+	pendingDone, ok := h.admitSource(c, rt.Settings.MaxPendingPerSource)
+	if !ok {
+		return
+	}
+	defer pendingDone()
 	s := &session{h: h, id: h.ids.Add(1), raw: raw, start: time.Now(), client: c.RemoteAddr().String()}
+	s.accepted = s.start
+	if pc, ok := c.(*listener.Conn); ok && !pc.Accepted().IsZero() {
+		s.accepted = pc.Accepted()
+	}
 	s.out = raw
 	h.track(s)
 	defer h.untrack(s)
 	defer raw.Close()
 	s.log = h.Log.With("session", s.id, "client", s.client)
 	defer s.logClosed()
+	// A panic ends this session only. Deferred after logClosed and before
+	// release: the slot is released (or the pooled connection returned)
+	// first, once, as the panic unwinds, then this logs and counts it.
+	defer func() {
+		if r := recover(); r != nil {
+			s.recovered(r)
+		}
+	}()
 	s.log.Info("session accepted")
 
 	// 1. Handshake: PRELOGIN, TLS, LOGIN7.
 	login, loginBytes, err := s.handshake(ctx, rt.Settings)
+	pendingDone()
 	h.Observer.ClientHandshake(string(s.mode), err)
+	hook("handshake")
 	if err != nil {
 		s.fail(err)
 		return
@@ -87,8 +110,12 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
 
 	// 2. Route.
-	bucketID, rule, ok := rt.Router.Route(route.Login{ServerName: login.ServerName, Database: login.Database, User: login.UserName, App: login.AppName, Password: login.Password})
+	bucketID, rule, ok := rt.Router.Route(route.Login{ServerName: login.ServerName, Database: login.Database, User: login.UserName, App: login.AppName, Password: login.Password, Source: s.client})
 	bucket := rt.Buckets[bucketID]
+	if rule == route.RuleThrottled {
+		s.fail(tooManyFailures())
+		return
+	}
 	if !ok || bucket == nil {
 		s.fail(refuse(CodeNoRoute, nil, "tdsgate has no route for login '%s' to database '%s' (server '%s', application '%s'); check the user, the password, the database, or the proxy's routes", login.UserName, login.Database, login.ServerName, login.AppName))
 		return
@@ -143,11 +170,19 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	// 7. Relay until either side ends (a pooled session: until the client leaves).
+	// 7. Relay until either side ends (a pooled session: until the client
+	// leaves, or client_idle_timeout closes it).
+	hook("relay")
+	idled := func() bool { return false }
+	if it := rt.Settings.ClientIdleTimeout; it > 0 {
+		idled = s.watchIdle(it)
+	}
 	s.relay(conn)
 	h.relayed[s.relayed.Mode].Add(1)
 	s.outcome = "ok"
-	if s.relayed.Err != nil {
+	if idled() {
+		s.outcome = "client_idle_timeout"
+	} else if s.relayed.Err != nil {
 		s.outcome = "relay_error"
 		if o, ok := h.Observer.(relayErrorObserver); ok {
 			o.RelayError(bucketID, s.relayed.Mode.String(), s.relayed.Err)
@@ -232,7 +267,9 @@ func (s *session) handshake(ctx context.Context, st *Settings) (*tds.Login7, []b
 	if lt <= 0 {
 		lt = DefaultLoginTimeout
 	}
-	deadline := time.Now().Add(lt)
+	// From accept: the PROXY header's read (listener) came out of the
+	// same budget.
+	deadline := s.accepted.Add(lt)
 	s.raw.SetDeadline(deadline)
 	defer s.raw.SetDeadline(time.Time{})
 	hctx, cancel := context.WithDeadline(ctx, deadline)
@@ -427,27 +464,41 @@ func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBy
 	} else {
 		conn = pool.Unpooled(ticket)
 	}
+	var be *backend.Conn
+	defer func() {
+		// A panic before the connection is handed over: close the backend
+		// and release the slot here, once, and let Serve's recover see
+		// the panic.
+		if r := recover(); r != nil {
+			if be != nil {
+				be.Close()
+			}
+			conn.Close(pool.ReasonLoginFailed)
+			panic(r)
+		}
+	}()
+	hook("connect")
 	be, res, err := s.backendLogin(ctx, b, l, loginBytes)
 	if err != nil {
 		conn.Close(pool.ReasonLoginFailed)
 		s.log.Info("slot release")
 		return nil, err
 	}
-	conn.Activate(be, res)
+	s.activate(conn, be, res)
 	return conn, nil
 }
 
 // backendLogin dials the bucket's backend and forwards the client's LOGIN7.
 func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, loginBytes []byte) (*backend.Conn, *backend.LoginResult, error) {
 	if err := b.Breaker.Allow(); err != nil {
-		return nil, nil, refuse(CodeBackendUnavailable, err, "%s", err.Error())
+		return nil, nil, unavailable(b.ID, err)
 	}
 	start := time.Now()
 	be, err := backend.Connect(ctx, b.Target)
 	if err != nil {
 		s.h.Observer.BackendConnected(b.ID, time.Since(start), err)
 		b.Breaker.Failure(err)
-		return nil, nil, refuse(CodeBackendUnavailable, err, "tdsgate could not reach the backend of bucket %s: %v", b.ID, shortErr(err))
+		return nil, nil, unavailable(b.ID, err)
 	}
 	b.Breaker.Success()
 	s.mu.Lock()
@@ -466,9 +517,9 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 		be.Close()
 		var bee *backend.Error
 		if errors.As(err, &bee) && bee.Stage == backend.StageLogin && !isNetErr(err) {
-			return nil, nil, refuse(CodeBackendProtocol, err, "the backend of bucket %s answered the login with something tdsgate cannot relay: %v", b.ID, shortErr(err))
+			return nil, nil, protocolError(b.ID, err)
 		}
-		return nil, nil, refuse(CodeBackendUnavailable, err, "the backend of bucket %s failed during login: %v", b.ID, shortErr(err))
+		return nil, nil, unavailable(b.ID, err)
 	}
 	return be, res, nil
 }
@@ -476,17 +527,4 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 func isNetErr(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
-// shortErr keeps the useful end of a wrapped error for client messages.
-func shortErr(err error) string {
-	var be *backend.Error
-	if errors.As(err, &be) {
-		msg := be.Err.Error()
-		if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "dial tcp") {
-			msg = msg[i+2:]
-		}
-		return fmt.Sprintf("%s %s: %s", be.Address, be.Stage, msg)
-	}
-	return err.Error()
 }

@@ -38,5 +38,17 @@
 // real address as RemoteAddr. The header is read byte-exactly, with no
 // buffering, so nothing after it is consumed and splice still applies
 // (TCPConn unwraps it). v1 text headers are refused. ParseProxyHeader is the
-// pure parser, fuzzed by FuzzProxyHeader.
+// pure parser, fuzzed by FuzzProxyHeader. WithTrustedProxies lists the
+// peers allowed to send it: a connection from any other peer is closed at
+// accept, before a byte is read (a client could otherwise forge its own
+// address); an empty list trusts nobody.
+//
+// # The door
+//
+// WithMaxConns caps the connections held at once; one more is closed at
+// accept. Refusals before PRELOGIN cannot carry a TDS error, so they are
+// a close, counted by the WithRefusals callback (one of RefusedReasons)
+// and logged by a RefusalLog at most once per interval and reason, with
+// the number refused since the last line: a flood of 10,000 sockets is a
+// few log lines.
 package listener

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,7 +197,7 @@ func TestHAProxySendProxyV2(t *testing.T) {
 			// Echo through the raw *net.TCPConn: splice.
 			_, _ = io.Copy(pc.TCPConn, pc.TCPConn)
 			_ = pc.CloseWrite()
-		}, WithProxyProtocol(2*time.Second), WithWaitGroup(&sessions))
+		}, WithProxyProtocol(2*time.Second), WithTrustedProxies([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}), WithWaitGroup(&sessions))
 
 		client, err := net.Dial("tcp", fronts[1])
 		if err != nil {

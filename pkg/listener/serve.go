@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -36,7 +38,40 @@ type serveConfig struct {
 	keepAlive    time.Duration
 	proxyProto   bool
 	proxyTimeout time.Duration
+	trusted      []netip.Prefix
 	wg           *sync.WaitGroup
+	maxConns     int64
+	live         *atomic.Int64
+	refusals     *RefusalLog
+	onRefused    func(reason string)
+}
+
+// WithTrustedProxies lists the peers allowed to send a PROXY header (with
+// WithProxyProtocol). A connection from any other peer is closed at
+// accept, before anything is read, and counted as RefusedUntrustedPeer;
+// an empty list trusts nobody.
+func WithTrustedProxies(prefixes []netip.Prefix) Option {
+	return func(c *serveConfig) { c.trusted = append([]netip.Prefix{}, prefixes...) }
+}
+
+// WithMaxConns caps the connections Serve holds at once (accepted and
+// not yet returned from handle, PROXY header read included). One more is
+// closed at accept and counted as RefusedMaxConns. n <= 0: no cap.
+func WithMaxConns(n int) Option {
+	return func(c *serveConfig) { c.maxConns = int64(n) }
+}
+
+// WithConnCount makes Serve keep the number of connections it holds in
+// n (for a gauge, and for tests).
+func WithConnCount(n *atomic.Int64) Option {
+	return func(c *serveConfig) { c.live = n }
+}
+
+// WithRefusals logs refused connections through log (once per interval
+// and reason) and calls count(reason) for each (a metric). Either may be
+// nil.
+func WithRefusals(log *RefusalLog, count func(reason string)) Option {
+	return func(c *serveConfig) { c.refusals, c.onRefused = log, count }
 }
 
 // WithLogger logs accept errors, back-offs and rejected PROXY headers to l.
@@ -86,7 +121,12 @@ func WithWaitGroup(wg *sync.WaitGroup) Option {
 type Conn struct {
 	*net.TCPConn
 	remote, local net.Addr
+	accepted      time.Time
 }
+
+// Accepted is when the connection was accepted, before its PROXY header
+// was read: a login deadline counts from here.
+func (c *Conn) Accepted() time.Time { return c.accepted }
 
 // RemoteAddr returns the client's address from the PROXY header (for a LOCAL
 // header, the peer's own address).
@@ -146,6 +186,15 @@ func Serve(ctx context.Context, lns []net.Listener, handle func(net.Conn), opts 
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.live == nil {
+		cfg.live = new(atomic.Int64)
+	}
+	if cfg.onRefused == nil {
+		cfg.onRefused = func(string) {}
+	}
+	if cfg.refusals == nil {
+		cfg.refusals = NewRefusalLog(cfg.logger, 0)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -219,6 +268,17 @@ func acceptLoop(ctx context.Context, ln net.Listener, handle func(net.Conn), cfg
 			continue
 		}
 		backoff = 0
+		// The door: refusals here cost no goroutine and read nothing.
+		if n := cfg.live.Add(1); cfg.maxConns > 0 && n > cfg.maxConns {
+			cfg.live.Add(-1)
+			cfg.refuse(c, RefusedMaxConns, "connection refused: max_client_connections reached", "max_client_connections", cfg.maxConns)
+			continue
+		}
+		if cfg.proxyProto && !cfg.isTrusted(c.RemoteAddr()) {
+			cfg.live.Add(-1)
+			cfg.refuse(c, RefusedUntrustedPeer, "connection refused: PROXY protocol peer not in proxy_protocol.trusted", "trusted", len(cfg.trusted))
+			continue
+		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			setKeepAlive(tc, cfg.keepAlive, log)
 		}
@@ -229,7 +289,31 @@ func acceptLoop(ctx context.Context, ln net.Listener, handle func(net.Conn), cfg
 	}
 }
 
+// refuse closes c, counts reason and logs it (once per interval).
+func (cfg *serveConfig) refuse(c net.Conn, reason, msg string, attrs ...any) {
+	// Counted before the close: whoever sees the close sees the count.
+	cfg.onRefused(reason)
+	cfg.refusals.Refused(reason, c.RemoteAddr().String(), msg, attrs...)
+	_ = c.Close()
+}
+
+// isTrusted reports whether a is in the trusted PROXY peers.
+func (cfg *serveConfig) isTrusted(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip := ta.AddrPort().Addr().Unmap()
+	for _, p := range cfg.trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 func serveConn(c net.Conn, handle func(net.Conn), cfg *serveConfig, log *slog.Logger) {
+	defer cfg.live.Add(-1)
 	if cfg.wg != nil {
 		defer cfg.wg.Done()
 	}
@@ -237,16 +321,17 @@ func serveConn(c net.Conn, handle func(net.Conn), cfg *serveConfig, log *slog.Lo
 		handle(c)
 		return
 	}
+	accepted := time.Now()
 	src, dst, err := ReadProxyHeader(c, cfg.proxyTimeout)
 	if err != nil {
 		// A load balancer's TCP health check connects and closes without a
-		// header: not worth a warning.
-		level := slog.LevelWarn
+		// header: not worth a warning, nor a refusal.
 		if errors.Is(err, io.EOF) {
-			level = slog.LevelDebug
+			log.Debug("rejected connection: bad PROXY header", logKeyRemote, c.RemoteAddr().String(), logKeyError, err)
+			_ = c.Close()
+			return
 		}
-		log.Log(context.Background(), level, "rejected connection: bad PROXY header", logKeyRemote, c.RemoteAddr().String(), logKeyError, err)
-		_ = c.Close()
+		cfg.refuse(c, RefusedBadProxyHeader, "connection refused: bad PROXY header", logKeyError, err)
 		return
 	}
 	tc, ok := c.(*net.TCPConn)
@@ -255,7 +340,7 @@ func serveConn(c net.Conn, handle func(net.Conn), cfg *serveConfig, log *slog.Lo
 		handle(&addrConn{Conn: c, remote: src, local: dst})
 		return
 	}
-	handle(&Conn{TCPConn: tc, remote: src, local: dst})
+	handle(&Conn{TCPConn: tc, remote: src, local: dst, accepted: accepted})
 }
 
 // addrConn overrides the addresses of a non-TCP conn (only when Serve is given

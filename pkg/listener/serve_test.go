@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -190,12 +191,18 @@ func TestServeProxyProtocol(t *testing.T) {
 	}
 	results := make(chan result, 4)
 	var handled atomic.Int32
+	var refused sync.Map // reason → *atomic.Int32
+	count := func(reason string) {
+		n, _ := refused.LoadOrStore(reason, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+	}
 	startServe(t, lns, func(c net.Conn) {
 		handled.Add(1)
 		b := make([]byte, 5)
 		_, _ = io.ReadFull(c, b)
 		results <- result{c, string(b)}
-	}, WithProxyProtocol(200*time.Millisecond), WithLogger(testLogger(&logs)))
+	}, WithProxyProtocol(200*time.Millisecond), WithTrustedProxies([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
+		WithLogger(testLogger(&logs)), WithRefusals(NewRefusalLog(testLogger(&logs), time.Nanosecond), count))
 
 	t.Run("valid header", func(t *testing.T) {
 		c, err := net.Dial("tcp", addr)
@@ -247,6 +254,9 @@ func TestServeProxyProtocol(t *testing.T) {
 		}
 		if handled.Load() != before {
 			t.Fatal("handle was called for a connection without a valid header")
+		}
+		if n, _ := refused.Load(RefusedBadProxyHeader); n == nil || n.(*atomic.Int32).Load() != 3 {
+			t.Errorf("refusals counted as %s: %v, want 3", RefusedBadProxyHeader, refusedCount(n))
 		}
 		out := logs.String()
 		for _, want := range []string{"PROXY protocol v1 is not supported; use send-proxy-v2", "missing PROXY protocol v2 signature", "i/o timeout"} {
@@ -493,4 +503,11 @@ func TestServeWaitGroup(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("wg.Wait did not return after the session ended")
 	}
+}
+
+func refusedCount(n any) int32 {
+	if n == nil {
+		return 0
+	}
+	return n.(*atomic.Int32).Load()
 }

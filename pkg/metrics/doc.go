@@ -27,10 +27,10 @@
 //	proxy_queue_wait_duration_seconds  histogram wait from entering the queue to the grant, for every admitted login (≈0 when a slot was free)
 //	proxy_queue_abandoned_total        counter   clients that hung up while queued
 //	proxy_backend_connect_duration_seconds histogram dial + PRELOGIN + TLS + LOGIN7 to the backend, successful logins only
-//	proxy_bucket_global_count          gauge     slots held by all instances, as last seen (standalone: this instance's)
+//	proxy_bucket_global_connections    gauge     slots held by all instances, as last seen (standalone: this instance's); formerly proxy_bucket_global_count, a name promtool rejects for a gauge
 //	proxy_bucket_global_max            gauge     the bucket's cap, as last seen
 //	proxy_breaker_open                 gauge     1 while the bucket's circuit breaker is open
-//	proxy_rejections_total{code}       counter   refusals sent to clients, code 50001..50009
+//	proxy_rejections_total{code}       counter   refusals sent to clients, code 50001..50010
 //	proxy_pool_hits_total              counter   logins handed an idle pooled backend (pool_mode session)
 //	proxy_pool_misses_total            counter   logins to a pooling bucket that found none and logged in at the backend
 //	proxy_pool_resets_total            counter   returned backends made safe (ATTENTION if needed, rollback with RESETCONNECTION)
@@ -50,13 +50,26 @@
 //	proxy_fallback_mode                       gauge   1 while the limiter runs on its local share (Redis unreachable)
 //	proxy_relay_bytes_total{direction,mode}   counter direction client_to_server|server_to_client, mode splice|tls|framed
 //	proxy_sessions_total{mode}                counter relayed sessions by relay mode (splice|tls|framed)
-//	process_*, go_*                           the runtime's metrics (metrics.WriteProcessMetrics)
+//	proxy_client_refused_total{reason}        counter connections closed at the door before PRELOGIN: max_client_connections|max_pending_per_source|untrusted_proxy_peer|bad_proxy_header
+//	proxy_session_panics_total                counter session panics recovered (session closed, slot released once)
+//	proxy_client_idle_timeouts_total          counter logged-in sessions closed by client_idle_timeout
+//	proxy_client_connections                  gauge   client connections held, logged in or not
+//	proxy_client_connections_max              gauge   max_client_connections in force (0: no cap)
+//	process_*, go_*                           the runtime's metrics (metrics.WriteProcessMetrics), with
+//	                                          go_cgo_calls_count, go_gc_forced_count and go_cpu_count renamed
+//	                                          go_cgo_calls_total, go_gc_forced_total and go_cpus, and
+//	                                          process_io_*_total typed counter (help.go)
 //
 // Reasons: client_handshake counts failed client handshakes, the refusals
 // during it (50007-50009) included; backend_* count failed backend
 // logins by the stage that failed (backend.Error.Stage). relay is counted
 // by RelayError, which the frontend does not call yet: its Observer's
 // Relayed carries no error.
+//
+// Every family has "# HELP" (what it counts and its unit) and "# TYPE"
+// lines: help.go holds the texts, and `promtool check metrics` finds
+// nothing to report in the document (TestMetadata, and pkg/app's
+// TestPromtoolLiveMetrics on a running proxy).
 //
 // Histogram buckets are Prometheus-style (_bucket{le="…"}, _sum, _count),
 // so histogram_quantile(0.95, rate(proxy_queue_wait_duration_seconds_bucket[5m]))

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,7 @@ const (
 	NameQueueWait           = "proxy_queue_wait_duration_seconds"
 	NameQueueAbandoned      = "proxy_queue_abandoned_total"
 	NameBackendConnect      = "proxy_backend_connect_duration_seconds"
-	NameGlobalCount         = "proxy_bucket_global_count"
+	NameGlobalConnections   = "proxy_bucket_global_connections"
 	NameGlobalMax           = "proxy_bucket_global_max"
 	NameBreakerOpen         = "proxy_breaker_open"
 	NameRejections          = "proxy_rejections_total"
@@ -71,7 +72,7 @@ var ErrorReasons = []string{ReasonClientHandshake, ReasonBackendDial, ReasonBack
 // Rejection codes counted per bucket: tdsgate's refusal numbers.
 const (
 	firstCode = 50001
-	lastCode  = 50009
+	lastCode  = 50010
 )
 
 // Histogram upper bounds, in seconds.
@@ -123,6 +124,7 @@ type Metrics struct {
 	// bytes[mode][0] client→server, [1] server→client; sessions[mode].
 	bytes    [len(relayModes)][2]*vm.Counter
 	sessions [len(relayModes)]*vm.Counter
+	door     doorMetrics // door.go
 
 	hookMu sync.Mutex
 	hooks  []func()
@@ -147,6 +149,7 @@ func New(buckets []string) *Metrics {
 			m.redis[[2]string{op, res}] = m.set.NewCounter(fmt.Sprintf(`%s{op=%q,result=%q}`, NameRedisOperations, op, res))
 		}
 	}
+	m.door = m.newDoorMetrics()
 	m.heartbeat = m.set.NewGauge(NameInstanceHeartbeat, nil)
 	m.fallback = m.set.NewGauge(NameFallbackMode, nil)
 	for i, mode := range relayModes {
@@ -194,7 +197,7 @@ func (m *Metrics) newBucket(id string) *bucketMetrics {
 		queueWait: m.set.NewPrometheusHistogramExt(NameQueueWait+l, QueueWaitBuckets),
 		abandoned: m.set.NewCounter(NameQueueAbandoned + l),
 		connect:   m.set.NewPrometheusHistogramExt(NameBackendConnect+l, BackendConnectBuckets),
-		globalCnt: m.set.NewGauge(NameGlobalCount+l, nil),
+		globalCnt: m.set.NewGauge(NameGlobalConnections+l, nil),
 		globalMax: m.set.NewGauge(NameGlobalMax+l, nil),
 		breaker:   m.set.NewGauge(NameBreakerOpen+l, nil),
 	}
@@ -434,13 +437,23 @@ func (m *Metrics) writeEBPF(w io.Writer) {
 	if !ok {
 		return
 	}
+	var ids []string
 	for _, id := range m.Buckets() {
-		k, watched := kernel[id]
-		if !watched {
-			continue
+		if _, watched := kernel[id]; watched {
+			ids = append(ids, id)
 		}
-		fmt.Fprintf(w, "%s{bucket=\"%s\"} %d\n", NameEBPFConnections, escape(id), k)
-		fmt.Fprintf(w, "%s{bucket=\"%s\"} %d\n", NameEBPFDrift, escape(id), k-held[id])
+	}
+	if len(ids) == 0 {
+		return
+	}
+	// One family after the other (the text format wants each in one group).
+	vm.WriteMetadataIfNeeded(w, NameEBPFConnections, "gauge")
+	for _, id := range ids {
+		fmt.Fprintf(w, "%s{bucket=\"%s\"} %d\n", NameEBPFConnections, escape(id), kernel[id])
+	}
+	vm.WriteMetadataIfNeeded(w, NameEBPFDrift, "gauge")
+	for _, id := range ids {
+		fmt.Fprintf(w, "%s{bucket=\"%s\"} %d\n", NameEBPFDrift, escape(id), kernel[id]-held[id])
 	}
 }
 
@@ -448,7 +461,8 @@ func (m *Metrics) writeEBPF(w io.Writer) {
 func (m *Metrics) Set() *vm.Set { return m.set }
 
 // Write runs the scrape hooks, then writes every metric of the instance
-// and the process's (process_*, go_*) in the Prometheus text format.
+// and the process's (process_*, go_*) in the Prometheus text format, each
+// family with its HELP and TYPE lines (help.go).
 func (m *Metrics) Write(w io.Writer) {
 	m.hookMu.Lock()
 	hooks := slices.Clone(m.hooks)
@@ -456,6 +470,8 @@ func (m *Metrics) Write(w io.Writer) {
 	for _, f := range hooks {
 		f()
 	}
-	m.set.WritePrometheus(w)
-	vm.WriteProcessMetrics(w)
+	var doc bytes.Buffer
+	m.set.WritePrometheus(&doc)
+	vm.WriteProcessMetrics(&doc)
+	writeWithHelp(w, doc.Bytes())
 }

@@ -70,7 +70,7 @@ func TestScrapeParsesAndHasEverySeries(t *testing.T) {
 	s, text := scrape(t, m)
 	for _, b := range []string{"bucket-001", "bucket-002"} {
 		for _, n := range []string{metrics.NameConnectionsActive, metrics.NameConnectionsIdle, metrics.NameConnectionsTotal,
-			metrics.NameQueueLength, metrics.NameQueueAbandoned, metrics.NameGlobalCount, metrics.NameGlobalMax, metrics.NameBreakerOpen} {
+			metrics.NameQueueLength, metrics.NameQueueAbandoned, metrics.NameGlobalConnections, metrics.NameGlobalMax, metrics.NameBreakerOpen} {
 			want(t, s, fmt.Sprintf(`%s{bucket="%s"}`, n, b), 0)
 		}
 		for code := 50001; code <= 50009; code++ {
@@ -163,7 +163,7 @@ func TestCountersMove(t *testing.T) {
 	want(t, s, `proxy_redis_operations_total{op="heartbeat",result="ok"}`, 0)
 	want(t, s, "proxy_instance_heartbeat", float64(hb.Unix()))
 	want(t, s, "proxy_fallback_mode", 1)
-	want(t, s, metrics.NameGlobalCount+b, 7)
+	want(t, s, metrics.NameGlobalConnections+b, 7)
 	want(t, s, metrics.NameGlobalMax+b, 50)
 	want(t, s, metrics.NameBreakerOpen+b, 1)
 

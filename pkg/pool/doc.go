@@ -28,7 +28,9 @@
 //	                     owed, its next request will carry                     whose password verifies
 //	                     RESETCONNECTION                           closed      idle_timeout (above min_idle),
 //	                                                                           max_lifetime, the server closed it,
-//	                                                                           pressure (above min_idle), Close
+//	                                                                           pressure (above min_idle), Close,
+//	                                                                           credential_changed (Accept of a
+//	                                                                           new password for its Key)
 //	closed     none      the TCP connection is closed and the      (terminal)
 //	                     limiter Ticket released
 //
@@ -40,18 +42,24 @@
 //
 // # Authentication
 //
-// tdsgate keeps no passwords. When a client's own login succeeds at the
-// backend, its password is hashed (pkg/route/passhash, with few
-// iterations: the hash lives only in memory) and becomes the sub-pool's
-// credential. A later client is handed an idle connection only if its
-// password verifies against that credential; the verdict is cached as an
-// HMAC of the password under a key drawn at start, so a returning client
-// costs one HMAC, not a PBKDF2. A password that does not verify gets
-// SQL Server's own answer (error 18456, class 14, state 1) and never
-// touches the pooled connection. A login with no idle connection goes to
-// the backend as before; if the backend accepts a password the credential
-// does not know (the password was changed), the new credential replaces
-// the old and the connections accepted under the old one are closed.
+// The server decides about passwords; tdsgate keeps none. When a client's
+// own login succeeds at the backend (Accept, right after the LOGINACK),
+// its password is hashed (pkg/route/passhash, with few iterations: the
+// hash lives only in memory) and becomes the sub-pool's credential. The
+// hash serves one purpose: a later client whose password verifies against
+// it may be handed an idle connection. The verdict is cached as an HMAC
+// of the password under a key drawn at start, so a returning client costs
+// one HMAC, not a PBKDF2.
+//
+// A password that does not verify is a pool miss, like a login with no
+// idle connection: the client is admitted and logs in at the backend. A
+// wrong password so gets SQL Server's own refusal (its 18456, its server
+// name), is counted by the server's failed-login auditing and lockout,
+// and tells the client nothing about the pool. A password the server
+// accepts although the credential does not know it (it was changed at
+// the server) becomes the credential at once, and the idle connections
+// accepted under the old one are closed (reason credential_changed); busy
+// ones are closed when their clients leave.
 //
 // # Reset on reuse
 //

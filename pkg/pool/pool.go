@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -118,10 +117,6 @@ const (
 // Reasons lists every close reason, for metrics created up front.
 var Reasons = []string{ReasonLoginFailed, ReasonNotPooled, ReasonBroken, ReasonMARS, ReasonResetFailed, ReasonMaxIdle,
 	ReasonMaxLifetime, ReasonIdleTimeout, ReasonPressure, ReasonDead, ReasonCredentialChanged, ReasonClosed}
-
-// ErrPassword is Checkout's answer to a password that does not verify
-// against the credential of the idle connections of its Key.
-var ErrPassword = errors.New("pool: the password does not match the one the pooled connections were accepted with")
 
 // Observer receives pool events, for metrics. Methods must be quick.
 type Observer interface {
@@ -332,9 +327,13 @@ func (p *Pool) move(c *Conn, to State) {
 }
 
 // Checkout hands out an idle connection of key if password verifies
-// against the credential it was accepted with. It returns (nil, nil) when
-// there is none (a miss: the client logs in at the backend), and
-// ErrPassword when there is one but the password does not verify.
+// against the credential it was accepted with. It returns (nil, nil) on a
+// miss: no idle connection, or a password that does not verify. Either
+// way the client then logs in at the backend, which alone decides about
+// the password: a wrong one gets the server's own refusal (and counts in
+// its failed-login auditing and lockout), a changed one that the server
+// accepts becomes the credential (Accept). The error is always nil; it is
+// kept for callers that may one day see one.
 func (p *Pool) Checkout(key Key, password string) (*Conn, error) {
 	p.mu.Lock()
 	sp := p.subs[key]
@@ -350,7 +349,8 @@ func (p *Pool) Checkout(key Key, password string) (*Conn, error) {
 		return nil, nil
 	}
 	if !cred.verify(password) {
-		return nil, ErrPassword
+		p.obs.Checkout(p.bucket, false)
+		return nil, nil
 	}
 	for {
 		p.mu.Lock()
@@ -400,6 +400,25 @@ func (c *Conn) Activate(be *backend.Conn, res *backend.LoginResult) {
 	c.pool.mu.Lock()
 	c.pool.move(c, StateActive)
 	c.pool.mu.Unlock()
+}
+
+// Accept records that the backend accepted this connection's own login
+// (after Activate) with password. The password becomes its sub-pool's
+// credential at once: if the sub-pool knew another (the password was
+// changed at the server), the idle connections accepted under the old one
+// are closed now, and the busy ones when their clients leave. Only a
+// salted hash of the password is kept. Without a pool, or for an empty
+// password (such a connection is closed at Return), it does nothing.
+func (c *Conn) Accept(password string) {
+	if c.pool == nil || c.cred != nil {
+		return
+	}
+	cred, stale := c.pool.credentialFor(c.sub, password)
+	if cred == nil {
+		return
+	}
+	c.cred = cred
+	c.pool.discardAll(stale, ReasonCredentialChanged)
 }
 
 // Close closes the connection (if any) and releases its slot, from any
@@ -463,8 +482,9 @@ func (p *Pool) dropSubLocked(sp *subPool) {
 // Return takes a connection back after its client left: active →
 // resetting → idle, or closed. r is what the framed relay left; password
 // is the client's, which the backend accepted (it becomes the credential
-// of a connection that had none). It blocks while the connection is made
-// safe (at most ResetTimeout).
+// of a connection that had none: one whose login was not followed by
+// Accept). It blocks while the connection is made safe (at most
+// ResetTimeout).
 func (p *Pool) Return(c *Conn, r *relay.FramedResult, password string) {
 	p.mu.Lock()
 	if c.state != StateActive {

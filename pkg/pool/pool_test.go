@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -106,8 +105,10 @@ func TestStates(t *testing.T) {
 	if got, err := p.Checkout(Key{User: "other"}, "pw"); got != nil || err != nil {
 		t.Fatal("another key got the connection")
 	}
-	if _, err := p.Checkout(key, "wrong"); !errors.Is(err, ErrPassword) {
-		t.Fatalf("wrong password: %v", err)
+	// A wrong password is a miss: the client goes to the backend, which
+	// decides.
+	if got, err := p.Checkout(key, "wrong"); got != nil || err != nil {
+		t.Fatalf("wrong password: %v %v", got, err)
 	}
 	if c.State() != StateIdle {
 		t.Fatal("a wrong password moved the connection")
@@ -248,11 +249,43 @@ func TestCredentialChanged(t *testing.T) {
 	if c1.State() != StateClosed || c2.State() != StateIdle || rec.count(ReasonCredentialChanged) != 1 {
 		t.Fatalf("%v %v", c1.State(), c2.State())
 	}
-	if _, err := p.Checkout(key, "old"); !errors.Is(err, ErrPassword) {
+	if got, err := p.Checkout(key, "old"); got != nil || err != nil {
 		t.Fatal("the old password still opens the pool")
 	}
 	if got, err := p.Checkout(key, "new"); got != c2 || err != nil {
 		t.Fatal("the new password does not")
+	}
+}
+
+// TestAcceptRotatesAtOnce: the backend accepting a new password for a
+// login (Accept, at login time) makes it the credential before the
+// session ends: idle connections of the old one are closed at once, the
+// busy one when it comes back, and the new password reuses.
+func TestAcceptRotatesAtOnce(t *testing.T) {
+	p, rec := newPool(t, Settings{})
+	idle, idleTk, _ := login(t, p, key)
+	idle.Accept("old")
+	busy, _, _ := login(t, p, key)
+	busy.Accept("old")
+	p.Return(idle, clean, "old")
+	if idle.State() != StateIdle {
+		t.Fatalf("idle: %v", idle.State())
+	}
+	fresh, _, _ := login(t, p, key)
+	fresh.Accept("new")
+	if idle.State() != StateClosed || idleTk.released.Load() != 1 || rec.count(ReasonCredentialChanged) != 1 {
+		t.Fatalf("the old credential's idle connection: %v released %d", idle.State(), idleTk.released.Load())
+	}
+	p.Return(busy, clean, "old")
+	if busy.State() != StateClosed || rec.count(ReasonCredentialChanged) != 2 {
+		t.Fatalf("the old credential's busy connection went %v", busy.State())
+	}
+	p.Return(fresh, clean, "new")
+	if got, _ := p.Checkout(key, "old"); got != nil {
+		t.Fatal("the old password reuses")
+	}
+	if got, _ := p.Checkout(key, "new"); got != fresh {
+		t.Fatal("the new password does not reuse")
 	}
 }
 

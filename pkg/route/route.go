@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/route/passhash"
@@ -23,6 +24,36 @@ import (
 // guessing of a leaked config at the price of login CPU. Verdicts are
 // cached per Table (DefaultCacheSize).
 const DefaultHashIterations = passhash.DefaultIterations
+
+// RuleThrottled is the rule index Route returns (with ok false) for a
+// login refused because its source address failed credential rules too
+// often (FailureLimiter): the frontend answers it with its own error.
+const RuleThrottled = -2
+
+// Defaults of Options.
+const (
+	// DefaultMaxHashIterations bounds the iterations of a rule's
+	// password_hash (Options.MaxHashIterations 0), as
+	// config.DefaultMaxHashIterations does for the config.
+	DefaultMaxHashIterations = config.DefaultMaxHashIterations
+	// DefaultNegativeCacheTTL is how long a password that did not verify
+	// against a rule is remembered (Options.NegativeCacheTTL 0).
+	DefaultNegativeCacheTTL = config.DefaultNegativeCacheTTL
+)
+
+// Options bound what a Table's credential rules may cost.
+type Options struct {
+	// MaxHashIterations is the most PBKDF2 iterations a rule's hash may
+	// have; New refuses more, naming routes[i].password_hash. 0:
+	// DefaultMaxHashIterations.
+	MaxHashIterations int
+	// NegativeCacheTTL is how long a negative verdict is cached. 0:
+	// DefaultNegativeCacheTTL.
+	NegativeCacheTTL time.Duration
+	// Failures limits failed credential logins per source address (nil:
+	// no limit). It outlives the Table: pass the same one on reload.
+	Failures *FailureLimiter
+}
 
 // DefaultCacheSize bounds each of a Table's two verdict caches (matches
 // and mismatches), in entries of 36 bytes. When full, a random entry is
@@ -46,6 +77,9 @@ type Login struct {
 	User       string
 	App        string
 	Password   string
+	// Source is the client's address ("ip:port", the PROXY header's when
+	// there is one): failed credential logins are counted per IP.
+	Source string
 }
 
 // String formats l without its password.
@@ -79,12 +113,14 @@ type Table struct {
 	rules         []rule
 	defaultBucket string
 
-	macKey  []byte
-	macPool sync.Pool // of *macState: HMAC-SHA256 under macKey
-	match   verdictCache
-	nomatch verdictCache
-	hits    atomic.Uint64
-	misses  atomic.Uint64
+	macKey   []byte
+	macPool  sync.Pool // of *macState: HMAC-SHA256 under macKey
+	match    verdictCache
+	nomatch  verdictCache // entries expire after negTTL
+	negTTL   time.Duration
+	failures *FailureLimiter
+	hits     atomic.Uint64
+	misses   atomic.Uint64
 }
 
 type rule struct {
@@ -102,12 +138,29 @@ type rule struct {
 // the buckets exist is config.Validate's business. Errors name the YAML
 // path of the field (routes[i].password_hash) and never quote a hash.
 func New(rules []config.Route, defaultBucket string) (*Table, error) {
+	return NewWithOptions(rules, defaultBucket, Options{})
+}
+
+// NewWithOptions is New with bounds on the cost of credential rules: a
+// hash with more than o.MaxHashIterations is refused (naming
+// routes[i].password_hash), negative verdicts are cached for
+// o.NegativeCacheTTL, and failed credential logins are limited per source
+// by o.Failures.
+func NewWithOptions(rules []config.Route, defaultBucket string, o Options) (*Table, error) {
+	if o.MaxHashIterations <= 0 {
+		o.MaxHashIterations = DefaultMaxHashIterations
+	}
+	if o.NegativeCacheTTL <= 0 {
+		o.NegativeCacheTTL = DefaultNegativeCacheTTL
+	}
 	t := &Table{
 		rules:         make([]rule, len(rules)),
 		defaultBucket: defaultBucket,
 		macKey:        make([]byte, 32),
 		match:         newVerdictCache(DefaultCacheSize),
 		nomatch:       newVerdictCache(DefaultCacheSize),
+		negTTL:        o.NegativeCacheTTL,
+		failures:      o.Failures,
 	}
 	if _, err := rand.Read(t.macKey); err != nil {
 		return nil, fmt.Errorf("route: cache key: %w", err)
@@ -130,6 +183,8 @@ func New(rules []config.Route, defaultBucket string) (*Table, error) {
 			h, err := passhash.Parse(r.PasswordHash)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%spassword_hash: %w", p, err))
+			} else if h.Iterations > o.MaxHashIterations {
+				errs = append(errs, fmt.Errorf("%spassword_hash: %d PBKDF2 iterations exceed credential_routes.max_hash_iterations (%d)", p, h.Iterations, o.MaxHashIterations))
 			}
 			if r.User == "" {
 				errs = append(errs, fmt.Errorf("%suser: required by password_hash", p))
@@ -146,12 +201,24 @@ func New(rules []config.Route, defaultBucket string) (*Table, error) {
 
 // Route returns the bucket for l and the index of the rule that matched:
 // the first rule whose every matcher matches, or the default bucket with
-// rule -1. ok is false when neither applies (bucket "", rule -1).
+// rule -1. ok is false when neither applies (bucket "", rule -1), or when
+// l.Source has used up its failed credential logins (rule RuleThrottled)
+// and l reaches a credential rule whose verdict is not cached.
+//
+// A login that reaches credential rules and matches none of them, having
+// paid at least one PBKDF2 verification, counts as a failure of its
+// source, wherever it is routed then (a later rule, the default bucket).
 func (t *Table) Route(l Login) (bucket string, rule int, ok bool) {
 	var host, inst string
 	split := false
 	var pwKey *[32]byte // HMAC of the password, computed at the first credential rule reached
 	var pwKeyBuf [32]byte
+	failed := false // a PBKDF2 verification said no
+	defer func() {
+		if failed && (rule < 0 || t.rules[rule].hash == nil) && rule != RuleThrottled {
+			t.failures.Fail(l.Source)
+		}
+	}()
 	for i := range t.rules {
 		r := &t.rules[i]
 		if r.server.set {
@@ -171,7 +238,15 @@ func (t *Table) Route(l Login) (bucket string, rule int, ok bool) {
 				pwKeyBuf = t.passwordKey(l.Password)
 				pwKey = &pwKeyBuf
 			}
-			if !t.verify(i, r.hash, *pwKey, l.Password) {
+			match, cached := t.cached(i, *pwKey)
+			if !cached {
+				if blocked, _ := t.failures.Blocked(l.Source); blocked {
+					return "", RuleThrottled, false
+				}
+				match = t.verify(i, r.hash, *pwKey, l.Password)
+				failed = failed || !match
+			}
+			if !match {
 				continue
 			}
 		}
@@ -221,24 +296,31 @@ func (t *Table) CacheStats() CacheStats {
 	return CacheStats{Hits: t.hits.Load(), Misses: t.misses.Load(), Entries: t.match.len() + t.nomatch.len()}
 }
 
-// verify checks pw against rule i's hash, through the verdict caches;
-// pwKey is [Table.passwordKey] of pw.
-func (t *Table) verify(i int, h *passhash.Hash, pwKey [32]byte, pw string) bool {
+// cached returns rule i's cached verdict for the password whose
+// [Table.passwordKey] is pwKey, if there is one (counted as a hit).
+func (t *Table) cached(i int, pwKey [32]byte) (match, ok bool) {
 	k := cacheKey{rule: uint32(i), pw: pwKey}
 	if t.match.has(k) {
 		t.hits.Add(1)
-		return true
+		return true, true
 	}
 	if t.nomatch.has(k) {
 		t.hits.Add(1)
-		return false
+		return false, true
 	}
+	return false, false
+}
+
+// verify checks pw against rule i's hash by PBKDF2 (a miss) and caches
+// the verdict: a match until evicted, a mismatch for negTTL.
+func (t *Table) verify(i int, h *passhash.Hash, pwKey [32]byte, pw string) bool {
+	k := cacheKey{rule: uint32(i), pw: pwKey}
 	t.misses.Add(1)
 	ok := h.Verify(pw)
 	if ok {
-		t.match.add(k)
+		t.match.add(k, time.Time{})
 	} else {
-		t.nomatch.add(k)
+		t.nomatch.add(k, time.Now().Add(t.negTTL))
 	}
 	return ok
 }
@@ -272,36 +354,50 @@ func (t *Table) passwordKey(pw string) [32]byte {
 	return k
 }
 
-// verdictCache is a bounded set of cache keys with random eviction.
+// verdictCache is a bounded set of cache keys, each with an optional
+// expiry, with random eviction.
 type verdictCache struct {
 	mu  sync.RWMutex
-	m   map[cacheKey]struct{}
-	max int // 0 disables the cache
+	m   map[cacheKey]int64 // expiry in Unix nanoseconds; 0: none
+	max int                // 0 disables the cache
 }
 
 func newVerdictCache(max int) verdictCache {
-	return verdictCache{m: make(map[cacheKey]struct{}), max: max}
+	return verdictCache{m: make(map[cacheKey]int64), max: max}
 }
 
 func (c *verdictCache) has(k cacheKey) bool {
 	c.mu.RLock()
-	_, ok := c.m[k]
+	exp, ok := c.m[k]
 	c.mu.RUnlock()
+	if ok && exp != 0 && time.Now().UnixNano() >= exp {
+		c.mu.Lock()
+		if e, ok := c.m[k]; ok && e == exp {
+			delete(c.m, k)
+		}
+		c.mu.Unlock()
+		return false
+	}
 	return ok
 }
 
-func (c *verdictCache) add(k cacheKey) {
+// add caches k until expiry (zero: until evicted).
+func (c *verdictCache) add(k cacheKey, expiry time.Time) {
 	if c.max <= 0 {
 		return
 	}
+	var exp int64
+	if !expiry.IsZero() {
+		exp = expiry.UnixNano()
+	}
 	c.mu.Lock()
-	if len(c.m) >= c.max {
+	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
 		for old := range c.m { // map iteration starts at a random entry
 			delete(c.m, old)
 			break
 		}
 	}
-	c.m[k] = struct{}{}
+	c.m[k] = exp
 	c.mu.Unlock()
 }
 

@@ -51,7 +51,7 @@ func TestAppRedisWiring(t *testing.T) {
 		t.Fatalf("count %d with one session", n)
 	}
 	m := get(t, "http://"+a.MetricsAddr()+"/metrics")
-	for _, want := range []string{`proxy_fallback_mode 0`, `proxy_bucket_global_count{bucket="bucket-001"} 1`,
+	for _, want := range []string{`proxy_fallback_mode 0`, `proxy_bucket_global_connections{bucket="bucket-001"} 1`,
 		`proxy_bucket_global_max{bucket="bucket-001"} 20`, `proxy_redis_operations_total{op="acquire",result="ok"} 1`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q", want)

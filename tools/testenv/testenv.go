@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,11 +50,16 @@ func Buckets(t testing.TB, n int, mod func(i int, c *server.Config)) []*server.S
 	return out
 }
 
-var hashes = map[string]string{}
+var (
+	hashesMu sync.Mutex
+	hashes   = map[string]string{}
+)
 
 // hash returns a (cached) password hash with few iterations: tests need
 // speed, not strength.
 func hash(t testing.TB, pw string) string {
+	hashesMu.Lock()
+	defer hashesMu.Unlock()
 	if h, ok := hashes[pw]; ok {
 		return h
 	}
@@ -95,10 +101,16 @@ func Config(t testing.TB, buckets []*server.Server) *config.Config {
 // it at cleanup.
 func Proxy(t testing.TB, cfg *config.Config) *app.App {
 	t.Helper()
+	return ProxyLog(t, cfg, Logger())
+}
+
+// ProxyLog is Proxy with the instance logging to log.
+func ProxyLog(t testing.TB, cfg *config.Config, log *slog.Logger) *app.App {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	a, err := app.New(cfg, Logger())
+	a, err := app.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

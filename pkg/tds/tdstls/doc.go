@@ -55,8 +55,11 @@
 // # Deadlines and ownership
 //
 // Every handshake takes a context: its deadline becomes the raw deadline
-// for the handshake and is cleared afterwards; its cancellation wakes a
-// blocked handshake. The raw connection stays the caller's: on error the
+// and is left on raw when the handshake returns, so that a login's reads
+// after TLS (PRELOGIN inside strict TLS, LOGIN7) stay under the login
+// deadline; the caller clears it once the login is done. (An earlier
+// version cleared it, and a client that completed TLS and then said
+// nothing was never timed out.) Cancellation wakes a blocked handshake. The raw connection stays the caller's: on error the
 // caller closes it. The tls.Conn returned closes raw when closed, except
 // after Detach. DynamicRecordSizingDisabled is always set: SQL Server-side
 // stacks expect one TLS record per TDS packet during the login.

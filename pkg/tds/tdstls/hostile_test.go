@@ -210,7 +210,7 @@ func TestAlertIsWrapped(t *testing.T) {
 }
 
 // TestStall: a peer that says nothing fails the handshake at the ctx
-// deadline, on both sides, and the deadline is cleared afterwards.
+// deadline, on both sides, and raw stays usable once the caller clears it.
 func TestStall(t *testing.T) {
 	tc := ecdsaCert(t)
 	for _, side := range []string{"server", "client", "strict server", "strict client"} {
@@ -239,7 +239,7 @@ func TestStall(t *testing.T) {
 			if d < 150*time.Millisecond || d > 2*time.Second {
 				t.Fatalf("failed after %v, want about 200ms", d)
 			}
-			// The deadline set for the handshake is gone from raw.
+			// The deadline stays on raw (TestDeadlineKept) until cleared.
 			if err := s.SetWriteDeadline(time.Time{}); err != nil {
 				t.Fatal(err)
 			}

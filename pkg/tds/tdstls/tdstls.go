@@ -43,10 +43,12 @@ var ErrNoALPN = errors.New(`tdstls: peer did not negotiate ALPN "tds/8.0"`)
 // at; 0 means tds.DefaultPacketSize (the packet size before LOGIN7, which is
 // what the handshake uses).
 //
-// ctx bounds the handshake: its deadline becomes raw's deadline, and its
-// cancellation sets a deadline in the past. A deadline set here is cleared
-// before returning; without one in ctx, a deadline the caller set on raw
-// bounds the reads. The returned conn reads in exact-record mode (see
+// ctx bounds the handshake: its deadline becomes raw's deadline and stays
+// set when Server returns, so that the reads that follow the handshake in
+// the same login (PRELOGIN, LOGIN7) are under it too; the caller clears it
+// when its login is done. Cancelling ctx sets a deadline in the past to
+// wake a blocked handshake. Without a deadline in ctx, a deadline the
+// caller set on raw bounds the reads. The returned conn reads in exact-record mode (see
 // AllowReadAhead and Detach).
 func Server(ctx context.Context, raw net.Conn, cfg *tls.Config, packetSize int) (*tls.Conn, error) {
 	c, err := wrappedConfig(cfg)
@@ -310,9 +312,13 @@ func handshake(ctx context.Context, raw net.Conn, tc *tls.Conn, w *wrapConn, sid
 	ctxFired := !stop()
 	if ctxFired {
 		<-fired
-	}
-	if hasDL || ctxFired {
-		_ = raw.SetDeadline(time.Time{})
+		// Undo the wake-up deadline: back to ctx's deadline, which stays
+		// on raw (see Server), or to none.
+		var restore time.Time
+		if hasDL {
+			restore = dl
+		}
+		_ = raw.SetDeadline(restore)
 	}
 	cerr := ctx.Err()
 	if cerr == nil && hasDL && err != nil && !time.Now().Before(dl) {

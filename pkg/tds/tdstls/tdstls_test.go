@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -391,9 +392,57 @@ func TestGetConfigForClient(t *testing.T) {
 	}
 }
 
-// TestDeadlineCleared: a ctx deadline bounds the handshake only.
-func TestDeadlineCleared(t *testing.T) {
+// TestDeadlineKept: a ctx deadline bounds the handshake and stays on raw
+// afterwards, so that the login reads that follow TLS are bounded too
+// (a client that finished TLS and then went silent used to hold its
+// connection forever); the caller clears it when its login is done.
+func TestDeadlineKept(t *testing.T) {
 	tc := ecdsaCert(t)
+	for _, strict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			c, s := tcpPair(t)
+			errc := make(chan error, 1)
+			var srv *tls.Conn
+			go func() {
+				var err error
+				if strict {
+					srv, err = ServerStrict(ctx, s, serverConfig(tc))
+				} else {
+					srv, err = Server(ctx, s, serverConfig(tc), 0)
+				}
+				errc <- err
+			}()
+			var cli *tls.Conn
+			var err error
+			if strict {
+				cli, err = ClientStrict(context.Background(), c, clientConfig(tc))
+			} else {
+				cli, err = Client(context.Background(), c, clientConfig(tc), 0)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			exchange(t, cli, srv, []byte("before the ctx deadline"))
+			// The client goes silent: the server's next read ends at the
+			// ctx deadline, not never.
+			start := time.Now()
+			backstop := time.AfterFunc(3*time.Second, func() { s.Close() }) // fail, not hang
+			defer backstop.Stop()
+			_, err = srv.Read(make([]byte, 1))
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read after TLS from a silent client: %v, want a deadline error", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("read ended after %v", d)
+			}
+		})
+	}
+	// The caller clears it, and the connection goes on.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	c, s := tcpPair(t)
@@ -411,6 +460,8 @@ func TestDeadlineCleared(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+	_ = c.SetDeadline(time.Time{})
+	_ = s.SetDeadline(time.Time{})
 	<-ctx.Done()
 	time.Sleep(50 * time.Millisecond)
 	exchange(t, cli, srv, []byte("after the ctx deadline"))

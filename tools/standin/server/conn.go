@@ -235,7 +235,7 @@ func (c *conn) loginSession(l *tds.Login7) (bool, error) {
 		c.sendLoginError(tds.ErrNumLoginFailed, 1, 14, "Login failed. The login is from an untrusted domain and cannot be used with Integrated authentication.")
 		return false, errors.New("integrated security not supported")
 	}
-	pw, known := s.cfg.Logins[l.UserName]
+	pw, known := s.password(l.UserName)
 	if !known || pw != l.Password {
 		s.failed.Add(1)
 		c.sendLoginError(tds.ErrNumLoginFailed, 1, 14, fmt.Sprintf("Login failed for user '%s'.", l.UserName))

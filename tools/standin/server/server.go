@@ -45,6 +45,8 @@ type Server struct {
 	closing bool
 	wg      sync.WaitGroup
 
+	loginsMu sync.RWMutex // guards cfg.Logins (SetPassword)
+
 	current, peak, total, refused, failed, accepted, resets, attns atomic.Int64
 	spid                                                           atomic.Uint32
 	txid                                                           atomic.Uint64
@@ -126,6 +128,28 @@ func (s *Server) Name() string { return s.cfg.Name }
 func (s *Server) Stats() Stats {
 	return Stats{Current: s.current.Load(), Peak: s.peak.Load(), Total: s.total.Load(), Refused: s.refused.Load(),
 		Failed: s.failed.Load(), Accepted: s.accepted.Load(), Resets: s.resets.Load(), Attns: s.attns.Load()}
+}
+
+// SetPassword changes (or adds) a login's password, as ALTER LOGIN …
+// WITH PASSWORD does: later logins need the new one; sessions under way
+// keep going.
+func (s *Server) SetPassword(user, password string) {
+	s.loginsMu.Lock()
+	defer s.loginsMu.Unlock()
+	logins := make(map[string]string, len(s.cfg.Logins)+1)
+	for u, p := range s.cfg.Logins {
+		logins[u] = p
+	}
+	logins[user] = password
+	s.cfg.Logins = logins
+}
+
+// password is a login's password, and whether the login exists.
+func (s *Server) password(user string) (string, bool) {
+	s.loginsMu.RLock()
+	defer s.loginsMu.RUnlock()
+	pw, ok := s.cfg.Logins[user]
+	return pw, ok
 }
 
 // ResetPeak sets the peak to the current count.
