@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tdsgate/tdsgate/pkg/listener"
+	"github.com/tdsgate/tdsgate/pkg/relay"
 )
 
 // DoorObserver (Handler.Door) counts what happens at the door and to a
@@ -108,7 +109,12 @@ func (h *Handler) admitSource(c net.Conn, max int) (done func(), ok bool) {
 // safe), and connect closes its own on a panic before the handover.
 func (s *session) recovered(r any) {
 	s.outcome = "panic"
-	s.log.Error("session panicked; closed, the process keeps serving", "panic", r, "stack", string(debug.Stack()))
+	stack := debug.Stack()
+	if p, ok := r.(*relay.PanicError); ok {
+		// Raised again from a relay goroutine: its own stack says where.
+		r, stack = p.Value, p.Stack
+	}
+	s.log.Error("session panicked; closed, the process keeps serving", "panic", r, "stack", string(stack))
 	if s.h.Door != nil {
 		s.h.Door.SessionPanicked()
 	}

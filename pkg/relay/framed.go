@@ -111,9 +111,11 @@ func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o Framed
 	}
 
 	var wg sync.WaitGroup
+	var panicked *PanicError
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer catchPanic(func(p *PanicError) { panicked = p }, client, server)
 		f.serverToClient()
 	}()
 	f.clientToServer()
@@ -123,6 +125,9 @@ func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o Framed
 	serverRaw.SetReadDeadline(time.Now())
 	wg.Wait()
 	serverRaw.SetDeadline(time.Time{})
+	if panicked != nil {
+		panic(panicked)
+	}
 
 	res := FramedResult{
 		Result:           Result{Mode: ModeFramed, ClientToServer: f.c2s, ServerToClient: f.s2c, Ended: f.ended, Err: f.err},

@@ -97,7 +97,12 @@ func Relay(client, server net.Conn) Result {
 	}
 	done := make(chan dirResult, 2)
 	var first sync.Once
+	var panicked [2]*PanicError
 	copyDir := func(dst, src net.Conn, from Side) {
+		defer catchPanic(func(p *PanicError) {
+			panicked[from-SideClient] = p
+			done <- dirResult{from: from}
+		}, client, server)
 		var n int64
 		var err error
 		if res.Mode == ModeSplice {
@@ -129,6 +134,11 @@ func Relay(client, server net.Conn) Result {
 		}
 		if r.err != nil && res.Err == nil && !isClosed(r.err) {
 			res.Err = r.err
+		}
+	}
+	for _, p := range panicked {
+		if p != nil {
+			panic(p)
 		}
 	}
 	return res
