@@ -714,6 +714,15 @@ func TestInjectedPanicPooled(t *testing.T) {
 	})
 	defer restore()
 	serves(t, a.Addr())
+	p := a.Handler().Runtime().Buckets["bucket-001"].Pool
+	// The first client's connection must be back in the pool (reset done)
+	// before the next one arrives, or that one logs in a second backend.
+	waitUntilClear(t, 5*time.Second, func() string {
+		if st := p.Stats(); st.Idle != 1 || st.Active+st.Login+st.Resetting != 0 {
+			return fmt.Sprintf("pool %+v; want the first connection idle", st)
+		}
+		return ""
+	})
 	armed.Store("relay", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -725,7 +734,6 @@ func TestInjectedPanicPooled(t *testing.T) {
 	if err == nil {
 		t.Fatal("the panicking session served the client")
 	}
-	p := a.Handler().Runtime().Buckets["bucket-001"].Pool
 	waitUntilClear(t, 5*time.Second, func() string {
 		st := p.Stats()
 		in := a.Limiter().Snapshot()[0].InUse
