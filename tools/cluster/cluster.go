@@ -280,8 +280,10 @@ func StartErr(t testing.TB, c Config) (*Proxy, error) {
 	}()
 	t.Cleanup(func() {
 		p.Kill()
-		if t.Failed() || os.Getenv("TDSGATE_TEST_LOG") != "" {
+		if os.Getenv("TDSGATE_TEST_LOG") != "" {
 			t.Logf("log of %s (pid %d):\n%s", p.ID, p.proc.Pid, p.Log())
+		} else if t.Failed() {
+			t.Logf("log of %s (pid %d), last %d lines (TDSGATE_TEST_LOG=1: all):\n%s", p.ID, p.proc.Pid, failLogLines, p.Tail(failLogLines))
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -399,6 +401,15 @@ func (p *Proxy) Exited() bool {
 
 // Log is the instance's output (slog text lines) so far.
 func (p *Proxy) Log() string { return p.log.String() }
+
+// failLogLines is how much of an instance's log a failed test shows.
+const failLogLines = 300
+
+// Tail is the last n lines of the log.
+func (p *Proxy) Tail(n int) string {
+	ls := strings.Split(strings.TrimRight(p.Log(), "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-n):], "\n")
+}
 
 // LogLines returns the log lines containing substr (case-insensitive), as
 // `grep -i` would.

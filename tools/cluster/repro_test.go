@@ -466,3 +466,155 @@ func TestReproReloadLowersMax(t *testing.T) {
 	checkOracle(t, o)
 	closeAll(extra)
 }
+
+// churn runs n clients through the instances until stop: login, SELECT 1,
+// hold 0–100 ms, close. It returns the number of sessions completed once
+// every client has stopped.
+func churn(addrs []string, n int, stop <-chan struct{}) func() int64 {
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := login(addrs[(i+k)%len(addrs)], 5*time.Second)
+				if err != nil {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				if query(c) == nil {
+					done.Add(1)
+				}
+				time.Sleep(time.Duration((i*7+k*13)%100) * time.Millisecond)
+				c.Close()
+			}
+		})
+	}
+	return func() int64 { wg.Wait(); return done.Load() }
+}
+
+// TestReproSentinelFailover: three instances reach Redis through Sentinel
+// (a primary, a replica, three sentinels; down-after 1 s) with 60 clients
+// churning and 6 sessions held. The primary is killed: every instance
+// follows the new primary (its heartbeat is written there) within the
+// sentinels' detection and promotion time + op_timeout (+ one heartbeat
+// interval, the resolution of this check); the backend never exceeds max;
+// afterwards count = sum of the instance hashes = sessions open. Before
+// the fix there was no Sentinel support: an instance pointed at the
+// primary never followed.
+func TestReproSentinelFailover(t *testing.T) {
+	const maxConns, opTimeout, hbInterval = 10, 300 * time.Millisecond, 500 * time.Millisecond
+	sn := redistest.StartSentinel(t, redistest.SentinelOptions{DownAfter: time.Second, FailoverTimeout: 3 * time.Second})
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: sn.Addrs(), Sentinel: rueidis.SentinelOption{MasterSet: sn.MasterSet},
+		DisableCache: true, ConnWriteTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rc.Close)
+	si := backend(t)
+	var ps []*cluster.Proxy
+	var addrs []string
+	for i := 1; i <= 3; i++ {
+		p := cluster.Start(t, cluster.Config{InstanceID: fmt.Sprintf("proxy-%d", i), RedisAddr: sn.Master(),
+			Sentinel: &cluster.Sentinel{MasterSet: sn.MasterSet, Addrs: sn.Addrs()}, OpTimeout: opTimeout, HeartbeatInterval: hbInterval,
+			Buckets: []cluster.Bucket{bucket(maxConns, 100, 2*time.Second, si.Addr())}})
+		ps, addrs = append(ps, p), append(addrs, p.Addr)
+	}
+	waitFor(t, 10*time.Second, "3 registered", func() bool {
+		n, err := getInt(rc, "SCARD", keyInstances)
+		return err == nil && n == 3
+	})
+	var held []*tdsclient.Conn
+	for _, p := range ps {
+		held = append(held, openN(t, p.Addr, 2, 5*time.Second)...)
+	}
+	if len(held) != 6 {
+		t.Fatalf("held %d, want 6", len(held))
+	}
+	o := watchOne(t, si, maxConns)
+	stop := make(chan struct{})
+	wait := churn(addrs, 60, stop)
+	time.Sleep(2 * time.Second)
+	killedAt := time.Now()
+	newMaster, old := sn.KillPrimary()
+	promoted := time.Since(killedAt)
+	o.Event("primary killed; %s promoted after %s", newMaster, promoted.Round(time.Millisecond))
+	// Each instance's first heartbeat on the new primary: its PTTL jumps up.
+	followed := map[string]time.Duration{}
+	prev := map[string]int64{}
+	deadline := killedAt.Add(promoted + opTimeout + hbInterval + 5*time.Second)
+	for len(followed) < len(ps) && time.Now().Before(deadline) {
+		for _, p := range ps {
+			if _, ok := followed[p.ID]; ok {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			v, err := oneShotInt(ctx, newMaster, "PTTL", "proxy:instance:"+p.ID+":heartbeat")
+			cancel()
+			if err != nil {
+				continue
+			}
+			if last, seen := prev[p.ID]; seen && v > 0 && (last < 0 || v > last+50) {
+				followed[p.ID] = time.Since(killedAt)
+			}
+			prev[p.ID] = v
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	bound := promoted + opTimeout + hbInterval + 250*time.Millisecond
+	for _, p := range ps {
+		d, ok := followed[p.ID]
+		t.Logf("%s: first heartbeat on the new primary %s after the kill (promotion after %s; bound %s)", p.ID, d.Round(time.Millisecond), promoted.Round(time.Millisecond), bound.Round(time.Millisecond))
+		if !ok || d > bound {
+			t.Errorf("%s did not follow the new primary within %s", p.ID, bound)
+		}
+	}
+	old.Restart() // back as a replica
+	time.Sleep(3 * time.Second)
+	close(stop)
+	n := wait()
+	var count, sum, cur int64
+	settled := waitUntil(5*time.Second, func() bool {
+		count, _ = getInt(rc, "GET", keyCount(bucketID))
+		sum = 0
+		for _, p := range ps {
+			h, _ := getInt(rc, "HGET", keyConns(p.ID), bucketID)
+			sum += h
+		}
+		cur = si.Stats().Current
+		return count == sum && sum == cur
+	})
+	t.Logf("churn: %d sessions; after the failover: count %d, sum of hashes %d, sessions open %d (held %d)", n, count, sum, cur, len(held))
+	if !settled || cur != int64(len(held)) {
+		t.Errorf("after the failover count %d, sum of hashes %d, sessions open %d, held %d", count, sum, cur, len(held))
+	}
+	checkOracle(t, o)
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// oneShotInt runs one integer command on addr over a fresh connection.
+func oneShotInt(ctx context.Context, addr string, args ...string) (int64, error) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true,
+		DisableRetry: true, ConnWriteTimeout: time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.Do(ctx, c.B().Arbitrary(args...).Build()).AsInt64()
+}
