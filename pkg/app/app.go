@@ -73,7 +73,10 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		a.stopRedis(context.Background())
 		return nil, err
 	}
-	a.handler = frontend.NewHandler(rt, a.lim, log, sessionObs)
+	h := frontend.NewHandler(rt, a.lim, log, sessionObs)
+	a.mu.Lock()
+	a.handler = h
+	a.mu.Unlock()
 	return a, nil
 }
 

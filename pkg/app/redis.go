@@ -2,7 +2,10 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
@@ -28,15 +31,22 @@ type redisCoord struct {
 // (standalone), else limiter.Redis with its registry started. Redis being
 // down is no error: the limiter starts in fallback and reconciles later.
 func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter, error) {
-	if cfg.Redis.Addr == "" {
+	if !cfg.Redis.Enabled() {
 		return limiter.NewLocal(bucketLimits(cfg), opts...), nil
 	}
 	rc := cfg.Redis
 	log := a.log
 	m := a.obs.metrics
+	tlsConf, err := redisTLS(&rc)
+	if err != nil {
+		return nil, err
+	}
 	lim, err := limiter.NewRedis(limiter.RedisOptions{
-		Addr: rc.Addr, Password: rc.Password, DB: rc.DB, InstanceID: cfg.InstanceID,
+		Addr: rc.Addr, Username: rc.Username, Password: rc.Password, DB: rc.DB, InstanceID: cfg.InstanceID,
+		TLSConfig: tlsConf, SentinelMasterSet: rc.Sentinel.MasterSet, SentinelAddrs: rc.Sentinel.Addrs,
 		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
+		ExpectedInstances: rc.ExpectedInstances, LeaseLossKeep: rc.LeaseLoss == config.LeaseLossKeep,
+		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter,
 		Log: log,
 		OnStateChange: func(from, to limiter.RedisState) {
 			log.Debug("redis: limiter state", "from", from.String(), "to", to.String())
@@ -51,8 +61,11 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		Client: lim.Client(), InstanceID: cfg.InstanceID,
 		HeartbeatTTL: rc.HeartbeatTTL, HeartbeatInterval: rc.HeartbeatInterval, ReaperInterval: rc.ReaperInterval,
 		OpTimeout: rc.OpTimeout, Log: log,
-		Ready:       func() bool { return !lim.InFallback() },
-		Missing:     lim.ReportUnregistered,
+		Ready:        func() bool { return !lim.InFallback() },
+		Missing:      lim.ReportUnregistered,
+		ReclaimAfter: rc.ReclaimAfter, ForgetAfter: rc.ForgetAfter,
+		Lease:       lim.Lease,
+		Renewed:     lim.LeaseRenewed,
 		OnOp:        m.RedisOp,
 		OnHeartbeat: m.Heartbeat,
 	})
@@ -79,8 +92,11 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		}
 		return lim.Ping(ctx)
 	})
-	log.Info("limiter: redis, caps shared by every instance", "addr", rc.Addr, "db", rc.DB, "instance_id", cfg.InstanceID,
-		"heartbeat_ttl", rc.HeartbeatTTL, "fallback_divisor", rc.FallbackDivisor, "op_timeout", rc.OpTimeout)
+	log.Info("limiter: redis, caps shared by every instance", "addr", rc.Addr, "sentinel_master_set", rc.Sentinel.MasterSet,
+		"sentinels", rc.Sentinel.Addrs, "tls", rc.TLS.On(), "username", rc.Username, "db", rc.DB,
+		"instance_id", lim.InstanceID(), "incarnation", lim.Incarnation(), "lease_loss", leaseLoss(rc.LeaseLoss),
+		"heartbeat_ttl", rc.HeartbeatTTL, "fallback_divisor", rc.FallbackDivisor, "expected_instances", rc.ExpectedInstances,
+		"op_timeout", rc.OpTimeout)
 	return lim, nil
 }
 
@@ -107,4 +123,59 @@ func (a *App) RedisLimiter() *limiter.Redis {
 		return nil
 	}
 	return a.redis.lim
+}
+
+func leaseLoss(l config.LeaseLoss) config.LeaseLoss {
+	if l == "" {
+		return config.DefaultLeaseLoss
+	}
+	return l
+}
+
+// redisTLS builds the TLS config of redis.tls, or nil when it is off.
+func redisTLS(rc *config.Redis) (*tls.Config, error) {
+	t := rc.TLS
+	if !t.On() {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redis.tls.ca_file %s: no PEM certificate in it", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis.tls.cert_file/key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// shedSessions is the limiter's Shed hook (redis.lease_loss close): close
+// idle pooled connections of bucket down to min_idle, then sessions, so
+// that at most keep of this instance's slots of bucket stay in use.
+func (a *App) shedSessions(bucket string, keep int) int {
+	idle := 0
+	if m := a.pools.byBucket.Load(); m != nil {
+		if p := (*m)[bucket]; p != nil {
+			p.Pressure()
+			idle = p.Stats().Idle
+		}
+	}
+	a.mu.Lock()
+	h := a.handler
+	a.mu.Unlock()
+	if h == nil {
+		return 0
+	}
+	return h.ShedSessions(bucket, keep-idle)
 }

@@ -46,6 +46,8 @@ const (
 	// 0, refuse logins until Redis was first reached (a new instance
 	// cannot know how many others share the cap).
 	DefaultExpectedInstances = 0
+	// DefaultForgetAfter is the default of Redis.ForgetAfter.
+	DefaultForgetAfter = 5 * time.Minute
 	// DefaultRedisTLSEnabled is the default of RedisTLS.Enabled.
 	DefaultRedisTLSEnabled = false
 )
@@ -296,6 +298,18 @@ type Redis struct {
 	// (TDS error 50010) until Redis was reached once.
 	// Default: DefaultExpectedInstances.
 	ExpectedInstances int `yaml:"expected_instances"`
+	// ReclaimAfter is how long the reaper keeps every slot of an instance
+	// whose lease expired counted (it may only be frozen, or cut off from
+	// Redis, with its sessions open) before it gives back the slots above
+	// that instance's fallback share. A freeze or partition shorter than
+	// heartbeat_ttl + reclaim_after never lets the cap be exceeded.
+	// 0 (default): heartbeat_ttl.
+	ReclaimAfter time.Duration `yaml:"reclaim_after"`
+	// ForgetAfter is how long the reaper then keeps that fallback share
+	// counted, before it forgets the instance entirely. An instance that
+	// restarts with the same instance_id gives it back at once.
+	// Default: DefaultForgetAfter.
+	ForgetAfter time.Duration `yaml:"forget_after"`
 }
 
 // Enabled reports whether Redis coordinates this instance: an address or

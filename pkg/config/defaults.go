@@ -48,6 +48,7 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		c.Redis.LeaseLoss = DefaultLeaseLoss
 	}
 	num(&c.Redis.ExpectedInstances, "redis.expected_instances", DefaultExpectedInstances)
+	dur(&c.Redis.ForgetAfter, "redis.forget_after", DefaultForgetAfter)
 	if !has("redis.tls.enabled") {
 		c.Redis.TLS.Enabled = DefaultRedisTLSEnabled
 	}

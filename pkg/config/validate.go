@@ -203,6 +203,12 @@ func (v *validator) redis(r *Redis) {
 	if r.ExpectedInstances < 0 {
 		v.add("redis.expected_instances", "must be >= 0 (got %d); 0 refuses logins until Redis was reached once", r.ExpectedInstances)
 	}
+	if r.ReclaimAfter < 0 {
+		v.add("redis.reclaim_after", "must be >= 0 (got %s); 0 means heartbeat_ttl", r.ReclaimAfter)
+	}
+	if r.ForgetAfter < 0 {
+		v.add("redis.forget_after", "must be >= 0 (got %s)", r.ForgetAfter)
+	}
 	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
 		v.add("redis.tls.cert_file", "set redis.tls.cert_file and redis.tls.key_file together (got cert_file %q, key_file %q)", r.TLS.CertFile, r.TLS.KeyFile)
 	}

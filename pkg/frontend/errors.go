@@ -26,6 +26,10 @@ const (
 	CodeUnsupportedLogin Code = 50008
 	// CodeBadLogin: the LOGIN7 could not be decoded.
 	CodeBadLogin Code = 50009
+	// CodeNoShare: the bucket's cap is shared through Redis, which this
+	// instance has never reached, and it has no configured share
+	// (redis.expected_instances 0).
+	CodeNoShare Code = 50010
 	// CodeLoginFailed is SQL Server's own "Login failed for user" (class
 	// 14): a password that does not match the pooled connections' login.
 	CodeLoginFailed Code = 18456
@@ -51,6 +55,8 @@ func (c Code) String() string {
 		return "unsupported_login"
 	case CodeBadLogin:
 		return "bad_login"
+	case CodeNoShare:
+		return "no_share"
 	case CodeLoginFailed:
 		return "login_failed"
 	}

@@ -2,7 +2,9 @@ package limiter
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -71,6 +73,46 @@ type RedisOptions struct {
 	// ("acquire", "release", "reconcile") and error (for metrics). It must
 	// be quick and safe for concurrent use.
 	OnOp func(op string, err error)
+
+	// Username is the ACL user (config redis.username).
+	Username string
+	// TLSConfig, if set, encrypts the connections to Redis and to the
+	// sentinels (config redis.tls).
+	TLSConfig *tls.Config
+	// SentinelMasterSet and SentinelAddrs find the primary through Redis
+	// Sentinel (config redis.sentinel); Addr is then unused.
+	SentinelMasterSet string
+	SentinelAddrs     []string
+
+	// Incarnation is this process's random token (NewIncarnation when
+	// empty): it tells this process's lease from any other's.
+	Incarnation string
+	// LeaseLossKeep keeps the sessions over the fallback share when the
+	// lease is lost (config redis.lease_loss: keep); false closes them
+	// through Shed (close, the default). See doc.go.
+	LeaseLossKeep bool
+	// Shed, with lease_loss close, is asked to close sessions of bucket
+	// until no more than keep of this instance's slots of it are in use.
+	// It returns how many it closed. nil: nothing can be closed.
+	Shed func(bucket string, keep int) int
+	// ExpectedInstances is N for the fallback share of an instance that
+	// has never reached Redis (config redis.expected_instances); 0 with
+	// FallbackDivisor 0 refuses such logins (CodeNoShare).
+	ExpectedInstances int
+	// ReclaimAfter is how long a reaper keeps every slot of an instance
+	// whose lease expired (it may be frozen or cut off) before it gives
+	// back those above its fallback share. Default: HeartbeatTTL.
+	ReclaimAfter time.Duration
+	// LeaseMargin is subtracted from the lease's end, on this instance's
+	// monotonic clock, for clock drift and the time to act.
+	// Default: DefaultLeaseMargin(HeartbeatTTL).
+	LeaseMargin time.Duration
+}
+
+// DefaultLeaseMargin is the default LeaseMargin of a heartbeat TTL: a
+// tenth of it, at least 100 ms and at most 5 s.
+func DefaultLeaseMargin(ttl time.Duration) time.Duration {
+	return min(max(ttl/10, 100*time.Millisecond), 5*time.Second)
 }
 
 func (o *RedisOptions) setDefaults() {
@@ -94,6 +136,15 @@ func (o *RedisOptions) setDefaults() {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Incarnation == "" {
+		o.Incarnation = NewIncarnation()
+	}
+	if o.ReclaimAfter <= 0 {
+		o.ReclaimAfter = o.HeartbeatTTL
+	}
+	if o.LeaseMargin <= 0 {
+		o.LeaseMargin = DefaultLeaseMargin(o.HeartbeatTTL)
+	}
 }
 
 // Redis is the Limiter whose caps are shared by every instance through
@@ -115,15 +166,29 @@ type Redis struct {
 	// transition and reconcile, which therefore see no operation half done.
 	mu            sync.RWMutex
 	state         atomic.Int32 // RedisState; written with mu held exclusively
-	everConnected bool         // guarded by mu
+	everConnected atomic.Bool  // written with mu held exclusively
 	fallbackSince time.Time    // guarded by mu
 	settleUntil   time.Time    // supervisor goroutine only
+
+	// The lease (doc.go, "Leases and fencing"). keyID is the id in the
+	// keys: the configured one, or SiblingID when another live process
+	// held it. leaseSent is when the last successful renewal was sent, on
+	// the monotonic clock (ns since epoch; 0: never). leaseOK is false from
+	// the moment the lease is known lost until the register script ran.
+	keyID     atomic.Pointer[string]
+	epoch     time.Time
+	leaseSent atomic.Int64
+	leaseOK   atomic.Bool
+	lastShed  time.Time // supervisor goroutine only
+	// rank is this id's index among the sorted ids of proxy:instances ∪
+	// proxy:fenced as last seen (-1: not seen); live is their number.
+	rank atomic.Int64
 
 	bmu     sync.Mutex // serializes Update and Close
 	buckets atomic.Pointer[map[string]*redisBucket]
 	retired map[string]*redisBucket // removed by Update while slots were held; guarded by bmu
 
-	live       atomic.Int64 // instances in proxy:instances, last seen
+	live       atomic.Int64 // ids in proxy:instances ∪ proxy:fenced, last seen
 	fallbacks  atomic.Uint64
 	reconciles atomic.Uint64
 	resync     atomic.Bool // a release found Redis short of a slot: reconcile
@@ -149,6 +214,12 @@ type redisBucket struct {
 	count     atomic.Int64
 	countSeen atomic.Bool
 	share     atomic.Int64 // local cap while not connected, fixed at fallback entry
+	// uncounted are held slots Redis does not count: they did not fit
+	// when the instance re-registered (lease_loss keep, or close while the
+	// sessions are being closed). Releases consume them first, without
+	// Redis; the poll tries to acquire them.
+	uncounted atomic.Int64
+	pushMax   atomic.Bool  // a reload changed max_connections: write it to Redis
 	told      atomic.Int64 // reconciling: slots the last reconcile wrote for us
 	q         *Queue
 	wake      chan struct{} // buffered 1: ask the bucket's waker to retry the queue
@@ -165,29 +236,22 @@ type redisBucket struct {
 // reconciles when Redis appears. It fails only on bad options.
 func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, error) {
 	o.setDefaults()
-	if o.Addr == "" {
-		return nil, errors.New("limiter: redis address required")
+	if o.Addr == "" && o.SentinelMasterSet == "" {
+		return nil, errors.New("limiter: redis address or sentinel master set required")
 	}
 	if o.InstanceID == "" {
 		return nil, errors.New("limiter: instance id required")
 	}
-	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1)}
+	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1), epoch: time.Now()}
+	id := o.InstanceID
+	l.keyID.Store(&id)
+	l.rank.Store(-1)
 	l.opts.obs = waitObserver{Observer: l.opts.obs, l: l}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	m := map[string]*redisBucket{}
 	l.buckets.Store(&m)
 	l.state.Store(int32(StateFallback))
-	client, err := rueidis.NewClient(rueidis.ClientOption{
-		InitAddress:       []string{o.Addr},
-		Password:          o.Password,
-		SelectDB:          o.DB,
-		ClientName:        "tdsgate-" + o.InstanceID,
-		ForceSingleClient: true, // a client even when Redis is down at start: we start in fallback
-		DisableRetry:      true, // a failed call means fallback, not a retry past op_timeout
-		Dialer:            net.Dialer{Timeout: o.OpTimeout, KeepAlive: time.Second},
-		ConnWriteTimeout:  max(2*o.OpTimeout, time.Second),
-		OnInvalidations:   l.onInvalidations,
-	})
+	client, err := rueidis.NewClient(ClientOption(o, l.onInvalidations))
 	if client == nil {
 		return nil, err
 	}
@@ -201,17 +265,24 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 		err = l.reconcileLocked()
 	}
 	if err == nil {
-		l.everConnected = true
+		l.everConnected.Store(true)
 		l.state.Store(int32(StateConnected))
 		l.mu.Unlock()
-		l.log.Info("redis: connected, instance registered and reconciled", "addr", o.Addr, "instance_id", o.InstanceID)
+		l.log.Info("redis: connected, instance registered and reconciled", "addr", o.Addr, "sentinel_master_set", o.SentinelMasterSet,
+			"instance_id", l.InstanceID(), "incarnation", o.Incarnation)
 	} else {
 		l.fallbackSince = time.Now()
 		shares := l.fixSharesLocked()
 		l.fallbacks.Add(1)
 		l.mu.Unlock()
-		l.log.Warn("fallback: redis unreachable at start, admitting on the local share", "addr", o.Addr, "err", err,
-			"shares", formatShares(shares))
+		if l.unreachedDivisor() == 0 {
+			l.log.Warn("fallback: redis unreachable at start; refusing logins (TDS error 50010) until it is reached once, "+
+				"since the number of instances sharing each cap is unknown (set redis.expected_instances to admit on a share)",
+				"addr", o.Addr, "sentinel_master_set", o.SentinelMasterSet, "err", err)
+		} else {
+			l.log.Warn("fallback: redis unreachable at start, admitting on the local share", "addr", o.Addr, "err", err,
+				"divisor", l.divisor(), "shares", formatShares(shares))
+		}
 		if o.OnStateChange != nil {
 			o.OnStateChange(0, StateFallback)
 		}
@@ -222,12 +293,78 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 	return l, nil
 }
 
+// ClientOption is the rueidis option of o: standalone on o.Addr, or
+// through o.SentinelAddrs for o.SentinelMasterSet; TLS and the ACL user
+// apply to Redis and to the sentinels alike.
+func ClientOption(o RedisOptions, onInvalidations func([]rueidis.RedisMessage)) rueidis.ClientOption {
+	opTimeout := o.OpTimeout
+	if opTimeout <= 0 {
+		opTimeout = DefaultRedisOpTimeout
+	}
+	co := rueidis.ClientOption{
+		InitAddress:       []string{o.Addr},
+		Username:          o.Username,
+		Password:          o.Password,
+		SelectDB:          o.DB,
+		ClientName:        "tdsgate-" + o.InstanceID,
+		TLSConfig:         o.TLSConfig,
+		ForceSingleClient: true, // a client even when Redis is down at start: we start in fallback
+		DisableRetry:      true, // a failed call means fallback, not a retry past op_timeout
+		Dialer:            net.Dialer{Timeout: opTimeout, KeepAlive: time.Second},
+		ConnWriteTimeout:  max(2*opTimeout, time.Second),
+		OnInvalidations:   onInvalidations,
+	}
+	if o.SentinelMasterSet != "" {
+		co.InitAddress = append([]string(nil), o.SentinelAddrs...)
+		co.ForceSingleClient = false
+		co.Sentinel = rueidis.SentinelOption{
+			MasterSet: o.SentinelMasterSet,
+			Dialer:    co.Dialer,
+			TLSConfig: o.TLSConfig,
+			Username:  o.Username,
+			Password:  o.Password,
+			// Follow a failover even if a +switch-master event was missed.
+			TopologyRefreshInterval: time.Second,
+		}
+	}
+	return co
+}
+
 // Client is the limiter's Redis client, for the registry and the route
 // directory. It stays open until Disconnect.
 func (l *Redis) Client() rueidis.Client { return l.client }
 
-// InstanceID is the instance's id in the keys.
-func (l *Redis) InstanceID() string { return l.o.InstanceID }
+// InstanceID is the instance's id in the keys: the configured id, or
+// SiblingID(id, incarnation) when another live process held it.
+func (l *Redis) InstanceID() string { return *l.keyID.Load() }
+
+// Incarnation is this process's random token.
+func (l *Redis) Incarnation() string { return l.o.Incarnation }
+
+// Lease is the id and incarnation the registry renews.
+func (l *Redis) Lease() (id, incarnation string) { return l.InstanceID(), l.o.Incarnation }
+
+// LeaseRenewed records a successful renewal sent at sent: the lease now
+// runs to sent + HeartbeatTTL - LeaseMargin on this instance's clock.
+func (l *Redis) LeaseRenewed(sent time.Time) {
+	ns := int64(sent.Sub(l.epoch))
+	for {
+		cur := l.leaseSent.Load()
+		if ns <= cur || l.leaseSent.CompareAndSwap(cur, ns) {
+			return
+		}
+	}
+}
+
+// LeaseDeadline is when this instance's lease ends by its own clock (zero:
+// never held).
+func (l *Redis) LeaseDeadline() time.Time {
+	ns := l.leaseSent.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return l.epoch.Add(time.Duration(ns) + l.o.HeartbeatTTL - l.o.LeaseMargin)
+}
 
 // State is the limiter's current state.
 func (l *Redis) State() RedisState { return RedisState(l.state.Load()) }
@@ -249,7 +386,10 @@ func (l *Redis) LiveInstances() int { return int(l.live.Load()) }
 // instance (the registry's heartbeat found it absent): Redis's counts
 // lack what this instance holds, so it goes to fallback and reconciles,
 // which registers it again with its slots.
-func (l *Redis) ReportUnregistered() { l.toFallback("heartbeat", "", errUnregistered) }
+func (l *Redis) ReportUnregistered() {
+	l.leaseOK.Store(false)
+	l.toFallback("heartbeat", "", errUnregistered)
+}
 
 // Acquire takes a slot in bucket; see Limiter.
 func (l *Redis) Acquire(ctx context.Context, bucket string) (Ticket, error) {
@@ -261,6 +401,10 @@ func (l *Redis) Acquire(ctx context.Context, bucket string) (Ticket, error) {
 	if b == nil {
 		l.opts.obs.Rejected(bucket, CodeUnknownBucket)
 		return nil, &Error{Code: CodeUnknownBucket, Bucket: bucket}
+	}
+	if !l.everConnected.Load() && l.unreachedDivisor() == 0 {
+		l.opts.obs.Rejected(bucket, CodeNoShare)
+		return nil, &Error{Code: CodeNoShare, Bucket: bucket, Max: int(b.max.Load())}
 	}
 	return b.q.Acquire(ctx)
 }
@@ -329,7 +473,7 @@ func (l *Redis) Update(buckets []BucketConfig) {
 			b.seed.Store(seed)
 			b.max.Store(seed)
 			b.told.Store(-1)
-			b.share.Store(fallbackShare(seed, 0, 0, l.divisor(), false))
+			b.share.Store(fallbackShare(seed, 0, 0, l.divisor(), -1, false))
 			b.q = newQueue(c.ID, b, c.MaxQueueSize, c.QueueTimeout, l.opts)
 			if l.closed.Load() {
 				b.q.Close()
@@ -338,8 +482,9 @@ func (l *Redis) Update(buckets []BucketConfig) {
 			}
 		} else {
 			if prev := b.seed.Swap(seed); prev != seed && l.client != nil {
-				l.log.Info("config: max_connections changed; the max in redis governs every instance, change it with SET",
-					"bucket", c.ID, "config", seed, "redis_key", KeyMax(c.ID), "redis_max", b.max.Load())
+				l.log.Info("config: max_connections changed by a reload; writing it to redis (config wins on reload)",
+					"bucket", c.ID, "from", prev, "to", seed, "redis_key", KeyMax(c.ID), "redis_max", b.max.Load())
+				b.pushMax.Store(true)
 			}
 			b.q.SetLimits(c.MaxQueueSize, c.QueueTimeout)
 		}
@@ -411,13 +556,27 @@ func (l *Redis) opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), l.o.OpTimeout)
 }
 
-// divisor is the fallback divisor in force: the configured one, or the live
-// instances last seen, at least 1.
+// divisor is N of the fallback shares: the configured fallback_divisor,
+// or the ids of proxy:instances ∪ proxy:fenced last seen, or, never
+// having reached Redis, expected_instances; 0 when none is known (no
+// share: refuse).
 func (l *Redis) divisor() int {
 	if l.o.FallbackDivisor > 0 {
 		return l.o.FallbackDivisor
 	}
-	return max(int(l.live.Load()), 1)
+	if n := int(l.live.Load()); n > 0 {
+		return n
+	}
+	return l.unreachedDivisor()
+}
+
+// unreachedDivisor is N for an instance that never reached Redis:
+// fallback_divisor, else expected_instances; 0 refuses.
+func (l *Redis) unreachedDivisor() int {
+	if l.o.FallbackDivisor > 0 {
+		return l.o.FallbackDivisor
+	}
+	return l.o.ExpectedInstances
 }
 
 // ---- SlotSource ----
@@ -435,7 +594,7 @@ func (b *redisBucket) TryTake() bool {
 		}
 		queued := int(b.q.n.Load()) // the clients in our list, the one we try for included
 		ctx, cancel := l.opCtx()
-		r, err := AcquireSlotFair(ctx, l.client, l.o.InstanceID, b.id, int(b.seed.Load()), queued, l.staleWaiting())
+		r, err := AcquireSlotFair(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, l.staleWaiting())
 		cancel()
 		l.op("acquire", err)
 		if err == nil && r.Status != AcquireUnregistered {
@@ -498,8 +657,15 @@ func (b *redisBucket) Give() {
 			l.mu.RUnlock()
 			return
 		}
+		if u := b.uncounted.Load(); u > 0 && b.uncounted.CompareAndSwap(u, u-1) {
+			// A slot Redis does not count (it did not fit at the last
+			// register): nothing to give back there.
+			b.held.Add(-1)
+			l.mu.RUnlock()
+			return
+		}
 		ctx, cancel := l.opCtx()
-		released, count, err := ReleaseSlot(ctx, l.client, l.o.InstanceID, b.id)
+		released, count, err := ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
 		cancel()
 		l.op("release", err)
 		if err == nil {
@@ -565,7 +731,7 @@ func (b *redisBucket) syncWaiting() {
 	}
 	ctx, cancel := l.opCtx()
 	defer cancel()
-	if err := SetWaiting(ctx, l.client, l.o.InstanceID, b.id, n); err == nil {
+	if err := SetWaiting(ctx, l.client, l.InstanceID(), b.id, n); err == nil {
 		b.listed.Store(n > 0)
 	}
 }
@@ -651,9 +817,13 @@ func (l *Redis) toFallback(op, bucket string, cause error) {
 // Called with mu held exclusively.
 func (l *Redis) fixSharesLocked() map[string]int64 {
 	d := l.divisor()
+	rank := int(l.rank.Load())
+	if !l.everConnected.Load() {
+		rank = -1
+	}
 	out := map[string]int64{}
 	for _, b := range *l.buckets.Load() {
-		s := fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, b.countSeen.Load() && l.everConnected)
+		s := fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load() && l.everConnected.Load())
 		b.share.Store(s)
 		b.told.Store(-1)
 		out[b.id] = s
@@ -705,29 +875,127 @@ func (l *Redis) holdingsLocked() []Holding {
 	return hs
 }
 
-// reconcileLocked runs the reconcile script with what we hold. Called with
-// mu held exclusively (so held does not move under it).
+// reconcileLocked runs the register script with what we hold: it claims
+// our id (or a sibling id, when another live process holds ours), renews
+// the lease, lowers what Redis records where we hold less, and
+// re-acquires (never past max) where we hold more. Slots that do not fit
+// become uncounted; with lease_loss close their sessions are closed at
+// once. Called with mu held exclusively (so held does not move under it).
 func (l *Redis) reconcileLocked() error {
 	hs := l.holdingsLocked()
 	ctx, cancel := l.opCtx()
 	defer cancel()
-	res, err := ReconcileInstance(ctx, l.client, l.o.InstanceID, l.o.HeartbeatTTL, hs)
+	id := l.InstanceID()
+	sent := time.Now()
+	res, err := RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+	if errors.Is(err, ErrIDTaken) {
+		sib := SiblingID(l.o.InstanceID, l.o.Incarnation)
+		if id == sib {
+			// Our own sibling id is taken: by us, in another process? Never
+			// by chance (16 hex digits); say so and stay in fallback.
+			l.op("reconcile", err)
+			return fmt.Errorf("instance id %s: %w", id, err)
+		}
+		l.log.Warn("instance id in use by another live tdsgate process (same instance_id, another incarnation): "+
+			"this process registers as a sibling id and never touches the other's slots; give each process its own instance_id",
+			"instance_id", l.o.InstanceID, "sibling_id", sib, "incarnation", l.o.Incarnation)
+		id = sib
+		l.keyID.Store(&sib)
+		res, err = RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+	}
 	l.op("reconcile", err)
 	if err != nil {
 		return err
 	}
+	l.LeaseRenewed(sent)
+	l.leaseOK.Store(true)
 	m := *l.buckets.Load()
+	held := map[string]int64{}
+	for _, h := range hs {
+		held[h.Bucket] = h.Held
+	}
 	for _, r := range res {
-		if b := m[r.Bucket]; b != nil {
-			b.count.Store(r.Count)
-			b.countSeen.Store(true)
-			b.max.Store(r.Max)
-			if r.Delta != 0 {
-				l.log.Info("reconcile: corrected count", "bucket", r.Bucket, "delta", r.Delta, "count", r.Count, "held", b.held.Load())
+		b := m[r.Bucket]
+		if b == nil {
+			l.bmu.Lock()
+			b = l.retired[r.Bucket]
+			l.bmu.Unlock()
+		}
+		if b == nil {
+			continue
+		}
+		b.count.Store(r.Count)
+		b.countSeen.Store(true)
+		b.max.Store(r.Max)
+		over := max(held[r.Bucket]-r.Granted, 0)
+		b.uncounted.Store(over)
+		if r.Delta != 0 {
+			l.log.Info("reconcile: corrected count", "bucket", r.Bucket, "delta", r.Delta, "count", r.Count, "held", held[r.Bucket])
+		}
+		if over > 0 {
+			if l.o.LeaseLossKeep {
+				l.log.Warn("reconcile: sessions do not fit under max (lease_loss keep: kept; the backend may exceed max by this many until they end)",
+					"bucket", r.Bucket, "held", held[r.Bucket], "counted", r.Granted, "over", over, "max", r.Max)
+			} else {
+				l.log.Warn("reconcile: sessions do not fit under max; closing them (lease_loss close)",
+					"bucket", r.Bucket, "held", held[r.Bucket], "counted", r.Granted, "closing", over, "max", r.Max)
+				l.shed(b.id, int(r.Granted))
 			}
 		}
 	}
 	return nil
+}
+
+// shed asks the app to close sessions of bucket until keep of our slots
+// of it are in use.
+func (l *Redis) shed(bucket string, keep int) int {
+	if l.o.Shed == nil {
+		return 0
+	}
+	n := l.o.Shed(bucket, max(keep, 0))
+	if n > 0 {
+		l.log.Warn("lease: closed sessions over this instance's share", "bucket", bucket, "closed", n, "keep", keep)
+	}
+	return n
+}
+
+// checkLease is the fencing side of the state machine, run by the
+// supervisor: past the lease's end (LeaseDeadline) a connected limiter
+// goes to fallback (a reaper may fence us at any moment); past the end
+// plus ReclaimAfter, with lease_loss close, it closes the sessions over
+// its fallback share before any reaper can give their slots away. It
+// returns how long until the next deadline (0: none).
+func (l *Redis) checkLease() time.Duration {
+	dl := l.LeaseDeadline()
+	if dl.IsZero() {
+		return 0
+	}
+	now := time.Now()
+	if now.Before(dl) {
+		return dl.Sub(now)
+	}
+	if l.State() == StateConnected {
+		l.leaseOK.Store(false)
+		l.toFallback("lease", "", fmt.Errorf("lease expired: no renewal for %s (heartbeat_ttl %s, margin %s)",
+			now.Sub(dl)+l.o.HeartbeatTTL-l.o.LeaseMargin, l.o.HeartbeatTTL, l.o.LeaseMargin))
+	}
+	shedAt := dl.Add(l.o.ReclaimAfter)
+	if now.Before(shedAt) {
+		return shedAt.Sub(now)
+	}
+	if l.o.LeaseLossKeep || l.State() == StateConnected {
+		return 0
+	}
+	if now.Sub(l.lastShed) < 100*time.Millisecond {
+		return 100 * time.Millisecond
+	}
+	l.lastShed = now
+	for _, b := range *l.buckets.Load() {
+		if share := b.share.Load(); b.held.Load() > share {
+			l.shed(b.id, int(share))
+		}
+	}
+	return 100 * time.Millisecond
 }
 
 // supervise runs the state machine's timed side: poll while connected,
@@ -777,6 +1045,9 @@ func (l *Redis) supervise() {
 			} else {
 				next = min(next, l.settleUntil.Sub(now))
 			}
+		}
+		if d := l.checkLease(); d > 0 {
+			next = min(next, d)
 		}
 		if !t.Stop() {
 			select {
@@ -839,7 +1110,7 @@ func (l *Redis) finishReconcile() {
 		b.told.Store(-1)
 	}
 	l.state.Store(int32(StateConnected))
-	l.everConnected = true
+	l.everConnected.Store(true)
 	since := l.fallbackSince
 	l.reconciles.Add(1)
 	var held []any
@@ -875,7 +1146,7 @@ func (l *Redis) poll() {
 	}
 	c := l.client
 	cmds := make(rueidis.Commands, 0, 2+len(bs))
-	cmds = append(cmds, c.B().Sismember().Key(KeyInstances).Member(l.o.InstanceID).Build(), c.B().Scard().Key(KeyInstances).Build())
+	cmds = append(cmds, c.B().Sismember().Key(KeyInstances).Member(l.InstanceID()).Build(), c.B().Sunion().Key(KeyInstances, KeyFenced).Build())
 	for _, b := range bs {
 		cmds = append(cmds, c.B().Get().Key(KeyCount(b.id)).Build())
 	}
@@ -893,11 +1164,14 @@ func (l *Redis) poll() {
 		}
 	}
 	if member, _ := res[0].AsBool(); !member {
+		l.leaseOK.Store(false)
 		l.toFallback("poll", "", errUnregistered)
 		return
 	}
-	if n, err := res[1].AsInt64(); err == nil {
-		l.live.Store(n)
+	if ids, err := res[1].AsStrSlice(); err == nil {
+		slices.Sort(ids)
+		l.live.Store(int64(len(ids)))
+		l.rank.Store(int64(slices.Index(ids, l.InstanceID())))
 	}
 	var maxRes []rueidis.RedisResult
 	if len(cached) > 0 {
@@ -925,12 +1199,49 @@ func (l *Redis) poll() {
 				l.log.Info("redis: max changed", "bucket", b.id, "from", prev, "to", n)
 			}
 		}
+		if b.pushMax.Swap(false) {
+			// The documented rule: a reload that changes max_connections
+			// writes it to Redis (config wins on reload).
+			seed := b.seed.Load()
+			if err := c.Do(ctx, c.B().Set().Key(KeyMax(b.id)).Value(itoa(seed)).Build()).Error(); err != nil {
+				b.pushMax.Store(true)
+			} else {
+				l.log.Info("config: max_connections changed by a reload; written to redis", "bucket", b.id, "redis_key", KeyMax(b.id), "max", seed)
+				b.max.Store(seed)
+			}
+		}
+		l.absorbUncounted(ctx, b)
 		if b.q.n.Load() > 0 && b.count.Load() < b.max.Load() {
 			b.wakeSoon()
 		}
 		if b.q.n.Load() > 0 || b.listed.Load() {
 			b.syncSoon() // keep our waiting entry fresh (or remove it)
 		}
+	}
+}
+
+// absorbUncounted tries to have Redis count the slots that did not fit at
+// the last register (acquire script, never past max), one at a time, so
+// that other instances stop being granted them.
+func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
+	for b.uncounted.Load() > 0 {
+		l.mu.RLock()
+		if l.State() != StateConnected {
+			l.mu.RUnlock()
+			return
+		}
+		r, err := AcquireSlot(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()))
+		ok := err == nil && r.Status == AcquireGranted
+		if ok {
+			if u := b.uncounted.Load(); u > 0 && b.uncounted.CompareAndSwap(u, u-1) {
+				l.mu.RUnlock()
+				continue
+			}
+			// Released meanwhile: give the slot back.
+			ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
+		}
+		l.mu.RUnlock()
+		return
 	}
 }
 

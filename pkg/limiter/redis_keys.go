@@ -14,7 +14,15 @@ package limiter
 //	                               (fairness across instances; acquire script)
 //	proxy:instances                set: live instance ids
 //	proxy:instance:<id>:conns      hash bucket→int: slots this instance holds
-//	proxy:instance:<id>:heartbeat  string with a TTL: the instance is alive
+//	proxy:instance:<id>:heartbeat  string with a TTL: the instance's lease,
+//	                               "<incarnation> <time written>"
+//	proxy:instance:<id>:incarnation string: the incarnation whose holdings the
+//	                               conns hash records
+//	proxy:fenced                   set: ids whose lease expired but whose slots
+//	                               may still be in use (frozen, or cut off from
+//	                               Redis); they count in the fallback shares
+//	proxy:instance:<id>:fence      hash inc, at (ms), parked (0/1): when and how
+//	                               far the reaper fenced the id
 //	proxy:route:<key>              string: optional route directory, key → bucket id
 //
 // Invariant kept by the four scripts: for every bucket, count equals the sum
@@ -28,6 +36,9 @@ const (
 	KeyPrefix = "proxy:"
 	// KeyInstances is the set of live instance ids.
 	KeyInstances = "proxy:instances"
+	// KeyFenced is the set of ids whose lease expired while their slots
+	// may still be in use (see the reclaim script).
+	KeyFenced = "proxy:fenced"
 	// KeyReleasedPattern matches every bucket's release channel (PSUBSCRIBE).
 	KeyReleasedPattern = "proxy:bucket:*:released"
 )
@@ -52,6 +63,12 @@ func KeyConns(instance string) string { return "proxy:instance:" + instance + ":
 // KeyHeartbeat is instance's heartbeat key; it lives HeartbeatTTL after the
 // last refresh.
 func KeyHeartbeat(instance string) string { return "proxy:instance:" + instance + ":heartbeat" }
+
+// KeyIncarnation names the incarnation whose holdings KeyConns records.
+func KeyIncarnation(instance string) string { return "proxy:instance:" + instance + ":incarnation" }
+
+// KeyFence is the reaper's record of a fenced instance.
+func KeyFence(instance string) string { return "proxy:instance:" + instance + ":fence" }
 
 // KeyRoute is the route directory entry of key.
 func KeyRoute(key string) string { return "proxy:route:" + key }

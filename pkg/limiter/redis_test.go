@@ -211,14 +211,15 @@ func TestRedisFallbackAndReconcile(t *testing.T) {
 	if fallbackHook.Load() != 1 || a.Fallbacks() != 1 {
 		t.Fatalf("fallback hook %d, counter %d; want 1", fallbackHook.Load(), a.Fallbacks())
 	}
-	// Shares: max 12 / 2 live = 6; what was free (12-7=5) split in two: a
-	// may hold 2+2=4, b 5+2=7 capped at 6.
+	// Shares: max 12 / 2 live = 6 each; what was free (12-7=5) split
+	// exactly by rank (a first: 3, b: 2): a may hold 2+3=5, b 5+2=7 capped
+	// at 6.
 	_, sa := a.Status()
 	_, sb := b.Status()
-	if sa[0].Share != 4 || sb[0].Share != 6 {
-		t.Fatalf("shares a=%d b=%d, want 4 and 6", sa[0].Share, sb[0].Share)
+	if sa[0].Share != 5 || sb[0].Share != 6 {
+		t.Fatalf("shares a=%d b=%d, want 5 and 6", sa[0].Share, sb[0].Share)
 	}
-	ha = append(ha, acquireN(t, a, "b", 2)...)
+	ha = append(ha, acquireN(t, a, "b", 3)...)
 	hb = append(hb, acquireN(t, b, "b", 1)...)
 	for _, l := range []*Redis{a, b} {
 		start := time.Now()

@@ -71,7 +71,7 @@ var ErrorReasons = []string{ReasonClientHandshake, ReasonBackendDial, ReasonBack
 // Rejection codes counted per bucket: tdsgate's refusal numbers.
 const (
 	firstCode = 50001
-	lastCode  = 50009
+	lastCode  = 50010
 )
 
 // Histogram upper bounds, in seconds.

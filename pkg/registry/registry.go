@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -21,21 +20,10 @@ const (
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultReaperInterval    = 10 * time.Second
 	DefaultOpTimeout         = 500 * time.Millisecond
+	// DefaultForgetAfter is how long a parked instance's fallback share
+	// stays counted (config redis.forget_after).
+	DefaultForgetAfter = 5 * time.Minute
 )
-
-// heartbeatScript refreshes an instance's heartbeat if it is still a member
-// of proxy:instances; it never adds it back (see the package doc).
-//
-//	KEYS: proxy:instances, heartbeat(instance)
-//	ARGV: instance, value, TTL ms
-//	→ 1 refreshed, 0 not a member
-var heartbeatScript = rueidis.NewLuaScript(`
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return 1
-`)
 
 // Config configures a Registry.
 type Config struct {
@@ -56,9 +44,23 @@ type Config struct {
 	// skips its round otherwise: an instance that has not yet reconciled
 	// after an outage must not be mistaken for a dead one. nil: always.
 	Ready func() bool
-	// Missing is called when the heartbeat finds this instance absent from
-	// proxy:instances; the limiter then reconciles, which re-registers it.
+	// Missing is called when the heartbeat finds this instance's lease
+	// lost (expired, fenced by a reaper, or claimed by another
+	// incarnation); the limiter then re-registers through the register
+	// script, which re-acquires rather than re-adds.
 	Missing func()
+	// Lease returns the id and incarnation to renew (the limiter's, which
+	// may move to a sibling id). nil: InstanceID for both.
+	Lease func() (id, incarnation string)
+	// Renewed is called with the time a successful renewal was sent: the
+	// holder's lease deadline runs from it.
+	Renewed func(sent time.Time)
+	// ReclaimAfter is how long a fenced instance keeps all its slots
+	// counted (config redis.reclaim_after). Default: HeartbeatTTL.
+	ReclaimAfter time.Duration
+	// ForgetAfter is how long a parked instance keeps its fallback share
+	// counted (config redis.forget_after). Default: DefaultForgetAfter.
+	ForgetAfter time.Duration
 	// OnReclaim is called after this instance reclaimed a dead one.
 	OnReclaim func(instance string, slots map[string]int64)
 	// OnOp, if set, is called after each script call ("heartbeat",
@@ -101,6 +103,16 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.ReclaimAfter <= 0 {
+		cfg.ReclaimAfter = cfg.HeartbeatTTL
+	}
+	if cfg.ForgetAfter <= 0 {
+		cfg.ForgetAfter = DefaultForgetAfter
+	}
+	if cfg.Lease == nil {
+		id := cfg.InstanceID
+		cfg.Lease = func() (string, string) { return id, id }
+	}
 	r := &Registry{cfg: cfg, log: cfg.Log}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
@@ -141,18 +153,25 @@ func (r *Registry) opCtx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, r.cfg.OpTimeout)
 }
 
-// Heartbeat refreshes the heartbeat once. It reports whether the instance
-// is registered; an absent instance triggers Missing.
+// Heartbeat renews the lease once, only if it is still this
+// incarnation's. It reports whether it was; a lost lease triggers Missing.
 func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 	ctx, cancel := r.opCtx(ctx)
 	defer cancel()
-	id := r.cfg.InstanceID
-	n, err := heartbeatScript.Exec(ctx, r.cfg.Client, []string{limiter.KeyInstances, limiter.KeyHeartbeat(id)},
-		[]string{id, time.Now().UTC().Format(time.RFC3339), strconv.FormatInt(r.cfg.HeartbeatTTL.Milliseconds(), 10)}).AsInt64()
+	id, inc := r.cfg.Lease()
+	sent := time.Now()
+	ok, err := limiter.RenewLease(ctx, r.cfg.Client, id, inc, r.cfg.HeartbeatTTL)
 	r.op("heartbeat", err)
+	n := 0
+	if ok {
+		n = 1
+		if r.cfg.Renewed != nil {
+			r.cfg.Renewed(sent)
+		}
+	}
 	r.mu.Lock()
 	was := r.beating
-	r.beating = err == nil && n == 1
+	r.beating = err == nil && ok
 	r.mu.Unlock()
 	switch {
 	case err != nil:
@@ -161,7 +180,8 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 		}
 		return false, err
 	case n == 0:
-		r.log.Warn("heartbeat: this instance is not in proxy:instances (reaped, or redis restarted empty); re-registering through a reconcile")
+		r.log.Warn("heartbeat: lease lost (expired and fenced by a reaper, claimed by another process, or redis restarted empty); re-registering through the register script",
+			"instance_id", id, "incarnation", inc)
 		if r.cfg.Missing != nil {
 			r.cfg.Missing()
 		}
@@ -190,20 +210,24 @@ type Reclaimed struct {
 	Slots    map[string]int64 // bucket → slots given back
 }
 
-// Reap runs one reaper pass: reclaim every member of proxy:instances whose
-// heartbeat is gone. It does nothing while Ready is false.
+// Reap runs one reaper pass: one step of the reclaim script on every
+// member of proxy:instances whose heartbeat is gone (fence it) and on
+// every member of proxy:fenced (park it after reclaim_after, forget it
+// after forget_after, or at once when a sibling process of the same id is
+// live). It does nothing while Ready is false.
 func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 	if r.cfg.Ready != nil && !r.cfg.Ready() {
 		return nil, nil
 	}
 	c := r.cfg.Client
 	octx, cancel := r.opCtx(ctx)
-	members, err := c.Do(octx, c.B().Smembers().Key(limiter.KeyInstances).Build()).AsStrSlice()
+	members, err := c.Do(octx, c.B().Sunion().Key(limiter.KeyInstances, limiter.KeyFenced).Build()).AsStrSlice()
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	members = slices.DeleteFunc(members, func(m string) bool { return m == r.cfg.InstanceID })
+	self, _ := r.cfg.Lease()
+	members = slices.DeleteFunc(members, func(m string) bool { return m == self })
 	if len(members) == 0 {
 		return nil, nil
 	}
@@ -224,13 +248,13 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 			continue
 		}
 		octx, cancel := r.opCtx(ctx)
-		slots, won, err := limiter.ReclaimInstance(octx, c, m, false)
+		st, slots, err := limiter.ReapInstance(octx, c, m, limiter.ReclaimTimes{ReclaimAfter: r.cfg.ReclaimAfter, ForgetAfter: r.cfg.ForgetAfter})
 		cancel()
 		if !errors.Is(err, limiter.ErrInstanceAlive) {
 			r.op("reclaim", err)
 		}
-		if errors.Is(err, limiter.ErrInstanceAlive) || (err == nil && !won) {
-			continue // it came back, or another reaper won
+		if errors.Is(err, limiter.ErrInstanceAlive) || (err == nil && st == limiter.ReclaimNothing) {
+			continue // it came back, another reaper was first, or not yet
 		}
 		if err != nil {
 			return out, err
@@ -239,7 +263,17 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 		for _, k := range slices.Sorted(maps.Keys(slots)) {
 			total += slots[k]
 		}
-		r.log.Info("reaper: reclaimed instance", "dead_instance", m, "slots", total, "by_bucket", slots)
+		switch st {
+		case limiter.ReclaimFenced:
+			r.log.Warn("reaper: lease expired; instance fenced (out of proxy:instances, its slots stay counted: it may be frozen or cut off from redis)",
+				"instance", m, "reclaim_after", r.cfg.ReclaimAfter)
+			continue
+		case limiter.ReclaimParked:
+			r.log.Warn("reaper: fenced instance parked: slots above its fallback share given back, its share stays counted until it returns or forget_after",
+				"instance", m, "slots", total, "by_bucket", slots, "forget_after", r.cfg.ForgetAfter)
+		default:
+			r.log.Info("reaper: reclaimed instance", "dead_instance", m, "slots", total, "by_bucket", slots)
+		}
 		if r.cfg.OnReclaim != nil {
 			r.cfg.OnReclaim(m, slots)
 		}
@@ -254,7 +288,8 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 func (r *Registry) Leave(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := r.opCtx(ctx)
 	defer cancel()
-	slots, _, err := limiter.ReclaimInstance(ctx, r.cfg.Client, r.cfg.InstanceID, true)
+	id, inc := r.cfg.Lease()
+	slots, _, err := limiter.LeaveInstance(ctx, r.cfg.Client, id, inc)
 	if err != nil {
 		r.log.Warn("registry: could not leave redis; a reaper will reclaim this instance after its heartbeat lapses",
 			"err", err, "heartbeat_ttl", r.cfg.HeartbeatTTL)
