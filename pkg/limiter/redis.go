@@ -105,14 +105,16 @@ type RedisOptions struct {
 	ReclaimAfter time.Duration
 	// LeaseMargin is subtracted from the lease's end, on this instance's
 	// monotonic clock, for clock drift and the time to act.
-	// Default: DefaultLeaseMargin(HeartbeatTTL).
+	// Default: DefaultLeaseMargin(HeartbeatTTL, OpTimeout).
 	LeaseMargin time.Duration
 }
 
-// DefaultLeaseMargin is the default LeaseMargin of a heartbeat TTL: a
-// tenth of it, at least 100 ms and at most 5 s.
-func DefaultLeaseMargin(ttl time.Duration) time.Duration {
-	return min(max(ttl/10, 100*time.Millisecond), 5*time.Second)
+// DefaultLeaseMargin is the default LeaseMargin: a tenth of the heartbeat
+// TTL, at least 100 ms and twice the op timeout, at most half the TTL.
+// It covers the drift between this instance's clock and Redis' (tiny) and
+// the time to act: to notice the deadline and close sessions.
+func DefaultLeaseMargin(ttl, opTimeout time.Duration) time.Duration {
+	return min(max(ttl/10, 100*time.Millisecond, 2*opTimeout), ttl/2)
 }
 
 func (o *RedisOptions) setDefaults() {
@@ -143,7 +145,7 @@ func (o *RedisOptions) setDefaults() {
 		o.ReclaimAfter = o.HeartbeatTTL
 	}
 	if o.LeaseMargin <= 0 {
-		o.LeaseMargin = DefaultLeaseMargin(o.HeartbeatTTL)
+		o.LeaseMargin = DefaultLeaseMargin(o.HeartbeatTTL, o.OpTimeout)
 	}
 }
 
@@ -179,7 +181,7 @@ type Redis struct {
 	epoch     time.Time
 	leaseSent atomic.Int64
 	leaseOK   atomic.Bool
-	lastShed  time.Time // supervisor goroutine only
+	runID     string // run_id of the Redis last polled; supervisor goroutine only
 	// rank is this id's index among the sorted ids of proxy:instances ∪
 	// proxy:fenced as last seen (-1: not seen); live is their number.
 	rank atomic.Int64
@@ -287,9 +289,10 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 			o.OnStateChange(0, StateFallback)
 		}
 	}
-	l.wg.Add(2)
+	l.wg.Add(3)
 	go l.supervise()
 	go l.subscribe()
+	go l.watchLease()
 	return l, nil
 }
 
@@ -431,6 +434,11 @@ type RedisBucketStatus struct {
 	Count  int64 // all instances' slots, as last seen (-1: never seen)
 	Held   int64 // this instance's slots
 	Share  int64 // local cap while not connected
+	// Uncounted are held slots Redis does not count: they did not fit
+	// under max when this instance re-registered (lease_loss keep, or
+	// close while their sessions are being closed). The backend may exceed
+	// max by at most this many; it shrinks as they end or as room frees.
+	Uncounted int64
 }
 
 // Status reports the state and every bucket's figures, sorted by id.
@@ -442,7 +450,8 @@ func (l *Redis) Status() (RedisState, []RedisBucketStatus) {
 		if b.countSeen.Load() {
 			c = b.count.Load()
 		}
-		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Share: b.share.Load()})
+		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Share: b.share.Load(),
+			Uncounted: b.uncounted.Load()})
 	}
 	slices.SortFunc(out, func(a, b RedisBucketStatus) int { return strings.Compare(a.Bucket, b.Bucket) })
 	return l.State(), out
@@ -959,12 +968,9 @@ func (l *Redis) shed(bucket string, keep int) int {
 	return n
 }
 
-// checkLease is the fencing side of the state machine, run by the
-// supervisor: past the lease's end (LeaseDeadline) a connected limiter
-// goes to fallback (a reaper may fence us at any moment); past the end
-// plus ReclaimAfter, with lease_loss close, it closes the sessions over
-// its fallback share before any reaper can give their slots away. It
-// returns how long until the next deadline (0: none).
+// checkLease, run by the supervisor: past the lease's end (LeaseDeadline)
+// a connected limiter goes to fallback, since a reaper may fence it at any
+// moment. It returns how long until the deadline (0: none or passed).
 func (l *Redis) checkLease() time.Duration {
 	dl := l.LeaseDeadline()
 	if dl.IsZero() {
@@ -979,23 +985,54 @@ func (l *Redis) checkLease() time.Duration {
 		l.toFallback("lease", "", fmt.Errorf("lease expired: no renewal for %s (heartbeat_ttl %s, margin %s)",
 			now.Sub(dl)+l.o.HeartbeatTTL-l.o.LeaseMargin, l.o.HeartbeatTTL, l.o.LeaseMargin))
 	}
+	return 0
+}
+
+// watchLease is the fence, in its own goroutine so that no Redis call
+// can delay it: past the lease's end plus ReclaimAfter (when reapers may
+// start giving this instance's slots above its share away), with
+// lease_loss close, it closes the sessions over the fallback share, and
+// keeps doing so every 100 ms until the lease is renewed.
+func (l *Redis) watchLease() {
+	defer l.wg.Done()
+	t := time.NewTimer(l.o.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		t.Reset(l.fenceOnce(time.Now()))
+	}
+}
+
+// fenceOnce is one round of watchLease; it returns when to look again.
+func (l *Redis) fenceOnce(now time.Time) time.Duration {
+	const every = 100 * time.Millisecond
+	dl := l.LeaseDeadline()
+	if dl.IsZero() || l.o.LeaseLossKeep {
+		return l.o.PollInterval
+	}
 	shedAt := dl.Add(l.o.ReclaimAfter)
 	if now.Before(shedAt) {
-		return shedAt.Sub(now)
+		return min(shedAt.Sub(now), l.o.PollInterval)
 	}
-	if l.o.LeaseLossKeep || l.State() == StateConnected {
-		return 0
-	}
-	if now.Sub(l.lastShed) < 100*time.Millisecond {
-		return 100 * time.Millisecond
-	}
-	l.lastShed = now
+	connected := l.State() == StateConnected
+	d := l.divisor()
+	rank := int(l.rank.Load())
 	for _, b := range *l.buckets.Load() {
-		if share := b.share.Load(); b.held.Load() > share {
+		share := b.share.Load()
+		if connected {
+			// The supervisor has not moved to fallback yet (a Redis call
+			// holds it up): the share it is about to fix.
+			share = fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load())
+		}
+		if b.held.Load() > share {
 			l.shed(b.id, int(share))
 		}
 	}
-	return 100 * time.Millisecond
+	return every
 }
 
 // supervise runs the state machine's timed side: poll while connected,
@@ -1150,6 +1187,7 @@ func (l *Redis) poll() {
 	for _, b := range bs {
 		cmds = append(cmds, c.B().Get().Key(KeyCount(b.id)).Build())
 	}
+	cmds = append(cmds, c.B().Info().Section("server").Build())
 	cached := make([]rueidis.CacheableTTL, 0, len(bs))
 	for _, b := range bs {
 		cached = append(cached, rueidis.CT(c.B().Get().Key(KeyMax(b.id)).Cache(), cacheTTL))
@@ -1167,6 +1205,9 @@ func (l *Redis) poll() {
 		l.leaseOK.Store(false)
 		l.toFallback("poll", "", errUnregistered)
 		return
+	}
+	if info, err := res[len(res)-1].ToString(); err == nil {
+		l.checkRunID(info)
 	}
 	if ids, err := res[1].AsStrSlice(); err == nil {
 		slices.Sort(ids)
@@ -1218,6 +1259,28 @@ func (l *Redis) poll() {
 			b.syncSoon() // keep our waiting entry fresh (or remove it)
 		}
 	}
+}
+
+// checkRunID notes the run_id of the Redis that answers. A new one (a
+// Sentinel failover to a replica, or a restart) may hold counts that are
+// stale (replication is asynchronous): this instance re-asserts its
+// holdings at once through the register script, so that count = the sum
+// of the hashes = the sessions open once every instance has. Supervisor
+// goroutine only.
+func (l *Redis) checkRunID(info string) {
+	_, rest, ok := strings.Cut(info, "run_id:")
+	if !ok {
+		return
+	}
+	id, _, _ := strings.Cut(rest, "\r\n")
+	id = strings.TrimSpace(id)
+	if l.runID != "" && id != l.runID {
+		l.log.Warn("redis: a different server answers (failover or restart); re-asserting this instance's holdings",
+			"old_run_id", l.runID, "run_id", id)
+		l.resync.Store(true)
+		l.kickSupervisor()
+	}
+	l.runID = id
 }
 
 // absorbUncounted tries to have Redis count the slots that did not fit at
