@@ -14,6 +14,7 @@
 //	TDSGATE_CLUSTER_OLDCONFIG=1             leave out the redis keys an
 //	                                        older binary does not know
 //	                                        (lease_loss, expected_instances,
+//	                                        reclaim_after, forget_after,
 //	                                        username, tls, sentinel)
 //
 // so that the same tests can be run against a binary built from an older
@@ -129,13 +130,16 @@ type Config struct {
 	LeaseLoss string
 	// ExpectedInstances is redis.expected_instances (0: not written).
 	ExpectedInstances int
-	HeartbeatTTL      time.Duration // default 3s
-	HeartbeatInterval time.Duration // default 500ms
-	ReaperInterval    time.Duration // default 1s
-	OpTimeout         time.Duration // default 300ms
-	FallbackDivisor   int
-	DrainTimeout      time.Duration // default 2s
-	Buckets           []Bucket
+	// ReclaimAfter and ForgetAfter are redis.reclaim_after and
+	// redis.forget_after (0: not written, the binary's defaults).
+	ReclaimAfter, ForgetAfter time.Duration
+	HeartbeatTTL              time.Duration // default 3s
+	HeartbeatInterval         time.Duration // default 500ms
+	ReaperInterval            time.Duration // default 1s
+	OpTimeout                 time.Duration // default 300ms
+	FallbackDivisor           int
+	DrainTimeout              time.Duration // default 2s
+	Buckets                   []Bucket
 	// DefaultBucket takes every login no route matches; default the
 	// first bucket.
 	DefaultBucket string
@@ -177,6 +181,12 @@ func (c Config) YAML(listen string) string {
 		}
 		if c.ExpectedInstances > 0 {
 			fmt.Fprintf(&b, "  expected_instances: %d\n", c.ExpectedInstances)
+		}
+		if c.ReclaimAfter > 0 {
+			fmt.Fprintf(&b, "  reclaim_after: %s\n", c.ReclaimAfter)
+		}
+		if c.ForgetAfter > 0 {
+			fmt.Fprintf(&b, "  forget_after: %s\n", c.ForgetAfter)
 		}
 		if c.RedisUsername != "" {
 			fmt.Fprintf(&b, "  username: %q\n", c.RedisUsername)

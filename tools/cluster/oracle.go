@@ -26,6 +26,18 @@ type Over struct {
 	Max    int64
 }
 
+// Window is a stretch of consecutive samples above max (gaps under 50 ms
+// joined).
+type Window struct {
+	From, To time.Duration // since the watch started
+	Peak     int64
+	Max      int64
+}
+
+func (w Window) String() string {
+	return fmt.Sprintf("%.3fs–%.3fs peak %d (max %d)", w.From.Seconds(), w.To.Seconds(), w.Peak, w.Max)
+}
+
 // BucketReport is what the Oracle saw of one bucket.
 type BucketReport struct {
 	Bucket    string
@@ -38,6 +50,8 @@ type BucketReport struct {
 	Peak int64
 	// Overs are the first samples above max (up to 100).
 	Overs []Over
+	// Windows are the stretches above max (up to 1000).
+	Windows []Window
 }
 
 func (r BucketReport) String() string {
@@ -64,6 +78,7 @@ type watched struct {
 	samples, over, maxVal atomic.Int64
 	mu                    sync.Mutex
 	overs                 []Over
+	windows               []Window
 }
 
 // Watch starts sampling every backend every `every` (5 ms if 0). It resets
@@ -102,8 +117,15 @@ func (o *Oracle) run(every time.Duration) {
 			if v > m {
 				w.over.Add(1)
 				w.mu.Lock()
+				at := time.Since(o.start)
 				if len(w.overs) < 100 {
-					w.overs = append(w.overs, Over{At: time.Since(o.start), Bucket: w.Bucket, Value: v, Max: m})
+					w.overs = append(w.overs, Over{At: at, Bucket: w.Bucket, Value: v, Max: m})
+				}
+				if n := len(w.windows); n > 0 && at-w.windows[n-1].To < 50*time.Millisecond {
+					last := &w.windows[n-1]
+					last.To, last.Peak = at, max(last.Peak, v)
+				} else if n < 1000 {
+					w.windows = append(w.windows, Window{From: at, To: at, Peak: v, Max: m})
 				}
 				w.mu.Unlock()
 			}
@@ -145,9 +167,10 @@ func (o *Oracle) Report() []BucketReport {
 	for _, w := range o.bs {
 		w.mu.Lock()
 		overs := append([]Over(nil), w.overs...)
+		windows := append([]Window(nil), w.windows...)
 		w.mu.Unlock()
 		out = append(out, BucketReport{Bucket: w.Bucket, Max: w.max.Load(), Samples: w.samples.Load(), Over: w.over.Load(),
-			MaxSample: w.maxVal.Load(), Peak: w.Server.Stats().Peak, Overs: overs})
+			MaxSample: w.maxVal.Load(), Peak: w.Server.Stats().Peak, Overs: overs, Windows: windows})
 	}
 	return out
 }

@@ -108,6 +108,9 @@ func checkOracle(t *testing.T, o *cluster.Oracle) {
 		t.Logf("oracle: %s", r)
 		if r.Peak > r.Max || r.Over > 0 {
 			t.Errorf("backend above max: %s; first: %+v", r, first(r.Overs))
+			for _, w := range r.Windows {
+				t.Logf("above max: %s", w)
+			}
 		}
 	}
 }
@@ -617,4 +620,52 @@ func oneShotInt(ctx context.Context, addr string, args ...string) (int64, error)
 	}
 	defer c.Close()
 	return c.Do(ctx, c.B().Arbitrary(args...).Build()).AsInt64()
+}
+
+// TestClusterRedisTLSAndACL: Redis serves TLS only, requires a client
+// certificate and has the default user off; two instances log in as an
+// ACL user over TLS (redis.username, redis.password, redis.tls.*), share
+// the cap (count = sessions open), and an instance that trusts another CA
+// never reaches Redis (it refuses logins instead of admitting on a
+// guessed share).
+func TestClusterRedisTLSAndACL(t *testing.T) {
+	rs := redistest.StartWith(t, redistest.Options{TLS: true, TLSAuthClients: true, Users: map[string]string{"tdsgate": "s3cret-acl"},
+		DisableDefaultUser: true})
+	rc := rs.Client(t)
+	si := backend(t)
+	f := rs.TLS()
+	c := cluster.Config{RedisAddr: rs.Addr(), RedisUsername: "tdsgate", RedisPassword: "s3cret-acl",
+		RedisTLS: &cluster.RedisTLS{CAFile: f.CAFile, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile, ServerName: redistest.TLSServerName},
+		Buckets:  []cluster.Bucket{bucket(5, 10, time.Second, si.Addr())}}
+	var ps []*cluster.Proxy
+	for i := 1; i <= 2; i++ {
+		c.InstanceID = fmt.Sprintf("proxy-%d", i)
+		ps = append(ps, cluster.Start(t, c))
+	}
+	waitFor(t, 10*time.Second, "2 registered over TLS as an ACL user", func() bool {
+		n, err := getInt(rc, "SCARD", keyInstances)
+		return err == nil && n == 2
+	})
+	held := append(openN(t, ps[0].Addr, 3, 5*time.Second), openN(t, ps[1].Addr, 3, 2*time.Second)...)
+	n, _ := getInt(rc, "GET", keyCount(bucketID))
+	t.Logf("over TLS + ACL: %d sessions admitted with max 5, count %d, stand-in current %d", len(held), n, si.Stats().Current)
+	if len(held) != 5 || n != 5 || si.Stats().Current != 5 {
+		t.Errorf("held %d, count %d, stand-in %d; want 5 each", len(held), n, si.Stats().Current)
+	}
+	// The wrong CA: the instance cannot verify Redis and admits nothing.
+	bad := c
+	bad.InstanceID = "proxy-bad"
+	bad.RedisTLS = &cluster.RedisTLS{CAFile: f.OtherCAFile, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile, ServerName: redistest.TLSServerName}
+	closeAll(held)
+	b, err := cluster.StartErr(t, bad)
+	if err == nil {
+		if got := openN(t, b.Addr, 1, 2*time.Second); len(got) != 0 {
+			t.Errorf("an instance that cannot verify Redis admitted a session")
+		}
+		if m, _ := getInt(rc, "SISMEMBER", keyInstances, "proxy-bad"); m != 0 {
+			t.Errorf("proxy-bad registered through a TLS connection it should not trust")
+		}
+	} else {
+		t.Logf("an instance that trusts another CA refused to start: %s", err)
+	}
 }

@@ -62,6 +62,8 @@ type Options struct {
 	Instances int           // tdsgate processes, 3..5 [4]
 	Clients   int           // churning clients [300]
 	LeaseLoss string        // redis.lease_loss [close]
+	// Faults, if set, limits the schedule to these faults (to isolate one).
+	Faults []string
 	// HeartbeatTTL [3s], HeartbeatInterval [500ms], ReaperInterval [1s],
 	// OpTimeout [300ms] of every instance.
 	HeartbeatTTL, HeartbeatInterval, ReaperInterval, OpTimeout time.Duration
@@ -422,7 +424,11 @@ func (r *run) between(lo, hi time.Duration) time.Duration {
 // returns when the last fault ended.
 func (r *run) schedule() time.Time {
 	begin := time.Now()
-	order := slices.Clone(Faults)
+	kinds := Faults
+	if len(r.o.Faults) > 0 {
+		kinds = r.o.Faults
+	}
+	order := slices.Clone(kinds)
 	r.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	var last time.Time
 	for n := 0; ; n++ {
@@ -433,7 +439,7 @@ func (r *run) schedule() time.Time {
 		if n < len(order) {
 			f = order[n]
 		} else {
-			f = Faults[r.rng.IntN(len(Faults))]
+			f = kinds[r.rng.IntN(len(kinds))]
 		}
 		at := r.or.Since()
 		detail := r.inject(f)
@@ -491,6 +497,7 @@ func (r *run) inject(f string) string {
 		r.or.Event("redis data servers back, empty (master %s)", r.sn.Master())
 		return fmt.Sprintf("down %s", d.Round(time.Millisecond))
 	case "failover":
+		r.healthy(30 * time.Second)
 		old := r.sn.Master()
 		if r.rng.IntN(2) == 0 {
 			r.or.Event("SENTINEL FAILOVER (master %s)", old)
@@ -506,7 +513,8 @@ func (r *run) inject(f string) string {
 		d := r.between(time.Second, 3*time.Second)
 		time.Sleep(d)
 		killed.Restart()
-		r.or.Event("old primary %s back (a replica once the sentinels reconfigure it)", old)
+		r.healthy(30 * time.Second)
+		r.or.Event("old primary %s back as a replica", old)
 		return fmt.Sprintf("kill %s → %s, old back after %s", old, m, d.Round(time.Millisecond))
 	case "partition":
 		mode := netfault.Stall
@@ -588,33 +596,98 @@ func (r *run) killData() {
 	}
 }
 
-// restartData restarts every data server (empty), makes the server the
-// sentinels name the primary again if it came back as a replica, and
-// waits until it answers as the primary.
+// restartData restarts every data server (empty) and waits for a healthy
+// topology (healthy).
 func (r *run) restartData() {
 	for _, d := range r.sn.Data {
 		if !d.Running() {
 			d.Restart()
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	r.healthy(30 * time.Second)
+}
+
+// healthy waits until the primary the sentinels name answers as a
+// primary, every other data server replicates it with its link up, and
+// every sentinel sees a replica in good standing, so that a failover can
+// run. It nudges the data servers (REPLICAOF) instead of waiting for the
+// sentinels' slower reconfiguration. It reports false (and logs) if that
+// takes longer than d.
+func (r *run) healthy(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	why := ""
 	for time.Now().Before(deadline) {
-		m, err := r.master()
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			role, rerr := oneShot(ctx, m, "ROLE").ToArray()
-			if rerr == nil && len(role) > 0 {
-				if s, _ := role[0].ToString(); s == "master" {
-					cancel()
-					return
-				}
-				oneShot(ctx, m, "REPLICAOF", "NO", "ONE")
-			}
-			cancel()
+		ok, w := r.checkTopology()
+		if ok {
+			return true
 		}
+		why = w
 		time.Sleep(100 * time.Millisecond)
 	}
-	r.t.Logf("nemesis: no primary answering 20 s after the data servers restarted")
+	r.o.Logf("nemesis: redis topology not healthy %s after the fault: %s", d, why)
+	r.or.Event("topology not healthy after %s: %s", d, why)
+	return false
+}
+
+func (r *run) checkTopology() (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m, err := r.master()
+	if err != nil {
+		return false, err.Error()
+	}
+	host, port, _ := net.SplitHostPort(m)
+	if role := roleOf(ctx, m); role != "master" {
+		if role == "slave" {
+			oneShot(ctx, m, "REPLICAOF", "NO", "ONE")
+		}
+		return false, fmt.Sprintf("master %s says role %q", m, role)
+	}
+	for _, ds := range r.sn.Data {
+		if ds.Addr() == m || !ds.Running() {
+			continue
+		}
+		info, err := oneShot(ctx, ds.Addr(), "INFO", "replication").ToString()
+		if err != nil {
+			return false, fmt.Sprintf("replica %s: %v", ds.Addr(), err)
+		}
+		if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_port:"+port) {
+			oneShot(ctx, ds.Addr(), "REPLICAOF", host, port)
+			return false, fmt.Sprintf("%s does not replicate %s yet", ds.Addr(), m)
+		}
+		if !strings.Contains(info, "master_link_status:up") {
+			return false, fmt.Sprintf("replica %s: link to %s down", ds.Addr(), m)
+		}
+	}
+	for _, sen := range r.sn.Sentinels {
+		reps, err := oneShot(ctx, sen.Addr(), "SENTINEL", "REPLICAS", r.sn.MasterSet).ToArray()
+		if err != nil {
+			return false, fmt.Sprintf("sentinel %s: %v", sen.Addr(), err)
+		}
+		good := 0
+		for _, rep := range reps {
+			f, err := rep.AsStrMap()
+			if err != nil {
+				continue
+			}
+			if f["flags"] == "slave" && f["master-link-status"] == "ok" {
+				good++
+			}
+		}
+		if good == 0 {
+			return false, fmt.Sprintf("sentinel %s sees no good replica", sen.Addr())
+		}
+	}
+	return true, ""
+}
+
+func roleOf(ctx context.Context, addr string) string {
+	role, err := oneShot(ctx, addr, "ROLE").ToArray()
+	if err != nil || len(role) == 0 {
+		return ""
+	}
+	s, _ := role[0].ToString()
+	return s
 }
 
 // measure reads, per bucket, the count, the sum of the instance hashes
@@ -679,7 +752,19 @@ func Markdown(r Result) string {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d / %d / %d | %d |\n", br.Bucket, br.Max, br.Samples, br.Over, br.MaxSample, br.Peak,
 			r.Counts[br.Bucket], r.SumHashes[br.Bucket], r.Open[br.Bucket], r.Lost[br.Bucket])
 	}
+	for _, br := range r.Buckets {
+		for i, w := range br.Windows {
+			if i == 30 {
+				fmt.Fprintf(&b, "\n… %d more windows", len(br.Windows)-30)
+				break
+			}
+			fmt.Fprintf(&b, "\n%s above max: %s", br.Bucket, w)
+		}
+	}
 	fmt.Fprintf(&b, "\nSessions completed: %d. Client errors by kind: %v.\n\n", r.Sessions, r.Errors)
 	b.WriteString("<details><summary>schedule</summary>\n\n```\n" + strings.Join(r.Schedule, "\n") + "\n```\n</details>\n")
+	if !r.OK() {
+		b.WriteString("\n<details><summary>timeline</summary>\n\n```\n" + r.Events + "\n```\n</details>\n")
+	}
 	return b.String()
 }
