@@ -17,4 +17,9 @@
 // read under the login deadline. Every refusal after PRELOGIN is a TDS
 // ERROR token with its own number (errors.go) and a readable message,
 // never a dropped socket.
+//
+// Handler.ShedSessions(bucket, keep) is the one way in from outside a
+// session: it closes the bucket's newest sessions that hold a slot until
+// keep remain (a shed pooled backend is closed, not pooled). The app calls
+// it when the Redis limiter loses its lease with redis.lease_loss close.
 package frontend
