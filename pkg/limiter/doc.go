@@ -51,9 +51,9 @@
 //     lapsed one: a lost lease always goes back through register.
 //   - The holder's lease ends, on its monotonic clock, at the send time of
 //     its last successful renewal + HeartbeatTTL − LeaseMargin
-//     (LeaseDeadline). Past it the limiter falls back to its share. Past it
-//   - ReclaimAfter — the earliest a reaper may give any of its slots
-//     away — with lease_loss close, the fence (watchLease, its own
+//     (LeaseDeadline). Past it the limiter falls back to its share. Past
+//     that deadline plus ReclaimAfter — the earliest a reaper may give any
+//     of its slots away — with lease_loss close, the fence (watchLease, its own
 //     goroutine) asks Shed to close the sessions over the fallback share,
 //     and asks again every 100 ms until the lease is renewed.
 //   - The reaper (package registry, ReapInstance) fences an expired lease
