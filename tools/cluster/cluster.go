@@ -16,6 +16,7 @@
 //	                                        (lease_loss, expected_instances,
 //	                                        reclaim_after, forget_after,
 //	                                        username, tls, sentinel)
+//	TDSGATE_CLUSTER_LOGDIR=/tmp/logs        write every instance's log there
 //
 // so that the same tests can be run against a binary built from an older
 // commit, to show what they catch.
@@ -48,6 +49,9 @@ var (
 const (
 	EnvProxy     = "TDSGATE_CLUSTER_PROXY"
 	EnvOldConfig = "TDSGATE_CLUSTER_OLDCONFIG"
+	// EnvLogDir names a directory where each instance's whole log is
+	// written at the end of the test (<id>-<pid>.log).
+	EnvLogDir = "TDSGATE_CLUSTER_LOGDIR"
 )
 
 // OldConfig reports whether configs leave out the keys an older binary
@@ -290,6 +294,9 @@ func StartErr(t testing.TB, c Config) (*Proxy, error) {
 	}()
 	t.Cleanup(func() {
 		p.Kill()
+		if dir := os.Getenv(EnvLogDir); dir != "" {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d.log", p.ID, p.proc.Pid)), []byte(p.Log()), 0o644)
+		}
 		if os.Getenv("TDSGATE_TEST_LOG") != "" {
 			t.Logf("log of %s (pid %d):\n%s", p.ID, p.proc.Pid, p.Log())
 		} else if t.Failed() {

@@ -142,6 +142,9 @@ func (o *Oracle) SetMax(bucket string, max int) {
 	}
 }
 
+// Start is when the watch started (wall clock).
+func (o *Oracle) Start() time.Time { return o.start }
+
 // Since is the time since the watch started (the time base of Over.At
 // and of Event).
 func (o *Oracle) Since() time.Duration { return time.Since(o.start) }
@@ -151,7 +154,8 @@ func (o *Oracle) Since() time.Duration { return time.Since(o.start) }
 func (o *Oracle) Event(format string, args ...any) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.events = append(o.events, fmt.Sprintf("%8.3fs  %s", time.Since(o.start).Seconds(), fmt.Sprintf(format, args...)))
+	now := time.Now()
+	o.events = append(o.events, fmt.Sprintf("%8.3fs %s  %s", now.Sub(o.start).Seconds(), now.UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...)))
 }
 
 // Events are the notes so far, one line each.
