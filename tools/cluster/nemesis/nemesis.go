@@ -36,7 +36,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,6 +129,12 @@ type Result struct {
 	Elapsed  time.Duration
 	// Events is the oracle's timeline (faults as they happened).
 	Events string
+	// Closed is, per bucket, the sessions the instances closed to fence
+	// themselves (lease_loss close); KeptOver the largest overshoot an
+	// instance announced it kept (lease_loss keep: its stated bound), in
+	// KeptLines announcements. From the instances' logs.
+	Closed, KeptOver map[string]int64
+	KeptLines        int
 }
 
 // OK reports whether the run met the exact bound: no sample and no peak
@@ -161,6 +169,8 @@ func (r Result) Summary() string {
 	for _, br := range r.Buckets {
 		fmt.Fprintf(&b, "backend %s\n", br)
 	}
+	fmt.Fprintf(&b, "sessions closed by the fence (lease_loss close) %v; largest overshoot announced by lease_loss keep %v (%d announcements)\n",
+		r.Closed, r.KeptOver, r.KeptLines)
 	for _, id := range bucketIDs {
 		fmt.Fprintf(&b, "%s %s after the last fault: count %d, sum of hashes %d, sessions open %d, lost %d\n",
 			id, r.LostAfter.Round(time.Millisecond), r.Counts[id], r.SumHashes[id], r.Open[id], r.Lost[id])
@@ -187,6 +197,7 @@ type run struct {
 
 	mu    sync.Mutex
 	slots []*slot
+	all   []*cluster.Proxy // every process started
 
 	res      Result
 	sessions atomic.Int64
@@ -228,6 +239,7 @@ func Run(t testing.TB, o Options) Result {
 	r.res.Sessions = r.sessions.Load()
 	r.res.Errors = r.errs
 	r.res.Elapsed = time.Since(start)
+	r.fencingFromLogs()
 	if !r.lostZero() {
 		// Diagnostics: how long until the lost slots come back.
 		t0 := time.Now()
@@ -280,10 +292,52 @@ func (r *run) setup() {
 			c.RedisAddr = r.sn.Master() // used only by an older binary (cluster.EnvOldConfig)
 			c.Sentinel = &cluster.Sentinel{MasterSet: r.sn.MasterSet, Addrs: r.sn.Addrs()}
 		}
-		r.slots = append(r.slots, &slot{cfg: c, cur: cluster.Start(t, c)})
+		r.slots = append(r.slots, &slot{cfg: c, cur: r.start(c)})
 	}
 	r.waitRegistered(15 * time.Second)
 	r.or = cluster.Watch(5*time.Millisecond, backends...)
+}
+
+// start starts an instance and remembers it (for its log).
+func (r *run) start(c cluster.Config) *cluster.Proxy {
+	p := cluster.Start(r.t, c)
+	r.mu.Lock()
+	r.all = append(r.all, p)
+	r.mu.Unlock()
+	return p
+}
+
+// fencingFromLogs reads, from every process's log, the sessions closed by
+// lease_loss close (the fence, and re-registration that did not fit) and
+// the largest overshoot lease_loss keep announced, per bucket.
+func (r *run) fencingFromLogs() {
+	r.res.Closed, r.res.KeptOver = map[string]int64{}, map[string]int64{}
+	field := func(line, key string) (string, int64) {
+		m := regexp.MustCompile(`bucket=(\S+) .*\b` + key + `=(\d+)`).FindStringSubmatch(line)
+		if m == nil {
+			return "", 0
+		}
+		n, _ := strconv.ParseInt(m[2], 10, 64)
+		return m[1], n
+	}
+	r.mu.Lock()
+	all := slices.Clone(r.all)
+	r.mu.Unlock()
+	for _, p := range all {
+		for _, l := range p.LogLines("lease: closed sessions over this instance's share") {
+			b, n := field(l, "closed")
+			r.res.Closed[b] += n
+		}
+		for _, l := range p.LogLines("closing them (lease_loss close)") {
+			b, n := field(l, "closing")
+			r.res.Closed[b] += n
+		}
+		for _, l := range p.LogLines("lease_loss keep: kept") {
+			b, n := field(l, "over")
+			r.res.KeptOver[b] = max(r.res.KeptOver[b], n)
+			r.res.KeptLines++
+		}
+	}
 }
 
 func appOf(bucket string) string { return "nemesis-" + bucket }
@@ -482,7 +536,7 @@ func (r *run) inject(f string) string {
 		p.Kill()
 		r.or.Event("SIGKILL %s", p.ID)
 		time.Sleep(d)
-		np := cluster.Start(r.t, s.cfg)
+		np := r.start(s.cfg)
 		r.mu.Lock()
 		s.cur = np
 		r.mu.Unlock()
@@ -533,6 +587,9 @@ func (r *run) inject(f string) string {
 		c := s.cfg
 		c.Listen = ""
 		dup, err := cluster.StartErr(r.t, c)
+		r.mu.Lock()
+		r.all = append(r.all, dup)
+		r.mu.Unlock()
 		if err != nil {
 			r.or.Event("duplicate %s refused to start", c.InstanceID)
 			return fmt.Sprintf("%s: the second process refused to start: %s", c.InstanceID, lastLine(err.Error()))
@@ -571,7 +628,7 @@ func (r *run) inject(f string) string {
 		s.cur = nil
 		r.mu.Unlock()
 		p.Kill()
-		np := cluster.Start(r.t, s.cfg)
+		np := r.start(s.cfg)
 		r.mu.Lock()
 		s.cur = np
 		r.mu.Unlock()
@@ -761,7 +818,9 @@ func Markdown(r Result) string {
 			fmt.Fprintf(&b, "\n%s above max: %s", br.Bucket, w)
 		}
 	}
-	fmt.Fprintf(&b, "\nSessions completed: %d. Client errors by kind: %v.\n\n", r.Sessions, r.Errors)
+	fmt.Fprintf(&b, "\nSessions completed: %d. Client errors by kind: %v.\n", r.Sessions, r.Errors)
+	fmt.Fprintf(&b, "Sessions the instances closed to fence themselves (lease_loss close): %v. Largest overshoot an instance announced it kept (lease_loss keep, its stated bound): %v in %d announcements.\n\n",
+		r.Closed, r.KeptOver, r.KeptLines)
 	b.WriteString("<details><summary>schedule</summary>\n\n```\n" + strings.Join(r.Schedule, "\n") + "\n```\n</details>\n")
 	if !r.OK() {
 		b.WriteString("\n<details><summary>timeline</summary>\n\n```\n" + r.Events + "\n```\n</details>\n")
