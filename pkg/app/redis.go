@@ -9,6 +9,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/redisconn"
 	"github.com/tdsgate/tdsgate/pkg/registry"
 )
 
@@ -23,8 +24,9 @@ type appLimiter interface {
 // redisCoord is the Redis side of an instance: the shared limiter and the
 // registry (heartbeat, reaper, leave).
 type redisCoord struct {
-	lim *limiter.Redis
-	reg *registry.Registry
+	lim  *limiter.Redis
+	reg  *registry.Registry
+	conn *redisconn.Conn // the one client: closed last
 }
 
 // newLimiter chooses the limiter: limiter.Local when redis.addr is empty
@@ -41,9 +43,15 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 	if err != nil {
 		return nil, err
 	}
+	// The one Redis client: the limiter, the registry and pool pressure
+	// share it; stopRedis closes it last.
+	conn, err := redisconn.New(redisconn.Options{Addr: rc.Addr, SentinelMasterSet: rc.Sentinel.MasterSet, SentinelAddrs: rc.Sentinel.Addrs,
+		Username: rc.Username, Password: rc.Password, DB: rc.DB, TLS: tlsConf, ClientName: "tdsgate-" + cfg.InstanceID, OpTimeout: rc.OpTimeout})
+	if err != nil {
+		return nil, err
+	}
 	lim, err := limiter.NewRedis(limiter.RedisOptions{
-		Addr: rc.Addr, Username: rc.Username, Password: rc.Password, DB: rc.DB, InstanceID: cfg.InstanceID,
-		TLSConfig: tlsConf, SentinelMasterSet: rc.Sentinel.MasterSet, SentinelAddrs: rc.Sentinel.Addrs,
+		Client: conn, InstanceID: cfg.InstanceID,
 		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
 		ExpectedInstances: rc.ExpectedInstances, LeaseLossKeep: rc.LeaseLoss == config.LeaseLossKeep,
 		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter,
@@ -55,10 +63,11 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		OnOp: m.RedisOp,
 	}, bucketLimits(cfg), opts...)
 	if err != nil {
+		conn.Close()
 		return nil, err
 	}
 	reg, err := registry.New(registry.Config{
-		Client: lim.Client(), InstanceID: cfg.InstanceID,
+		Client: conn, InstanceID: cfg.InstanceID,
 		HeartbeatTTL: rc.HeartbeatTTL, HeartbeatInterval: rc.HeartbeatInterval, ReaperInterval: rc.ReaperInterval,
 		OpTimeout: rc.OpTimeout, Log: log,
 		Ready:        func() bool { return !lim.InFallback() },
@@ -71,10 +80,11 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 	})
 	if err != nil {
 		lim.Disconnect()
+		conn.Close()
 		return nil, err
 	}
 	reg.Start()
-	a.redis = &redisCoord{lim: lim, reg: reg}
+	a.redis = &redisCoord{lim: lim, reg: reg, conn: conn}
 	m.SetFallback(lim.InFallback())
 	m.OnScrape(func() {
 		_, bs := lim.Status()
@@ -112,6 +122,7 @@ func (a *App) stopRedis(ctx context.Context) {
 		a.log.Warn("shutdown: redis leave failed", "err", err)
 	}
 	a.redis.lim.Disconnect()
+	a.redis.conn.Close()
 	a.redis = nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/tdsgate/tdsgate/pkg/redisconn"
 )
 
 // Defaults of RedisOptions.
@@ -83,6 +84,12 @@ type RedisOptions struct {
 	// Sentinel (config redis.sentinel); Addr is then unused.
 	SentinelMasterSet string
 	SentinelAddrs     []string
+
+	// Client, if set, is the Redis client to use (the app's one owner of
+	// it; see package redisconn): Addr, Username, Password, DB, TLSConfig
+	// and the sentinel options are then unused, and Disconnect leaves it
+	// open. nil: the limiter builds and owns one.
+	Client *redisconn.Conn
 
 	// Incarnation is this process's random token (NewIncarnation when
 	// empty): it tells this process's lease from any other's.
@@ -158,10 +165,11 @@ func (o *RedisOptions) setDefaults() {
 // does not answer, it keeps admitting on a local share and reconciles when
 // Redis is back; see RedisState for the state machine.
 type Redis struct {
-	o      RedisOptions
-	opts   options
-	log    *slog.Logger
-	client rueidis.Client
+	o         RedisOptions
+	opts      options
+	log       *slog.Logger
+	client    rueidis.Client
+	ownClient bool // built by NewRedis: Disconnect closes it
 
 	// mu is held shared by each acquire and release for the length of its
 	// Redis call (or local update), and exclusively by every state
@@ -238,7 +246,7 @@ type redisBucket struct {
 // reconciles when Redis appears. It fails only on bad options.
 func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, error) {
 	o.setDefaults()
-	if o.Addr == "" && o.SentinelMasterSet == "" {
+	if o.Client == nil && o.Addr == "" && o.SentinelMasterSet == "" {
 		return nil, errors.New("limiter: redis address or sentinel master set required")
 	}
 	if o.InstanceID == "" {
@@ -253,11 +261,18 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 	m := map[string]*redisBucket{}
 	l.buckets.Store(&m)
 	l.state.Store(int32(StateFallback))
-	client, err := rueidis.NewClient(ClientOption(o, l.onInvalidations))
-	if client == nil {
-		return nil, err
+	conn := o.Client
+	if conn == nil {
+		c, err := redisconn.New(redisconn.Options{Addr: o.Addr, SentinelMasterSet: o.SentinelMasterSet, SentinelAddrs: o.SentinelAddrs,
+			Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLSConfig, ClientName: "tdsgate-" + o.InstanceID, OpTimeout: o.OpTimeout})
+		if err != nil {
+			return nil, err
+		}
+		conn, l.ownClient = c, true
 	}
-	l.client = client
+	conn.SetOnInvalidations(l.onInvalidations)
+	l.client = conn
+	var err error
 	l.Update(buckets)
 
 	// First contact: register holding nothing. With nothing held there is
@@ -294,43 +309,6 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 	go l.subscribe()
 	go l.watchLease()
 	return l, nil
-}
-
-// ClientOption is the rueidis option of o: standalone on o.Addr, or
-// through o.SentinelAddrs for o.SentinelMasterSet; TLS and the ACL user
-// apply to Redis and to the sentinels alike.
-func ClientOption(o RedisOptions, onInvalidations func([]rueidis.RedisMessage)) rueidis.ClientOption {
-	opTimeout := o.OpTimeout
-	if opTimeout <= 0 {
-		opTimeout = DefaultRedisOpTimeout
-	}
-	co := rueidis.ClientOption{
-		InitAddress:       []string{o.Addr},
-		Username:          o.Username,
-		Password:          o.Password,
-		SelectDB:          o.DB,
-		ClientName:        "tdsgate-" + o.InstanceID,
-		TLSConfig:         o.TLSConfig,
-		ForceSingleClient: true, // a client even when Redis is down at start: we start in fallback
-		DisableRetry:      true, // a failed call means fallback, not a retry past op_timeout
-		Dialer:            net.Dialer{Timeout: opTimeout, KeepAlive: time.Second},
-		ConnWriteTimeout:  max(2*opTimeout, time.Second),
-		OnInvalidations:   onInvalidations,
-	}
-	if o.SentinelMasterSet != "" {
-		co.InitAddress = append([]string(nil), o.SentinelAddrs...)
-		co.ForceSingleClient = false
-		co.Sentinel = rueidis.SentinelOption{
-			MasterSet: o.SentinelMasterSet,
-			Dialer:    co.Dialer,
-			TLSConfig: o.TLSConfig,
-			Username:  o.Username,
-			Password:  o.Password,
-			// Follow a failover even if a +switch-master event was missed.
-			TopologyRefreshInterval: time.Second,
-		}
-	}
-	return co
 }
 
 // Client is the limiter's Redis client, for the registry and the route
@@ -544,7 +522,9 @@ func (l *Redis) Close() error {
 // registry has left.
 func (l *Redis) Disconnect() {
 	l.Close()
-	l.client.Close()
+	if l.ownClient {
+		l.client.Close()
+	}
 }
 
 // RouteDirectory looks key up in the optional route directory

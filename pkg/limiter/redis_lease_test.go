@@ -483,3 +483,32 @@ func TestLeaseLossKeepOvershootBound(t *testing.T) {
 	releaseAll(hb)
 	waitCond(t, 2*time.Second, "count 0", func() bool { return redistest.Int(t, c, "GET", KeyCount("b")) == 0 })
 }
+
+// TestRedisSentinelUnreachableAtStart: no sentinel answers when the
+// instance starts: it starts anyway (refusing, as it never reached
+// Redis), and connects through the sentinels once they answer.
+func TestRedisSentinelUnreachableAtStart(t *testing.T) {
+	sn := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	for _, s := range sn.Sentinels {
+		s.Kill()
+	}
+	bs := []BucketConfig{{ID: "b", MaxConnections: 2, MaxQueueSize: 0}}
+	l := newRedisLimiter(t, "", "a", bs, func(o *RedisOptions) {
+		o.SentinelMasterSet, o.SentinelAddrs = sn.MasterSet, sn.Addrs()
+	})
+	if !l.InFallback() {
+		t.Fatal("connected with every sentinel down")
+	}
+	if _, err := l.Acquire(context.Background(), "b"); !errors.Is(err, &Error{Code: CodeNoShare}) {
+		t.Fatalf("before any sentinel answered: %v, want CodeNoShare", err)
+	}
+	for _, s := range sn.Sentinels {
+		s.Restart()
+	}
+	d := waitCond(t, 10*time.Second, "connected through the sentinels", func() bool { return !l.InFallback() })
+	t.Logf("connected %s after the sentinels came back", d)
+	acquireN(t, l, "b", 2)
+	if n := redistest.Int(t, sn.Primary().Client(t), "GET", KeyCount("b")); n != 2 {
+		t.Fatalf("count on the primary %d", n)
+	}
+}
