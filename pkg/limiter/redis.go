@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -91,7 +92,7 @@ type RedisOptions struct {
 	// open. nil: the limiter builds and owns one.
 	Client *redisconn.Conn
 
-	// Incarnation is this process's random token (NewIncarnation when
+	// Incarnation is this process's random token (coord.NewIncarnation when
 	// empty): it tells this process's lease from any other's.
 	Incarnation string
 	// LeaseLossKeep keeps the sessions over the fallback share when the
@@ -146,7 +147,7 @@ func (o *RedisOptions) setDefaults() {
 		o.Log = slog.Default()
 	}
 	if o.Incarnation == "" {
-		o.Incarnation = NewIncarnation()
+		o.Incarnation = coord.NewIncarnation()
 	}
 	if o.ReclaimAfter <= 0 {
 		o.ReclaimAfter = o.HeartbeatTTL
@@ -181,7 +182,7 @@ type Redis struct {
 	settleUntil   time.Time    // supervisor goroutine only
 
 	// The lease (doc.go, "Leases and fencing"). keyID is the id in the
-	// keys: the configured one, or SiblingID when another live process
+	// keys: the configured one, or coord.SiblingID when another live process
 	// held it. leaseSent is when the last successful renewal was sent, on
 	// the monotonic clock (ns since epoch; 0: never). leaseOK is false from
 	// the moment the lease is known lost until the register script ran.
@@ -316,7 +317,7 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 func (l *Redis) Client() rueidis.Client { return l.client }
 
 // InstanceID is the instance's id in the keys: the configured id, or
-// SiblingID(id, incarnation) when another live process held it.
+// coord.SiblingID(id, incarnation) when another live process held it.
 func (l *Redis) InstanceID() string { return *l.keyID.Load() }
 
 // Incarnation is this process's random token.
@@ -470,7 +471,7 @@ func (l *Redis) Update(buckets []BucketConfig) {
 		} else {
 			if prev := b.seed.Swap(seed); prev != seed && l.client != nil {
 				l.log.Info("config: max_connections changed by a reload; writing it to redis (config wins on reload)",
-					"bucket", c.ID, "from", prev, "to", seed, "redis_key", KeyMax(c.ID), "redis_max", b.max.Load())
+					"bucket", c.ID, "from", prev, "to", seed, "redis_key", coord.KeyMax(c.ID), "redis_max", b.max.Load())
 				b.pushMax.Store(true)
 			}
 			b.q.SetLimits(c.MaxQueueSize, c.QueueTimeout)
@@ -534,7 +535,7 @@ func (l *Redis) Disconnect() {
 func (l *Redis) RouteDirectory(ctx context.Context, key string) (bucket string, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, l.o.OpTimeout)
 	defer cancel()
-	s, err := l.client.DoCache(ctx, l.client.B().Get().Key(KeyRoute(key)).Cache(), cacheTTL).ToString()
+	s, err := l.client.DoCache(ctx, l.client.B().Get().Key(coord.KeyRoute(key)).Cache(), cacheTTL).ToString()
 	if err != nil || s == "" {
 		return "", false
 	}
@@ -583,18 +584,18 @@ func (b *redisBucket) TryTake() bool {
 		}
 		queued := int(b.q.n.Load()) // the clients in our list, the one we try for included
 		ctx, cancel := l.opCtx()
-		r, err := AcquireSlotFair(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, l.staleWaiting())
+		r, err := coord.AcquireSlotFair(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, l.staleWaiting())
 		cancel()
 		l.op("acquire", err)
-		if err == nil && r.Status != AcquireUnregistered {
+		if err == nil && r.Status != coord.AcquireUnregistered {
 			b.max.Store(r.Max)
 			b.count.Store(r.Count)
 			b.countSeen.Store(true)
 			switch r.Status {
-			case AcquireGranted:
+			case coord.AcquireGranted:
 				b.held.Add(1)
 				b.listed.Store(queued > 1)
-			case AcquireDeferred:
+			case coord.AcquireDeferred:
 				// Another instance's longer queue goes first; if it does not
 				// take the slot, ours will shortly.
 				b.listed.Store(true)
@@ -603,7 +604,7 @@ func (b *redisBucket) TryTake() bool {
 				b.listed.Store(queued > 0)
 			}
 			l.mu.RUnlock()
-			return r.Status == AcquireGranted
+			return r.Status == coord.AcquireGranted
 		}
 		l.mu.RUnlock()
 		if err == nil {
@@ -654,7 +655,7 @@ func (b *redisBucket) Give() {
 			return
 		}
 		ctx, cancel := l.opCtx()
-		released, count, err := ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
+		released, count, err := coord.ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
 		cancel()
 		l.op("release", err)
 		if err == nil {
@@ -720,7 +721,7 @@ func (b *redisBucket) syncWaiting() {
 	}
 	ctx, cancel := l.opCtx()
 	defer cancel()
-	if err := SetWaiting(ctx, l.client, l.InstanceID(), b.id, n); err == nil {
+	if err := coord.SetWaiting(ctx, l.client, l.InstanceID(), b.id, n); err == nil {
 		b.listed.Store(n > 0)
 	}
 }
@@ -848,16 +849,16 @@ func (l *Redis) kickSupervisor() {
 
 // holdingsLocked lists what this instance holds, every configured bucket
 // and every retired one still held.
-func (l *Redis) holdingsLocked() []Holding {
+func (l *Redis) holdingsLocked() []coord.Holding {
 	m := *l.buckets.Load()
-	hs := make([]Holding, 0, len(m))
+	hs := make([]coord.Holding, 0, len(m))
 	for _, b := range m {
-		hs = append(hs, Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
+		hs = append(hs, coord.Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
 	}
 	l.bmu.Lock()
 	for id, b := range l.retired {
 		if m[id] == nil {
-			hs = append(hs, Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
+			hs = append(hs, coord.Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
 		}
 	}
 	l.bmu.Unlock()
@@ -876,9 +877,9 @@ func (l *Redis) reconcileLocked() error {
 	defer cancel()
 	id := l.InstanceID()
 	sent := time.Now()
-	res, err := RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
-	if errors.Is(err, ErrIDTaken) {
-		sib := SiblingID(l.o.InstanceID, l.o.Incarnation)
+	res, err := coord.RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+	if errors.Is(err, coord.ErrIDTaken) {
+		sib := coord.SiblingID(l.o.InstanceID, l.o.Incarnation)
 		if id == sib {
 			// Our own sibling id is taken: by us, in another process? Never
 			// by chance (16 hex digits); say so and stay in fallback.
@@ -890,7 +891,7 @@ func (l *Redis) reconcileLocked() error {
 			"instance_id", l.o.InstanceID, "sibling_id", sib, "incarnation", l.o.Incarnation)
 		id = sib
 		l.keyID.Store(&sib)
-		res, err = RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+		res, err = coord.RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
 	}
 	l.op("reconcile", err)
 	if err != nil {
@@ -1163,14 +1164,14 @@ func (l *Redis) poll() {
 	}
 	c := l.client
 	cmds := make(rueidis.Commands, 0, 2+len(bs))
-	cmds = append(cmds, c.B().Sismember().Key(KeyInstances).Member(l.InstanceID()).Build(), c.B().Sunion().Key(KeyInstances, KeyFenced).Build())
+	cmds = append(cmds, c.B().Sismember().Key(coord.KeyInstances).Member(l.InstanceID()).Build(), c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build())
 	for _, b := range bs {
-		cmds = append(cmds, c.B().Get().Key(KeyCount(b.id)).Build())
+		cmds = append(cmds, c.B().Get().Key(coord.KeyCount(b.id)).Build())
 	}
 	cmds = append(cmds, c.B().Info().Section("server").Build())
 	cached := make([]rueidis.CacheableTTL, 0, len(bs))
 	for _, b := range bs {
-		cached = append(cached, rueidis.CT(c.B().Get().Key(KeyMax(b.id)).Cache(), cacheTTL))
+		cached = append(cached, rueidis.CT(c.B().Get().Key(coord.KeyMax(b.id)).Cache(), cacheTTL))
 	}
 	ctx, cancel := l.opCtx()
 	defer cancel()
@@ -1207,7 +1208,7 @@ func (l *Redis) poll() {
 		switch err := mr.Error(); {
 		case rueidis.IsRedisNil(err):
 			// Absent: seed it (SET NX), as the acquire script would.
-			c.Do(ctx, c.B().Set().Key(KeyMax(b.id)).Value(itoa(b.seed.Load())).Nx().Build())
+			c.Do(ctx, c.B().Set().Key(coord.KeyMax(b.id)).Value(itoa(b.seed.Load())).Nx().Build())
 		case err != nil:
 			l.toFallback("poll", b.id, err)
 			return
@@ -1224,10 +1225,10 @@ func (l *Redis) poll() {
 			// The documented rule: a reload that changes max_connections
 			// writes it to Redis (config wins on reload).
 			seed := b.seed.Load()
-			if err := c.Do(ctx, c.B().Set().Key(KeyMax(b.id)).Value(itoa(seed)).Build()).Error(); err != nil {
+			if err := c.Do(ctx, c.B().Set().Key(coord.KeyMax(b.id)).Value(itoa(seed)).Build()).Error(); err != nil {
 				b.pushMax.Store(true)
 			} else {
-				l.log.Info("config: max_connections changed by a reload; written to redis", "bucket", b.id, "redis_key", KeyMax(b.id), "max", seed)
+				l.log.Info("config: max_connections changed by a reload; written to redis", "bucket", b.id, "redis_key", coord.KeyMax(b.id), "max", seed)
 				b.max.Store(seed)
 			}
 		}
@@ -1273,15 +1274,15 @@ func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
 			l.mu.RUnlock()
 			return
 		}
-		r, err := AcquireSlot(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()))
-		ok := err == nil && r.Status == AcquireGranted
+		r, err := coord.AcquireSlot(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()))
+		ok := err == nil && r.Status == coord.AcquireGranted
 		if ok {
 			if u := b.uncounted.Load(); u > 0 && b.uncounted.CompareAndSwap(u, u-1) {
 				l.mu.RUnlock()
 				continue
 			}
 			// Released meanwhile: give the slot back.
-			ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
+			coord.ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
 		}
 		l.mu.RUnlock()
 		return
@@ -1299,7 +1300,7 @@ func (l *Redis) onInvalidations(ms []rueidis.RedisMessage) {
 	}
 	for _, m := range ms {
 		if k, err := m.ToString(); err == nil {
-			if _, ok := bucketOfMaxKey(k); ok {
+			if _, ok := coord.BucketOfMaxKey(k); ok {
 				l.kickSupervisor()
 				return
 			}
@@ -1318,7 +1319,7 @@ func (l *Redis) subscribe() {
 		}
 	})
 	for {
-		err := l.client.Receive(hook, l.client.B().Psubscribe().Pattern(KeyReleasedPattern).Build(), func(msg rueidis.PubSubMessage) {
+		err := l.client.Receive(hook, l.client.B().Psubscribe().Pattern(coord.KeyReleasedPattern).Build(), func(msg rueidis.PubSubMessage) {
 			if b := (*l.buckets.Load())[msg.Message]; b != nil {
 				b.wakeSoon()
 			}

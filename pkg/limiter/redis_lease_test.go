@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,117 +43,6 @@ func TestExactShareSumsToMax(t *testing.T) {
 	}
 	if ones != 20 {
 		t.Fatalf("30 instances of max 20 admit %d", ones)
-	}
-}
-
-// TestRegisterScriptReacquiresNeverReadds: the register script lowers
-// what Redis over-records, re-acquires what it under-records only up to
-// max, refuses another live incarnation's id, and gives back the records
-// of an older (dead) incarnation of the same id.
-func TestRegisterScriptReacquiresNeverReadds(t *testing.T) {
-	rs := redistest.Start(t)
-	c := rs.Client(t)
-	ctx := ctx5(t)
-	reg := func(id, inc string, held int64) []Reconciled {
-		t.Helper()
-		r, err := RegisterInstance(ctx, c, id, inc, time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 4}})
-		if err != nil {
-			t.Fatalf("register %s/%s: %v", id, inc, err)
-		}
-		return r
-	}
-	reg("a", "inc-a", 3)
-	reg("b", "inc-b", 0)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 3 {
-		t.Fatalf("count %d, want 3", n)
-	}
-	// B claims to hold 4 (granted in fallback): only 1 fits.
-	r := reg("b", "inc-b", 4)
-	if r[0].Granted != 1 || r[0].Count != 4 {
-		t.Fatalf("b re-acquired %+v, want granted 1 count 4", r[0])
-	}
-	// A now holds 1: lowered.
-	r = reg("a", "inc-a", 1)
-	if r[0].Granted != 1 || r[0].Count != 2 || r[0].Delta != -2 {
-		t.Fatalf("a lowered %+v", r[0])
-	}
-	// Another incarnation may not take a's live id...
-	if _, err := RegisterInstance(ctx, c, "a", "intruder", time.Minute, nil); !errors.Is(err, ErrIDTaken) {
-		t.Fatalf("duplicate incarnation: %v, want ErrIDTaken", err)
-	}
-	if n := redistest.Int(t, c, "HGET", KeyConns("a"), "b"); n != 1 {
-		t.Fatalf("the refused duplicate changed a's hash: %d", n)
-	}
-	// ...but once a's lease is gone, a new incarnation (a restart) gives
-	// the old records back first.
-	redistest.Do(t, c, "DEL", KeyHeartbeat("a"))
-	r = reg("a", "restarted", 0)
-	if r[0].Count != 1 {
-		t.Fatalf("after the restart count %d, want 1 (b's)", r[0].Count)
-	}
-	if got, _ := redistest.Do(t, c, "GET", KeyIncarnation("a")).ToString(); got != "restarted" {
-		t.Fatalf("incarnation %q", got)
-	}
-	if hb, _ := redistest.Do(t, c, "GET", KeyHeartbeat("a")).ToString(); IncarnationOf(hb) != "restarted" {
-		t.Fatalf("heartbeat %q", hb)
-	}
-	// Renewal is refused to anyone but the owner, and never re-creates a lapsed lease.
-	if ok, err := RenewLease(ctx, c, "a", "inc-a", time.Minute); ok || err != nil {
-		t.Fatalf("old incarnation renewed: %v %v", ok, err)
-	}
-	redistest.Do(t, c, "DEL", KeyHeartbeat("b"))
-	if ok, _ := RenewLease(ctx, c, "b", "inc-b", time.Minute); ok {
-		t.Fatal("a lapsed lease was re-created by a renewal")
-	}
-}
-
-// TestReapStepsAndSibling: fence (nothing back), park (above the share
-// back), forget; and a live sibling (same base id, other incarnation)
-// makes an expired id forgotten at once.
-func TestReapStepsAndSibling(t *testing.T) {
-	rs := redistest.Start(t)
-	c := rs.Client(t)
-	ctx := ctx5(t)
-	for _, id := range []string{"p1", "p2", "p3"} {
-		if _, err := RegisterInstance(ctx, c, id, "i-"+id, time.Minute, []Holding{{Bucket: "b", Held: 0, SeedMax: 10}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	RegisterInstance(ctx, c, "p1", "i-p1", time.Minute, []Holding{{Bucket: "b", Held: 6, SeedMax: 10}})
-	redistest.Do(t, c, "DEL", KeyHeartbeat("p1"))
-	rt := ReclaimTimes{ReclaimAfter: 200 * time.Millisecond, ForgetAfter: 200 * time.Millisecond}
-	st, _, err := ReapInstance(ctx, c, "p1", rt)
-	if err != nil || st != ReclaimFenced {
-		t.Fatalf("first step %v %v, want fenced", st, err)
-	}
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 6 {
-		t.Fatalf("fencing gave slots back: count %d", n)
-	}
-	if st, _, _ := ReapInstance(ctx, c, "p1", rt); st != ReclaimNothing {
-		t.Fatalf("second step right away: %v", st)
-	}
-	time.Sleep(250 * time.Millisecond)
-	// p1 is rank 0 of 3 with max 10: share 4.
-	st, slots, _ := ReapInstance(ctx, c, "p1", rt)
-	if st != ReclaimParked || slots["b"] != 2 {
-		t.Fatalf("park: %v %v, want parked b:2", st, slots)
-	}
-	time.Sleep(250 * time.Millisecond)
-	st, slots, _ = ReapInstance(ctx, c, "p1", rt)
-	if st != ReclaimForgotten || slots["b"] != 4 || redistest.Int(t, c, "GET", KeyCount("b")) != 0 {
-		t.Fatalf("forget: %v %v", st, slots)
-	}
-	// Sibling: p2 dies holding 3 and restarts as p2~abc (its id was still
-	// held when it started): p2 is forgotten at its first reaper step.
-	RegisterInstance(ctx, c, "p2", "i-p2", time.Minute, []Holding{{Bucket: "b", Held: 3, SeedMax: 10}})
-	RegisterInstance(ctx, c, SiblingID("p2", "abcdef99"), "abcdef99", time.Minute, nil)
-	redistest.Do(t, c, "DEL", KeyHeartbeat("p2"))
-	st, slots, _ = ReapInstance(ctx, c, "p2", ReclaimTimes{ReclaimAfter: time.Hour, ForgetAfter: time.Hour})
-	if st != ReclaimForgotten || slots["b"] != 3 {
-		t.Fatalf("expired id with a live sibling: %v %v, want forgotten b:3", st, slots)
-	}
-	if BaseID("p2~abcdef") != "p2" || SiblingID("p2", "abcdef99") != "p2~abcdef" {
-		t.Fatal("BaseID/SiblingID")
 	}
 }
 
@@ -250,7 +140,7 @@ func renew(t *testing.T, c rueidis.Client, l *Redis, ttl time.Duration) {
 			id, inc := l.Lease()
 			sent := time.Now()
 			octx, ocancel := context.WithTimeout(ctx, 100*time.Millisecond)
-			if ok, _ := RenewLease(octx, c, id, inc, ttl); ok {
+			if ok, _ := coord.RenewLease(octx, c, id, inc, ttl); ok {
 				l.LeaseRenewed(sent)
 			}
 			ocancel()
@@ -275,17 +165,17 @@ func TestLeaseLossReacquireClosesWhatDoesNotFit(t *testing.T) {
 	ha := acquireN(t, a, "b", 3)
 	// A's lease vanishes and a reaper forgets it at once (a tool's
 	// one-step reclaim): B can take all 4.
-	redistest.Do(t, c, "DEL", KeyHeartbeat("a"))
-	if _, won, err := ReclaimInstance(ctx5(t), c, "a", false); err != nil || !won {
+	redistest.Do(t, c, "DEL", coord.KeyHeartbeat("a"))
+	if _, won, err := coord.ReclaimInstance(ctx5(t), c, "a", false); err != nil || !won {
 		t.Fatalf("reclaim: %v %v", won, err)
 	}
 	hb := acquireN(t, b, "b", 4)
 	defer releaseAll(hb)
 	// A notices (its poll: no longer a member) and re-registers.
 	waitCond(t, 5*time.Second, "a re-registered", func() bool {
-		return redistest.Int(t, c, "SISMEMBER", KeyInstances, "a") == 1 && !a.InFallback()
+		return redistest.Int(t, c, "SISMEMBER", coord.KeyInstances, "a") == 1 && !a.InFallback()
 	})
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 4 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
 		t.Fatalf("count %d after A re-registered, want 4 (never re-added past max)", n)
 	}
 	if keepSeen.Load() != 0 {
@@ -293,10 +183,10 @@ func TestLeaseLossReacquireClosesWhatDoesNotFit(t *testing.T) {
 	}
 	// The 3 uncounted tickets release without touching Redis.
 	releaseAll(ha)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 4 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
 		t.Fatalf("count %d after A's uncounted releases, want 4", n)
 	}
-	if h := redistest.Int(t, c, "HGET", KeyConns("a"), "b"); h != 0 {
+	if h := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); h != 0 {
 		t.Fatalf("a's hash %d", h)
 	}
 }
@@ -311,10 +201,10 @@ func TestDuplicateIDRunsAsSibling(t *testing.T) {
 	held := acquireN(t, first, "b", 4)
 	defer releaseAll(held)
 	dup := newRedisLimiter(t, rs.Addr(), "host1", bs, nil)
-	if dup.InstanceID() == "host1" || BaseID(dup.InstanceID()) != "host1" {
+	if dup.InstanceID() == "host1" || coord.BaseID(dup.InstanceID()) != "host1" {
 		t.Fatalf("duplicate runs as %q", dup.InstanceID())
 	}
-	if n := redistest.Int(t, c, "HGET", KeyConns("host1"), "b"); n != 4 {
+	if n := redistest.Int(t, c, "HGET", coord.KeyConns("host1"), "b"); n != 4 {
 		t.Fatalf("first's hash %d, want 4", n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -373,7 +263,7 @@ func TestRedisTLSAndACL(t *testing.T) {
 	}
 	acquireN(t, l, "b", 2)
 	c := rs.Client(t)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 2 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 2 {
 		t.Fatalf("count %d", n)
 	}
 	if who := redistest.Do(t, c, "CLIENT", "LIST"); who.Error() != nil {
@@ -413,12 +303,12 @@ func TestRedisSentinelFailover(t *testing.T) {
 	hb := acquireN(t, b, "b", 2)
 	replica := sn.Data[1]
 	rc := replica.Client(t)
-	waitCond(t, 5*time.Second, "replica caught up", func() bool { return redistest.Int(t, rc, "GET", KeyCount("b")) == 5 })
+	waitCond(t, 5*time.Second, "replica caught up", func() bool { return redistest.Int(t, rc, "GET", coord.KeyCount("b")) == 5 })
 	// Make the replica stale, consistently (count = sum of hashes).
 	redistest.Do(t, rc, "CONFIG", "SET", "replica-read-only", "no")
-	redistest.Do(t, rc, "HSET", KeyConns("a"), "b", "2")
-	redistest.Do(t, rc, "HSET", KeyConns("b"), "b", "4")
-	redistest.Do(t, rc, "SET", KeyCount("b"), "6")
+	redistest.Do(t, rc, "HSET", coord.KeyConns("a"), "b", "2")
+	redistest.Do(t, rc, "HSET", coord.KeyConns("b"), "b", "4")
+	redistest.Do(t, rc, "SET", coord.KeyCount("b"), "6")
 	start := time.Now()
 	newMaster := sn.Failover()
 	failedOver := time.Since(start)
@@ -428,16 +318,16 @@ func TestRedisSentinelFailover(t *testing.T) {
 	nc := replica.Client(t)
 	d := waitCond(t, 10*time.Second, "count = sum of hashes = held on the new primary", func() bool {
 		return !a.InFallback() && !b.InFallback() &&
-			redistest.Int(t, nc, "GET", KeyCount("b")) == 5 &&
-			redistest.Int(t, nc, "HGET", KeyConns("a"), "b") == 3 &&
-			redistest.Int(t, nc, "HGET", KeyConns("b"), "b") == 2
+			redistest.Int(t, nc, "GET", coord.KeyCount("b")) == 5 &&
+			redistest.Int(t, nc, "HGET", coord.KeyConns("a"), "b") == 3 &&
+			redistest.Int(t, nc, "HGET", coord.KeyConns("b"), "b") == 2
 	})
 	t.Logf("failover took %s (sentinel); both instances re-asserted on the new primary %s later", failedOver, d)
 	// Both keep admitting and releasing on the new primary.
 	hb = append(hb, acquireN(t, b, "b", 1)...)
 	releaseAll(ha)
 	releaseAll(hb)
-	waitCond(t, 3*time.Second, "count 0", func() bool { return redistest.Int(t, nc, "GET", KeyCount("b")) == 0 })
+	waitCond(t, 3*time.Second, "count 0", func() bool { return redistest.Int(t, nc, "GET", coord.KeyCount("b")) == 0 })
 }
 
 // TestLeaseLossKeepOvershootBound: with lease_loss keep, an instance that
@@ -452,11 +342,11 @@ func TestLeaseLossKeepOvershootBound(t *testing.T) {
 	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) { o.LeaseLossKeep = true })
 	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
 	ha := acquireN(t, a, "b", 3)
-	redistest.Do(t, c, "DEL", KeyHeartbeat("a"))
-	ReclaimInstance(ctx5(t), c, "a", false)
+	redistest.Do(t, c, "DEL", coord.KeyHeartbeat("a"))
+	coord.ReclaimInstance(ctx5(t), c, "a", false)
 	hb := acquireN(t, b, "b", 4)
 	waitCond(t, 5*time.Second, "a re-registered", func() bool {
-		return redistest.Int(t, c, "SISMEMBER", KeyInstances, "a") == 1 && !a.InFallback()
+		return redistest.Int(t, c, "SISMEMBER", coord.KeyInstances, "a") == 1 && !a.InFallback()
 	})
 	uncounted := func() int64 { _, s := a.Status(); return s[0].Uncounted }
 	held := int64(len(ha) + len(hb))
@@ -468,7 +358,7 @@ func TestLeaseLossKeepOvershootBound(t *testing.T) {
 	releaseAll(hb[:2])
 	hb = hb[2:]
 	waitCond(t, 3*time.Second, "uncounted absorbed", func() bool { return uncounted() == 1 })
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 4 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
 		t.Fatalf("count %d, want 4", n)
 	}
 	// A's first release consumes the uncounted one.
@@ -476,12 +366,12 @@ func TestLeaseLossKeepOvershootBound(t *testing.T) {
 	if u := uncounted(); u != 0 {
 		t.Fatalf("uncounted %d after a release", u)
 	}
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 4 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
 		t.Fatalf("count %d, want 4 (the uncounted release never touches Redis)", n)
 	}
 	releaseAll(ha[1:])
 	releaseAll(hb)
-	waitCond(t, 2*time.Second, "count 0", func() bool { return redistest.Int(t, c, "GET", KeyCount("b")) == 0 })
+	waitCond(t, 2*time.Second, "count 0", func() bool { return redistest.Int(t, c, "GET", coord.KeyCount("b")) == 0 })
 }
 
 // TestRedisSentinelUnreachableAtStart: no sentinel answers when the
@@ -508,7 +398,13 @@ func TestRedisSentinelUnreachableAtStart(t *testing.T) {
 	d := waitCond(t, 10*time.Second, "connected through the sentinels", func() bool { return !l.InFallback() })
 	t.Logf("connected %s after the sentinels came back", d)
 	acquireN(t, l, "b", 2)
-	if n := redistest.Int(t, sn.Primary().Client(t), "GET", KeyCount("b")); n != 2 {
+	if n := redistest.Int(t, sn.Primary().Client(t), "GET", coord.KeyCount("b")); n != 2 {
 		t.Fatalf("count on the primary %d", n)
 	}
+}
+
+func ctx5(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }

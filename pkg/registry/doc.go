@@ -1,18 +1,18 @@
 // Package registry keeps this instance's lease among the live tdsgate
 // instances in Redis (DESIGN.md section 3) and reclaims the slots of dead
-// ones (the scripts are the limiter's: limiter/redis_lease.go):
+// ones (the scripts are package coord's):
 //
 //   - heartbeat: every heartbeat_interval it renews
 //     proxy:instance:<id>:heartbeat ("<incarnation> <time>", TTL
 //     heartbeat_ttl), only while the lease is still this incarnation's
-//     (limiter.RenewLease), and reports the send time of each successful
+//     (coord.RenewLease), and reports the send time of each successful
 //     renewal (Renewed): the holder's lease deadline runs from it. A lost
 //     lease (expired and fenced, claimed by a restarted process, Redis
 //     restarted empty) is never re-created here: Missing makes the limiter
 //     re-register through its register script, which re-acquires the
 //     instance's slots instead of re-adding them.
 //   - reaper: every reaper_interval, on every instance, one step of the
-//     reclaim script (limiter.ReapInstance) for each member of
+//     reclaim script (coord.ReapInstance) for each member of
 //     proxy:instances whose heartbeat is gone and each member of
 //     proxy:fenced: fence it (out of proxy:instances, slots still counted:
 //     it may be frozen or cut off), park it after reclaim_after (slots above

@@ -11,7 +11,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/coord"
 )
 
 // Defaults of Config, the same as the config package's.
@@ -120,7 +120,7 @@ func New(cfg Config) (*Registry, error) {
 
 // Start starts the heartbeat and reaper loops.
 func (r *Registry) Start() {
-	r.log.Info("heartbeat: started", "key", limiter.KeyHeartbeat(r.cfg.InstanceID), "ttl", r.cfg.HeartbeatTTL,
+	r.log.Info("heartbeat: started", "key", coord.KeyHeartbeat(r.cfg.InstanceID), "ttl", r.cfg.HeartbeatTTL,
 		"interval", r.cfg.HeartbeatInterval, "reaper_interval", r.cfg.ReaperInterval)
 	r.wg.Add(2)
 	go r.loop(r.cfg.HeartbeatInterval, func() { r.Heartbeat(r.ctx) })
@@ -160,7 +160,7 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 	defer cancel()
 	id, inc := r.cfg.Lease()
 	sent := time.Now()
-	ok, err := limiter.RenewLease(ctx, r.cfg.Client, id, inc, r.cfg.HeartbeatTTL)
+	ok, err := coord.RenewLease(ctx, r.cfg.Client, id, inc, r.cfg.HeartbeatTTL)
 	r.op("heartbeat", err)
 	n := 0
 	if ok {
@@ -191,7 +191,7 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 		r.cfg.OnHeartbeat(time.Now())
 	}
 	if !was {
-		r.log.Info("heartbeat: refreshed", "key", limiter.KeyHeartbeat(id), "ttl", r.cfg.HeartbeatTTL)
+		r.log.Info("heartbeat: refreshed", "key", coord.KeyHeartbeat(id), "ttl", r.cfg.HeartbeatTTL)
 	} else {
 		r.log.Debug("heartbeat: refreshed", "ttl", r.cfg.HeartbeatTTL)
 	}
@@ -221,7 +221,7 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 	}
 	c := r.cfg.Client
 	octx, cancel := r.opCtx(ctx)
-	members, err := c.Do(octx, c.B().Sunion().Key(limiter.KeyInstances, limiter.KeyFenced).Build()).AsStrSlice()
+	members, err := c.Do(octx, c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build()).AsStrSlice()
 	cancel()
 	if err != nil {
 		return nil, err
@@ -233,7 +233,7 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 	}
 	cmds := make(rueidis.Commands, 0, len(members))
 	for _, m := range members {
-		cmds = append(cmds, c.B().Exists().Key(limiter.KeyHeartbeat(m)).Build())
+		cmds = append(cmds, c.B().Exists().Key(coord.KeyHeartbeat(m)).Build())
 	}
 	octx, cancel = r.opCtx(ctx)
 	res := c.DoMulti(octx, cmds...)
@@ -248,12 +248,12 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 			continue
 		}
 		octx, cancel := r.opCtx(ctx)
-		st, slots, err := limiter.ReapInstance(octx, c, m, limiter.ReclaimTimes{ReclaimAfter: r.cfg.ReclaimAfter, ForgetAfter: r.cfg.ForgetAfter})
+		st, slots, err := coord.ReapInstance(octx, c, m, coord.ReclaimTimes{ReclaimAfter: r.cfg.ReclaimAfter, ForgetAfter: r.cfg.ForgetAfter})
 		cancel()
-		if !errors.Is(err, limiter.ErrInstanceAlive) {
+		if !errors.Is(err, coord.ErrInstanceAlive) {
 			r.op("reclaim", err)
 		}
-		if errors.Is(err, limiter.ErrInstanceAlive) || (err == nil && st == limiter.ReclaimNothing) {
+		if errors.Is(err, coord.ErrInstanceAlive) || (err == nil && st == coord.ReclaimNothing) {
 			continue // it came back, another reaper was first, or not yet
 		}
 		if err != nil {
@@ -264,11 +264,11 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 			total += slots[k]
 		}
 		switch st {
-		case limiter.ReclaimFenced:
+		case coord.ReclaimFenced:
 			r.log.Warn("reaper: lease expired; instance fenced (out of proxy:instances, its slots stay counted: it may be frozen or cut off from redis)",
 				"instance", m, "reclaim_after", r.cfg.ReclaimAfter)
 			continue
-		case limiter.ReclaimParked:
+		case coord.ReclaimParked:
 			r.log.Warn("reaper: fenced instance parked: slots above its fallback share given back, its share stays counted until it returns or forget_after",
 				"instance", m, "slots", total, "by_bucket", slots, "forget_after", r.cfg.ForgetAfter)
 		default:
@@ -289,7 +289,7 @@ func (r *Registry) Leave(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := r.opCtx(ctx)
 	defer cancel()
 	id, inc := r.cfg.Lease()
-	slots, _, err := limiter.LeaveInstance(ctx, r.cfg.Client, id, inc)
+	slots, _, err := coord.LeaveInstance(ctx, r.cfg.Client, id, inc)
 	if err != nil {
 		r.log.Warn("registry: could not leave redis; a reaper will reclaim this instance after its heartbeat lapses",
 			"err", err, "heartbeat_ttl", r.cfg.HeartbeatTTL)
@@ -301,5 +301,5 @@ func (r *Registry) Leave(ctx context.Context) (map[string]int64, error) {
 
 // Live returns the members of proxy:instances.
 func Live(ctx context.Context, c rueidis.Client) ([]string, error) {
-	return c.Do(ctx, c.B().Smembers().Key(limiter.KeyInstances).Build()).AsStrSlice()
+	return c.Do(ctx, c.B().Smembers().Key(coord.KeyInstances).Build()).AsStrSlice()
 }

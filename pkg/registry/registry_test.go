@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/registry"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
@@ -185,7 +186,7 @@ func TestReapedWhileAliveReregisters(t *testing.T) {
 	n := start(t, rs.Addr(), "sleepy", nil)
 	held := acquire(t, n.lim, 3)
 	redistest.Do(t, c, "DEL", limiter.KeyHeartbeat("sleepy"))
-	if _, won, err := limiter.ReclaimInstance(context.Background(), c, "sleepy", false); err != nil || !won {
+	if _, won, err := coord.ReclaimInstance(context.Background(), c, "sleepy", false); err != nil || !won {
 		t.Fatalf("reclaim: %v %v", won, err)
 	}
 	d := waitCond(t, 5*time.Second, "re-registered with its slots", func() bool {

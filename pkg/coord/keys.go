@@ -1,4 +1,4 @@
-package limiter
+package coord
 
 // Redis key layout, DESIGN.md section 3. The runbook's redis-cli commands
 // (sections 11, 13, 14, 19) read and write these keys as written, so the
@@ -25,7 +25,7 @@ package limiter
 //	                               far the reaper fenced the id
 //	proxy:route:<key>              string: optional route directory, key → bucket id
 //
-// Invariant kept by the four scripts: for every bucket, count equals the sum
+// Invariant kept by the scripts: for every bucket, count equals the sum
 // over instances of their conns field for that bucket, and 0 <= count. The
 // acquire script alone makes count grow, and only while count < max.
 //
@@ -82,8 +82,8 @@ func bucketOfChannel(ch string) (string, bool) {
 	return ch[len(pre) : len(ch)-len(suf)], true
 }
 
-// bucketOfMaxKey returns the bucket id of a KeyMax key name.
-func bucketOfMaxKey(k string) (string, bool) {
+// BucketOfMaxKey returns the bucket id of a KeyMax key name.
+func BucketOfMaxKey(k string) (string, bool) {
 	const pre, suf = "proxy:bucket:", ":max"
 	if len(k) <= len(pre)+len(suf) || k[:len(pre)] != pre || k[len(k)-len(suf):] != suf {
 		return "", false

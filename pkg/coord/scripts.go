@@ -1,4 +1,4 @@
-package limiter
+package coord
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// The four scripts that change the shared counts. Each runs atomically in
+// The scripts that change the shared counts (and lease.go's). Each runs atomically in
 // Redis (EVALSHA, falling back to EVAL on NOSCRIPT), so no interleaving of
 // instances can let a count exceed its max or drop below 0, and each keeps
-// the invariant of redis_keys.go: count == sum of the instances' fields.
+// the invariant of keys.go: count == sum of the instances' fields.
 //
 // The reclaim and reconcile scripts derive bucket keys from the bucket ids
 // they read (an instance's hash names the buckets it holds slots in); that
