@@ -312,6 +312,15 @@ type Redis struct {
 	ForgetAfter time.Duration `yaml:"forget_after"`
 }
 
+// LeaseMargin is subtracted from the end of an instance's Redis lease, on
+// its own monotonic clock, for clock drift and the time to act (notice the
+// deadline, close sessions): a tenth of the heartbeat TTL, at least 100 ms
+// and twice the op timeout, at most half the TTL. The heartbeat must be
+// renewed (interval + op_timeout) within TTL minus this margin.
+func LeaseMargin(ttl, opTimeout time.Duration) time.Duration {
+	return min(max(ttl/10, 100*time.Millisecond, 2*opTimeout), ttl/2)
+}
+
 // Enabled reports whether Redis coordinates this instance: an address or
 // a Sentinel master set is configured.
 func (r *Redis) Enabled() bool { return r.Addr != "" || r.Sentinel.MasterSet != "" }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestRedisFaultToleranceKeys(t *testing.T) {
@@ -56,5 +57,21 @@ redis:
 		if lines := loadErrs(t, minimal+tc.yaml+"\n"); !hasLine(lines, tc.path+":") {
 			t.Errorf("%s: want an error on %s, got %q", tc.yaml, tc.path, lines)
 		}
+	}
+}
+
+func TestRedisLeaseMarginLeavesRoomToRenew(t *testing.T) {
+	clearEnv(t)
+	if m := LeaseMargin(30*time.Second, 500*time.Millisecond); m != 3*time.Second {
+		t.Fatalf("default margin %s, want 3s", m)
+	}
+	if m := LeaseMargin(3*time.Second, 300*time.Millisecond); m != 600*time.Millisecond {
+		t.Fatalf("margin %s, want 600ms", m)
+	}
+	// The defaults pass; an interval that cannot renew in time does not.
+	mustLoad(t, minimal+"redis: {heartbeat_ttl: 3s, heartbeat_interval: 500ms, op_timeout: 300ms}\n")
+	lines := loadErrs(t, minimal+"redis: {heartbeat_ttl: 3s, heartbeat_interval: 2s, op_timeout: 500ms}\n")
+	if !hasLine(lines, "redis.heartbeat_interval:") {
+		t.Fatalf("%q", lines)
 	}
 }

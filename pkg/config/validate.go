@@ -195,6 +195,12 @@ func (v *validator) redis(r *Redis) {
 		v.add("redis.fallback_divisor", "must be >= 0 (got %d); 0 means the live instances last seen", r.FallbackDivisor)
 	}
 	v.positive("redis.op_timeout", r.OpTimeout)
+	if r.HeartbeatTTL > 0 && r.HeartbeatInterval > 0 && r.OpTimeout > 0 && r.HeartbeatInterval < r.HeartbeatTTL {
+		if m := LeaseMargin(r.HeartbeatTTL, r.OpTimeout); r.HeartbeatInterval+r.OpTimeout >= r.HeartbeatTTL-m {
+			v.add("redis.heartbeat_interval", "plus redis.op_timeout (%s) must be shorter than redis.heartbeat_ttl (%s) minus the lease margin (%s), or the instance loses its lease between renewals (got %s)",
+				r.OpTimeout, r.HeartbeatTTL, m, r.HeartbeatInterval)
+		}
+	}
 	switch r.LeaseLoss {
 	case LeaseLossClose, LeaseLossKeep, "": // "" (a Config built in code): the default
 	default:

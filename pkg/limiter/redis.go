@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/coord"
 	"log/slog"
 	"slices"
@@ -117,12 +118,9 @@ type RedisOptions struct {
 	LeaseMargin time.Duration
 }
 
-// DefaultLeaseMargin is the default LeaseMargin: a tenth of the heartbeat
-// TTL, at least 100 ms and twice the op timeout, at most half the TTL.
-// It covers the drift between this instance's clock and Redis' (tiny) and
-// the time to act: to notice the deadline and close sessions.
+// DefaultLeaseMargin is the default LeaseMargin: config.LeaseMargin.
 func DefaultLeaseMargin(ttl, opTimeout time.Duration) time.Duration {
-	return min(max(ttl/10, 100*time.Millisecond, 2*opTimeout), ttl/2)
+	return config.LeaseMargin(ttl, opTimeout)
 }
 
 func (o *RedisOptions) setDefaults() {
