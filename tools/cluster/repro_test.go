@@ -669,3 +669,58 @@ func TestClusterRedisTLSAndACL(t *testing.T) {
 		t.Logf("an instance that trusts another CA refused to start: %s", err)
 	}
 }
+
+// TestFreezeBeyondReclaimAfter: the documented limit of lease_loss close.
+// A holds 3 of 4 (its fallback share is 2 of the two instances) and is
+// frozen past heartbeat_ttl + reclaim_after (3 s + 3 s): the reaper parks
+// it, giving back the slot above its share, and B takes it while A's 3
+// sessions are still open at the backend. A frozen process can close
+// nothing, so the backend exceeds max by at most what A held above its
+// share (1) until A runs again; then A sheds down to its share at once and
+// the backend is back under max.
+func TestFreezeBeyondReclaimAfter(t *testing.T) {
+	const ttl, reclaim, freeze = 3 * time.Second, 3 * time.Second, 8500 * time.Millisecond
+	rs := redistest.Start(t)
+	si := backend(t)
+	a, b, held := reapRig(t, rs.Addr(), rs, si)
+	o := watchOne(t, si, 4)
+	stop := make(chan struct{})
+	got := fill(b.Addr, 4, time.Second, stop)
+	a.Pause()
+	o.Event("SIGSTOP %s for %s", a.ID, freeze)
+	time.Sleep(freeze)
+	during := si.Stats().Peak
+	a.Resume()
+	o.Event("SIGCONT %s", a.ID)
+	resumed := time.Now()
+	back := waitUntil(3*time.Second, func() bool { return si.Stats().Current <= 4 })
+	t.Logf("frozen %s (> heartbeat_ttl %s + reclaim_after %s): stand-in peak %d during the freeze (bound: max 4 + A's 3 held - its share 2 = 5); back under max %s after SIGCONT (%v)",
+		freeze, ttl, reclaim, during, time.Since(resumed).Round(time.Millisecond), back)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	bHeld := got()
+	alive := 0
+	for _, c := range held {
+		if query(c) == nil {
+			alive++
+		}
+	}
+	rc := rs.Client(t)
+	n, _ := getInt(rc, "GET", keyCount(bucketID))
+	t.Logf("A kept %d of 3, B holds %d; count %d, stand-in current %d; events:\n%s", alive, len(bHeld), n, si.Stats().Current, o.Events())
+	if during > 5 {
+		t.Errorf("stand-in peak %d during the freeze, bound 5", during)
+	}
+	if !back {
+		t.Errorf("backend still above max 3 s after SIGCONT: %d", si.Stats().Current)
+	}
+	for _, r := range o.Report() {
+		if r.Peak > 5 {
+			t.Errorf("peak %d > 5", r.Peak)
+		}
+	}
+	if cur := si.Stats().Current; n != cur || cur > 4 {
+		t.Errorf("afterwards count %d, sessions open %d (max 4)", n, cur)
+	}
+	closeAll(bHeld)
+}

@@ -4,7 +4,8 @@
 // (one per bucket), a few hundred churning clients, and a nemesis that
 // injects, one after the other on a schedule drawn from a seed:
 //
-//	pause          SIGSTOP an instance for longer than its heartbeat TTL, then SIGCONT
+//	pause          SIGSTOP an instance for longer than its heartbeat TTL (but
+//	               shorter than TTL + reclaim_after), then SIGCONT
 //	kill           SIGKILL an instance, restart it
 //	redis-empty    kill every Redis data server, restart them empty
 //	failover       kill the primary (the sentinels promote the replica) or
@@ -67,8 +68,8 @@ type Options struct {
 	// Faults, if set, limits the schedule to these faults (to isolate one).
 	Faults []string
 	// HeartbeatTTL [3s], HeartbeatInterval [500ms], ReaperInterval [1s],
-	// OpTimeout [300ms] of every instance.
-	HeartbeatTTL, HeartbeatInterval, ReaperInterval, OpTimeout time.Duration
+	// OpTimeout [300ms], ReclaimAfter [HeartbeatTTL] of every instance.
+	HeartbeatTTL, HeartbeatInterval, ReaperInterval, OpTimeout, ReclaimAfter time.Duration
 	// Logf reports progress (t.Logf).
 	Logf func(format string, args ...any)
 }
@@ -96,6 +97,7 @@ func (o *Options) defaults() {
 	def(&o.HeartbeatInterval, 500*time.Millisecond)
 	def(&o.ReaperInterval, time.Second)
 	def(&o.OpTimeout, 300*time.Millisecond)
+	def(&o.ReclaimAfter, o.HeartbeatTTL)
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
@@ -284,7 +286,8 @@ func (r *run) setup() {
 	}
 	for i := 1; i <= r.o.Instances; i++ {
 		c := cluster.Config{InstanceID: fmt.Sprintf("proxy-%d", i), HeartbeatTTL: r.o.HeartbeatTTL, HeartbeatInterval: r.o.HeartbeatInterval,
-			ReaperInterval: r.o.ReaperInterval, OpTimeout: r.o.OpTimeout, LeaseLoss: r.o.LeaseLoss, ExpectedInstances: r.o.Instances,
+			ReaperInterval: r.o.ReaperInterval, OpTimeout: r.o.OpTimeout, ReclaimAfter: r.o.ReclaimAfter,
+			LeaseLoss: r.o.LeaseLoss, ExpectedInstances: r.o.Instances,
 			DrainTimeout: time.Second, Buckets: buckets, AppRoutes: routes, DefaultBucket: bucketIDs[0]}
 		if i == 1 {
 			c.RedisAddr = r.nf.Addr()
@@ -517,8 +520,12 @@ func (r *run) inject(f string) string {
 	ttl := r.o.HeartbeatTTL
 	switch f {
 	case "pause":
+		// Longer than the TTL, but short enough that the reaper has not
+		// parked the instance (given its slots above its share away)
+		// before it runs again: the regime where lease_loss close is
+		// exact. A longer freeze is TestFreezeBeyondReclaimAfter's.
 		_, s := r.pick()
-		d := ttl + r.between(500*time.Millisecond, 3*time.Second)
+		d := ttl + r.between(500*time.Millisecond, max(r.o.ReclaimAfter-r.o.HeartbeatInterval-500*time.Millisecond, time.Second))
 		p := s.cur
 		p.Pause()
 		r.or.Event("SIGSTOP %s (pid %d) for %s", p.ID, p.Pid(), d)
@@ -575,7 +582,9 @@ func (r *run) inject(f string) string {
 		if r.rng.IntN(2) == 0 {
 			mode = netfault.Drop
 		}
-		d := ttl + r.between(-time.Second, 3*time.Second)
+		// From shorter than the TTL to past TTL + reclaim_after: the
+		// instance runs, so it fences itself in time whatever the length.
+		d := r.between(ttl-time.Second, ttl+r.o.ReclaimAfter+2*time.Second)
 		r.nf.Set(mode)
 		r.or.Event("partition proxy-1 from redis: %s", mode)
 		time.Sleep(d)
