@@ -251,7 +251,8 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 	if o.InstanceID == "" {
 		return nil, errors.New("limiter: instance id required")
 	}
-	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1), epoch: time.Now()}
+	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1)}
+	l.epoch = l.opts.clock.Now().Add(-time.Second) // leaseSent 0 means "never renewed"
 	id := o.InstanceID
 	l.keyID.Store(&id)
 	l.rank.Store(-1)
@@ -324,8 +325,9 @@ func (l *Redis) Incarnation() string { return l.o.Incarnation }
 // Lease is the id and incarnation the registry renews.
 func (l *Redis) Lease() (id, incarnation string) { return l.InstanceID(), l.o.Incarnation }
 
-// LeaseRenewed records a successful renewal sent at sent: the lease now
-// runs to sent + HeartbeatTTL - LeaseMargin on this instance's clock.
+// LeaseRenewed records a successful renewal sent at sent (read from the
+// limiter's Clock, WithClock): the lease now runs to sent + HeartbeatTTL -
+// LeaseMargin on that clock.
 func (l *Redis) LeaseRenewed(sent time.Time) {
 	ns := int64(sent.Sub(l.epoch))
 	for {
@@ -874,7 +876,7 @@ func (l *Redis) reconcileLocked() error {
 	ctx, cancel := l.opCtx()
 	defer cancel()
 	id := l.InstanceID()
-	sent := time.Now()
+	sent := l.opts.clock.Now()
 	res, err := coord.RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
 	if errors.Is(err, coord.ErrIDTaken) {
 		sib := coord.SiblingID(l.o.InstanceID, l.o.Incarnation)
@@ -955,7 +957,7 @@ func (l *Redis) checkLease() time.Duration {
 	if dl.IsZero() {
 		return 0
 	}
-	now := time.Now()
+	now := l.opts.clock.Now()
 	if now.Before(dl) {
 		return dl.Sub(now)
 	}
@@ -974,15 +976,16 @@ func (l *Redis) checkLease() time.Duration {
 // keeps doing so every 100 ms until the lease is renewed.
 func (l *Redis) watchLease() {
 	defer l.wg.Done()
-	t := time.NewTimer(l.o.PollInterval)
-	defer t.Stop()
+	clk := l.opts.clock
+	t := clk.NewTimer(l.o.PollInterval)
 	for {
 		select {
 		case <-l.ctx.Done():
+			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 		}
-		t.Reset(l.fenceOnce(time.Now()))
+		t = clk.NewTimer(l.fenceOnce(clk.Now()))
 	}
 }
 

@@ -408,3 +408,47 @@ func ctx5(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestFenceOnFakeClock: the fence runs on the limiter's Clock: with Redis
+// cut off (paused) and a heartbeat TTL and reclaim_after of minutes, the
+// test advances a FakeClock past the lease's end plus reclaim_after and
+// the fence sheds down to the share at once — no sleeping through TTLs.
+func TestFenceOnFakeClock(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	clk := NewFakeClock(time.Unix(1_000_000, 0))
+	shed := make(chan int, 10)
+	ttl, reclaim := 2*time.Minute, time.Minute
+	l, err := NewRedis(RedisOptions{Addr: rs.Addr(), InstanceID: "a", OpTimeout: 200 * time.Millisecond, HeartbeatTTL: ttl, ReclaimAfter: reclaim,
+		PollInterval: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, SettleTime: 100 * time.Millisecond, Log: testLog(),
+		Shed: func(_ string, keep int) int { shed <- keep; return 0 }}, bs, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Disconnect()
+	newRedisLimiter(t, rs.Addr(), "z", bs, nil)
+	waitCond(t, 2*time.Second, "2 instances seen", func() bool { return l.LiveInstances() == 2 })
+	held := acquireN(t, l, "b", 3)
+	defer releaseAll(held)
+	waitCond(t, 2*time.Second, "count seen", func() bool { _, s := l.Status(); return s[0].Count == 3 })
+	rs.Pause()
+	defer rs.Resume()
+	clk.Advance(ttl) // past the lease's end: fallback, no shed yet
+	waitCond(t, 3*time.Second, "fallback", l.InFallback)
+	select {
+	case k := <-shed:
+		t.Fatalf("shed to %d before reclaim_after", k)
+	case <-time.After(200 * time.Millisecond):
+	}
+	start := time.Now()
+	clk.Advance(reclaim)
+	select {
+	case k := <-shed:
+		if k != 2 {
+			t.Fatalf("shed to %d, want the share 2", k)
+		}
+		t.Logf("shed %s (real time) after the fake clock passed lease end + reclaim_after", time.Since(start).Round(time.Millisecond))
+	case <-time.After(2 * time.Second):
+		t.Fatal("no shed after the fake clock passed lease end + reclaim_after")
+	}
+}

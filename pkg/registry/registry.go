@@ -12,6 +12,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tdsgate/tdsgate/pkg/coord"
+	"github.com/tdsgate/tdsgate/pkg/limiter"
 )
 
 // Defaults of Config, the same as the config package's.
@@ -61,6 +62,10 @@ type Config struct {
 	// ForgetAfter is how long a parked instance keeps its fallback share
 	// counted (config redis.forget_after). Default: DefaultForgetAfter.
 	ForgetAfter time.Duration
+	// Clock times the loops and the renewals' send times (which Renewed
+	// reports): the limiter's, so tests can advance both. Default: the
+	// real clock.
+	Clock limiter.Clock
 	// OnReclaim is called after this instance reclaimed a dead one.
 	OnReclaim func(instance string, slots map[string]int64)
 	// OnOp, if set, is called after each script call ("heartbeat",
@@ -109,6 +114,9 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.ForgetAfter <= 0 {
 		cfg.ForgetAfter = DefaultForgetAfter
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = limiter.RealClock{}
+	}
 	if cfg.Lease == nil {
 		id := cfg.InstanceID
 		cfg.Lease = func() (string, string) { return id, id }
@@ -137,14 +145,15 @@ func (r *Registry) Stop() {
 
 func (r *Registry) loop(every time.Duration, f func()) {
 	defer r.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
+	t := r.cfg.Clock.NewTimer(every)
 	for {
 		select {
 		case <-r.ctx.Done():
+			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 			f()
+			t = r.cfg.Clock.NewTimer(every)
 		}
 	}
 }
@@ -159,7 +168,7 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 	ctx, cancel := r.opCtx(ctx)
 	defer cancel()
 	id, inc := r.cfg.Lease()
-	sent := time.Now()
+	sent := r.cfg.Clock.Now()
 	ok, err := coord.RenewLease(ctx, r.cfg.Client, id, inc, r.cfg.HeartbeatTTL)
 	r.op("heartbeat", err)
 	n := 0
