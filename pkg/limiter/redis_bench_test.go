@@ -2,12 +2,12 @@ package limiter
 
 import (
 	"context"
-	"github.com/tdsgate/tdsgate/pkg/coord"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
 

@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"errors"
-	"github.com/tdsgate/tdsgate/pkg/coord"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
 

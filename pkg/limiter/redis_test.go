@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"errors"
-	"github.com/tdsgate/tdsgate/pkg/coord"
 	"io"
 	"log/slog"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
 
