@@ -151,6 +151,10 @@ type Config struct {
 	AppRoutes map[string]string
 	// LogLevel is log_level; default info.
 	LogLevel string
+	// Metrics serves /metrics on a free loopback port (Proxy.MetricsAddr).
+	Metrics bool
+
+	metricsListen string
 }
 
 // YAML renders c as a tdsgate config listening on listen.
@@ -167,7 +171,7 @@ func (c Config) YAML(listen string) string {
 	if lvl == "" {
 		lvl = "info"
 	}
-	fmt.Fprintf(&b, "log_level: %s\nhealth_listen: \"\"\nmetrics_listen: \"\"\n", lvl)
+	fmt.Fprintf(&b, "log_level: %s\nhealth_listen: \"\"\nmetrics_listen: %q\n", lvl, c.metricsListen)
 	old := OldConfig()
 	b.WriteString("redis:\n")
 	if c.Sentinel == nil || old {
@@ -273,6 +277,9 @@ func StartErr(t testing.TB, c Config) (*Proxy, error) {
 		addr = freeAddr(t)
 	}
 	c.Listen = addr
+	if c.Metrics {
+		c.metricsListen = freeAddr(t)
+	}
 	path := filepath.Join(t.TempDir(), c.InstanceID+".yaml")
 	if err := os.WriteFile(path, []byte(c.YAML(addr)), 0o600); err != nil {
 		t.Fatal(err)
@@ -329,6 +336,9 @@ func (p *Proxy) Restart() *Proxy {
 	p.t.Helper()
 	return Start(p.t, p.Config)
 }
+
+// MetricsAddr is the address of /metrics ("" without Config.Metrics).
+func (p *Proxy) MetricsAddr() string { return p.Config.metricsListen }
 
 // Pid is the process id.
 func (p *Proxy) Pid() int { return p.proc.Pid }

@@ -37,6 +37,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -137,6 +138,9 @@ type Result struct {
 	// KeptLines announcements. From the instances' logs.
 	Closed, KeptOver map[string]int64
 	KeptLines        int
+	// Snapshots: at moments the backend was above max, what each instance
+	// reported active and what Redis counted (one line each).
+	Snapshots []string
 }
 
 // OK reports whether the run met the exact bound: no sample and no peak
@@ -202,6 +206,7 @@ type run struct {
 	all   []*cluster.Proxy // every process started
 
 	res      Result
+	snaps    []snapshot // written by track only
 	sessions atomic.Int64
 	errMu    sync.Mutex
 	errs     map[string]int64
@@ -225,6 +230,8 @@ func Run(t testing.TB, o Options) Result {
 	for i := range o.Clients {
 		wg.Go(func() { r.client(i, stop) })
 	}
+	stopTrack, tracked := make(chan struct{}), make(chan struct{})
+	go r.track(stopTrack, tracked)
 	time.Sleep(3 * time.Second) // churn up to speed
 	lastFault := r.schedule()
 	// Let leases lapse and reapers run once more after the last fault,
@@ -233,6 +240,11 @@ func Run(t testing.TB, o Options) Result {
 	time.Sleep(time.Until(lastFault.Add(settle)))
 	close(stop)
 	wg.Wait()
+	close(stopTrack)
+	<-tracked
+	for _, sn := range r.snaps {
+		r.res.Snapshots = append(r.res.Snapshots, sn.String())
+	}
 	time.Sleep(time.Until(lastFault.Add(settle + time.Second)))
 	r.res.LostAfter = time.Since(lastFault)
 	r.measure()
@@ -288,7 +300,7 @@ func (r *run) setup() {
 		c := cluster.Config{InstanceID: fmt.Sprintf("proxy-%d", i), HeartbeatTTL: r.o.HeartbeatTTL, HeartbeatInterval: r.o.HeartbeatInterval,
 			ReaperInterval: r.o.ReaperInterval, OpTimeout: r.o.OpTimeout, ReclaimAfter: r.o.ReclaimAfter,
 			LeaseLoss: r.o.LeaseLoss, ExpectedInstances: r.o.Instances,
-			DrainTimeout: time.Second, Buckets: buckets, AppRoutes: routes, DefaultBucket: bucketIDs[0]}
+			DrainTimeout: time.Second, Buckets: buckets, AppRoutes: routes, DefaultBucket: bucketIDs[0], Metrics: true}
 		if i == 1 {
 			c.RedisAddr = r.nf.Addr()
 		} else {
@@ -835,4 +847,92 @@ func Markdown(r Result) string {
 		b.WriteString("\n<details><summary>timeline</summary>\n\n```\n" + r.Events + "\n```\n</details>\n")
 	}
 	return b.String()
+}
+
+// A snapshot is, at a moment the backend was above max, what each side
+// believed: the sessions each instance reports active (its /metrics), what
+// Redis counts (count and each conns hash), and the backend's own count.
+type snapshot struct {
+	at      time.Duration
+	backend map[string]int64
+	count   map[string]int64
+	hashes  map[string]map[string]int64 // id → bucket → n
+	active  []string                    // "proxy-1(pid) b1=3 b2=1 [paused]"
+}
+
+func (s snapshot) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%8.3fs backend %v, redis count %v, hashes %v; instances:", s.at.Seconds(), s.backend, s.count, s.hashes)
+	for _, a := range s.active {
+		b.WriteString(" " + a)
+	}
+	return b.String()
+}
+
+// track takes a snapshot every 50 ms while the backend of some bucket is
+// above max (at most one per 250 ms, 200 in all), until stop.
+func (r *run) track(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	hc := &http.Client{Timeout: 150 * time.Millisecond}
+	var last time.Duration = -time.Second
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		over := false
+		backend := map[string]int64{}
+		for _, id := range bucketIDs {
+			backend[id] = r.bs[id].Stats().Current
+			over = over || backend[id] > int64(bucketMax[id])
+		}
+		at := r.or.Since()
+		if !over || at-last < 250*time.Millisecond || len(r.snaps) >= 200 {
+			continue
+		}
+		last = at
+		s := snapshot{at: at, backend: backend, count: map[string]int64{}, hashes: map[string]map[string]int64{}}
+		for _, id := range bucketIDs {
+			s.count[id], _ = r.do("GET", "proxy:bucket:"+id+":count").AsInt64()
+		}
+		keys, _ := r.do("KEYS", "proxy:instance:*:conns").AsStrSlice()
+		for _, k := range keys {
+			h, _ := r.do("HGETALL", k).AsIntMap()
+			s.hashes[strings.TrimSuffix(strings.TrimPrefix(k, "proxy:instance:"), ":conns")] = h
+		}
+		r.mu.Lock()
+		all := slices.Clone(r.all)
+		r.mu.Unlock()
+		for _, p := range all {
+			if p.Exited() {
+				continue
+			}
+			desc := fmt.Sprintf("%s(%d)", p.ID, p.Pid())
+			if p.Paused() {
+				desc += "[paused]"
+			} else if m := p.MetricsAddr(); m != "" {
+				desc += activeOf(hc, m)
+			}
+			s.active = append(s.active, desc)
+		}
+		r.snaps = append(r.snaps, s)
+	}
+}
+
+var activeRE = regexp.MustCompile(`(?m)^proxy_connections_active\{bucket="([^"]+)"\} (\d+)`)
+
+// activeOf reads the sessions an instance reports active per bucket.
+func activeOf(hc *http.Client, addr string) string {
+	resp, err := hc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return "[no metrics]"
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var b strings.Builder
+	for _, m := range activeRE.FindAllStringSubmatch(string(body), -1) {
+		fmt.Fprintf(&b, " %s=%s", strings.TrimPrefix(m[1], "bucket-"), m[2])
+	}
+	return "{" + strings.TrimSpace(b.String()) + "}"
 }

@@ -68,6 +68,7 @@ func TestNemesis(t *testing.T) {
 	}
 	if t.Failed() || !res.OK() {
 		t.Logf("timeline:\n%s", res.Events)
+		t.Logf("snapshots while above max (instance {bucket=active}, redis hashes):\n%s", strings.Join(res.Snapshots, "\n"))
 	}
 	for _, f := range nemesis.Faults {
 		if res.Injected[f] == 0 && (only == nil || slices.Contains(only, f)) {
