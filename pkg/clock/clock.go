@@ -1,4 +1,4 @@
-package limiter
+package clock
 
 import (
 	"sort"
@@ -6,56 +6,54 @@ import (
 	"time"
 )
 
-// Clock is the time source of a limiter. Queue timeouts are measured with it
-// from the moment a client enters the queue. The default is the real clock;
-// tests inject a FakeClock to drive timeouts deterministically.
+// Clock is a time source. The real one is Real; tests inject a Fake and
+// advance it instead of sleeping.
 type Clock interface {
 	Now() time.Time
 	// NewTimer returns a timer that fires once, d from now. d <= 0 fires at once.
 	NewTimer(d time.Duration) Timer
 }
 
-// Timer is the part of *time.Timer a limiter uses.
+// Timer is the part of *time.Timer the clock users need.
 type Timer interface {
 	C() <-chan time.Time
 	// Stop prevents the timer from firing; it reports whether it did.
 	Stop() bool
 }
 
-// RealClock is the Clock backed by package time.
-type RealClock struct{}
+// Real is the Clock backed by package time.
+type Real struct{}
 
 // Now returns time.Now().
-func (RealClock) Now() time.Time { return time.Now() }
+func (Real) Now() time.Time { return time.Now() }
 
 // NewTimer returns a time.Timer.
-func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+func (Real) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
 
 type realTimer struct{ t *time.Timer }
 
 func (r realTimer) C() <-chan time.Time { return r.t.C }
 func (r realTimer) Stop() bool          { return r.t.Stop() }
 
-// FakeClock is a manual Clock for tests: time stands still until Advance.
-// It is exported so the frontend's tests can drive 50004 without sleeping.
-type FakeClock struct {
+// Fake is a manual Clock for tests: time stands still until Advance.
+type Fake struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers []*fakeTimer
 }
 
-// NewFakeClock returns a FakeClock reading start.
-func NewFakeClock(start time.Time) *FakeClock { return &FakeClock{now: start} }
+// NewFake returns a Fake reading start.
+func NewFake(start time.Time) *Fake { return &Fake{now: start} }
 
 // Now returns the fake time.
-func (c *FakeClock) Now() time.Time {
+func (c *Fake) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
 // NewTimer returns a timer that fires when Advance moves the clock d past now.
-func (c *FakeClock) NewTimer(d time.Duration) Timer {
+func (c *Fake) NewTimer(d time.Duration) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := &fakeTimer{c: c, at: c.now.Add(d), ch: make(chan time.Time, 1)}
@@ -69,7 +67,7 @@ func (c *FakeClock) NewTimer(d time.Duration) Timer {
 
 // Advance moves the clock forward by d and fires every timer that is due,
 // earliest first.
-func (c *FakeClock) Advance(d time.Duration) {
+func (c *Fake) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
@@ -88,14 +86,14 @@ func (c *FakeClock) Advance(d time.Duration) {
 
 // Timers reports how many timers are armed and not yet fired or stopped.
 // Tests use it to wait until a waiter has started its queue timer.
-func (c *FakeClock) Timers() int {
+func (c *Fake) Timers() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.timers)
 }
 
 type fakeTimer struct {
-	c  *FakeClock
+	c  *Fake
 	at time.Time
 	ch chan time.Time
 }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/tdsgate/tdsgate/pkg/clock"
 	"github.com/tdsgate/tdsgate/pkg/coord"
-	"github.com/tdsgate/tdsgate/pkg/limiter"
 )
 
 // Defaults of Config, the same as the config package's.
@@ -65,7 +65,7 @@ type Config struct {
 	// Clock times the loops and the renewals' send times (which Renewed
 	// reports): the limiter's, so tests can advance both. Default: the
 	// real clock.
-	Clock limiter.Clock
+	Clock clock.Clock
 	// OnReclaim is called after this instance reclaimed a dead one.
 	OnReclaim func(instance string, slots map[string]int64)
 	// OnOp, if set, is called after each script call ("heartbeat",
@@ -115,7 +115,7 @@ func New(cfg Config) (*Registry, error) {
 		cfg.ForgetAfter = DefaultForgetAfter
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = limiter.RealClock{}
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.Lease == nil {
 		id := cfg.InstanceID
