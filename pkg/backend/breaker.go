@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/clock"
 )
 
 // Breaker defaults.
@@ -65,6 +67,9 @@ type Breaker struct {
 	Probe func(ctx context.Context) error
 	// OnChange, if set, is called (outside the lock) on every transition.
 	OnChange func(bucket string, s BreakerState, err error)
+	// Clock times the probes and Since (tests advance a clock.Fake).
+	// nil: clock.Real.
+	Clock clock.Clock
 
 	mu       sync.Mutex
 	state    BreakerState
@@ -112,7 +117,7 @@ func (b *Breaker) Failure(err error) {
 	b.last = err
 	opened := false
 	if b.state == BreakerClosed && b.count >= n {
-		b.state, b.since, opened = BreakerOpen, time.Now(), true
+		b.state, b.since, opened = BreakerOpen, b.clock().Now(), true
 		if b.stop == nil {
 			b.stop = make(chan struct{})
 		}
@@ -135,16 +140,17 @@ func (b *Breaker) prober() {
 	if iv <= 0 {
 		iv = DefaultProbeInterval
 	}
-	t := time.NewTicker(iv)
-	defer t.Stop()
+	clk := b.clock()
 	for {
+		t := clk.NewTimer(iv)
 		select {
 		case <-b.stop:
+			t.Stop()
 			b.mu.Lock()
 			b.probing = false
 			b.mu.Unlock()
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), iv)
 		err := b.Probe(ctx)
@@ -162,6 +168,13 @@ func (b *Breaker) prober() {
 		b.last = err
 		b.mu.Unlock()
 	}
+}
+
+func (b *Breaker) clock() clock.Clock {
+	if b.Clock != nil {
+		return b.Clock
+	}
+	return clock.Real{}
 }
 
 // Close stops the prober.
