@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -39,6 +40,8 @@ type Server struct {
 	// sentinelConf is the config file of a redis-sentinel process; empty
 	// for a data server.
 	sentinelConf string
+	// dir is a data server's working directory (--dir).
+	dir string
 
 	mu     sync.Mutex
 	proc   *os.Process
@@ -84,7 +87,7 @@ func StartWith(t testing.TB, o Options) *Server {
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("redis-server not found at %s (%v): apt-get install redis-server (see tools/deps.sh)", Binary, err)
 	}
-	s := &Server{t: t, port: freePort(t), opt: o}
+	s := &Server{t: t, port: freePort(t), opt: o, dir: t.TempDir()}
 	if o.TLS {
 		s.tls = GenerateTLS(t, t.TempDir())
 	}
@@ -108,6 +111,12 @@ func (s *Server) args() []string {
 	}
 	a := []string{"--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}
+	if s.dir != "" {
+		// A replica's full sync writes an RDB file even without --save;
+		// keep it out of the test's directory (start deletes it, so that
+		// a restart comes back empty).
+		a = append(a, "--dir", s.dir)
+	}
 	if s.tls != nil {
 		a = append(a, "--port", "0", "--tls-port", strconv.Itoa(s.port),
 			"--tls-cert-file", s.tls.ServerCertFile, "--tls-key-file", s.tls.ServerKeyFile,
@@ -202,6 +211,9 @@ func (s *Server) start() {
 	defer s.mu.Unlock()
 	if s.proc != nil {
 		s.t.Fatal("redistest: server already running")
+	}
+	if s.dir != "" {
+		os.Remove(filepath.Join(s.dir, "dump.rdb"))
 	}
 	var lastErr error
 	for attempt := 0; attempt < 50; attempt++ {
