@@ -272,13 +272,30 @@ func Start(t testing.TB, c Config) *Proxy {
 func StartErr(t testing.TB, c Config) (*Proxy, error) {
 	t.Helper()
 	bin := Binary(t)
+	// Pick the free ports while holding them all, so that two picks
+	// cannot return the same port.
+	var hold []net.Listener
+	pick := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold = append(hold, l)
+		return l.Addr().String()
+	}
 	addr := c.Listen
 	if addr == "" {
-		addr = freeAddr(t)
+		addr = pick()
 	}
 	c.Listen = addr
 	if c.Metrics {
-		c.metricsListen = freeAddr(t)
+		c.metricsListen = pick()
+		for c.metricsListen == addr {
+			c.metricsListen = pick()
+		}
+	}
+	for _, l := range hold {
+		l.Close()
 	}
 	path := filepath.Join(t.TempDir(), c.InstanceID+".yaml")
 	if err := os.WriteFile(path, []byte(c.YAML(addr)), 0o600); err != nil {
@@ -449,16 +466,6 @@ func (p *Proxy) LogLines(substr string) []string {
 		}
 	}
 	return out
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 type syncBuffer struct {
