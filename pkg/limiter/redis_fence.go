@@ -46,6 +46,11 @@ func (l *Redis) reconcileLocked() error {
 	}
 	l.LeaseRenewed(sent)
 	l.leaseOK.Store(true)
+	// The membership at once (the poll may not have run yet): fallback
+	// shares need N and our rank from the moment we are registered.
+	if ids, err := l.client.Do(ctx, l.client.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build()).AsStrSlice(); err == nil {
+		l.noteMembers(ids)
+	}
 	m := *l.buckets.Load()
 	held := map[string]int64{}
 	for _, h := range hs {

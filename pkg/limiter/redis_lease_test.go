@@ -452,3 +452,23 @@ func TestFenceOnFakeClock(t *testing.T) {
 		t.Fatal("no shed after the fake clock passed lease end + reclaim_after")
 	}
 }
+
+// TestMembershipKnownAtRegister: N and the rank come with the register,
+// not only with the first poll: an instance whose first poll fails (a
+// loaded machine) falls back on a real share, never on a share of 0.
+func TestMembershipKnownAtRegister(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 12, MaxQueueSize: 0}}
+	slow := func(o *RedisOptions) { o.PollInterval = time.Hour }
+	newRedisLimiter(t, rs.Addr(), "a", bs, slow)
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, slow)
+	if n := b.LiveInstances(); n != 2 {
+		t.Fatalf("live instances right after register: %d, want 2", n)
+	}
+	rs.Pause()
+	defer rs.Resume()
+	b.ReportUnregistered() // any failure: fall back now
+	if _, s := b.Status(); s[0].Share != 6 {
+		t.Fatalf("share %d, want 6 (12 / 2, rank 1)", s[0].Share)
+	}
+}

@@ -55,9 +55,7 @@ func (l *Redis) poll() {
 		l.checkRunID(info)
 	}
 	if ids, err := res[1].AsStrSlice(); err == nil {
-		slices.Sort(ids)
-		l.live.Store(int64(len(ids)))
-		l.rank.Store(int64(slices.Index(ids, l.InstanceID())))
+		l.noteMembers(ids)
 	}
 	var maxRes []rueidis.RedisResult
 	if len(cached) > 0 {
@@ -104,6 +102,14 @@ func (l *Redis) poll() {
 			b.syncSoon() // keep our waiting entry fresh (or remove it)
 		}
 	}
+}
+
+// noteMembers records N (the ids of proxy:instances ∪ proxy:fenced) and
+// this instance's rank among them, for the fallback shares.
+func (l *Redis) noteMembers(ids []string) {
+	slices.Sort(ids)
+	l.live.Store(int64(len(ids)))
+	l.rank.Store(int64(slices.Index(ids, l.InstanceID())))
 }
 
 // checkRunID notes the run_id of the Redis that answers. A new one (a
