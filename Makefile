@@ -43,6 +43,16 @@ test: ## Install missing test dependencies (tools/deps.sh), then run every test 
 	bash tools/deps.sh
 	$(GO) test $(TESTFLAGS) ./...
 
+NEMESIS_DURATION   ?= 10m
+NEMESIS_LEASE_LOSS ?= close
+NEMESIS_INSTANCES  ?= 4
+.PHONY: nemesis
+nemesis: ## Fault-injection soak (tools/cluster/nemesis): NEMESIS_DURATION (10m), NEMESIS_SEED (random, printed), NEMESIS_LEASE_LOSS (close|keep), NEMESIS_INSTANCES (4); report in bench/results/
+	@seed=$${NEMESIS_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "nemesis seed $$seed"; \
+	$(GO) test -count=1 -timeout 90m -run '^TestNemesis$$' -v ./tools/cluster/nemesis/ -args -nemesis.seed=$$seed \
+	  -nemesis.duration=$(NEMESIS_DURATION) -nemesis.lease-loss=$(NEMESIS_LEASE_LOSS) -nemesis.instances=$(NEMESIS_INSTANCES) \
+	  -nemesis.report=$(CURDIR)/bench/results/$$(date -u +%F)-nemesis-$$seed-$(NEMESIS_LEASE_LOSS).md
+
 .PHONY: test-coverage
 test-coverage: ## Run the tests with coverage; writes coverage.out and coverage.html
 	bash tools/deps.sh

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/admin"
 	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/clock"
 	"github.com/tdsgate/tdsgate/pkg/metrics"
 	"github.com/tdsgate/tdsgate/tools/standin/server"
 	"github.com/tdsgate/tdsgate/tools/testenv"
@@ -503,5 +504,27 @@ func TestLatencyFormat(t *testing.T) {
 		if got := admin.Latency(d); got != want {
 			t.Errorf("Latency(%s) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestHealthCacheOnFakeClock: the cache runs on the injected clock: a
+// round is reused until the fake clock passes CacheTTL, with no sleeping.
+func TestHealthCacheOnFakeClock(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1_000_000, 0))
+	e := start(t, 1, false, func(o *admin.HealthOptions) { o.CacheTTL, o.Clock = time.Minute, fake })
+	e.health(t)
+	e.health(t)
+	if n := e.redisN.Load(); n != 1 {
+		t.Fatalf("%d rounds within the TTL, want 1", n)
+	}
+	fake.Advance(59 * time.Second)
+	e.health(t)
+	if n := e.redisN.Load(); n != 1 {
+		t.Fatalf("%d rounds at 59s of a 1m TTL, want 1", n)
+	}
+	fake.Advance(time.Second)
+	e.health(t)
+	if n := e.redisN.Load(); n != 2 {
+		t.Fatalf("%d rounds after the TTL, want 2", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/clock"
 )
 
 // Defaults of HealthOptions.
@@ -118,6 +119,9 @@ type HealthOptions struct {
 	CacheTTL time.Duration
 	// ProbeTimeout bounds each probe. Default DefaultProbeTimeout.
 	ProbeTimeout time.Duration
+	// Clock times the cache (tests advance a clock.Fake). Default
+	// clock.Real.
+	Clock clock.Clock
 }
 
 // Health answers /health and /health/live. Probes run at most once per
@@ -151,6 +155,9 @@ func NewHealth(o HealthOptions) *Health {
 	}
 	if o.Draining == nil {
 		o.Draining = func() bool { return false }
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
 	}
 	return &Health{o: o}
 }
@@ -208,7 +215,7 @@ func overall(comps []Component, backend []bool, draining bool) Status {
 
 func (h *Health) round(ctx context.Context) (*round, error) {
 	h.mu.Lock()
-	if c := h.cached; c != nil && h.o.CacheTTL > 0 && time.Since(c.at) < h.o.CacheTTL {
+	if c := h.cached; c != nil && h.o.CacheTTL > 0 && h.o.Clock.Now().Sub(c.at) < h.o.CacheTTL {
 		h.mu.Unlock()
 		return c, nil
 	}
@@ -250,7 +257,7 @@ func (h *Health) probe(done chan struct{}) {
 	}
 	wg.Wait()
 	h.mu.Lock()
-	h.cached = &round{at: time.Now(), comps: comps, backend: backend}
+	h.cached = &round{at: h.o.Clock.Now(), comps: comps, backend: backend}
 	h.inflight = nil
 	h.mu.Unlock()
 	close(done)

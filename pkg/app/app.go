@@ -77,8 +77,11 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		a.stopRedis(context.Background())
 		return nil, err
 	}
-	a.handler = frontend.NewHandler(rt, a.lim, log, sessionObs)
-	a.handler.Door = a.obs.metrics // cheap counters, kept even without metrics_listen
+	h := frontend.NewHandler(rt, a.lim, log, sessionObs)
+	h.Door = a.obs.metrics // cheap counters, kept even without metrics_listen
+	a.mu.Lock()
+	a.handler = h
+	a.mu.Unlock()
 	return a, nil
 }
 

@@ -19,4 +19,13 @@
 // (/health says 503 then), and stop after it, before the components
 // close. Redis and eBPF report through App.Metrics, App.SetRedisHealth
 // and App.SetEBPF.
+//
+// redis.go wires the Redis limiter and the registry (redis.addr or
+// redis.sentinel, redis.tls, redis.username) and the lease-loss hook:
+// with redis.lease_loss close the limiter calls App.shedSessions(bucket,
+// keep), which closes the bucket's idle pooled connections down to
+// min_idle and then, through frontend.Handler.ShedSessions, its newest
+// sessions until keep of this instance's slots remain in use. SIGHUP in
+// Redis mode: a changed max_connections is written to
+// proxy:bucket:<id>:max (config wins on reload).
 package app

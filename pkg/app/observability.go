@@ -41,7 +41,7 @@ type observability struct {
 }
 
 func newObservability(a *App, cfg *config.Config) *observability {
-	o := &observability{metrics: metrics.New(bucketIDs(cfg)), standalone: cfg.Redis.Addr == "", auth: admin.NewAuth()}
+	o := &observability{metrics: metrics.New(bucketIDs(cfg)), standalone: !cfg.Redis.Enabled(), auth: admin.NewAuth()}
 	o.health = admin.NewHealth(admin.HealthOptions{
 		InstanceID: cfg.InstanceID,
 		Checks:     func() []admin.Check { return o.checks(a) },

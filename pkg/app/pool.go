@@ -108,7 +108,9 @@ func (a *App) clientsWait(bucket string) {
 // the ticker that repeats the signal while clients stay queued.
 func (a *App) startPressure() {
 	if rl := a.RedisLimiter(); rl != nil {
-		a.pools.pressure = pool.NewRedisPressure(rl.Client(), a.cfg.InstanceID, a.cfg.Redis.OpTimeout, a.log, func(bucket string) {
+		// The publisher's name carries the incarnation: two processes with
+		// one instance_id (a same-host restart) must not ignore each other.
+		a.pools.pressure = pool.NewRedisPressure(rl.Client(), a.cfg.InstanceID+"@"+rl.Incarnation(), a.cfg.Redis.OpTimeout, a.log, func(bucket string) {
 			if p := a.pool(bucket); p != nil {
 				p.Pressure()
 			}

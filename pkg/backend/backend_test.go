@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/clock"
 	"github.com/tdsgate/tdsgate/pkg/tds"
 	"github.com/tdsgate/tdsgate/tools/standin/server"
 	"github.com/tdsgate/tdsgate/tools/testenv"
@@ -164,5 +165,43 @@ func TestBreaker(t *testing.T) {
 	testenv.WaitUntil(t, func() bool { return b.State() == backend.BreakerClosed })
 	if b.Allow() != nil || changes.Load() != 2 {
 		t.Errorf("after the probe: %v, %d transitions", b.Allow(), changes.Load())
+	}
+}
+
+// TestBreakerOnFakeClock: an open breaker probes once per ProbeInterval of
+// its clock: with a clock.Fake nothing is probed until the test advances
+// it, and Since is the fake time the breaker opened.
+func TestBreakerOnFakeClock(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1_000_000, 0))
+	var probes atomic.Int32
+	var healthy atomic.Bool
+	b := &backend.Breaker{Bucket: "b", Failures: 1, ProbeInterval: time.Hour, Clock: fake,
+		Probe: func(context.Context) error {
+			probes.Add(1)
+			if healthy.Load() {
+				return nil
+			}
+			return errors.New("down")
+		}}
+	defer b.Close()
+	b.Failure(errors.New("refused"))
+	var oe *backend.OpenError
+	if err := b.Allow(); !errors.As(err, &oe) || !oe.Since.Equal(time.Unix(1_000_000, 0)) {
+		t.Fatalf("open: %v (since %v)", err, oe)
+	}
+	testenv.WaitUntil(t, func() bool { return fake.Timers() == 1 })
+	if probes.Load() != 0 {
+		t.Fatal("probed before the interval passed")
+	}
+	fake.Advance(time.Hour)
+	testenv.WaitUntil(t, func() bool { return probes.Load() == 1 && fake.Timers() == 1 })
+	if b.State() != backend.BreakerOpen {
+		t.Fatal("closed while the backend is down")
+	}
+	healthy.Store(true)
+	fake.Advance(time.Hour)
+	testenv.WaitUntil(t, func() bool { return b.State() == backend.BreakerClosed })
+	if probes.Load() != 2 {
+		t.Fatalf("%d probes, want 2", probes.Load())
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/clock"
 )
 
 // Breaker defaults.
@@ -67,6 +69,9 @@ type Breaker struct {
 	Probe func(ctx context.Context) error
 	// OnChange, if set, is called (outside the lock) on every transition.
 	OnChange func(bucket string, s BreakerState, err error)
+	// Clock times the probes and Since (tests advance a clock.Fake).
+	// nil: clock.Real.
+	Clock clock.Clock
 
 	mu       sync.Mutex
 	state    BreakerState
@@ -130,7 +135,7 @@ func (b *Breaker) Failure(err error) {
 	b.last = err
 	opened := false
 	if b.state == BreakerClosed && b.count >= n {
-		b.state, b.since, opened = BreakerOpen, time.Now(), true
+		b.state, b.since, opened = BreakerOpen, b.clock().Now(), true
 		if b.stop == nil {
 			b.stop = make(chan struct{})
 		}
@@ -160,16 +165,17 @@ func (b *Breaker) prober() {
 	b.mu.Lock()
 	iv := b.probeIntervalLocked()
 	b.mu.Unlock()
-	t := time.NewTimer(iv)
-	defer t.Stop()
+	clk := b.clock()
 	for {
+		t := clk.NewTimer(iv)
 		select {
 		case <-b.stop:
+			t.Stop()
 			b.mu.Lock()
 			b.probing = false
 			b.mu.Unlock()
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), iv)
 		err := b.Probe(ctx)
@@ -187,8 +193,14 @@ func (b *Breaker) prober() {
 		b.last = err
 		iv = b.probeIntervalLocked() // a reload may have changed it
 		b.mu.Unlock()
-		t.Reset(iv)
 	}
+}
+
+func (b *Breaker) clock() clock.Clock {
+	if b.Clock != nil {
+		return b.Clock
+	}
+	return clock.Real{}
 }
 
 // Close stops the prober.

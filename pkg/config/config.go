@@ -47,6 +47,35 @@ const (
 	DefaultReaperInterval = 10 * time.Second
 	// DefaultOpTimeout is the default of Redis.OpTimeout.
 	DefaultOpTimeout = 500 * time.Millisecond
+	// DefaultLeaseLoss is the default of Redis.LeaseLoss: close the
+	// sessions over the fallback share when the lease is lost, so the cap
+	// holds exactly (keep would let it overshoot until they end).
+	DefaultLeaseLoss = LeaseLossClose
+	// DefaultExpectedInstances is the default of Redis.ExpectedInstances:
+	// 0, refuse logins until Redis was first reached (a new instance
+	// cannot know how many others share the cap).
+	DefaultExpectedInstances = 0
+	// DefaultForgetAfter is the default of Redis.ForgetAfter.
+	DefaultForgetAfter = 5 * time.Minute
+	// DefaultRedisTLSEnabled is the default of RedisTLS.Enabled.
+	DefaultRedisTLSEnabled = false
+)
+
+// LeaseLoss is what an instance does with the sessions open when its
+// Redis lease (heartbeat) runs out: see Redis.LeaseLoss.
+type LeaseLoss string
+
+// The lease-loss policies.
+const (
+	// LeaseLossClose closes the sessions over the instance's fallback
+	// share before its lease ends, so no other instance can be granted
+	// their slots while they run: the cap holds exactly.
+	LeaseLossClose LeaseLoss = "close"
+	// LeaseLossKeep keeps every session. While the lease is lost other
+	// instances may be granted the slots these sessions hold: the backend
+	// may see up to max + (this instance's holdings - its share) sessions
+	// until they end or Redis is reached again.
+	LeaseLossKeep LeaseLoss = "keep"
 )
 
 // Defaults of the bucket options.
@@ -288,13 +317,93 @@ type Redis struct {
 	// ReaperInterval is how often this instance looks for dead instances
 	// to reclaim. Default: DefaultReaperInterval.
 	ReaperInterval time.Duration `yaml:"reaper_interval"`
-	// FallbackDivisor divides each bucket's cap into the local share an
-	// instance may use while Redis is unreachable. 0 means the number of
-	// live instances last seen in Redis. Default 0.
+	// FallbackDivisor, if > 0, is the N of the fallback share (instance i
+	// of N ranked by id holds at most floor(max/N) + (1 if i < max mod N)
+	// while Redis is unreachable), instead of the number of live instances
+	// last seen in Redis. Set it to at least the number of instances, or
+	// the shares sum above max. Default 0 (the instances last seen).
 	FallbackDivisor int `yaml:"fallback_divisor"`
 	// OpTimeout bounds each Redis operation; past it the instance falls
 	// back to its local share. Default: DefaultOpTimeout.
 	OpTimeout time.Duration `yaml:"op_timeout"`
+
+	// Username is the ACL user (Redis 6+); empty: the default user, with
+	// Password alone. Env: REDIS_USERNAME.
+	Username string `yaml:"username"`
+	// TLS encrypts the connection to Redis (and to the sentinels).
+	TLS RedisTLS `yaml:"tls"`
+	// Sentinel, with a master set, finds the primary through Redis
+	// Sentinel and follows its failovers. Addr must then be empty.
+	Sentinel RedisSentinel `yaml:"sentinel"`
+
+	// LeaseLoss is the policy for the sessions open when this instance's
+	// lease ends (its heartbeat could not be renewed in time, or another
+	// instance reclaimed it): close (default) or keep. See LeaseLossClose
+	// and LeaseLossKeep. Default: DefaultLeaseLoss (also when empty, in a
+	// Config built in code).
+	LeaseLoss LeaseLoss `yaml:"lease_loss"`
+	// ExpectedInstances is the number of instances assumed when this one
+	// has never reached Redis and so never saw the others: its fallback
+	// share is then floor(max / ExpectedInstances). 0 refuses logins
+	// (TDS error 50011) until Redis was reached once.
+	// Default: DefaultExpectedInstances.
+	ExpectedInstances int `yaml:"expected_instances"`
+	// ReclaimAfter is how long the reaper keeps every slot of an instance
+	// whose lease expired counted (it may only be frozen, or cut off from
+	// Redis, with its sessions open) before it gives back the slots above
+	// that instance's fallback share. A freeze or partition shorter than
+	// heartbeat_ttl + reclaim_after never lets the cap be exceeded.
+	// 0 (default): heartbeat_ttl.
+	ReclaimAfter time.Duration `yaml:"reclaim_after"`
+	// ForgetAfter is how long the reaper then keeps that fallback share
+	// counted, before it forgets the instance entirely. An instance that
+	// restarts with the same instance_id gives it back at once.
+	// Default: DefaultForgetAfter.
+	ForgetAfter time.Duration `yaml:"forget_after"`
+}
+
+// LeaseMargin is subtracted from the end of an instance's Redis lease, on
+// its own monotonic clock, for clock drift and the time to act (notice the
+// deadline, close sessions): a tenth of the heartbeat TTL, at least 100 ms
+// and twice the op timeout, at most half the TTL. The heartbeat must be
+// renewed (interval + op_timeout) within TTL minus this margin.
+func LeaseMargin(ttl, opTimeout time.Duration) time.Duration {
+	return min(max(ttl/10, 100*time.Millisecond, 2*opTimeout), ttl/2)
+}
+
+// Enabled reports whether Redis coordinates this instance: an address or
+// a Sentinel master set is configured.
+func (r *Redis) Enabled() bool { return r.Addr != "" || r.Sentinel.MasterSet != "" }
+
+// RedisTLS configures TLS to Redis. It is on when Enabled is true or
+// CAFile is set.
+type RedisTLS struct {
+	// Enabled turns TLS on with the system's CA pool (when CAFile is
+	// empty). Default: DefaultRedisTLSEnabled.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is the PEM of the CA that signed Redis' certificate. Setting
+	// it turns TLS on.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate and key, for a
+	// Redis with tls-auth-clients. Set both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name verified in Redis' certificate. Default: the
+	// host of the address dialled.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any certificate: tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// On reports whether TLS to Redis is on.
+func (t *RedisTLS) On() bool { return t.Enabled || t.CAFile != "" }
+
+// RedisSentinel names the Sentinel deployment that monitors the primary.
+type RedisSentinel struct {
+	// MasterSet is the name the sentinels monitor the primary under.
+	MasterSet string `yaml:"master_set"`
+	// Addrs are host:port of the sentinels; at least one with MasterSet.
+	Addrs []string `yaml:"addrs"`
 }
 
 // EBPF configures the eBPF tracker (pkg/ebpf): a sock_ops program that
@@ -493,6 +602,7 @@ func (c *Config) Redacted() *Config {
 	r.ClientEncryption = append([]Encryption(nil), c.ClientEncryption...)
 	r.Buckets = append([]Bucket(nil), c.Buckets...)
 	r.Routes = append([]Route(nil), c.Routes...)
+	r.Redis.Sentinel.Addrs = append([]string(nil), c.Redis.Sentinel.Addrs...)
 	if r.Redis.Password != "" {
 		r.Redis.Password = redacted
 	}

@@ -15,7 +15,7 @@ import (
 func clearEnv(t *testing.T) {
 	t.Helper()
 	for _, name := range []string{EnvInstanceID, EnvListen, EnvListeners, EnvProxyProtocol, EnvTLSCertFile,
-		EnvTLSKeyFile, EnvLogLevel, EnvHealthListen, EnvMetricsListen, EnvRedisAddr, EnvRedisPassword} {
+		EnvTLSKeyFile, EnvLogLevel, EnvHealthListen, EnvMetricsListen, EnvRedisAddr, EnvRedisPassword, EnvRedisUsername} {
 		t.Setenv(name, "")
 	}
 	for _, kv := range os.Environ() {

@@ -49,6 +49,14 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	dur(&c.Redis.HeartbeatInterval, "redis.heartbeat_interval", DefaultHeartbeatInterval)
 	dur(&c.Redis.ReaperInterval, "redis.reaper_interval", DefaultReaperInterval)
 	dur(&c.Redis.OpTimeout, "redis.op_timeout", DefaultOpTimeout)
+	if !has("redis.lease_loss") {
+		c.Redis.LeaseLoss = DefaultLeaseLoss
+	}
+	num(&c.Redis.ExpectedInstances, "redis.expected_instances", DefaultExpectedInstances)
+	dur(&c.Redis.ForgetAfter, "redis.forget_after", DefaultForgetAfter)
+	if !has("redis.tls.enabled") {
+		c.Redis.TLS.Enabled = DefaultRedisTLSEnabled
+	}
 
 	for i := range c.Buckets {
 		b := &c.Buckets[i]
@@ -101,6 +109,7 @@ const (
 	EnvMetricsListen = "METRICS_ADDR"
 	EnvRedisAddr     = "REDIS_ADDR"
 	EnvRedisPassword = "REDIS_PASSWORD"
+	EnvRedisUsername = "REDIS_USERNAME"
 	EnvEBPFEnabled   = "EBPF_ENABLED"
 
 	// EnvBucketPrefix and EnvBucketSuffix frame a bucket's address
@@ -183,6 +192,7 @@ func (c *Config) applyEnv() []error {
 	}
 	str(EnvRedisAddr, &c.Redis.Addr, "redis.addr")
 	str(EnvRedisPassword, &c.Redis.Password, "redis.password")
+	str(EnvRedisUsername, &c.Redis.Username, "redis.username")
 
 	for _, kv := range os.Environ() {
 		name, val, _ := strings.Cut(kv, "=")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -207,6 +208,53 @@ func (v *validator) redis(r *Redis) {
 		v.add("redis.fallback_divisor", "must be >= 0 (got %d); 0 means the live instances last seen", r.FallbackDivisor)
 	}
 	v.positive("redis.op_timeout", r.OpTimeout)
+	if r.HeartbeatTTL > 0 && r.HeartbeatInterval > 0 && r.OpTimeout > 0 && r.HeartbeatInterval < r.HeartbeatTTL {
+		if m := LeaseMargin(r.HeartbeatTTL, r.OpTimeout); r.HeartbeatInterval+r.OpTimeout >= r.HeartbeatTTL-m {
+			v.add("redis.heartbeat_interval", "plus redis.op_timeout (%s) must be shorter than redis.heartbeat_ttl (%s) minus the lease margin (%s), or the instance loses its lease between renewals (got %s)",
+				r.OpTimeout, r.HeartbeatTTL, m, r.HeartbeatInterval)
+		}
+	}
+	switch r.LeaseLoss {
+	case LeaseLossClose, LeaseLossKeep, "": // "" (a Config built in code): the default
+	default:
+		v.add("redis.lease_loss", "must be %q or %q (got %q)", LeaseLossClose, LeaseLossKeep, r.LeaseLoss)
+	}
+	if r.ExpectedInstances < 0 {
+		v.add("redis.expected_instances", "must be >= 0 (got %d); 0 refuses logins until Redis was reached once", r.ExpectedInstances)
+	}
+	if r.ReclaimAfter < 0 {
+		v.add("redis.reclaim_after", "must be >= 0 (got %s); 0 means heartbeat_ttl", r.ReclaimAfter)
+	}
+	if r.ForgetAfter < 0 {
+		v.add("redis.forget_after", "must be >= 0 (got %s)", r.ForgetAfter)
+	}
+	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
+		v.add("redis.tls.cert_file", "set redis.tls.cert_file and redis.tls.key_file together (got cert_file %q, key_file %q)", r.TLS.CertFile, r.TLS.KeyFile)
+	}
+	if !r.TLS.On() && (r.TLS.CertFile != "" || r.TLS.ServerName != "" || r.TLS.InsecureSkipVerify) {
+		v.add("redis.tls", "has settings but TLS is off: set redis.tls.ca_file or redis.tls.enabled: true")
+	}
+	for _, f := range []struct{ path, file string }{{"redis.tls.ca_file", r.TLS.CAFile}, {"redis.tls.cert_file", r.TLS.CertFile}, {"redis.tls.key_file", r.TLS.KeyFile}} {
+		if f.file == "" {
+			continue
+		}
+		if _, err := os.Stat(f.file); err != nil {
+			v.add(f.path, "cannot read %q: %v", f.file, err)
+		}
+	}
+	if r.Sentinel.MasterSet != "" {
+		if r.Addr != "" {
+			v.add("redis.addr", "must be empty with redis.sentinel.master_set (the sentinels name the primary; got %q)", r.Addr)
+		}
+		if len(r.Sentinel.Addrs) == 0 {
+			v.add("redis.sentinel.addrs", "needs at least one sentinel host:port with redis.sentinel.master_set %q", r.Sentinel.MasterSet)
+		}
+	} else if len(r.Sentinel.Addrs) > 0 {
+		v.add("redis.sentinel.master_set", "is required with redis.sentinel.addrs")
+	}
+	for i, a := range r.Sentinel.Addrs {
+		v.dialAddr(fmt.Sprintf("redis.sentinel.addrs[%d]", i), a)
+	}
 }
 
 func (v *validator) bucket(i int, b *Bucket, ids, envNames map[string]int) {

@@ -36,4 +36,9 @@
 // logged, the panic counted, the connection closed. client_idle_timeout
 // closes an idle logged-in client from a timer that reads the kernel's
 // TCP_INFO last-data times, so no wrapper slows the splice path.
+//
+// Handler.ShedSessions(bucket, keep) is the one way in from outside a
+// session: it closes the bucket's newest sessions that hold a slot until
+// keep remain (a shed pooled backend is closed, not pooled). The app calls
+// it when the Redis limiter loses its lease with redis.lease_loss close.
 package frontend

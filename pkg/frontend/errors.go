@@ -31,6 +31,10 @@ const (
 	// its logins that would need a password check are refused until the
 	// window passes.
 	CodeTooManyFailures Code = 50010
+	// CodeNoShare: the bucket's cap is shared through Redis, which this
+	// instance has never reached, and it has no configured share
+	// (redis.expected_instances 0).
+	CodeNoShare Code = 50011
 )
 
 func (c Code) String() string {
@@ -55,6 +59,8 @@ func (c Code) String() string {
 		return "bad_login"
 	case CodeTooManyFailures:
 		return "too_many_failures"
+	case CodeNoShare:
+		return "no_share"
 	}
 	return fmt.Sprintf("code_%d", int32(c))
 }

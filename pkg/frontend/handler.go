@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,38 @@ func (h *Handler) CloseAll() {
 	for s := range h.live {
 		s.abort()
 	}
+}
+
+// ShedSessions closes sessions of bucket that hold a slot, newest first,
+// until at most keep of them remain, and returns how many it closed. The
+// Redis limiter calls it (through the app) when this instance must fall
+// back to its share of the bucket's cap: its lease was lost and
+// redis.lease_loss is close. A closed session's client sees its connection
+// end; the slot goes back through the session's usual release (a pooled
+// backend connection is closed, not returned to the pool). Sessions
+// already being closed are not counted, so calling it again before they
+// have ended closes no more than needed.
+func (h *Handler) ShedSessions(bucket string, keep int) int {
+	h.mu.Lock()
+	var hold []*session
+	for s := range h.live {
+		if b := s.slot.Load(); b != nil && *b == bucket && !s.shed.Load() {
+			hold = append(hold, s)
+		}
+	}
+	h.mu.Unlock()
+	n := len(hold) - max(keep, 0)
+	if n <= 0 {
+		return 0
+	}
+	slices.SortFunc(hold, func(a, b *session) int { return b.start.Compare(a.start) })
+	for _, s := range hold[:n] {
+		s.shed.Store(true)
+		h.Log.Warn("session closed: this instance lost its redis lease and is over its share of the bucket's cap (redis.lease_loss close)",
+			"session", s.id, "client", s.client, "bucket", bucket)
+		s.abort()
+	}
+	return n
 }
 
 func (h *Handler) track(s *session) {

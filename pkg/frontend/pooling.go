@@ -60,6 +60,12 @@ func (s *session) relay(c *pool.Conn) {
 // goes back to its pool, made safe first (its slot stays with it while it
 // is idle); any other is closed and its slot released.
 func (s *session) release(c *pool.Conn) {
+	defer s.slot.Store(nil)
+	if s.shed.Load() {
+		c.Close("lease_shed")
+		s.log.Info("slot release", "shed", true)
+		return
+	}
 	if !c.Pooled() || !c.Login.OK {
 		c.Close(pool.ReasonLoginFailed)
 		s.log.Info("slot release")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
@@ -50,6 +51,11 @@ type session struct {
 
 	mu      sync.Mutex
 	backend net.Conn
+
+	// slot is the bucket this session holds a slot of (nil: none), for
+	// Handler.ShedSessions; shed says ShedSessions closed it.
+	slot atomic.Pointer[string]
+	shed atomic.Bool
 }
 
 // Serve runs one client session: handshake → route → reuse or (admit →
@@ -135,7 +141,9 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.fail(err)
 		return
 	}
-	if conn == nil {
+	if conn != nil {
+		s.slot.Store(&bucketID)
+	} else {
 		// 4. Admit: a slot under the bucket's limit, maybe after a wait in its queue.
 		ticket, err := s.admit(ctx, bucketID)
 		if err != nil {
@@ -143,6 +151,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 			return
 		}
 		s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
+		s.slot.Store(&bucketID)
 
 		// 5. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's
 		// backend. The connection holds the slot from here on.
@@ -444,6 +453,9 @@ func (s *session) admit(ctx context.Context, bucket string) (limiter.Ticket, err
 		case tds.ErrNumQueueFull:
 			s.log.Warn("queue full, circuit breaker rejected the login", "bucket", bucket, "queued", le.Queue, "max_queue_size", le.MaxQueue)
 			return nil, refuse(CodeQueueFull, err, "%s", le.Error())
+		case tds.ErrNumNoShare:
+			s.log.Warn("login refused: redis never reached and no share configured", "bucket", bucket)
+			return nil, refuse(CodeNoShare, err, "%s", le.Error())
 		}
 		return nil, refuse(CodeShuttingDown, err, "%s", le.Error())
 	}

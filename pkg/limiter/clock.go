@@ -1,115 +1,24 @@
 package limiter
 
 import (
-	"sort"
-	"sync"
 	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/clock"
 )
 
-// Clock is the time source of a limiter. Queue timeouts are measured with it
-// from the moment a client enters the queue. The default is the real clock;
-// tests inject a FakeClock to drive timeouts deterministically.
-type Clock interface {
-	Now() time.Time
-	// NewTimer returns a timer that fires once, d from now. d <= 0 fires at once.
-	NewTimer(d time.Duration) Timer
-}
+// Clock is the limiter's time source (package clock): queue timeouts, the
+// lease and the fence are measured with it. Inject one with WithClock.
+type Clock = clock.Clock
 
-// Timer is the part of *time.Timer a limiter uses.
-type Timer interface {
-	C() <-chan time.Time
-	// Stop prevents the timer from firing; it reports whether it did.
-	Stop() bool
-}
+// Timer is clock.Timer.
+type Timer = clock.Timer
 
-// RealClock is the Clock backed by package time.
-type RealClock struct{}
+// RealClock is clock.Real, the default.
+type RealClock = clock.Real
 
-// Now returns time.Now().
-func (RealClock) Now() time.Time { return time.Now() }
+// FakeClock is clock.Fake: tests (here and in the frontend) drive 50004
+// and the fence with it instead of sleeping.
+type FakeClock = clock.Fake
 
-// NewTimer returns a time.Timer.
-func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-type realTimer struct{ t *time.Timer }
-
-func (r realTimer) C() <-chan time.Time { return r.t.C }
-func (r realTimer) Stop() bool          { return r.t.Stop() }
-
-// FakeClock is a manual Clock for tests: time stands still until Advance.
-// It is exported so the frontend's tests can drive 50004 without sleeping.
-type FakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-// NewFakeClock returns a FakeClock reading start.
-func NewFakeClock(start time.Time) *FakeClock { return &FakeClock{now: start} }
-
-// Now returns the fake time.
-func (c *FakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// NewTimer returns a timer that fires when Advance moves the clock d past now.
-func (c *FakeClock) NewTimer(d time.Duration) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), ch: make(chan time.Time, 1)}
-	if d <= 0 {
-		t.ch <- c.now
-		return t
-	}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-// Advance moves the clock forward by d and fires every timer that is due,
-// earliest first.
-func (c *FakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	sort.SliceStable(c.timers, func(i, j int) bool { return c.timers[i].at.Before(c.timers[j].at) })
-	keep := c.timers[:0]
-	for _, t := range c.timers {
-		if t.at.After(c.now) {
-			keep = append(keep, t)
-			continue
-		}
-		t.ch <- c.now
-	}
-	clear(c.timers[len(keep):])
-	c.timers = keep
-}
-
-// Timers reports how many timers are armed and not yet fired or stopped.
-// Tests use it to wait until a waiter has started its queue timer.
-func (c *FakeClock) Timers() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
-
-type fakeTimer struct {
-	c  *FakeClock
-	at time.Time
-	ch chan time.Time
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.ch }
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	for i, x := range t.c.timers {
-		if x == t {
-			t.c.timers = append(t.c.timers[:i], t.c.timers[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
+// NewFakeClock returns a clock.Fake reading start.
+func NewFakeClock(start time.Time) *FakeClock { return clock.NewFake(start) }

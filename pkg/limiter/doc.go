@@ -23,8 +23,7 @@
 //     Queue per bucket over an in-memory counter, reloadable with Update;
 //   - Redis, the implementation whose caps are shared by every proxy
 //     instance: the same Queue over a SlotSource that runs Lua scripts
-//     (redis_scripts.go) on the keys of DESIGN.md section 3
-//     (redis_keys.go). Waiters wake on a release anywhere (pub/sub from the
+//     (package coord) on the keys of DESIGN.md section 3. Waiters wake on a release anywhere (pub/sub from the
 //     release script), on a change of max (client-side cache invalidation)
 //     and on a slow poll. When Redis does not answer it keeps admitting on
 //     a local share and reconciles when Redis is back, even empty: the
@@ -33,4 +32,45 @@
 //
 // Waiting costs no goroutine: a waiter blocks in its own Acquire call, on a
 // channel, its context and one timer.
+//
+// # Leases and fencing
+//
+// The lease scripts (package coord, lease.go) keep the cap when an instance stalls, is
+// cut off from Redis, or runs twice:
+//
+//   - Each process draws an incarnation (coord.NewIncarnation). Its heartbeat key
+//     is its lease and holds the incarnation; proxy:instance:<id>:incarnation
+//     names whose holdings the conns hash records. The register script
+//     claims an id (coord.ErrIDTaken if another incarnation's lease is alive: the
+//     process then runs as coord.SiblingID and never touches the other's hash),
+//     gives back an older incarnation's records, and makes the hash agree
+//     with what the instance holds: lowered where Redis records more,
+//     re-acquired — never past max — where it records less. The heartbeat
+//     script renews only its own incarnation's lease and never re-creates a
+//     lapsed one: a lost lease always goes back through register.
+//   - The holder's lease ends, on its monotonic clock, at the send time of
+//     its last successful renewal + HeartbeatTTL − LeaseMargin
+//     (LeaseDeadline). Past it the limiter falls back to its share. Past
+//     that deadline plus ReclaimAfter — the earliest a reaper may give any
+//     of its slots away — with lease_loss close, the fence (watchLease, its own
+//     goroutine) asks Shed to close the sessions over the fallback share,
+//     and asks again every 100 ms until the lease is renewed.
+//   - The reaper (package registry, coord.ReapInstance) fences an expired lease
+//     (proxy:fenced; nothing given back), parks it after ReclaimAfter (the
+//     slots above its exact share given back), forgets it after ForgetAfter.
+//     A live sibling (same coord.BaseID, other incarnation: the process restarted)
+//     makes an expired id forgotten at once.
+//   - Slots that did not fit at a register are uncounted: releases consume
+//     them first, without Redis, and the poll has Redis count them when room
+//     frees. With lease_loss keep the backend may exceed max by at most
+//     that many (RedisBucketStatus.Uncounted), shrinking.
+//   - A different Redis answering (run_id: a Sentinel failover, a restart)
+//     makes the instance re-register at once, so that count = the sum of the
+//     hashes = the sessions open.
+//
+// Fallback shares are exact (ExactShare): instance i of N ranked by id
+// among proxy:instances ∪ proxy:fenced gets floor(max/N) + 1 if i < max
+// mod N, and no more than it held plus its exact share of the free slots.
+// An instance that never reached Redis uses ExpectedInstances (floor only)
+// or, with 0, refuses with CodeNoShare (TDS error 50011).
 package limiter

@@ -15,6 +15,8 @@ const (
 	NumQueueTimeout int32 = tds.ErrNumQueueTimeout
 	// NumQueueFull: the bucket was full and its queue was too (or queueing is off).
 	NumQueueFull int32 = tds.ErrNumQueueFull
+	// NumNoShare: Redis was never reached and no share is configured.
+	NumNoShare int32 = tds.ErrNumNoShare
 )
 
 // Code says why Acquire refused a slot.
@@ -30,6 +32,10 @@ const (
 	// CodeUnknownBucket: no bucket has that id (or it was removed by a reload
 	// while the client waited).
 	CodeUnknownBucket
+	// CodeNoShare: the cap is shared through Redis, which this instance has
+	// never reached, and redis.expected_instances is 0: it cannot know its
+	// share of the cap, so it refuses (50011) rather than risk the cap.
+	CodeNoShare
 )
 
 // String returns the code's name, e.g. "QueueFull".
@@ -43,6 +49,8 @@ func (c Code) String() string {
 		return "Closed"
 	case CodeUnknownBucket:
 		return "UnknownBucket"
+	case CodeNoShare:
+		return "NoShare"
 	}
 	return fmt.Sprintf("Code(%d)", uint8(c))
 }
@@ -88,6 +96,9 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("bucket %s: limiter closed", b)
 	case CodeUnknownBucket:
 		return fmt.Sprintf("bucket %s: unknown bucket", b)
+	case CodeNoShare:
+		return fmt.Sprintf("bucket %s: the cap (max_connections %d) is shared through Redis, which this tdsgate instance has not reached since it started; "+
+			"it admits nobody until it does (set redis.expected_instances to admit on a share meanwhile)", b, e.Max)
 	}
 	return fmt.Sprintf("bucket %s: admission refused (%s)", b, e.Code)
 }
@@ -100,6 +111,8 @@ func (e *Error) Number() int32 {
 		return NumQueueTimeout
 	case CodeQueueFull:
 		return NumQueueFull
+	case CodeNoShare:
+		return NumNoShare
 	}
 	return 0
 }

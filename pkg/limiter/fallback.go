@@ -27,10 +27,12 @@ import (
 // turn); the release script publishes, and waiters everywhere retry.
 //
 // fallback: Redis does not answer. The instance admits on a local share of
-// each bucket, counting the slots it already holds: share = max / divisor
-// (divisor: redis.fallback_divisor, or the live instances last seen, at
-// least 1), and no more than what it held plus its part (1/divisor) of the
-// slots that were free when Redis was last seen. The second bound is what
+// each bucket, counting the slots it already holds: its exact share of max
+// (instance i of N ranked by id: floor(max/N) + 1 if i < max mod N; N is
+// redis.fallback_divisor, or the ids in proxy:instances ∪ proxy:fenced
+// last seen, or redis.expected_instances before Redis was ever reached),
+// and no more than what it held plus its exact share of the slots that
+// were free when Redis was last seen. The second bound is what
 // keeps the cap exact across instances when they all lose Redis at once:
 // the shares of what was free add up to at most what was free. Releases
 // are local. A probe loop tries Redis every ProbeInterval.
@@ -75,15 +77,36 @@ func (s RedisState) String() string {
 // noticing). Its holdings are unknown to Redis until it reconciles.
 var errUnregistered = errors.New("this instance is not in proxy:instances (reaped, or redis lost its data)")
 
+// ExactShare is instance rank's part of n when total is split among n
+// instances ranked 0..n-1 by id: floor(total/n), plus 1 for the first
+// total mod n ranks, so the parts add up to exactly total. A rank < 0
+// (unknown: the instance never saw the others) gets floor(total/n) only.
+// n <= 0 gets 0.
+func ExactShare(total int64, n, rank int) int64 {
+	if n <= 0 || total <= 0 {
+		return 0
+	}
+	s := total / int64(n)
+	if rank >= 0 && int64(rank) < total%int64(n) {
+		s++
+	}
+	return s
+}
+
 // fallbackShare is the local cap of a bucket while Redis is unreachable:
-// max / divisor, and, when the count was seen, no more than held plus
-// (max - count) / divisor. held and count are as last seen.
-func fallbackShare(maxConns, count, held int64, divisor int, countKnown bool) int64 {
-	d := int64(max(divisor, 1))
-	share := maxConns / d
+// the instance's exact share of max (ExactShare), and, when the count was
+// seen, no more than held plus its exact share of the slots that were
+// free (max - count). Summed over instances that saw the same count, the
+// second bound is count + free = max: the holdings at the moment of
+// fallback count against the share. divisor 0: no share.
+func fallbackShare(maxConns, count, held int64, divisor, rank int, countKnown bool) int64 {
+	if divisor <= 0 {
+		return 0
+	}
+	share := ExactShare(maxConns, divisor, rank)
 	if countKnown {
 		free := max(maxConns-count, 0)
-		share = min(share, held+free/d)
+		share = min(share, held+ExactShare(free, divisor, rank))
 	}
 	return max(share, 0)
 }

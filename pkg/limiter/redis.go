@@ -2,17 +2,20 @@ package limiter
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/tdsgate/tdsgate/pkg/config"
+	"github.com/tdsgate/tdsgate/pkg/coord"
+	"github.com/tdsgate/tdsgate/pkg/redisconn"
 )
 
 // Defaults of RedisOptions.
@@ -71,6 +74,51 @@ type RedisOptions struct {
 	// ("acquire", "release", "reconcile") and error (for metrics). It must
 	// be quick and safe for concurrent use.
 	OnOp func(op string, err error)
+
+	// Username is the ACL user (config redis.username).
+	Username string
+	// TLSConfig, if set, encrypts the connections to Redis and to the
+	// sentinels (config redis.tls).
+	TLSConfig *tls.Config
+	// SentinelMasterSet and SentinelAddrs find the primary through Redis
+	// Sentinel (config redis.sentinel); Addr is then unused.
+	SentinelMasterSet string
+	SentinelAddrs     []string
+
+	// Client, if set, is the Redis client to use (the app's one owner of
+	// it; see package redisconn): Addr, Username, Password, DB, TLSConfig
+	// and the sentinel options are then unused, and Disconnect leaves it
+	// open. nil: the limiter builds and owns one.
+	Client *redisconn.Conn
+
+	// Incarnation is this process's random token (coord.NewIncarnation when
+	// empty): it tells this process's lease from any other's.
+	Incarnation string
+	// LeaseLossKeep keeps the sessions over the fallback share when the
+	// lease is lost (config redis.lease_loss: keep); false closes them
+	// through Shed (close, the default). See doc.go.
+	LeaseLossKeep bool
+	// Shed, with lease_loss close, is asked to close sessions of bucket
+	// until no more than keep of this instance's slots of it are in use.
+	// It returns how many it closed. nil: nothing can be closed.
+	Shed func(bucket string, keep int) int
+	// ExpectedInstances is N for the fallback share of an instance that
+	// has never reached Redis (config redis.expected_instances); 0 with
+	// FallbackDivisor 0 refuses such logins (CodeNoShare).
+	ExpectedInstances int
+	// ReclaimAfter is how long a reaper keeps every slot of an instance
+	// whose lease expired (it may be frozen or cut off) before it gives
+	// back those above its fallback share. Default: HeartbeatTTL.
+	ReclaimAfter time.Duration
+	// LeaseMargin is subtracted from the lease's end, on this instance's
+	// monotonic clock, for clock drift and the time to act.
+	// Default: DefaultLeaseMargin(HeartbeatTTL, OpTimeout).
+	LeaseMargin time.Duration
+}
+
+// DefaultLeaseMargin is the default LeaseMargin: config.LeaseMargin.
+func DefaultLeaseMargin(ttl, opTimeout time.Duration) time.Duration {
+	return config.LeaseMargin(ttl, opTimeout)
 }
 
 func (o *RedisOptions) setDefaults() {
@@ -94,6 +142,15 @@ func (o *RedisOptions) setDefaults() {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Incarnation == "" {
+		o.Incarnation = coord.NewIncarnation()
+	}
+	if o.ReclaimAfter <= 0 {
+		o.ReclaimAfter = o.HeartbeatTTL
+	}
+	if o.LeaseMargin <= 0 {
+		o.LeaseMargin = DefaultLeaseMargin(o.HeartbeatTTL, o.OpTimeout)
+	}
 }
 
 // Redis is the Limiter whose caps are shared by every instance through
@@ -105,25 +162,40 @@ func (o *RedisOptions) setDefaults() {
 // does not answer, it keeps admitting on a local share and reconciles when
 // Redis is back; see RedisState for the state machine.
 type Redis struct {
-	o      RedisOptions
-	opts   options
-	log    *slog.Logger
-	client rueidis.Client
+	o         RedisOptions
+	opts      options
+	log       *slog.Logger
+	client    rueidis.Client
+	ownClient bool // built by NewRedis: Disconnect closes it
 
 	// mu is held shared by each acquire and release for the length of its
 	// Redis call (or local update), and exclusively by every state
 	// transition and reconcile, which therefore see no operation half done.
 	mu            sync.RWMutex
 	state         atomic.Int32 // RedisState; written with mu held exclusively
-	everConnected bool         // guarded by mu
+	everConnected atomic.Bool  // written with mu held exclusively
 	fallbackSince time.Time    // guarded by mu
 	settleUntil   time.Time    // supervisor goroutine only
+
+	// The lease (doc.go, "Leases and fencing"). keyID is the id in the
+	// keys: the configured one, or coord.SiblingID when another live process
+	// held it. leaseSent is when the last successful renewal was sent, on
+	// the monotonic clock (ns since epoch; 0: never). leaseOK is false from
+	// the moment the lease is known lost until the register script ran.
+	keyID     atomic.Pointer[string]
+	epoch     time.Time
+	leaseSent atomic.Int64
+	leaseOK   atomic.Bool
+	runID     string // run_id of the Redis last polled; supervisor goroutine only
+	// rank is this id's index among the sorted ids of proxy:instances ∪
+	// proxy:fenced as last seen (-1: not seen); live is their number.
+	rank atomic.Int64
 
 	bmu     sync.Mutex // serializes Update and Close
 	buckets atomic.Pointer[map[string]*redisBucket]
 	retired map[string]*redisBucket // removed by Update while slots were held; guarded by bmu
 
-	live       atomic.Int64 // instances in proxy:instances, last seen
+	live       atomic.Int64 // ids in proxy:instances ∪ proxy:fenced, last seen
 	fallbacks  atomic.Uint64
 	reconciles atomic.Uint64
 	resync     atomic.Bool // a release found Redis short of a slot: reconcile
@@ -149,6 +221,12 @@ type redisBucket struct {
 	count     atomic.Int64
 	countSeen atomic.Bool
 	share     atomic.Int64 // local cap while not connected, fixed at fallback entry
+	// uncounted are held slots Redis does not count: they did not fit
+	// when the instance re-registered (lease_loss keep, or close while the
+	// sessions are being closed). Releases consume them first, without
+	// Redis; the poll tries to acquire them.
+	uncounted atomic.Int64
+	pushMax   atomic.Bool  // a reload changed max_connections: write it to Redis
 	told      atomic.Int64 // reconciling: slots the last reconcile wrote for us
 	q         *Queue
 	wake      chan struct{} // buffered 1: ask the bucket's waker to retry the queue
@@ -165,33 +243,34 @@ type redisBucket struct {
 // reconciles when Redis appears. It fails only on bad options.
 func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, error) {
 	o.setDefaults()
-	if o.Addr == "" {
-		return nil, errors.New("limiter: redis address required")
+	if o.Client == nil && o.Addr == "" && o.SentinelMasterSet == "" {
+		return nil, errors.New("limiter: redis address or sentinel master set required")
 	}
 	if o.InstanceID == "" {
 		return nil, errors.New("limiter: instance id required")
 	}
 	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1)}
+	l.epoch = l.opts.clock.Now().Add(-time.Second) // leaseSent 0 means "never renewed"
+	id := o.InstanceID
+	l.keyID.Store(&id)
+	l.rank.Store(-1)
 	l.opts.obs = waitObserver{Observer: l.opts.obs, l: l}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	m := map[string]*redisBucket{}
 	l.buckets.Store(&m)
 	l.state.Store(int32(StateFallback))
-	client, err := rueidis.NewClient(rueidis.ClientOption{
-		InitAddress:       []string{o.Addr},
-		Password:          o.Password,
-		SelectDB:          o.DB,
-		ClientName:        "tdsgate-" + o.InstanceID,
-		ForceSingleClient: true, // a client even when Redis is down at start: we start in fallback
-		DisableRetry:      true, // a failed call means fallback, not a retry past op_timeout
-		Dialer:            net.Dialer{Timeout: o.OpTimeout, KeepAlive: time.Second},
-		ConnWriteTimeout:  max(2*o.OpTimeout, time.Second),
-		OnInvalidations:   l.onInvalidations,
-	})
-	if client == nil {
-		return nil, err
+	conn := o.Client
+	if conn == nil {
+		c, err := redisconn.New(redisconn.Options{Addr: o.Addr, SentinelMasterSet: o.SentinelMasterSet, SentinelAddrs: o.SentinelAddrs,
+			Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLSConfig, ClientName: "tdsgate-" + o.InstanceID, OpTimeout: o.OpTimeout})
+		if err != nil {
+			return nil, err
+		}
+		conn, l.ownClient = c, true
 	}
-	l.client = client
+	conn.SetOnInvalidations(l.onInvalidations)
+	l.client = conn
+	var err error
 	l.Update(buckets)
 
 	// First contact: register holding nothing. With nothing held there is
@@ -201,24 +280,32 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 		err = l.reconcileLocked()
 	}
 	if err == nil {
-		l.everConnected = true
+		l.everConnected.Store(true)
 		l.state.Store(int32(StateConnected))
 		l.mu.Unlock()
-		l.log.Info("redis: connected, instance registered and reconciled", "addr", o.Addr, "instance_id", o.InstanceID)
+		l.log.Info("redis: connected, instance registered and reconciled", "addr", o.Addr, "sentinel_master_set", o.SentinelMasterSet,
+			"instance_id", l.InstanceID(), "incarnation", o.Incarnation)
 	} else {
 		l.fallbackSince = time.Now()
 		shares := l.fixSharesLocked()
 		l.fallbacks.Add(1)
 		l.mu.Unlock()
-		l.log.Warn("fallback: redis unreachable at start, admitting on the local share", "addr", o.Addr, "err", err,
-			"shares", formatShares(shares))
+		if l.unreachedDivisor() == 0 {
+			l.log.Warn("fallback: redis unreachable at start; refusing logins (TDS error 50011) until it is reached once, "+
+				"since the number of instances sharing each cap is unknown (set redis.expected_instances to admit on a share)",
+				"addr", o.Addr, "sentinel_master_set", o.SentinelMasterSet, "err", err)
+		} else {
+			l.log.Warn("fallback: redis unreachable at start, admitting on the local share", "addr", o.Addr, "err", err,
+				"divisor", l.divisor(), "shares", formatShares(shares))
+		}
 		if o.OnStateChange != nil {
 			o.OnStateChange(0, StateFallback)
 		}
 	}
-	l.wg.Add(2)
+	l.wg.Add(3)
 	go l.supervise()
 	go l.subscribe()
+	go l.watchLease()
 	return l, nil
 }
 
@@ -226,8 +313,38 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 // directory. It stays open until Disconnect.
 func (l *Redis) Client() rueidis.Client { return l.client }
 
-// InstanceID is the instance's id in the keys.
-func (l *Redis) InstanceID() string { return l.o.InstanceID }
+// InstanceID is the instance's id in the keys: the configured id, or
+// coord.SiblingID(id, incarnation) when another live process held it.
+func (l *Redis) InstanceID() string { return *l.keyID.Load() }
+
+// Incarnation is this process's random token.
+func (l *Redis) Incarnation() string { return l.o.Incarnation }
+
+// Lease is the id and incarnation the registry renews.
+func (l *Redis) Lease() (id, incarnation string) { return l.InstanceID(), l.o.Incarnation }
+
+// LeaseRenewed records a successful renewal sent at sent (read from the
+// limiter's Clock, WithClock): the lease now runs to sent + HeartbeatTTL -
+// LeaseMargin on that clock.
+func (l *Redis) LeaseRenewed(sent time.Time) {
+	ns := int64(sent.Sub(l.epoch))
+	for {
+		cur := l.leaseSent.Load()
+		if ns <= cur || l.leaseSent.CompareAndSwap(cur, ns) {
+			return
+		}
+	}
+}
+
+// LeaseDeadline is when this instance's lease ends by its own clock (zero:
+// never held).
+func (l *Redis) LeaseDeadline() time.Time {
+	ns := l.leaseSent.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return l.epoch.Add(time.Duration(ns) + l.o.HeartbeatTTL - l.o.LeaseMargin)
+}
 
 // State is the limiter's current state.
 func (l *Redis) State() RedisState { return RedisState(l.state.Load()) }
@@ -249,7 +366,10 @@ func (l *Redis) LiveInstances() int { return int(l.live.Load()) }
 // instance (the registry's heartbeat found it absent): Redis's counts
 // lack what this instance holds, so it goes to fallback and reconciles,
 // which registers it again with its slots.
-func (l *Redis) ReportUnregistered() { l.toFallback("heartbeat", "", errUnregistered) }
+func (l *Redis) ReportUnregistered() {
+	l.leaseOK.Store(false)
+	l.toFallback("heartbeat", "", errUnregistered)
+}
 
 // Acquire takes a slot in bucket; see Limiter.
 func (l *Redis) Acquire(ctx context.Context, bucket string) (Ticket, error) {
@@ -261,6 +381,10 @@ func (l *Redis) Acquire(ctx context.Context, bucket string) (Ticket, error) {
 	if b == nil {
 		l.opts.obs.Rejected(bucket, CodeUnknownBucket)
 		return nil, &Error{Code: CodeUnknownBucket, Bucket: bucket}
+	}
+	if !l.everConnected.Load() && l.unreachedDivisor() == 0 {
+		l.opts.obs.Rejected(bucket, CodeNoShare)
+		return nil, &Error{Code: CodeNoShare, Bucket: bucket, Max: int(b.max.Load())}
 	}
 	return b.q.Acquire(ctx)
 }
@@ -287,6 +411,11 @@ type RedisBucketStatus struct {
 	Count  int64 // all instances' slots, as last seen (-1: never seen)
 	Held   int64 // this instance's slots
 	Share  int64 // local cap while not connected
+	// Uncounted are held slots Redis does not count: they did not fit
+	// under max when this instance re-registered (lease_loss keep, or
+	// close while their sessions are being closed). The backend may exceed
+	// max by at most this many; it shrinks as they end or as room frees.
+	Uncounted int64
 }
 
 // Status reports the state and every bucket's figures, sorted by id.
@@ -298,7 +427,8 @@ func (l *Redis) Status() (RedisState, []RedisBucketStatus) {
 		if b.countSeen.Load() {
 			c = b.count.Load()
 		}
-		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Share: b.share.Load()})
+		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Share: b.share.Load(),
+			Uncounted: b.uncounted.Load()})
 	}
 	slices.SortFunc(out, func(a, b RedisBucketStatus) int { return strings.Compare(a.Bucket, b.Bucket) })
 	return l.State(), out
@@ -329,7 +459,7 @@ func (l *Redis) Update(buckets []BucketConfig) {
 			b.seed.Store(seed)
 			b.max.Store(seed)
 			b.told.Store(-1)
-			b.share.Store(fallbackShare(seed, 0, 0, l.divisor(), false))
+			b.share.Store(fallbackShare(seed, 0, 0, l.divisor(), -1, false))
 			b.q = newQueue(c.ID, b, c.MaxQueueSize, c.QueueTimeout, l.opts)
 			if l.closed.Load() {
 				b.q.Close()
@@ -338,8 +468,9 @@ func (l *Redis) Update(buckets []BucketConfig) {
 			}
 		} else {
 			if prev := b.seed.Swap(seed); prev != seed && l.client != nil {
-				l.log.Info("config: max_connections changed; the max in redis governs every instance, change it with SET",
-					"bucket", c.ID, "config", seed, "redis_key", KeyMax(c.ID), "redis_max", b.max.Load())
+				l.log.Info("config: max_connections changed by a reload; writing it to redis (config wins on reload)",
+					"bucket", c.ID, "from", prev, "to", seed, "redis_key", coord.KeyMax(c.ID), "redis_max", b.max.Load())
+				b.pushMax.Store(true)
 			}
 			b.q.SetLimits(c.MaxQueueSize, c.QueueTimeout)
 		}
@@ -390,7 +521,9 @@ func (l *Redis) Close() error {
 // registry has left.
 func (l *Redis) Disconnect() {
 	l.Close()
-	l.client.Close()
+	if l.ownClient {
+		l.client.Close()
+	}
 }
 
 // RouteDirectory looks key up in the optional route directory
@@ -400,7 +533,7 @@ func (l *Redis) Disconnect() {
 func (l *Redis) RouteDirectory(ctx context.Context, key string) (bucket string, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, l.o.OpTimeout)
 	defer cancel()
-	s, err := l.client.DoCache(ctx, l.client.B().Get().Key(KeyRoute(key)).Cache(), cacheTTL).ToString()
+	s, err := l.client.DoCache(ctx, l.client.B().Get().Key(coord.KeyRoute(key)).Cache(), cacheTTL).ToString()
 	if err != nil || s == "" {
 		return "", false
 	}
@@ -411,574 +544,25 @@ func (l *Redis) opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), l.o.OpTimeout)
 }
 
-// divisor is the fallback divisor in force: the configured one, or the live
-// instances last seen, at least 1.
+// divisor is N of the fallback shares: the configured fallback_divisor,
+// or the ids of proxy:instances ∪ proxy:fenced last seen, or, never
+// having reached Redis, expected_instances; 0 when none is known (no
+// share: refuse).
 func (l *Redis) divisor() int {
 	if l.o.FallbackDivisor > 0 {
 		return l.o.FallbackDivisor
 	}
-	return max(int(l.live.Load()), 1)
+	if n := int(l.live.Load()); n > 0 {
+		return n
+	}
+	return l.unreachedDivisor()
 }
 
-// ---- SlotSource ----
-
-// TryTake runs the acquire script while connected; otherwise it takes a
-// slot of the local share.
-func (b *redisBucket) TryTake() bool {
-	l := b.l
-	for {
-		l.mu.RLock()
-		if l.State() != StateConnected {
-			ok := b.takeLocal()
-			l.mu.RUnlock()
-			return ok
-		}
-		queued := int(b.q.n.Load()) // the clients in our list, the one we try for included
-		ctx, cancel := l.opCtx()
-		r, err := AcquireSlotFair(ctx, l.client, l.o.InstanceID, b.id, int(b.seed.Load()), queued, l.staleWaiting())
-		cancel()
-		l.op("acquire", err)
-		if err == nil && r.Status != AcquireUnregistered {
-			b.max.Store(r.Max)
-			b.count.Store(r.Count)
-			b.countSeen.Store(true)
-			switch r.Status {
-			case AcquireGranted:
-				b.held.Add(1)
-				b.listed.Store(queued > 1)
-			case AcquireDeferred:
-				// Another instance's longer queue goes first; if it does not
-				// take the slot, ours will shortly.
-				b.listed.Store(true)
-				time.AfterFunc(deferRetry, b.wakeSoon)
-			default:
-				b.listed.Store(queued > 0)
-			}
-			l.mu.RUnlock()
-			return r.Status == AcquireGranted
-		}
-		l.mu.RUnlock()
-		if err == nil {
-			err = errUnregistered
-		}
-		// The outcome is unknown (the script may have run): the reconcile
-		// on the way back sets Redis to what we really hold.
-		l.toFallback("acquire", b.id, err)
+// unreachedDivisor is N for an instance that never reached Redis:
+// fallback_divisor, else expected_instances; 0 refuses.
+func (l *Redis) unreachedDivisor() int {
+	if l.o.FallbackDivisor > 0 {
+		return l.o.FallbackDivisor
 	}
+	return l.o.ExpectedInstances
 }
-
-// takeLocal takes a slot of the local share. Called with l.mu held shared
-// and the state not connected.
-func (b *redisBucket) takeLocal() bool {
-	limit := b.share.Load()
-	if b.l.State() == StateReconciling {
-		if t := b.told.Load(); t >= 0 {
-			limit = min(limit, t)
-		}
-	}
-	for {
-		h := b.held.Load()
-		if h >= limit {
-			return false
-		}
-		if b.held.CompareAndSwap(h, h+1) {
-			return true
-		}
-	}
-}
-
-// Give runs the release script while connected; otherwise it releases
-// locally (the reconcile accounts for it later).
-func (b *redisBucket) Give() {
-	l := b.l
-	for {
-		l.mu.RLock()
-		if l.State() != StateConnected {
-			b.held.Add(-1)
-			l.mu.RUnlock()
-			return
-		}
-		ctx, cancel := l.opCtx()
-		released, count, err := ReleaseSlot(ctx, l.client, l.o.InstanceID, b.id)
-		cancel()
-		l.op("release", err)
-		if err == nil {
-			b.held.Add(-1)
-			b.count.Store(count)
-			b.countSeen.Store(true)
-			l.mu.RUnlock()
-			if !released {
-				// Redis had no slot of ours to take back: it lost track of
-				// us somehow. Make it exact again.
-				l.resync.Store(true)
-				l.kickSupervisor()
-			}
-			return
-		}
-		l.mu.RUnlock()
-		l.toFallback("release", b.id, err)
-	}
-}
-
-// CanHandOff: while connected, never (every release goes back to Redis, so
-// a freed slot is offered to every instance's waiters); on the local share,
-// while this instance is within it.
-func (b *redisBucket) CanHandOff() bool {
-	if b.l.State() == StateConnected {
-		return false
-	}
-	return b.held.Load() <= b.share.Load()
-}
-
-// Max is the cap as last seen in Redis.
-func (b *redisBucket) Max() int { return int(b.max.Load()) }
-
-// wakeSoon asks the bucket's waker to retry its queue (never blocks).
-func (b *redisBucket) wakeSoon() {
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
-}
-
-// syncSoon asks the bucket's waker to refresh this instance's entry in the
-// bucket's waiting zset (never blocks).
-func (b *redisBucket) syncSoon() {
-	select {
-	case b.sync <- struct{}{}:
-	default:
-	}
-}
-
-// syncWaiting writes this instance's queue length to the bucket's waiting
-// zset, or removes the entry when nobody waits. Only while connected.
-func (b *redisBucket) syncWaiting() {
-	l := b.l
-	n := int(b.q.n.Load())
-	if n == 0 && !b.listed.Load() {
-		return
-	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.State() != StateConnected {
-		return
-	}
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	if err := SetWaiting(ctx, l.client, l.o.InstanceID, b.id, n); err == nil {
-		b.listed.Store(n > 0)
-	}
-}
-
-// staleWaiting is the age past which another instance's waiting entry is
-// ignored: it refreshes it at least every poll.
-func (l *Redis) staleWaiting() time.Duration { return 3 * l.o.PollInterval }
-
-// waitObserver passes the limiter's events on, and refreshes the waiting
-// entry when clients leave a queue without a try (canceled, timed out,
-// refused), so other instances do not defer to clients that are gone.
-type waitObserver struct {
-	Observer
-	l *Redis
-}
-
-func (o waitObserver) Canceled(bucket string, waited time.Duration) {
-	o.Observer.Canceled(bucket, waited)
-	o.l.bucketChanged(bucket)
-}
-
-func (o waitObserver) Rejected(bucket string, code Code) {
-	o.Observer.Rejected(bucket, code)
-	if code != CodeQueueFull {
-		o.l.bucketChanged(bucket)
-	}
-}
-
-func (l *Redis) bucketChanged(bucket string) {
-	if b := (*l.buckets.Load())[bucket]; b != nil && b.listed.Load() {
-		b.syncSoon()
-	}
-}
-
-func (l *Redis) startWaker(b *redisBucket) {
-	ctx, cancel := context.WithCancel(l.ctx)
-	b.stop = cancel
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-b.wake:
-				if b.q.n.Load() > 0 {
-					b.q.Wake()
-				}
-			case <-b.sync:
-				b.syncWaiting()
-			}
-		}
-	}()
-}
-
-func (l *Redis) wakeAll() {
-	for _, b := range *l.buckets.Load() {
-		b.wakeSoon()
-	}
-}
-
-// ---- state machine ----
-
-// toFallback moves a connected limiter to fallback after a failed call.
-func (l *Redis) toFallback(op, bucket string, cause error) {
-	l.mu.Lock()
-	if l.State() != StateConnected {
-		l.mu.Unlock()
-		return
-	}
-	shares := l.fixSharesLocked()
-	l.state.Store(int32(StateFallback))
-	l.fallbackSince = time.Now()
-	l.fallbacks.Add(1)
-	l.mu.Unlock()
-	l.log.Warn("fallback: redis unreachable, admitting on the local share", "op", op, "bucket", bucket, "err", cause,
-		"divisor", l.divisor(), "shares", formatShares(shares))
-	l.changed(StateConnected, StateFallback)
-	l.kickSupervisor()
-}
-
-// fixSharesLocked sets every bucket's local share from what was last seen.
-// Called with mu held exclusively.
-func (l *Redis) fixSharesLocked() map[string]int64 {
-	d := l.divisor()
-	out := map[string]int64{}
-	for _, b := range *l.buckets.Load() {
-		s := fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, b.countSeen.Load() && l.everConnected)
-		b.share.Store(s)
-		b.told.Store(-1)
-		out[b.id] = s
-	}
-	return out
-}
-
-func (l *Redis) op(name string, err error) {
-	if l.o.OnOp != nil {
-		l.o.OnOp(name, err)
-	}
-}
-
-// Ping checks that Redis answers within op_timeout (and ctx).
-func (l *Redis) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, l.o.OpTimeout)
-	defer cancel()
-	return l.client.Do(ctx, l.client.B().Ping().Build()).Error()
-}
-
-func (l *Redis) changed(from, to RedisState) {
-	if l.o.OnStateChange != nil {
-		l.o.OnStateChange(from, to)
-	}
-}
-
-func (l *Redis) kickSupervisor() {
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
-}
-
-// holdingsLocked lists what this instance holds, every configured bucket
-// and every retired one still held.
-func (l *Redis) holdingsLocked() []Holding {
-	m := *l.buckets.Load()
-	hs := make([]Holding, 0, len(m))
-	for _, b := range m {
-		hs = append(hs, Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
-	}
-	l.bmu.Lock()
-	for id, b := range l.retired {
-		if m[id] == nil {
-			hs = append(hs, Holding{Bucket: b.id, Held: b.held.Load(), SeedMax: int(b.seed.Load())})
-		}
-	}
-	l.bmu.Unlock()
-	return hs
-}
-
-// reconcileLocked runs the reconcile script with what we hold. Called with
-// mu held exclusively (so held does not move under it).
-func (l *Redis) reconcileLocked() error {
-	hs := l.holdingsLocked()
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	res, err := ReconcileInstance(ctx, l.client, l.o.InstanceID, l.o.HeartbeatTTL, hs)
-	l.op("reconcile", err)
-	if err != nil {
-		return err
-	}
-	m := *l.buckets.Load()
-	for _, r := range res {
-		if b := m[r.Bucket]; b != nil {
-			b.count.Store(r.Count)
-			b.countSeen.Store(true)
-			b.max.Store(r.Max)
-			if r.Delta != 0 {
-				l.log.Info("reconcile: corrected count", "bucket", r.Bucket, "delta", r.Delta, "count", r.Count, "held", b.held.Load())
-			}
-		}
-	}
-	return nil
-}
-
-// supervise runs the state machine's timed side: poll while connected,
-// probe while in fallback, settle and finish while reconciling.
-func (l *Redis) supervise() {
-	defer l.wg.Done()
-	t := time.NewTimer(l.o.PollInterval)
-	defer t.Stop()
-	for {
-		kicked := false
-		select {
-		case <-l.ctx.Done():
-			return
-		case <-l.kick:
-			kicked = true
-		case <-t.C:
-		}
-		next := l.o.PollInterval
-		switch l.State() {
-		case StateConnected:
-			if l.resync.Swap(false) {
-				l.mu.Lock()
-				if l.State() == StateConnected {
-					if err := l.reconcileLocked(); err != nil {
-						l.mu.Unlock()
-						l.toFallback("reconcile", "", err)
-						break
-					}
-				}
-				l.mu.Unlock()
-			}
-			l.poll()
-			if kicked {
-				// Keep the regular rhythm; a kick only adds a poll.
-				continue
-			}
-		case StateFallback:
-			next = l.o.ProbeInterval
-			if l.probe() {
-				l.beginReconcile()
-				next = min(l.o.ProbeInterval, l.o.SettleTime)
-			}
-		case StateReconciling:
-			next = l.o.ProbeInterval
-			if now := time.Now(); !now.Before(l.settleUntil) {
-				l.finishReconcile()
-			} else {
-				next = min(next, l.settleUntil.Sub(now))
-			}
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(next)
-	}
-}
-
-// probe reports whether Redis answers a PING within op_timeout.
-func (l *Redis) probe() bool {
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	return l.client.Do(ctx, l.client.B().Ping().Build()).Error() == nil
-}
-
-// beginReconcile: fallback → reconciling.
-func (l *Redis) beginReconcile() {
-	l.mu.Lock()
-	if l.State() != StateFallback {
-		l.mu.Unlock()
-		return
-	}
-	if err := l.reconcileLocked(); err != nil {
-		l.mu.Unlock()
-		l.log.Debug("fallback: redis answers PING but the reconcile failed", "err", err)
-		return
-	}
-	for _, b := range *l.buckets.Load() {
-		b.told.Store(b.held.Load())
-	}
-	l.state.Store(int32(StateReconciling))
-	l.settleUntil = time.Now().Add(l.o.SettleTime)
-	since := l.fallbackSince
-	l.mu.Unlock()
-	l.log.Info("fallback: redis answers again, reconciling", "in_fallback", time.Since(since).Round(time.Millisecond),
-		"settle", l.o.SettleTime)
-	l.changed(StateFallback, StateReconciling)
-}
-
-// finishReconcile: reconciling → connected (or back to fallback).
-func (l *Redis) finishReconcile() {
-	l.mu.Lock()
-	if l.State() != StateReconciling {
-		l.mu.Unlock()
-		return
-	}
-	if err := l.reconcileLocked(); err != nil {
-		shares := l.fixSharesLocked()
-		l.state.Store(int32(StateFallback))
-		l.fallbacks.Add(1)
-		l.mu.Unlock()
-		l.log.Warn("fallback: redis failed again while reconciling", "err", err, "shares", formatShares(shares))
-		l.changed(StateReconciling, StateFallback)
-		return
-	}
-	for _, b := range *l.buckets.Load() {
-		b.told.Store(-1)
-	}
-	l.state.Store(int32(StateConnected))
-	l.everConnected = true
-	since := l.fallbackSince
-	l.reconciles.Add(1)
-	var held []any
-	for _, b := range *l.buckets.Load() {
-		held = append(held, b.id, b.held.Load())
-	}
-	l.mu.Unlock()
-	l.log.Info("reconciled: redis counts match what this instance holds; left fallback",
-		"in_fallback", time.Since(since).Round(time.Millisecond), slog.GroupAttrs("held", toAttrs(held)...))
-	l.changed(StateReconciling, StateConnected)
-	l.poll()
-	l.wakeAll()
-}
-
-func toAttrs(kv []any) []slog.Attr {
-	out := make([]slog.Attr, 0, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		out = append(out, slog.Any(kv[i].(string), kv[i+1]))
-	}
-	return out
-}
-
-// poll is the connected limiter's safety net and idle health check: it
-// checks this instance is still registered, reads the live instances and
-// every count, re-reads max through the client-side cache (no round trip
-// unless invalidated), seeds an absent max, and retries the queues that
-// have waiters and room.
-func (l *Redis) poll() {
-	m := *l.buckets.Load()
-	bs := make([]*redisBucket, 0, len(m))
-	for _, b := range m {
-		bs = append(bs, b)
-	}
-	c := l.client
-	cmds := make(rueidis.Commands, 0, 2+len(bs))
-	cmds = append(cmds, c.B().Sismember().Key(KeyInstances).Member(l.o.InstanceID).Build(), c.B().Scard().Key(KeyInstances).Build())
-	for _, b := range bs {
-		cmds = append(cmds, c.B().Get().Key(KeyCount(b.id)).Build())
-	}
-	cached := make([]rueidis.CacheableTTL, 0, len(bs))
-	for _, b := range bs {
-		cached = append(cached, rueidis.CT(c.B().Get().Key(KeyMax(b.id)).Cache(), cacheTTL))
-	}
-	ctx, cancel := l.opCtx()
-	defer cancel()
-	res := c.DoMulti(ctx, cmds...)
-	for _, r := range res {
-		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
-			l.toFallback("poll", "", err)
-			return
-		}
-	}
-	if member, _ := res[0].AsBool(); !member {
-		l.toFallback("poll", "", errUnregistered)
-		return
-	}
-	if n, err := res[1].AsInt64(); err == nil {
-		l.live.Store(n)
-	}
-	var maxRes []rueidis.RedisResult
-	if len(cached) > 0 {
-		maxRes = c.DoMultiCache(ctx, cached...)
-	}
-	for i, b := range bs {
-		if n, err := res[2+i].AsInt64(); err == nil {
-			b.count.Store(n)
-			b.countSeen.Store(true)
-		}
-		mr := maxRes[i]
-		switch err := mr.Error(); {
-		case rueidis.IsRedisNil(err):
-			// Absent: seed it (SET NX), as the acquire script would.
-			c.Do(ctx, c.B().Set().Key(KeyMax(b.id)).Value(itoa(b.seed.Load())).Nx().Build())
-		case err != nil:
-			l.toFallback("poll", b.id, err)
-			return
-		default:
-			n, err := mr.AsInt64()
-			if err != nil {
-				n = 0
-			}
-			if prev := b.max.Swap(n); prev != n {
-				l.log.Info("redis: max changed", "bucket", b.id, "from", prev, "to", n)
-			}
-		}
-		if b.q.n.Load() > 0 && b.count.Load() < b.max.Load() {
-			b.wakeSoon()
-		}
-		if b.q.n.Load() > 0 || b.listed.Load() {
-			b.syncSoon() // keep our waiting entry fresh (or remove it)
-		}
-	}
-}
-
-// onInvalidations is rueidis's client-side cache hook (on its reader
-// goroutine: must not block). A changed max triggers a poll at once, which
-// re-reads it and wakes waiters if it rose; nil means the connection was
-// lost or the cache flushed.
-func (l *Redis) onInvalidations(ms []rueidis.RedisMessage) {
-	if ms == nil {
-		l.kickSupervisor()
-		return
-	}
-	for _, m := range ms {
-		if k, err := m.ToString(); err == nil {
-			if _, ok := bucketOfMaxKey(k); ok {
-				l.kickSupervisor()
-				return
-			}
-		}
-	}
-}
-
-// subscribe listens to every bucket's release channel and wakes that
-// bucket's waiters. After each (re)subscription it wakes every bucket, for
-// releases published while it was not listening.
-func (l *Redis) subscribe() {
-	defer l.wg.Done()
-	hook := rueidis.WithOnSubscriptionHook(l.ctx, func(s rueidis.PubSubSubscription) {
-		if s.Kind == "psubscribe" {
-			l.wakeAll()
-		}
-	})
-	for {
-		err := l.client.Receive(hook, l.client.B().Psubscribe().Pattern(KeyReleasedPattern).Build(), func(msg rueidis.PubSubMessage) {
-			if b := (*l.buckets.Load())[msg.Message]; b != nil {
-				b.wakeSoon()
-			}
-		})
-		if l.ctx.Err() != nil {
-			return
-		}
-		l.log.Debug("redis: pub/sub subscription ended, resubscribing", "err", err)
-		select {
-		case <-l.ctx.Done():
-			return
-		case <-time.After(l.o.ProbeInterval):
-		}
-	}
-}
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

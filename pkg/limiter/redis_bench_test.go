@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
 
@@ -57,9 +58,11 @@ func BenchmarkRedisAcquire64(b *testing.B) {
 func BenchmarkRedisAcquireScript64(b *testing.B) {
 	rs := redistest.Start(b)
 	c := rs.Client(b)
-	register(b, c, "bench")
+	if _, err := coord.ReconcileInstance(context.Background(), c, "bench", time.Minute, nil); err != nil {
+		b.Fatal(err)
+	}
 	benchParallel(b, 64, func() {
-		if _, err := AcquireSlot(context.Background(), c, "bench", "b", 1<<30); err != nil {
+		if _, err := coord.AcquireSlot(context.Background(), c, "bench", "b", 1<<30); err != nil {
 			b.Error(err)
 		}
 	})

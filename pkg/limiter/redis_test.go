@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
 
@@ -83,10 +84,10 @@ func TestRedisSharedCapAndWakeup(t *testing.T) {
 	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) { o.PollInterval = time.Hour }) // no safety poll: pub/sub only
 	b := newRedisLimiter(t, rs.Addr(), "b", bs, func(o *RedisOptions) { o.PollInterval = time.Hour })
 	held := acquireN(t, a, "b", 4)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 4 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
 		t.Fatalf("count %d, want 4", n)
 	}
-	if n := redistest.Int(t, c, "HGET", KeyConns("a"), "b"); n != 4 {
+	if n := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); n != 4 {
 		t.Fatalf("a's hash %d, want 4", n)
 	}
 	got := make(chan time.Time, 1)
@@ -114,7 +115,7 @@ func TestRedisSharedCapAndWakeup(t *testing.T) {
 		t.Fatal("waiter on b not woken by a release on a")
 	}
 	releaseAll(held[1:])
-	waitCond(t, time.Second, "count back to 0", func() bool { return redistest.Int(t, c, "GET", KeyCount("b")) == 0 })
+	waitCond(t, time.Second, "count back to 0", func() bool { return redistest.Int(t, c, "GET", coord.KeyCount("b")) == 0 })
 }
 
 // TestRedisRuntimeMax: SET proxy:bucket:<id>:max takes effect at once on
@@ -126,10 +127,10 @@ func TestRedisRuntimeMax(t *testing.T) {
 	bs := []BucketConfig{{ID: "bucket-001", MaxConnections: 20, MaxQueueSize: 2, QueueTimeout: 5 * time.Second}}
 	a := newRedisLimiter(t, rs.Addr(), "p1", bs, func(o *RedisOptions) { o.PollInterval = time.Second })
 	b := newRedisLimiter(t, rs.Addr(), "p2", bs, func(o *RedisOptions) { o.PollInterval = time.Second })
-	if n := redistest.Int(t, c, "GET", KeyMax("bucket-001")); n != 20 {
+	if n := redistest.Int(t, c, "GET", coord.KeyMax("bucket-001")); n != 20 {
 		t.Fatalf("max seeded %d, want 20", n)
 	}
-	redistest.Do(t, c, "SET", KeyMax("bucket-001"), "3")
+	redistest.Do(t, c, "SET", coord.KeyMax("bucket-001"), "3")
 	held := append(acquireN(t, a, "bucket-001", 2), acquireN(t, b, "bucket-001", 1)...)
 	// Both instances refuse a fourth at once: queued, then 50005 when the queue is full.
 	for _, l := range []*Redis{a, b} {
@@ -164,7 +165,7 @@ func TestRedisRuntimeMax(t *testing.T) {
 		t.Fatalf("refusal names max %d, want 3 (the runtime max)", le.Max)
 	}
 	raised.Store(time.Now().UnixNano())
-	redistest.Do(t, c, "SET", KeyMax("bucket-001"), "20")
+	redistest.Do(t, c, "SET", coord.KeyMax("bucket-001"), "20")
 	for range 2 {
 		select {
 		case d := <-woke:
@@ -211,14 +212,15 @@ func TestRedisFallbackAndReconcile(t *testing.T) {
 	if fallbackHook.Load() != 1 || a.Fallbacks() != 1 {
 		t.Fatalf("fallback hook %d, counter %d; want 1", fallbackHook.Load(), a.Fallbacks())
 	}
-	// Shares: max 12 / 2 live = 6; what was free (12-7=5) split in two: a
-	// may hold 2+2=4, b 5+2=7 capped at 6.
+	// Shares: max 12 / 2 live = 6 each; what was free (12-7=5) split
+	// exactly by rank (a first: 3, b: 2): a may hold 2+3=5, b 5+2=7 capped
+	// at 6.
 	_, sa := a.Status()
 	_, sb := b.Status()
-	if sa[0].Share != 4 || sb[0].Share != 6 {
-		t.Fatalf("shares a=%d b=%d, want 4 and 6", sa[0].Share, sb[0].Share)
+	if sa[0].Share != 5 || sb[0].Share != 6 {
+		t.Fatalf("shares a=%d b=%d, want 5 and 6", sa[0].Share, sb[0].Share)
 	}
-	ha = append(ha, acquireN(t, a, "b", 2)...)
+	ha = append(ha, acquireN(t, a, "b", 3)...)
 	hb = append(hb, acquireN(t, b, "b", 1)...)
 	for _, l := range []*Redis{a, b} {
 		start := time.Now()
@@ -245,15 +247,15 @@ func TestRedisFallbackAndReconcile(t *testing.T) {
 	rb := waitCond(t, 5*time.Second, "b reconciled", func() bool { return !b.InFallback() })
 	t.Logf("redis down %s; reconciled after restart: a %s, b %s (settle 300ms)", back.Sub(killed).Round(time.Millisecond), ra, rb)
 	c := rs.Client(t)
-	count := redistest.Int(t, c, "GET", KeyCount("b"))
-	sumHash := redistest.Int(t, c, "HGET", KeyConns("a"), "b") + redistest.Int(t, c, "HGET", KeyConns("b"), "b")
+	count := redistest.Int(t, c, "GET", coord.KeyCount("b"))
+	sumHash := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b") + redistest.Int(t, c, "HGET", coord.KeyConns("b"), "b")
 	if want := int64(len(ha) + len(hb)); count != want || sumHash != want {
 		t.Fatalf("after reconcile: count %d, sum of hashes %d, tickets held %d", count, sumHash, want)
 	}
-	if n := redistest.Int(t, c, "GET", KeyMax("b")); n != 12 {
+	if n := redistest.Int(t, c, "GET", coord.KeyMax("b")); n != 12 {
 		t.Fatalf("max not re-seeded: %d", n)
 	}
-	if n := redistest.Int(t, c, "SCARD", KeyInstances); n != 2 {
+	if n := redistest.Int(t, c, "SCARD", coord.KeyInstances); n != 2 {
 		t.Fatalf("%d instances registered after reconcile, want 2", n)
 	}
 	if a.Reconciles() != 1 || b.Reconciles() != 1 {
@@ -269,11 +271,11 @@ func TestRedisFallbackAndReconcile(t *testing.T) {
 	releaseAll(more)
 	releaseAll(ha)
 	releaseAll(hb)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 0 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 0 {
 		t.Fatalf("count %d after every release, want 0", n)
 	}
 	for _, id := range []string{"a", "b"} {
-		if n := redistest.Int(t, c, "HLEN", KeyConns(id)); n != 0 {
+		if n := redistest.Int(t, c, "HLEN", coord.KeyConns(id)); n != 0 {
 			t.Fatalf("%s's hash has %d fields after every release", id, n)
 		}
 	}
@@ -296,11 +298,11 @@ func TestRedisStartsInFallback(t *testing.T) {
 	rs.Restart()
 	waitCond(t, 5*time.Second, "reconciled", func() bool { return !l.InFallback() })
 	c := rs.Client(t)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 3 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 3 {
 		t.Fatalf("count %d, want 3", n)
 	}
 	releaseAll(held)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 0 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 0 {
 		t.Fatalf("count %d, want 0", n)
 	}
 }
@@ -382,13 +384,13 @@ func TestRedisRouteDirectory(t *testing.T) {
 	if _, ok := l.RouteDirectory(ctx, "tenant-a"); ok {
 		t.Fatal("lookup of an absent route succeeded")
 	}
-	redistest.Do(t, c, "SET", KeyRoute("tenant-a"), "bucket-002")
+	redistest.Do(t, c, "SET", coord.KeyRoute("tenant-a"), "bucket-002")
 	waitCond(t, time.Second, "route seen", func() bool { b, ok := l.RouteDirectory(ctx, "tenant-a"); return ok && b == "bucket-002" })
-	hit := l.client.DoCache(ctx, l.client.B().Get().Key(KeyRoute("tenant-a")).Cache(), cacheTTL)
+	hit := l.client.DoCache(ctx, l.client.B().Get().Key(coord.KeyRoute("tenant-a")).Cache(), cacheTTL)
 	if !hit.IsCacheHit() {
 		t.Fatal("second lookup was not served by the client-side cache")
 	}
-	redistest.Do(t, c, "SET", KeyRoute("tenant-a"), "bucket-003")
+	redistest.Do(t, c, "SET", coord.KeyRoute("tenant-a"), "bucket-003")
 	d := waitCond(t, time.Second, "route change seen", func() bool { b, _ := l.RouteDirectory(ctx, "tenant-a"); return b == "bucket-003" })
 	t.Logf("route change seen after %s (invalidation)", d)
 }
@@ -422,11 +424,11 @@ func TestRedisHungFallsBack(t *testing.T) {
 	rs.Resume()
 	waitCond(t, 5*time.Second, "both reconciled", func() bool { return !busy.InFallback() && !idle.InFallback() })
 	c := rs.Client(t)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 3 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 3 {
 		t.Fatalf("count %d after reconcile, want 3", n)
 	}
 	releaseAll(held)
-	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 0 {
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 0 {
 		t.Fatalf("count %d, want 0", n)
 	}
 }

@@ -11,6 +11,12 @@
 // without downtime is: start the new process (it binds), then cancel the old
 // one's Serve context (it stops accepting) and let its sessions drain.
 //
+// With Redis the two processes usually share an instance_id (it defaults
+// to the host name): the new one finds the id's lease held by the old
+// one's incarnation, registers as "<id>~<incarnation prefix>" and never
+// touches the old one's slots; the old one gives its slots back when it
+// has drained and leaves (see the README's Redis section).
+//
 // One caveat of plain SO_REUSEPORT on Linux: a connection that the kernel has
 // already queued on a listener (handshake done, not yet accepted) is reset
 // when that listener is closed. Set the sysctl net.ipv4.tcp_migrate_req=1

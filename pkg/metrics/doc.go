@@ -30,7 +30,7 @@
 //	proxy_bucket_global_connections    gauge     slots held by all instances, as last seen (standalone: this instance's); formerly proxy_bucket_global_count, a name promtool rejects for a gauge
 //	proxy_bucket_global_max            gauge     the bucket's cap, as last seen
 //	proxy_breaker_open                 gauge     1 while the bucket's circuit breaker is open
-//	proxy_rejections_total{code}       counter   refusals sent to clients, code 50001..50010
+//	proxy_rejections_total{code}       counter   refusals sent to clients, code 50001..50011
 //	proxy_pool_hits_total              counter   logins handed an idle pooled backend (pool_mode session)
 //	proxy_pool_misses_total            counter   logins to a pooling bucket that found none and logged in at the backend
 //	proxy_pool_resets_total            counter   returned backends made safe (ATTENTION if needed, rollback with RESETCONNECTION)

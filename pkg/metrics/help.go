@@ -35,7 +35,7 @@ var help = map[string]string{
 	NameGlobalConnections: "Slots held for the bucket by all instances, as last read from Redis; standalone, this instance's (connections).",
 	NameGlobalMax:         "The bucket's connection cap shared by all instances, as last read (connections).",
 	NameBreakerOpen:       "1 while the bucket's circuit breaker is open (logins refused at once without dialing the backend), else 0.",
-	NameRejections:        "Logins refused with a tdsgate error, by bucket (empty when refused before routing) and TDS error number 50001-50010 (logins).",
+	NameRejections:        "Logins refused with a tdsgate error, by bucket (empty when refused before routing) and TDS error number 50001-50011 (logins).",
 	NamePoolHits:          "Logins to a pooling bucket handed an idle pooled backend (logins).",
 	NamePoolMisses:        "Logins to a pooling bucket that found no idle backend and logged in at the backend (logins).",
 	NamePoolResets:        "Pooled backends made safe for reuse after their client left: ATTENTION if needed, rollback with RESETCONNECTION (connections).",

@@ -72,7 +72,7 @@ var ErrorReasons = []string{ReasonClientHandshake, ReasonBackendDial, ReasonBack
 // Rejection codes counted per bucket: tdsgate's refusal numbers.
 const (
 	firstCode = 50001
-	lastCode  = 50010
+	lastCode  = 50011
 )
 
 // Histogram upper bounds, in seconds.

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/clock"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/tds"
@@ -55,6 +56,10 @@ type Settings struct {
 	MaxLifetime time.Duration
 	// ResetTimeout bounds making a connection safe after its client left.
 	ResetTimeout time.Duration
+	// Clock times idle_timeout, max_lifetime and pressure (tests advance a
+	// clock.Fake; the janitor still looks every janitorInterval of real
+	// time). Fixed at New; nil: clock.Real.
+	Clock clock.Clock
 }
 
 func (s *Settings) defaults() {
@@ -232,6 +237,7 @@ type Pool struct {
 	bucket string
 	log    *slog.Logger
 	obs    Observer
+	clk    clock.Clock // Settings.Clock at New
 
 	mu       sync.Mutex
 	st       Settings
@@ -253,8 +259,11 @@ func New(bucket string, st Settings, log *slog.Logger, obs Observer) *Pool {
 	if obs == nil {
 		obs = nopObserver{}
 	}
+	if st.Clock == nil {
+		st.Clock = clock.Real{}
+	}
 	p := &Pool{bucket: bucket, log: log.With("bucket", bucket), obs: obs, st: st, subs: map[Key]*subPool{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), clk: st.Clock}
 	go p.janitor()
 	return p
 }
@@ -361,7 +370,7 @@ func (p *Pool) Checkout(key Key, password string) (*Conn, error) {
 			return nil, nil
 		}
 		p.move(c, StateActive)
-		expired := time.Since(c.created) >= p.st.MaxLifetime
+		expired := p.clk.Now().Sub(c.created) >= p.st.MaxLifetime
 		n := p.idle
 		p.mu.Unlock()
 		p.obs.Idle(p.bucket, n)
@@ -381,7 +390,7 @@ func (p *Pool) Checkout(key Key, password string) (*Conn, error) {
 // Begin registers a client's own backend login for key, in the login
 // state, holding ticket (released when the connection closes).
 func (p *Pool) Begin(key Key, t limiter.Ticket) *Conn {
-	c := &Conn{pool: p, key: key, ticket: t, created: time.Now()}
+	c := &Conn{pool: p, key: key, ticket: t, created: p.clk.Now()}
 	p.mu.Lock()
 	c.sub = p.sub(key)
 	c.state = StateClosed // not in a list yet
@@ -465,7 +474,7 @@ func (p *Pool) discard(c *Conn, reason string) {
 	c.ticket.Release()
 	p.obs.Discarded(p.bucket, reason)
 	p.log.Debug("pool: backend connection closed", "reason", reason, "user", c.key.User, "database", c.key.Database,
-		"age", time.Since(c.created).Round(time.Millisecond), "reused", c.Reused)
+		"age", p.clk.Now().Sub(c.created).Round(time.Millisecond), "reused", c.Reused)
 }
 
 // dropSubLocked forgets a sub-pool with no connection left, but keeps
@@ -527,7 +536,7 @@ func (p *Pool) Return(c *Conn, r *relay.FramedResult, password string) {
 	switch {
 	case p.closed:
 		reason = ReasonClosed
-	case time.Since(c.created) >= st.MaxLifetime:
+	case p.clk.Now().Sub(c.created) >= st.MaxLifetime:
 		reason = ReasonMaxLifetime
 	case st.MaxIdle > 0 && p.idle >= st.MaxIdle:
 		reason = ReasonMaxIdle
@@ -536,7 +545,7 @@ func (p *Pool) Return(c *Conn, r *relay.FramedResult, password string) {
 	}
 	if reason == "" {
 		c.reset = true
-		c.idle = time.Now()
+		c.idle = p.clk.Now()
 		p.move(c, StateIdle)
 	}
 	n := p.idle
@@ -603,7 +612,7 @@ func (p *Pool) discardAll(cs []*Conn, reason string) {
 // pressuredLocked: clients wait for a slot of the bucket, here or (within
 // PressureHold of their last signal) on another instance.
 func (p *Pool) pressuredLocked() bool {
-	return time.Now().Before(p.pressure)
+	return p.clk.Now().Before(p.pressure)
 }
 
 // Pressure signals clients waiting for a slot of the bucket (here, or on
@@ -611,14 +620,14 @@ func (p *Pool) pressuredLocked() bool {
 // PressureHold returning ones do not go idle above it.
 func (p *Pool) Pressure() {
 	p.mu.Lock()
-	p.pressure = time.Now().Add(PressureHold)
+	p.pressure = p.clk.Now().Add(PressureHold)
 	p.mu.Unlock()
 	p.shed(ReasonPressure, func(st Settings, idle int, c *Conn, now time.Time) bool { return idle > st.MinIdle })
 }
 
 // shed closes idle connections, oldest first, while keep says so.
 func (p *Pool) shed(reason string, drop func(st Settings, idle int, c *Conn, now time.Time) bool) {
-	now := time.Now()
+	now := p.clk.Now()
 	var out []*Conn
 	p.mu.Lock()
 	st := p.st

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
+	"github.com/tdsgate/tdsgate/pkg/clock"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 )
 
@@ -347,5 +348,31 @@ func TestCredentialVerdictCache(t *testing.T) {
 	}
 	if newCredential("") != nil {
 		t.Fatal("an empty password became a credential")
+	}
+}
+
+// TestIdleTimeoutOnFakeClock: idle_timeout runs on Settings.Clock: an hour
+// of idle_timeout passes when the test advances a clock.Fake, not by
+// sleeping.
+func TestIdleTimeoutOnFakeClock(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1_000_000, 0))
+	p, rec := newPool(t, Settings{MinIdle: 1, IdleTimeout: time.Hour, MaxLifetime: 10 * time.Hour, Clock: fake})
+	var cs []*Conn
+	for range 3 {
+		c, _, _ := login(t, p, key)
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		p.Return(c, clean, "pw")
+	}
+	fake.Advance(59 * time.Minute)
+	time.Sleep(2 * janitorInterval)
+	if p.Stats().Idle != 3 {
+		t.Fatalf("closed before idle_timeout: %+v", p.Stats())
+	}
+	fake.Advance(time.Minute)
+	waitFor(t, func() bool { return p.Stats().Idle == 1 })
+	if rec.count(ReasonIdleTimeout) != 2 {
+		t.Fatalf("%d idle timeouts (min_idle 1), want 2", rec.count(ReasonIdleTimeout))
 	}
 }

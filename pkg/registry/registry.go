@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
 
-	"github.com/tdsgate/tdsgate/pkg/limiter"
+	"github.com/tdsgate/tdsgate/pkg/clock"
+	"github.com/tdsgate/tdsgate/pkg/coord"
 )
 
 // Defaults of Config, the same as the config package's.
@@ -21,21 +21,10 @@ const (
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultReaperInterval    = 10 * time.Second
 	DefaultOpTimeout         = 500 * time.Millisecond
+	// DefaultForgetAfter is how long a parked instance's fallback share
+	// stays counted (config redis.forget_after).
+	DefaultForgetAfter = 5 * time.Minute
 )
-
-// heartbeatScript refreshes an instance's heartbeat if it is still a member
-// of proxy:instances; it never adds it back (see the package doc).
-//
-//	KEYS: proxy:instances, heartbeat(instance)
-//	ARGV: instance, value, TTL ms
-//	→ 1 refreshed, 0 not a member
-var heartbeatScript = rueidis.NewLuaScript(`
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return 1
-`)
 
 // Config configures a Registry.
 type Config struct {
@@ -56,9 +45,27 @@ type Config struct {
 	// skips its round otherwise: an instance that has not yet reconciled
 	// after an outage must not be mistaken for a dead one. nil: always.
 	Ready func() bool
-	// Missing is called when the heartbeat finds this instance absent from
-	// proxy:instances; the limiter then reconciles, which re-registers it.
+	// Missing is called when the heartbeat finds this instance's lease
+	// lost (expired, fenced by a reaper, or claimed by another
+	// incarnation); the limiter then re-registers through the register
+	// script, which re-acquires rather than re-adds.
 	Missing func()
+	// Lease returns the id and incarnation to renew (the limiter's, which
+	// may move to a sibling id). nil: InstanceID for both.
+	Lease func() (id, incarnation string)
+	// Renewed is called with the time a successful renewal was sent: the
+	// holder's lease deadline runs from it.
+	Renewed func(sent time.Time)
+	// ReclaimAfter is how long a fenced instance keeps all its slots
+	// counted (config redis.reclaim_after). Default: HeartbeatTTL.
+	ReclaimAfter time.Duration
+	// ForgetAfter is how long a parked instance keeps its fallback share
+	// counted (config redis.forget_after). Default: DefaultForgetAfter.
+	ForgetAfter time.Duration
+	// Clock times the loops and the renewals' send times (which Renewed
+	// reports): the limiter's, so tests can advance both. Default: the
+	// real clock.
+	Clock clock.Clock
 	// OnReclaim is called after this instance reclaimed a dead one.
 	OnReclaim func(instance string, slots map[string]int64)
 	// OnOp, if set, is called after each script call ("heartbeat",
@@ -101,6 +108,19 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.ReclaimAfter <= 0 {
+		cfg.ReclaimAfter = cfg.HeartbeatTTL
+	}
+	if cfg.ForgetAfter <= 0 {
+		cfg.ForgetAfter = DefaultForgetAfter
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Lease == nil {
+		id := cfg.InstanceID
+		cfg.Lease = func() (string, string) { return id, id }
+	}
 	r := &Registry{cfg: cfg, log: cfg.Log}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
@@ -108,7 +128,7 @@ func New(cfg Config) (*Registry, error) {
 
 // Start starts the heartbeat and reaper loops.
 func (r *Registry) Start() {
-	r.log.Info("heartbeat: started", "key", limiter.KeyHeartbeat(r.cfg.InstanceID), "ttl", r.cfg.HeartbeatTTL,
+	r.log.Info("heartbeat: started", "key", coord.KeyHeartbeat(r.cfg.InstanceID), "ttl", r.cfg.HeartbeatTTL,
 		"interval", r.cfg.HeartbeatInterval, "reaper_interval", r.cfg.ReaperInterval)
 	r.wg.Add(2)
 	go r.loop(r.cfg.HeartbeatInterval, func() { r.Heartbeat(r.ctx) })
@@ -125,14 +145,15 @@ func (r *Registry) Stop() {
 
 func (r *Registry) loop(every time.Duration, f func()) {
 	defer r.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
+	t := r.cfg.Clock.NewTimer(every)
 	for {
 		select {
 		case <-r.ctx.Done():
+			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 			f()
+			t = r.cfg.Clock.NewTimer(every)
 		}
 	}
 }
@@ -141,18 +162,25 @@ func (r *Registry) opCtx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, r.cfg.OpTimeout)
 }
 
-// Heartbeat refreshes the heartbeat once. It reports whether the instance
-// is registered; an absent instance triggers Missing.
+// Heartbeat renews the lease once, only if it is still this
+// incarnation's. It reports whether it was; a lost lease triggers Missing.
 func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 	ctx, cancel := r.opCtx(ctx)
 	defer cancel()
-	id := r.cfg.InstanceID
-	n, err := heartbeatScript.Exec(ctx, r.cfg.Client, []string{limiter.KeyInstances, limiter.KeyHeartbeat(id)},
-		[]string{id, time.Now().UTC().Format(time.RFC3339), strconv.FormatInt(r.cfg.HeartbeatTTL.Milliseconds(), 10)}).AsInt64()
+	id, inc := r.cfg.Lease()
+	sent := r.cfg.Clock.Now()
+	ok, err := coord.RenewLease(ctx, r.cfg.Client, id, inc, r.cfg.HeartbeatTTL)
 	r.op("heartbeat", err)
+	n := 0
+	if ok {
+		n = 1
+		if r.cfg.Renewed != nil {
+			r.cfg.Renewed(sent)
+		}
+	}
 	r.mu.Lock()
 	was := r.beating
-	r.beating = err == nil && n == 1
+	r.beating = err == nil && ok
 	r.mu.Unlock()
 	switch {
 	case err != nil:
@@ -161,7 +189,8 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 		}
 		return false, err
 	case n == 0:
-		r.log.Warn("heartbeat: this instance is not in proxy:instances (reaped, or redis restarted empty); re-registering through a reconcile")
+		r.log.Warn("heartbeat: lease lost (expired and fenced by a reaper, claimed by another process, or redis restarted empty); re-registering through the register script",
+			"instance_id", id, "incarnation", inc)
 		if r.cfg.Missing != nil {
 			r.cfg.Missing()
 		}
@@ -171,7 +200,7 @@ func (r *Registry) Heartbeat(ctx context.Context) (bool, error) {
 		r.cfg.OnHeartbeat(time.Now())
 	}
 	if !was {
-		r.log.Info("heartbeat: refreshed", "key", limiter.KeyHeartbeat(id), "ttl", r.cfg.HeartbeatTTL)
+		r.log.Info("heartbeat: refreshed", "key", coord.KeyHeartbeat(id), "ttl", r.cfg.HeartbeatTTL)
 	} else {
 		r.log.Debug("heartbeat: refreshed", "ttl", r.cfg.HeartbeatTTL)
 	}
@@ -190,26 +219,30 @@ type Reclaimed struct {
 	Slots    map[string]int64 // bucket → slots given back
 }
 
-// Reap runs one reaper pass: reclaim every member of proxy:instances whose
-// heartbeat is gone. It does nothing while Ready is false.
+// Reap runs one reaper pass: one step of the reclaim script on every
+// member of proxy:instances whose heartbeat is gone (fence it) and on
+// every member of proxy:fenced (park it after reclaim_after, forget it
+// after forget_after, or at once when a sibling process of the same id is
+// live). It does nothing while Ready is false.
 func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 	if r.cfg.Ready != nil && !r.cfg.Ready() {
 		return nil, nil
 	}
 	c := r.cfg.Client
 	octx, cancel := r.opCtx(ctx)
-	members, err := c.Do(octx, c.B().Smembers().Key(limiter.KeyInstances).Build()).AsStrSlice()
+	members, err := c.Do(octx, c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build()).AsStrSlice()
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	members = slices.DeleteFunc(members, func(m string) bool { return m == r.cfg.InstanceID })
+	self, _ := r.cfg.Lease()
+	members = slices.DeleteFunc(members, func(m string) bool { return m == self })
 	if len(members) == 0 {
 		return nil, nil
 	}
 	cmds := make(rueidis.Commands, 0, len(members))
 	for _, m := range members {
-		cmds = append(cmds, c.B().Exists().Key(limiter.KeyHeartbeat(m)).Build())
+		cmds = append(cmds, c.B().Exists().Key(coord.KeyHeartbeat(m)).Build())
 	}
 	octx, cancel = r.opCtx(ctx)
 	res := c.DoMulti(octx, cmds...)
@@ -224,13 +257,13 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 			continue
 		}
 		octx, cancel := r.opCtx(ctx)
-		slots, won, err := limiter.ReclaimInstance(octx, c, m, false)
+		st, slots, err := coord.ReapInstance(octx, c, m, coord.ReclaimTimes{ReclaimAfter: r.cfg.ReclaimAfter, ForgetAfter: r.cfg.ForgetAfter})
 		cancel()
-		if !errors.Is(err, limiter.ErrInstanceAlive) {
+		if !errors.Is(err, coord.ErrInstanceAlive) {
 			r.op("reclaim", err)
 		}
-		if errors.Is(err, limiter.ErrInstanceAlive) || (err == nil && !won) {
-			continue // it came back, or another reaper won
+		if errors.Is(err, coord.ErrInstanceAlive) || (err == nil && st == coord.ReclaimNothing) {
+			continue // it came back, another reaper was first, or not yet
 		}
 		if err != nil {
 			return out, err
@@ -239,7 +272,17 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 		for _, k := range slices.Sorted(maps.Keys(slots)) {
 			total += slots[k]
 		}
-		r.log.Info("reaper: reclaimed instance", "dead_instance", m, "slots", total, "by_bucket", slots)
+		switch st {
+		case coord.ReclaimFenced:
+			r.log.Warn("reaper: lease expired; instance fenced (out of proxy:instances, its slots stay counted: it may be frozen or cut off from redis)",
+				"instance", m, "reclaim_after", r.cfg.ReclaimAfter)
+			continue
+		case coord.ReclaimParked:
+			r.log.Warn("reaper: fenced instance parked: slots above its fallback share given back, its share stays counted until it returns or forget_after",
+				"instance", m, "slots", total, "by_bucket", slots, "forget_after", r.cfg.ForgetAfter)
+		default:
+			r.log.Info("reaper: reclaimed instance", "dead_instance", m, "slots", total, "by_bucket", slots)
+		}
 		if r.cfg.OnReclaim != nil {
 			r.cfg.OnReclaim(m, slots)
 		}
@@ -254,7 +297,8 @@ func (r *Registry) Reap(ctx context.Context) ([]Reclaimed, error) {
 func (r *Registry) Leave(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := r.opCtx(ctx)
 	defer cancel()
-	slots, _, err := limiter.ReclaimInstance(ctx, r.cfg.Client, r.cfg.InstanceID, true)
+	id, inc := r.cfg.Lease()
+	slots, _, err := coord.LeaveInstance(ctx, r.cfg.Client, id, inc)
 	if err != nil {
 		r.log.Warn("registry: could not leave redis; a reaper will reclaim this instance after its heartbeat lapses",
 			"err", err, "heartbeat_ttl", r.cfg.HeartbeatTTL)
@@ -266,5 +310,5 @@ func (r *Registry) Leave(ctx context.Context) (map[string]int64, error) {
 
 // Live returns the members of proxy:instances.
 func Live(ctx context.Context, c rueidis.Client) ([]string, error) {
-	return c.Do(ctx, c.B().Smembers().Key(limiter.KeyInstances).Build()).AsStrSlice()
+	return c.Do(ctx, c.B().Smembers().Key(coord.KeyInstances).Build()).AsStrSlice()
 }

@@ -6,10 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/registry"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
@@ -26,6 +26,8 @@ const (
 	ttl      = time.Second
 	beat     = 200 * time.Millisecond
 	reapEach = 200 * time.Millisecond
+	reclaim  = 300 * time.Millisecond // fenced → parked
+	forget   = 400 * time.Millisecond // parked → forgotten
 )
 
 type node struct {
@@ -38,13 +40,14 @@ var buckets = []limiter.BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize:
 func start(t *testing.T, addr, id string, onReclaim func(string, map[string]int64)) *node {
 	t.Helper()
 	log := testLog().With("instance", id)
-	lim, err := limiter.NewRedis(limiter.RedisOptions{Addr: addr, InstanceID: id, HeartbeatTTL: ttl,
+	lim, err := limiter.NewRedis(limiter.RedisOptions{Addr: addr, InstanceID: id, HeartbeatTTL: ttl, ReclaimAfter: reclaim,
 		PollInterval: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, SettleTime: 200 * time.Millisecond, Log: log}, buckets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg, err := registry.New(registry.Config{Client: lim.Client(), InstanceID: id, HeartbeatTTL: ttl, HeartbeatInterval: beat,
 		ReaperInterval: reapEach, Log: log, Ready: func() bool { return !lim.InFallback() }, Missing: lim.ReportUnregistered,
+		Lease: lim.Lease, Renewed: lim.LeaseRenewed, ReclaimAfter: reclaim, ForgetAfter: forget,
 		OnReclaim: onReclaim})
 	if err != nil {
 		t.Fatal(err)
@@ -80,52 +83,63 @@ func waitCond(t *testing.T, d time.Duration, what string, cond func() bool) time
 }
 
 // TestReaperReclaimsDeadInstance: an instance stops (its heartbeat with
-// it) while holding 3 slots; two live reapers race; exactly one reclaims
-// it within TTL + one reaper interval; the count and the set lose it.
+// it) while holding 5 slots of a bucket of max 10 shared by 3 instances;
+// two live reapers race. In steps, each done exactly once: its lease
+// expires and it is fenced (out of proxy:instances, into proxy:fenced,
+// all 5 still counted: it may only be frozen); after reclaim_after it is
+// parked (the 2 above its fallback share of 3 given back); after
+// forget_after it is forgotten (the last 3 back, keys gone).
 func TestReaperReclaimsDeadInstance(t *testing.T) {
 	rs := redistest.Start(t)
 	c := rs.Client(t)
-	var reclaims atomic.Int32
 	var mu sync.Mutex
-	var got map[string]int64
+	var got []map[string]int64
 	onReclaim := func(inst string, slots map[string]int64) {
-		reclaims.Add(1)
 		mu.Lock()
-		got = slots
+		got = append(got, slots)
 		mu.Unlock()
 	}
 	a := start(t, rs.Addr(), "alive-1", onReclaim)
 	start(t, rs.Addr(), "alive-2", onReclaim)
 	dead := start(t, rs.Addr(), "dead", nil)
 	keep := acquire(t, a.lim, 2)
-	acquire(t, dead.lim, 3) // never released: the instance dies holding them
-	if n := redistest.Int(t, c, "GET", limiter.KeyCount("b")); n != 5 {
-		t.Fatalf("count %d, want 5", n)
+	acquire(t, dead.lim, 5) // never released: the instance dies holding them
+	if n := redistest.Int(t, c, "GET", limiter.KeyCount("b")); n != 7 {
+		t.Fatalf("count %d, want 7", n)
 	}
 	// Death: no more heartbeats, no leave, connection gone.
 	dead.reg.Stop()
 	dead.lim.Disconnect()
-	died := time.Now()
-	d := waitCond(t, ttl+reapEach+2*time.Second, "dead instance reclaimed", func() bool {
+	fenced := waitCond(t, ttl+reapEach+2*time.Second, "dead instance fenced", func() bool {
+		return redistest.Int(t, c, "SISMEMBER", limiter.KeyFenced, "dead") == 1
+	})
+	if n := redistest.Int(t, c, "SISMEMBER", limiter.KeyInstances, "dead"); n != 0 {
+		t.Fatal("fenced instance still in proxy:instances")
+	}
+	if n := redistest.Int(t, c, "GET", limiter.KeyCount("b")); n != 7 {
+		t.Fatalf("count %d right after fencing, want 7 (nothing given back yet)", n)
+	}
+	parked := waitCond(t, reclaim+reapEach+2*time.Second, "slots above the share given back", func() bool {
+		return redistest.Int(t, c, "GET", limiter.KeyCount("b")) == 5
+	})
+	if n := redistest.Int(t, c, "HGET", limiter.KeyConns("dead"), "b"); n != 3 {
+		t.Fatalf("parked instance's hash holds %d, want its share 3", n)
+	}
+	forgotten := waitCond(t, forget+reapEach+2*time.Second, "dead instance forgotten", func() bool {
 		return redistest.Int(t, c, "GET", limiter.KeyCount("b")) == 2
 	})
-	t.Logf("slots of the dead instance back after %s (heartbeat TTL %s + reaper interval %s)", d, ttl, reapEach)
-	if d > ttl+reapEach+300*time.Millisecond {
-		t.Fatalf("reclaimed after %s, want <= TTL + one reaper interval", time.Since(died))
+	t.Logf("dead instance fenced after %s, parked %s later, forgotten %s later (ttl %s, reclaim_after %s, forget_after %s, reaper %s)",
+		fenced, parked, forgotten, ttl, reclaim, forget, reapEach)
+	if n := redistest.Int(t, c, "EXISTS", limiter.KeyConns("dead"), limiter.KeyFence("dead"), limiter.KeyIncarnation("dead")); n != 0 {
+		t.Fatalf("%d keys of the dead instance left", n)
 	}
-	if n := redistest.Int(t, c, "SISMEMBER", limiter.KeyInstances, "dead"); n != 0 {
-		t.Fatal("dead instance still in proxy:instances")
-	}
-	if n := redistest.Int(t, c, "EXISTS", limiter.KeyConns("dead")); n != 0 {
-		t.Fatal("dead instance's hash still there")
+	if n := redistest.Int(t, c, "SISMEMBER", limiter.KeyFenced, "dead"); n != 0 {
+		t.Fatal("forgotten instance still in proxy:fenced")
 	}
 	time.Sleep(3 * reapEach)
-	if n := reclaims.Load(); n != 1 {
-		t.Fatalf("%d reclaims of one dead instance, want exactly 1", n)
-	}
 	mu.Lock()
-	if got["b"] != 3 {
-		t.Fatalf("reclaimed %v, want b:3", got)
+	if len(got) != 2 || got[0]["b"] != 2 || got[1]["b"] != 3 {
+		t.Fatalf("reclaims %v, want exactly [b:2 (parked) b:3 (forgotten)]", got)
 	}
 	mu.Unlock()
 	for _, tk := range keep {
@@ -172,7 +186,7 @@ func TestReapedWhileAliveReregisters(t *testing.T) {
 	n := start(t, rs.Addr(), "sleepy", nil)
 	held := acquire(t, n.lim, 3)
 	redistest.Do(t, c, "DEL", limiter.KeyHeartbeat("sleepy"))
-	if _, won, err := limiter.ReclaimInstance(context.Background(), c, "sleepy", false); err != nil || !won {
+	if _, won, err := coord.ReclaimInstance(context.Background(), c, "sleepy", false); err != nil || !won {
 		t.Fatalf("reclaim: %v %v", won, err)
 	}
 	d := waitCond(t, 5*time.Second, "re-registered with its slots", func() bool {

@@ -80,6 +80,10 @@ const (
 	ErrNumQueueTimeout int32 = 50004
 	// ErrNumQueueFull: a bucket's wait queue was full.
 	ErrNumQueueFull int32 = 50005
+	// ErrNumNoShare: the bucket's cap is shared through Redis, Redis has
+	// never been reached, and without redis.expected_instances this
+	// instance has no share of it to admit on.
+	ErrNumNoShare int32 = 50011
 	// ErrNumLoginFailed is SQL Server's "Login failed for user".
 	ErrNumLoginFailed int32 = 18456
 	// ErrNumTooManyConns is SQL Server's refusal past its connection cap.

@@ -1,10 +1,25 @@
 // Package cluster runs tdsgate instances as separate processes for
 // multi-instance tests: it builds cmd/proxy once, writes each instance's
-// YAML config (instance_id, a free loopback port, redis.addr, buckets),
-// starts the processes, and can SIGKILL or SIGTERM them. Its tests
-// (cluster_test.go) check that a bucket's cap holds across instances
-// sharing a real redis-server, through churn, instance death, Redis death
-// and restart, and clean stops.
+// YAML config (instance_id, a free loopback port, the redis section,
+// buckets), starts the processes, and can SIGKILL, SIGTERM, SIGSTOP,
+// SIGCONT and SIGHUP (with a rewritten config) them. Its tests check that
+// a bucket's cap holds across instances sharing a real redis-server,
+// through churn, instance death, Redis death and restart, clean stops, and
+// the faults of the nemesis (subpackage nemesis).
+//
+// The instances' binary is built from this tree unless the environment
+// names another one:
+//
+//	TDSGATE_CLUSTER_PROXY=/tmp/proxy-main   use this binary instead
+//	TDSGATE_CLUSTER_OLDCONFIG=1             leave out the redis keys an
+//	                                        older binary does not know
+//	                                        (lease_loss, expected_instances,
+//	                                        reclaim_after, forget_after,
+//	                                        username, tls, sentinel)
+//	TDSGATE_CLUSTER_LOGDIR=/tmp/logs        write every instance's log there
+//
+// so that the same tests can be run against a binary built from an older
+// commit, to show what they catch.
 package cluster
 
 import (
@@ -15,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,12 +45,31 @@ var (
 	buildErr  error
 )
 
+// Environment variables that choose the instances' binary (package doc).
+const (
+	EnvProxy     = "TDSGATE_CLUSTER_PROXY"
+	EnvOldConfig = "TDSGATE_CLUSTER_OLDCONFIG"
+	// EnvLogDir names a directory where each instance's whole log is
+	// written at the end of the test (<id>-<pid>.log).
+	EnvLogDir = "TDSGATE_CLUSTER_LOGDIR"
+)
+
+// OldConfig reports whether configs leave out the keys an older binary
+// does not know (EnvOldConfig).
+func OldConfig() bool { return os.Getenv(EnvOldConfig) != "" }
+
 // Binary builds ./cmd/proxy once per test process (without -race: the
 // instances are the system under test, the race detector runs in the test
 // process) and returns its path. Cleanup removes it.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if bin := os.Getenv(EnvProxy); bin != "" {
+			if _, buildErr = os.Stat(bin); buildErr == nil {
+				buildBin = bin
+			}
+			return
+		}
 		buildDir, buildErr = os.MkdirTemp("", "tdsgate-cluster-")
 		if buildErr != nil {
 			return
@@ -70,19 +105,56 @@ type Bucket struct {
 	QueueTimeout   time.Duration
 }
 
+// RedisTLS is the redis.tls section.
+type RedisTLS struct {
+	CAFile, CertFile, KeyFile, ServerName string
+	InsecureSkipVerify                    bool
+}
+
+// Sentinel is the redis.sentinel section.
+type Sentinel struct {
+	MasterSet string
+	Addrs     []string
+}
+
 // Config is what varies between the test instances' configs.
 type Config struct {
-	InstanceID        string
-	RedisAddr         string
-	HeartbeatTTL      time.Duration // default 3s
-	HeartbeatInterval time.Duration // default 500ms
-	ReaperInterval    time.Duration // default 1s
-	OpTimeout         time.Duration // default 300ms
-	FallbackDivisor   int
-	DrainTimeout      time.Duration // default 2s
-	Buckets           []Bucket
-	// DefaultBucket takes every login (no routes); default the first bucket.
+	InstanceID string
+	// Listen is the TDS address; "" picks a free loopback port.
+	Listen string
+	// RedisAddr is redis.addr. With Sentinel set it is written only under
+	// EnvOldConfig (an older binary has no sentinel support and talks to
+	// the primary given here).
+	RedisAddr     string
+	RedisUsername string
+	RedisPassword string
+	RedisTLS      *RedisTLS
+	Sentinel      *Sentinel
+	// LeaseLoss is redis.lease_loss (close or keep); "" leaves the default.
+	LeaseLoss string
+	// ExpectedInstances is redis.expected_instances (0: not written).
+	ExpectedInstances int
+	// ReclaimAfter and ForgetAfter are redis.reclaim_after and
+	// redis.forget_after (0: not written, the binary's defaults).
+	ReclaimAfter, ForgetAfter time.Duration
+	HeartbeatTTL              time.Duration // default 3s
+	HeartbeatInterval         time.Duration // default 500ms
+	ReaperInterval            time.Duration // default 1s
+	OpTimeout                 time.Duration // default 300ms
+	FallbackDivisor           int
+	DrainTimeout              time.Duration // default 2s
+	Buckets                   []Bucket
+	// DefaultBucket takes every login no route matches; default the
+	// first bucket.
 	DefaultBucket string
+	// AppRoutes routes a login by its application name: app → bucket id.
+	AppRoutes map[string]string
+	// LogLevel is log_level; default info.
+	LogLevel string
+	// Metrics serves /metrics on a free loopback port (Proxy.MetricsAddr).
+	Metrics bool
+
+	metricsListen string
 }
 
 // YAML renders c as a tdsgate config listening on listen.
@@ -95,10 +167,49 @@ func (c Config) YAML(listen string) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "instance_id: %s\nlisten: %s\nlisteners: 1\nlogin_timeout: 60s\ndrain_timeout: %s\n", c.InstanceID, listen, d(c.DrainTimeout, 2*time.Second))
-	b.WriteString("log_level: info\nhealth_listen: \"\"\nmetrics_listen: \"\"\n")
-	fmt.Fprintf(&b, "redis:\n  addr: %q\n  heartbeat_ttl: %s\n  heartbeat_interval: %s\n  reaper_interval: %s\n  op_timeout: %s\n  fallback_divisor: %d\n",
-		c.RedisAddr, d(c.HeartbeatTTL, 3*time.Second), d(c.HeartbeatInterval, 500*time.Millisecond),
+	lvl := c.LogLevel
+	if lvl == "" {
+		lvl = "info"
+	}
+	fmt.Fprintf(&b, "log_level: %s\nhealth_listen: \"\"\nmetrics_listen: %q\n", lvl, c.metricsListen)
+	old := OldConfig()
+	b.WriteString("redis:\n")
+	if c.Sentinel == nil || old {
+		fmt.Fprintf(&b, "  addr: %q\n", c.RedisAddr)
+	}
+	if c.RedisPassword != "" {
+		fmt.Fprintf(&b, "  password: %q\n", c.RedisPassword)
+	}
+	fmt.Fprintf(&b, "  heartbeat_ttl: %s\n  heartbeat_interval: %s\n  reaper_interval: %s\n  op_timeout: %s\n  fallback_divisor: %d\n",
+		d(c.HeartbeatTTL, 3*time.Second), d(c.HeartbeatInterval, 500*time.Millisecond),
 		d(c.ReaperInterval, time.Second), d(c.OpTimeout, 300*time.Millisecond), c.FallbackDivisor)
+	if !old {
+		if c.LeaseLoss != "" {
+			fmt.Fprintf(&b, "  lease_loss: %s\n", c.LeaseLoss)
+		}
+		if c.ExpectedInstances > 0 {
+			fmt.Fprintf(&b, "  expected_instances: %d\n", c.ExpectedInstances)
+		}
+		if c.ReclaimAfter > 0 {
+			fmt.Fprintf(&b, "  reclaim_after: %s\n", c.ReclaimAfter)
+		}
+		if c.ForgetAfter > 0 {
+			fmt.Fprintf(&b, "  forget_after: %s\n", c.ForgetAfter)
+		}
+		if c.RedisUsername != "" {
+			fmt.Fprintf(&b, "  username: %q\n", c.RedisUsername)
+		}
+		if t := c.RedisTLS; t != nil {
+			fmt.Fprintf(&b, "  tls:\n    ca_file: %q\n    cert_file: %q\n    key_file: %q\n    server_name: %q\n    insecure_skip_verify: %t\n",
+				t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.InsecureSkipVerify)
+		}
+		if s := c.Sentinel; s != nil {
+			fmt.Fprintf(&b, "  sentinel:\n    master_set: %q\n    addrs:\n", s.MasterSet)
+			for _, a := range s.Addrs {
+				fmt.Fprintf(&b, "      - %q\n", a)
+			}
+		}
+	}
 	b.WriteString("buckets:\n")
 	for _, k := range c.Buckets {
 		fmt.Fprintf(&b, "  - id: %s\n    address: %s\n    encryption: login\n    trust_server_certificate: true\n    server_name: localhost\n", k.ID, k.Address)
@@ -111,6 +222,17 @@ func (c Config) YAML(listen string) string {
 		def = c.Buckets[0].ID
 	}
 	fmt.Fprintf(&b, "default_bucket: %s\n", def)
+	if len(c.AppRoutes) > 0 {
+		apps := make([]string, 0, len(c.AppRoutes))
+		for a := range c.AppRoutes {
+			apps = append(apps, a)
+		}
+		slices.Sort(apps)
+		b.WriteString("routes:\n")
+		for _, a := range apps {
+			fmt.Fprintf(&b, "  - app: %q\n    bucket: %s\n", a, c.AppRoutes[a])
+		}
+	}
 	return b.String()
 }
 
@@ -118,26 +240,68 @@ func (c Config) YAML(listen string) string {
 type Proxy struct {
 	ID   string
 	Addr string
-	t    testing.TB
+	// Config is the config it was started with (or last reloaded with).
+	Config Config
+	t      testing.TB
+	path   string
 
 	mu     sync.Mutex
 	proc   *os.Process
 	exited chan struct{}
 	state  *os.ProcessState
 	log    *syncBuffer
+	paused bool
 }
 
-// Start writes c's config and starts an instance on a free port; it waits
-// until the port accepts connections and stops the process at cleanup.
+// Start writes c's config and starts an instance on c.Listen or a free
+// port; it waits until the port accepts connections and stops the process
+// at cleanup. A process that exits at start fails the test.
 func Start(t testing.TB, c Config) *Proxy {
 	t.Helper()
+	p, err := StartErr(t, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// StartErr is Start that returns an instance exiting at start (or not
+// listening within 10 s) as an error, with its log, instead of failing:
+// for a second process that is expected to refuse to start. The process
+// is stopped either way.
+func StartErr(t testing.TB, c Config) (*Proxy, error) {
+	t.Helper()
 	bin := Binary(t)
-	addr := freeAddr(t)
+	// Pick the free ports while holding them all, so that two picks
+	// cannot return the same port.
+	var hold []net.Listener
+	pick := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold = append(hold, l)
+		return l.Addr().String()
+	}
+	addr := c.Listen
+	if addr == "" {
+		addr = pick()
+	}
+	c.Listen = addr
+	if c.Metrics {
+		c.metricsListen = pick()
+		for c.metricsListen == addr {
+			c.metricsListen = pick()
+		}
+	}
+	for _, l := range hold {
+		l.Close()
+	}
 	path := filepath.Join(t.TempDir(), c.InstanceID+".yaml")
 	if err := os.WriteFile(path, []byte(c.YAML(addr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ID: c.InstanceID, Addr: addr, t: t, log: &syncBuffer{}}
+	p := &Proxy{ID: c.InstanceID, Addr: addr, Config: c, t: t, path: path, log: &syncBuffer{}}
 	cmd := exec.Command(bin, "-config", path)
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
@@ -154,8 +318,13 @@ func Start(t testing.TB, c Config) *Proxy {
 	}()
 	t.Cleanup(func() {
 		p.Kill()
-		if t.Failed() || os.Getenv("TDSGATE_TEST_LOG") != "" {
-			t.Logf("log of %s:\n%s", p.ID, p.Log())
+		if dir := os.Getenv(EnvLogDir); dir != "" {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d.log", p.ID, p.proc.Pid)), []byte(p.Log()), 0o644)
+		}
+		if os.Getenv("TDSGATE_TEST_LOG") != "" {
+			t.Logf("log of %s (pid %d):\n%s", p.ID, p.proc.Pid, p.Log())
+		} else if t.Failed() {
+			t.Logf("log of %s (pid %d), last %d lines (TDSGATE_TEST_LOG=1: all):\n%s", p.ID, p.proc.Pid, failLogLines, p.Tail(failLogLines))
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -163,24 +332,90 @@ func Start(t testing.TB, c Config) *Proxy {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return p
+			return p, nil
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("instance %s exited at start:\n%s", p.ID, p.Log())
+			return p, fmt.Errorf("instance %s exited at start (code %d):\n%s", p.ID, p.ExitCode(), p.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("instance %s not listening on %s after 10s:\n%s", p.ID, addr, p.Log())
+			p.Kill()
+			return p, fmt.Errorf("instance %s not listening on %s after 10s:\n%s", p.ID, addr, p.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Restart starts a new process with p's config on p's address (after a
+// Kill or Term of p).
+func (p *Proxy) Restart() *Proxy {
+	p.t.Helper()
+	return Start(p.t, p.Config)
+}
+
+// MetricsAddr is the address of /metrics ("" without Config.Metrics).
+func (p *Proxy) MetricsAddr() string { return p.Config.metricsListen }
+
+// Pid is the process id.
+func (p *Proxy) Pid() int { return p.proc.Pid }
+
+// Pause stops the process with SIGSTOP, as a VM pause or a frozen
+// container does: its sockets stay open, nothing runs. Resume undoes it.
+func (p *Proxy) Pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.proc.Signal(syscall.SIGSTOP)
+	p.paused = true
+}
+
+// Resume continues a paused process (SIGCONT).
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.proc.Signal(syscall.SIGCONT)
+	p.paused = false
+}
+
+// Paused reports whether the process is stopped by Pause.
+func (p *Proxy) Paused() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.paused
+}
+
+// Reload rewrites the config file with c (same instance id and address)
+// and sends SIGHUP.
+func (p *Proxy) Reload(c Config) {
+	p.t.Helper()
+	c.InstanceID, c.Listen = p.ID, p.Addr
+	if err := os.WriteFile(p.path, []byte(c.YAML(p.Addr)), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.Config = c
+	p.mu.Unlock()
+	p.proc.Signal(syscall.SIGHUP)
+}
+
+// ExitCode is the exit code once the process is gone (-1 if killed by a
+// signal or still running).
+func (p *Proxy) ExitCode() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == nil {
+		return -1
+	}
+	return p.state.ExitCode()
 }
 
 // Kill sends SIGKILL and waits for the exit (no-op if already gone).
 func (p *Proxy) Kill() {
 	p.proc.Signal(syscall.SIGKILL)
 	<-p.exited
+	p.mu.Lock()
+	p.paused = false
+	p.mu.Unlock()
 }
 
 // Term sends SIGTERM and waits up to d for the exit; it reports the exit
@@ -211,6 +446,15 @@ func (p *Proxy) Exited() bool {
 // Log is the instance's output (slog text lines) so far.
 func (p *Proxy) Log() string { return p.log.String() }
 
+// failLogLines is how much of an instance's log a failed test shows.
+const failLogLines = 300
+
+// Tail is the last n lines of the log.
+func (p *Proxy) Tail(n int) string {
+	ls := strings.Split(strings.TrimRight(p.Log(), "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-n):], "\n")
+}
+
 // LogLines returns the log lines containing substr (case-insensitive), as
 // `grep -i` would.
 func (p *Proxy) LogLines(substr string) []string {
@@ -222,16 +466,6 @@ func (p *Proxy) LogLines(substr string) []string {
 		}
 	}
 	return out
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 type syncBuffer struct {

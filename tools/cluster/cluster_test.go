@@ -378,15 +378,21 @@ func TestClusterRuntimeMax(t *testing.T) {
 	}
 }
 
-// TestClusterInstanceDeath: SIGKILL an instance while it holds slots; the
-// reapers of the others give them back within heartbeat TTL + one reaper
-// interval, and proxy:instances loses it (runbook 19.1).
+// TestClusterInstanceDeath: SIGKILL an instance while it holds slots
+// (runbook 19.1). Its lease expires after heartbeat_ttl: the reaper fences
+// it (out of proxy:instances; it might only be frozen, so its slots stay
+// counted), parks it after reclaim_after (slots above its fallback share
+// given back: none here, it holds 4 of a share of 7) and forgets it after
+// forget_after: every slot back within TTL + reclaim_after + forget_after
+// + reaper intervals. A second dead instance restarted with the same
+// instance_id gives its old slots back at once.
 func TestClusterInstanceDeath(t *testing.T) {
-	const ttl, reaper = 3 * time.Second, time.Second
+	const ttl, reaper, reclaim, forget = 3 * time.Second, time.Second, time.Second, 2 * time.Second
 	e := setup(t, 3, cluster.Bucket{MaxConnections: 20, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}, func(c *cluster.Config) {
 		c.HeartbeatTTL, c.HeartbeatInterval, c.ReaperInterval = ttl, 500*time.Millisecond, reaper
+		c.ReclaimAfter, c.ForgetAfter = reclaim, forget
 	})
-	p1, p2 := e.proxies[0], e.proxies[1]
+	p1, p2, p3 := e.proxies[0], e.proxies[1], e.proxies[2]
 	for range 2 {
 		mustLogin(t, p1.Addr)
 	}
@@ -398,10 +404,16 @@ func TestClusterInstanceDeath(t *testing.T) {
 	}
 	p2.Kill()
 	killed := time.Now()
-	d := waitFor(t, ttl+reaper+5*time.Second, "the dead instance's slots back", func() bool { return e.count(t) == 2 })
-	t.Logf("SIGKILL of %s holding 4 slots: slots back after %s (heartbeat_ttl %s + reaper_interval %s)", p2.ID, d.Round(time.Millisecond), ttl, reaper)
-	if d > ttl+reaper+500*time.Millisecond {
-		t.Errorf("reclaimed after %s, want within TTL + one reaper interval", d)
+	fenced := waitFor(t, ttl+2*reaper+time.Second, p2.ID+" out of proxy:instances", func() bool { return !slices.Contains(e.members(t), p2.ID) })
+	if n := e.count(t); n != 6 {
+		t.Errorf("count %d right after the fence, want 6 (a fenced instance's slots stay counted)", n)
+	}
+	waitFor(t, ttl+reclaim+forget+3*reaper+2*time.Second, "the dead instance's slots back", func() bool { return e.count(t) == 2 })
+	d := time.Since(killed)
+	t.Logf("SIGKILL of %s holding 4 slots: fenced after %s, slots back after %s (heartbeat_ttl %s + reclaim_after %s + forget_after %s, reaper_interval %s)",
+		p2.ID, fenced.Round(time.Millisecond), d.Round(time.Millisecond), ttl, reclaim, forget, reaper)
+	if d < ttl+reclaim+forget-reaper {
+		t.Errorf("slots back after %s: before TTL + reclaim_after + forget_after", d)
 	}
 	if m := e.members(t); slices.Contains(m, p2.ID) || len(m) != 2 {
 		t.Fatalf("proxy:instances = %v after the reclaim", m)
@@ -410,7 +422,7 @@ func TestClusterInstanceDeath(t *testing.T) {
 		t.Fatalf("%d keys of the dead instance remain", n)
 	}
 	var lines []string
-	for _, p := range []*cluster.Proxy{p1, e.proxies[2]} {
+	for _, p := range []*cluster.Proxy{p1, p3} {
 		lines = append(lines, p.LogLines("reaper: reclaimed instance")...)
 	}
 	if len(lines) != 1 {
@@ -418,11 +430,29 @@ func TestClusterInstanceDeath(t *testing.T) {
 	}
 	t.Logf("reaper log: %s (%s after the kill)", strings.TrimSpace(lines[0]), time.Since(killed).Round(time.Millisecond))
 	// The freed slots are usable: 18 more logins fit.
+	var more []*tdsclient.Conn
 	for range 18 {
-		mustLogin(t, e.proxies[2].Addr)
+		more = append(more, mustLogin(t, p3.Addr))
 	}
 	if n := e.count(t); n != 20 {
 		t.Fatalf("count %d, want 20", n)
+	}
+	for _, c := range more[:3] {
+		c.Close()
+	}
+	waitFor(t, 2*time.Second, "count 17", func() bool { return e.count(t) == 17 })
+	// p3 dies holding 15; restarted with the same id it gives them back
+	// at once, well before forget_after.
+	p3.Kill()
+	time.Sleep(ttl + reaper) // fenced, maybe parked
+	before := e.count(t)
+	restarted := time.Now()
+	p3.Restart()
+	waitFor(t, 3*time.Second, "p3's old slots back on restart", func() bool { return e.count(t) == 2 })
+	t.Logf("%s killed holding 15; %s later count %d; restarted: old slots back %s after the restart began", p3.ID, ttl+reaper, before,
+		time.Since(restarted).Round(time.Millisecond))
+	if before == 2 {
+		t.Errorf("count already 2 before the restart: the restart was not what gave the slots back")
 	}
 }
 

@@ -1,4 +1,4 @@
-package limiter
+package coord
 
 // Redis key layout, DESIGN.md section 3. The runbook's redis-cli commands
 // (sections 11, 13, 14, 19) read and write these keys as written, so the
@@ -14,10 +14,18 @@ package limiter
 //	                               (fairness across instances; acquire script)
 //	proxy:instances                set: live instance ids
 //	proxy:instance:<id>:conns      hash bucket→int: slots this instance holds
-//	proxy:instance:<id>:heartbeat  string with a TTL: the instance is alive
+//	proxy:instance:<id>:heartbeat  string with a TTL: the instance's lease,
+//	                               "<incarnation> <time written>"
+//	proxy:instance:<id>:incarnation string: the incarnation whose holdings the
+//	                               conns hash records
+//	proxy:fenced                   set: ids whose lease expired but whose slots
+//	                               may still be in use (frozen, or cut off from
+//	                               Redis); they count in the fallback shares
+//	proxy:instance:<id>:fence      hash inc, at (ms), parked (0/1): when and how
+//	                               far the reaper fenced the id
 //	proxy:route:<key>              string: optional route directory, key → bucket id
 //
-// Invariant kept by the four scripts: for every bucket, count equals the sum
+// Invariant kept by the scripts: for every bucket, count equals the sum
 // over instances of their conns field for that bucket, and 0 <= count. The
 // acquire script alone makes count grow, and only while count < max.
 //
@@ -28,6 +36,9 @@ const (
 	KeyPrefix = "proxy:"
 	// KeyInstances is the set of live instance ids.
 	KeyInstances = "proxy:instances"
+	// KeyFenced is the set of ids whose lease expired while their slots
+	// may still be in use (see the reclaim script).
+	KeyFenced = "proxy:fenced"
 	// KeyReleasedPattern matches every bucket's release channel (PSUBSCRIBE).
 	KeyReleasedPattern = "proxy:bucket:*:released"
 )
@@ -53,6 +64,12 @@ func KeyConns(instance string) string { return "proxy:instance:" + instance + ":
 // last refresh.
 func KeyHeartbeat(instance string) string { return "proxy:instance:" + instance + ":heartbeat" }
 
+// KeyIncarnation names the incarnation whose holdings KeyConns records.
+func KeyIncarnation(instance string) string { return "proxy:instance:" + instance + ":incarnation" }
+
+// KeyFence is the reaper's record of a fenced instance.
+func KeyFence(instance string) string { return "proxy:instance:" + instance + ":fence" }
+
 // KeyRoute is the route directory entry of key.
 func KeyRoute(key string) string { return "proxy:route:" + key }
 
@@ -65,8 +82,8 @@ func bucketOfChannel(ch string) (string, bool) {
 	return ch[len(pre) : len(ch)-len(suf)], true
 }
 
-// bucketOfMaxKey returns the bucket id of a KeyMax key name.
-func bucketOfMaxKey(k string) (string, bool) {
+// BucketOfMaxKey returns the bucket id of a KeyMax key name.
+func BucketOfMaxKey(k string) (string, bool) {
 	const pre, suf = "proxy:bucket:", ":max"
 	if len(k) <= len(pre)+len(suf) || k[:len(pre)] != pre || k[len(k)-len(suf):] != suf {
 		return "", false

@@ -1,8 +1,7 @@
-package limiter
+package coord
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -10,10 +9,10 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// The four scripts that change the shared counts. Each runs atomically in
+// The scripts that change the shared counts (and lease.go's). Each runs atomically in
 // Redis (EVALSHA, falling back to EVAL on NOSCRIPT), so no interleaving of
 // instances can let a count exceed its max or drop below 0, and each keeps
-// the invariant of redis_keys.go: count == sum of the instances' fields.
+// the invariant of keys.go: count == sum of the instances' fields.
 //
 // The reclaim and reconcile scripts derive bucket keys from the bucket ids
 // they read (an instance's hash names the buckets it holds slots in); that
@@ -161,105 +160,6 @@ redis.call('PUBLISH', ARGV[2], ARGV[1])
 return {1, c}
 `)
 
-// reclaimScript gives back every slot a dead instance held.
-//
-//	KEYS: heartbeat(dead), conns(dead), proxy:instances
-//	ARGV: dead instance id, force ("1": skip the heartbeat check; an
-//	      instance leaving cleanly reclaims itself)
-//	→ {status, bucket1, n1, bucket2, n2, ...}: status 1 reclaimed (the
-//	  pairs are what was given back), 0 nothing to reclaim (another reaper
-//	  won, or it was never there), -1 the heartbeat is alive: not dead.
-//
-// The heartbeat check, the subtraction, the deletion and the SREM are one
-// step, so of two reapers racing for the same instance exactly one wins.
-// It also drops the instance's entries in those buckets' waiting hashes,
-// so nobody defers to its gone clients.
-var reclaimScript = rueidis.NewLuaScript(`
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  return {-1}
-end
-local member = redis.call('SREM', KEYS[3], ARGV[1])
-local fields = redis.call('HGETALL', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[2])
-if member == 0 and #fields == 0 then
-  return {0}
-end
-local out = {1}
-for i = 1, #fields, 2 do
-  local b = fields[i]
-  local n = tonumber(fields[i + 1]) or 0
-  redis.call('HDEL', 'proxy:bucket:' .. b .. ':waiting', ARGV[1])
-  if n > 0 then
-    local ck = 'proxy:bucket:' .. b .. ':count'
-    local c = (tonumber(redis.call('GET', ck)) or 0) - n
-    if c < 0 then c = 0 end
-    redis.call('SET', ck, c)
-    redis.call('PUBLISH', 'proxy:bucket:' .. b .. ':released', b)
-    out[#out + 1] = b
-    out[#out + 1] = n
-  end
-end
-return out
-`)
-
-// reconcileScript makes Redis agree with what an instance really holds:
-// for each bucket, its conns field becomes the number given and the count
-// moves by the difference (never below 0). Buckets in the hash but not in
-// ARGV are held 0. It also (re-)registers the instance (SADD, heartbeat
-// with its TTL) and seeds each max that is absent, so it rebuilds an
-// instance's whole footprint on a Redis that restarted empty.
-//
-//	KEYS: conns(instance), proxy:instances, heartbeat(instance)
-//	ARGV: instance, heartbeat TTL ms, heartbeat value,
-//	      then triples: bucket, held, seed max
-//	→ flat list of quadruples: bucket, delta applied, count after, max
-var reconcileScript = rueidis.NewLuaScript(`
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
-local want, seed, order = {}, {}, {}
-for i = 4, #ARGV, 3 do
-  want[ARGV[i]] = tonumber(ARGV[i + 1]) or 0
-  seed[ARGV[i]] = ARGV[i + 2]
-  order[#order + 1] = ARGV[i]
-end
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if want[fields[i]] == nil then
-    want[fields[i]] = 0
-    order[#order + 1] = fields[i]
-  end
-end
-local out = {}
-for _, b in ipairs(order) do
-  local mk = 'proxy:bucket:' .. b .. ':max'
-  if seed[b] then
-    redis.call('SET', mk, seed[b], 'NX')
-  end
-  local ck = 'proxy:bucket:' .. b .. ':count'
-  local have = tonumber(redis.call('HGET', KEYS[1], b)) or 0
-  local d = want[b] - have
-  local c = tonumber(redis.call('GET', ck)) or 0
-  if d ~= 0 then
-    c = c + d
-    if c < 0 then c = 0 end
-  end
-  redis.call('SET', ck, c)
-  if want[b] > 0 then
-    redis.call('HSET', KEYS[1], b, want[b])
-  else
-    redis.call('HDEL', KEYS[1], b)
-  end
-  if d < 0 then
-    redis.call('PUBLISH', 'proxy:bucket:' .. b .. ':released', b)
-  end
-  out[#out + 1] = b
-  out[#out + 1] = d
-  out[#out + 1] = c
-  out[#out + 1] = tonumber(redis.call('GET', mk)) or 0
-end
-return out
-`)
-
 // AcquireStatus is the acquire script's verdict.
 type AcquireStatus int8
 
@@ -327,105 +227,3 @@ func SetWaiting(ctx context.Context, c rueidis.Client, instance, bucket string, 
 	return waitingScript.Exec(ctx, c, []string{KeyWaiting(bucket)},
 		[]string{instance, strconv.Itoa(max(n, 0))}).Error()
 }
-
-// ErrInstanceAlive is ReclaimInstance's answer when the instance's heartbeat
-// still exists.
-var ErrInstanceAlive = errors.New("instance heartbeat is alive")
-
-// ReclaimInstance runs the reclaim script on instance: if its heartbeat is
-// gone (or force), subtract its slots from the counts, delete its keys and
-// remove it from proxy:instances. It returns the slots given back per
-// bucket and won=true, or won=false if there was nothing to reclaim
-// (another reaper won the race), or ErrInstanceAlive.
-func ReclaimInstance(ctx context.Context, c rueidis.Client, instance string, force bool) (slots map[string]int64, won bool, err error) {
-	f := "0"
-	if force {
-		f = "1"
-	}
-	vs, err := reclaimScript.Exec(ctx, c,
-		[]string{KeyHeartbeat(instance), KeyConns(instance), KeyInstances},
-		[]string{instance, f}).ToArray()
-	if err != nil {
-		return nil, false, err
-	}
-	if len(vs) == 0 {
-		return nil, false, errors.New("reclaim script: empty reply")
-	}
-	st, err := vs[0].AsInt64()
-	if err != nil {
-		return nil, false, err
-	}
-	switch st {
-	case -1:
-		return nil, false, ErrInstanceAlive
-	case 0:
-		return nil, false, nil
-	}
-	slots = map[string]int64{}
-	for i := 1; i+1 < len(vs); i += 2 {
-		b, err := vs[i].ToString()
-		if err != nil {
-			return nil, false, err
-		}
-		n, err := vs[i+1].AsInt64()
-		if err != nil {
-			return nil, false, err
-		}
-		slots[b] = n
-	}
-	return slots, true, nil
-}
-
-// Holding is one bucket's entry for ReconcileInstance.
-type Holding struct {
-	Bucket  string
-	Held    int64 // slots the instance really holds
-	SeedMax int   // seeds max if it is absent
-}
-
-// Reconciled is one bucket's outcome of ReconcileInstance.
-type Reconciled struct {
-	Bucket     string
-	Delta      int64 // added to count (negative: count was too high)
-	Count, Max int64 // after
-}
-
-// ReconcileInstance runs the reconcile script: instance's conns hash
-// becomes exactly holdings (buckets not listed count as 0), each count
-// moves by the difference, absent maxes are seeded, and the instance is
-// (re-)registered with a heartbeat of ttl.
-func ReconcileInstance(ctx context.Context, c rueidis.Client, instance string, ttl time.Duration, holdings []Holding) ([]Reconciled, error) {
-	args := make([]string, 0, 3+3*len(holdings))
-	args = append(args, instance, strconv.FormatInt(max(ttl.Milliseconds(), 1), 10), heartbeatValue())
-	for _, h := range holdings {
-		args = append(args, h.Bucket, strconv.FormatInt(max(h.Held, 0), 10), strconv.Itoa(h.SeedMax))
-	}
-	vs, err := reconcileScript.Exec(ctx, c,
-		[]string{KeyConns(instance), KeyInstances, KeyHeartbeat(instance)}, args).ToArray()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Reconciled, 0, len(vs)/4)
-	for i := 0; i+3 < len(vs); i += 4 {
-		var r Reconciled
-		var err error
-		if r.Bucket, err = vs[i].ToString(); err != nil {
-			return nil, err
-		}
-		if r.Delta, err = vs[i+1].AsInt64(); err != nil {
-			return nil, err
-		}
-		if r.Count, err = vs[i+2].AsInt64(); err != nil {
-			return nil, err
-		}
-		if r.Max, err = vs[i+3].AsInt64(); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-// heartbeatValue is what a heartbeat key holds: the time it was written,
-// for an operator reading it with GET.
-func heartbeatValue() string { return time.Now().UTC().Format(time.RFC3339) }

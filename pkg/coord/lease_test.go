@@ -1,0 +1,120 @@
+package coord
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
+)
+
+// TestRegisterScriptReacquiresNeverReadds: the register script lowers
+// what Redis over-records, re-acquires what it under-records only up to
+// max, refuses another live incarnation's id, and gives back the records
+// of an older (dead) incarnation of the same id.
+func TestRegisterScriptReacquiresNeverReadds(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	reg := func(id, inc string, held int64) []Reconciled {
+		t.Helper()
+		r, err := RegisterInstance(ctx, c, id, inc, time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 4}})
+		if err != nil {
+			t.Fatalf("register %s/%s: %v", id, inc, err)
+		}
+		return r
+	}
+	reg("a", "inc-a", 3)
+	reg("b", "inc-b", 0)
+	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 3 {
+		t.Fatalf("count %d, want 3", n)
+	}
+	// B claims to hold 4 (granted in fallback): only 1 fits.
+	r := reg("b", "inc-b", 4)
+	if r[0].Granted != 1 || r[0].Count != 4 {
+		t.Fatalf("b re-acquired %+v, want granted 1 count 4", r[0])
+	}
+	// A now holds 1: lowered.
+	r = reg("a", "inc-a", 1)
+	if r[0].Granted != 1 || r[0].Count != 2 || r[0].Delta != -2 {
+		t.Fatalf("a lowered %+v", r[0])
+	}
+	// Another incarnation may not take a's live id...
+	if _, err := RegisterInstance(ctx, c, "a", "intruder", time.Minute, nil); !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("duplicate incarnation: %v, want ErrIDTaken", err)
+	}
+	if n := redistest.Int(t, c, "HGET", KeyConns("a"), "b"); n != 1 {
+		t.Fatalf("the refused duplicate changed a's hash: %d", n)
+	}
+	// ...but once a's lease is gone, a new incarnation (a restart) gives
+	// the old records back first.
+	redistest.Do(t, c, "DEL", KeyHeartbeat("a"))
+	r = reg("a", "restarted", 0)
+	if r[0].Count != 1 {
+		t.Fatalf("after the restart count %d, want 1 (b's)", r[0].Count)
+	}
+	if got, _ := redistest.Do(t, c, "GET", KeyIncarnation("a")).ToString(); got != "restarted" {
+		t.Fatalf("incarnation %q", got)
+	}
+	if hb, _ := redistest.Do(t, c, "GET", KeyHeartbeat("a")).ToString(); IncarnationOf(hb) != "restarted" {
+		t.Fatalf("heartbeat %q", hb)
+	}
+	// Renewal is refused to anyone but the owner, and never re-creates a lapsed lease.
+	if ok, err := RenewLease(ctx, c, "a", "inc-a", time.Minute); ok || err != nil {
+		t.Fatalf("old incarnation renewed: %v %v", ok, err)
+	}
+	redistest.Do(t, c, "DEL", KeyHeartbeat("b"))
+	if ok, _ := RenewLease(ctx, c, "b", "inc-b", time.Minute); ok {
+		t.Fatal("a lapsed lease was re-created by a renewal")
+	}
+}
+
+// TestReapStepsAndSibling: fence (nothing back), park (above the share
+// back), forget; and a live sibling (same base id, other incarnation)
+// makes an expired id forgotten at once.
+func TestReapStepsAndSibling(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	for _, id := range []string{"p1", "p2", "p3"} {
+		if _, err := RegisterInstance(ctx, c, id, "i-"+id, time.Minute, []Holding{{Bucket: "b", Held: 0, SeedMax: 10}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	RegisterInstance(ctx, c, "p1", "i-p1", time.Minute, []Holding{{Bucket: "b", Held: 6, SeedMax: 10}})
+	redistest.Do(t, c, "DEL", KeyHeartbeat("p1"))
+	rt := ReclaimTimes{ReclaimAfter: 200 * time.Millisecond, ForgetAfter: 200 * time.Millisecond}
+	st, _, err := ReapInstance(ctx, c, "p1", rt)
+	if err != nil || st != ReclaimFenced {
+		t.Fatalf("first step %v %v, want fenced", st, err)
+	}
+	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 6 {
+		t.Fatalf("fencing gave slots back: count %d", n)
+	}
+	if st, _, _ := ReapInstance(ctx, c, "p1", rt); st != ReclaimNothing {
+		t.Fatalf("second step right away: %v", st)
+	}
+	time.Sleep(250 * time.Millisecond)
+	// p1 is rank 0 of 3 with max 10: share 4.
+	st, slots, _ := ReapInstance(ctx, c, "p1", rt)
+	if st != ReclaimParked || slots["b"] != 2 {
+		t.Fatalf("park: %v %v, want parked b:2", st, slots)
+	}
+	time.Sleep(250 * time.Millisecond)
+	st, slots, _ = ReapInstance(ctx, c, "p1", rt)
+	if st != ReclaimForgotten || slots["b"] != 4 || redistest.Int(t, c, "GET", KeyCount("b")) != 0 {
+		t.Fatalf("forget: %v %v", st, slots)
+	}
+	// Sibling: p2 dies holding 3 and restarts as p2~abc (its id was still
+	// held when it started): p2 is forgotten at its first reaper step.
+	RegisterInstance(ctx, c, "p2", "i-p2", time.Minute, []Holding{{Bucket: "b", Held: 3, SeedMax: 10}})
+	RegisterInstance(ctx, c, SiblingID("p2", "abcdef99"), "abcdef99", time.Minute, nil)
+	redistest.Do(t, c, "DEL", KeyHeartbeat("p2"))
+	st, slots, _ = ReapInstance(ctx, c, "p2", ReclaimTimes{ReclaimAfter: time.Hour, ForgetAfter: time.Hour})
+	if st != ReclaimForgotten || slots["b"] != 3 {
+		t.Fatalf("expired id with a live sibling: %v %v, want forgotten b:3", st, slots)
+	}
+	if BaseID("p2~abcdef") != "p2" || SiblingID("p2", "abcdef99") != "p2~abcdef" {
+		t.Fatal("BaseID/SiblingID")
+	}
+}

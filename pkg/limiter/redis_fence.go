@@ -1,0 +1,170 @@
+package limiter
+
+// The Redis limiter's lease: registering (re-acquiring what Redis does
+// not count), the lease deadline, and the fence that sheds sessions
+// (doc.go, "Leases and fencing").
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/coord"
+)
+
+// reconcileLocked runs the register script with what we hold: it claims
+// our id (or a sibling id, when another live process holds ours), renews
+// the lease, lowers what Redis records where we hold less, and
+// re-acquires (never past max) where we hold more. Slots that do not fit
+// become uncounted; with lease_loss close their sessions are closed at
+// once. Called with mu held exclusively (so held does not move under it).
+func (l *Redis) reconcileLocked() error {
+	hs := l.holdingsLocked()
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	id := l.InstanceID()
+	sent := l.opts.clock.Now()
+	res, err := coord.RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+	if errors.Is(err, coord.ErrIDTaken) {
+		sib := coord.SiblingID(l.o.InstanceID, l.o.Incarnation)
+		if id == sib {
+			// Our own sibling id is taken: by us, in another process? Never
+			// by chance (16 hex digits); say so and stay in fallback.
+			l.op("reconcile", err)
+			return fmt.Errorf("instance id %s: %w", id, err)
+		}
+		l.log.Warn("instance id in use by another live tdsgate process (same instance_id, another incarnation): "+
+			"this process registers as a sibling id and never touches the other's slots; give each process its own instance_id",
+			"instance_id", l.o.InstanceID, "sibling_id", sib, "incarnation", l.o.Incarnation)
+		id = sib
+		l.keyID.Store(&sib)
+		res, err = coord.RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+	}
+	l.op("reconcile", err)
+	if err != nil {
+		return err
+	}
+	l.LeaseRenewed(sent)
+	l.leaseOK.Store(true)
+	// The membership at once (the poll may not have run yet): fallback
+	// shares need N and our rank from the moment we are registered.
+	if ids, err := l.client.Do(ctx, l.client.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build()).AsStrSlice(); err == nil {
+		l.noteMembers(ids)
+	}
+	m := *l.buckets.Load()
+	held := map[string]int64{}
+	for _, h := range hs {
+		held[h.Bucket] = h.Held
+	}
+	for _, r := range res {
+		b := m[r.Bucket]
+		if b == nil {
+			l.bmu.Lock()
+			b = l.retired[r.Bucket]
+			l.bmu.Unlock()
+		}
+		if b == nil {
+			continue
+		}
+		b.count.Store(r.Count)
+		b.countSeen.Store(true)
+		b.max.Store(r.Max)
+		over := max(held[r.Bucket]-r.Granted, 0)
+		b.uncounted.Store(over)
+		if r.Delta != 0 {
+			l.log.Info("reconcile: corrected count", "bucket", r.Bucket, "delta", r.Delta, "count", r.Count, "held", held[r.Bucket])
+		}
+		if over > 0 {
+			if l.o.LeaseLossKeep {
+				l.log.Warn("reconcile: sessions do not fit under max (lease_loss keep: kept; the backend may exceed max by this many until they end)",
+					"bucket", r.Bucket, "held", held[r.Bucket], "counted", r.Granted, "over", over, "max", r.Max)
+			} else {
+				l.log.Warn("reconcile: sessions do not fit under max; closing them (lease_loss close)",
+					"bucket", r.Bucket, "held", held[r.Bucket], "counted", r.Granted, "closing", over, "max", r.Max)
+				l.shed(b.id, int(r.Granted))
+			}
+		}
+	}
+	return nil
+}
+
+// shed asks the app to close sessions of bucket until keep of our slots
+// of it are in use.
+func (l *Redis) shed(bucket string, keep int) int {
+	if l.o.Shed == nil {
+		return 0
+	}
+	n := l.o.Shed(bucket, max(keep, 0))
+	if n > 0 {
+		l.log.Warn("lease: closed sessions over this instance's share", "bucket", bucket, "closed", n, "keep", keep)
+	}
+	return n
+}
+
+// checkLease, run by the supervisor: past the lease's end (LeaseDeadline)
+// a connected limiter goes to fallback, since a reaper may fence it at any
+// moment. It returns how long until the deadline (0: none or passed).
+func (l *Redis) checkLease() time.Duration {
+	dl := l.LeaseDeadline()
+	if dl.IsZero() {
+		return 0
+	}
+	now := l.opts.clock.Now()
+	if now.Before(dl) {
+		return dl.Sub(now)
+	}
+	if l.State() == StateConnected {
+		l.leaseOK.Store(false)
+		l.toFallback("lease", "", fmt.Errorf("lease expired: no renewal for %s (heartbeat_ttl %s, margin %s)",
+			now.Sub(dl)+l.o.HeartbeatTTL-l.o.LeaseMargin, l.o.HeartbeatTTL, l.o.LeaseMargin))
+	}
+	return 0
+}
+
+// watchLease is the fence, in its own goroutine so that no Redis call
+// can delay it: past the lease's end plus ReclaimAfter (when reapers may
+// start giving this instance's slots above its share away), with
+// lease_loss close, it closes the sessions over the fallback share, and
+// keeps doing so every 100 ms until the lease is renewed.
+func (l *Redis) watchLease() {
+	defer l.wg.Done()
+	clk := l.opts.clock
+	t := clk.NewTimer(l.o.PollInterval)
+	for {
+		select {
+		case <-l.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		t = clk.NewTimer(l.fenceOnce(clk.Now()))
+	}
+}
+
+// fenceOnce is one round of watchLease; it returns when to look again.
+func (l *Redis) fenceOnce(now time.Time) time.Duration {
+	const every = 100 * time.Millisecond
+	dl := l.LeaseDeadline()
+	if dl.IsZero() || l.o.LeaseLossKeep {
+		return l.o.PollInterval
+	}
+	shedAt := dl.Add(l.o.ReclaimAfter)
+	if now.Before(shedAt) {
+		return min(shedAt.Sub(now), l.o.PollInterval)
+	}
+	connected := l.State() == StateConnected
+	d := l.divisor()
+	rank := int(l.rank.Load())
+	for _, b := range *l.buckets.Load() {
+		share := b.share.Load()
+		if connected {
+			// The supervisor has not moved to fallback yet (a Redis call
+			// holds it up): the share it is about to fix.
+			share = fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load())
+		}
+		if b.held.Load() > share {
+			l.shed(b.id, int(share))
+		}
+	}
+	return every
+}

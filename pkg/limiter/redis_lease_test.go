@@ -1,0 +1,474 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/tdsgate/tdsgate/pkg/coord"
+	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
+)
+
+func TestExactShareSumsToMax(t *testing.T) {
+	for _, total := range []int64{0, 1, 4, 10, 20, 97} {
+		for n := 1; n <= 40; n++ {
+			var sum int64
+			for r := range n {
+				s := ExactShare(total, n, r)
+				if s < total/int64(n) || s > total/int64(n)+1 {
+					t.Fatalf("ExactShare(%d,%d,%d) = %d", total, n, r, s)
+				}
+				sum += s
+			}
+			if sum != total {
+				t.Fatalf("shares of %d among %d sum to %d", total, n, sum)
+			}
+			if u := ExactShare(total, n, -1); u != total/int64(n) {
+				t.Fatalf("unknown rank: %d", u)
+			}
+		}
+	}
+	if ExactShare(20, 0, 0) != 0 {
+		t.Fatal("n 0 must give 0")
+	}
+	// The case: 30 instances, max 20: 20 get 1, 10 get 0.
+	ones := 0
+	for r := range 30 {
+		ones += int(ExactShare(20, 30, r))
+	}
+	if ones != 20 {
+		t.Fatalf("30 instances of max 20 admit %d", ones)
+	}
+}
+
+// TestLeaseLossShedsBeforeReclaim: an instance cut off from Redis (Redis
+// paused, as a partition) passes its lease deadline, falls back, and,
+// with lease_loss close, asks to shed down to its share before
+// reclaim_after ends — i.e. before any reaper may give its slots away.
+// With keep it sheds nothing.
+func TestLeaseLossShedsBeforeReclaim(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		name := "close"
+		if keep {
+			name = "keep"
+		}
+		t.Run(name, func(t *testing.T) {
+			rs := redistest.Start(t)
+			c := rs.Client(t)
+			bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+			var shedMu sync.Mutex
+			var shedAt time.Time
+			var shedKeep atomic.Int64
+			shedKeep.Store(-1)
+			ttl, reclaim := 600*time.Millisecond, 400*time.Millisecond
+			mk := func(id string, keepOpt bool) *Redis {
+				return newRedisLimiter(t, rs.Addr(), id, bs, func(o *RedisOptions) {
+					o.HeartbeatTTL, o.ReclaimAfter, o.LeaseLossKeep = ttl, reclaim, keepOpt
+					o.Shed = func(bucket string, k int) int {
+						shedMu.Lock()
+						if shedAt.IsZero() {
+							shedAt = time.Now()
+						}
+						shedMu.Unlock()
+						shedKeep.Store(int64(k))
+						return 0
+					}
+				})
+			}
+			a := mk("a", keep)
+			z := mk("z", false)
+			renew(t, c, a, ttl)
+			renew(t, c, z, ttl)
+			waitCond(t, 2*time.Second, "a sees 2 instances", func() bool { return a.LiveInstances() == 2 })
+			held := acquireN(t, a, "b", 3)
+			defer releaseAll(held)
+			waitCond(t, 2*time.Second, "a has seen the count", func() bool { _, s := a.Status(); return s[0].Count == 3 })
+			rs.Pause()
+			renewed := a.LeaseDeadline()
+			defer rs.Resume()
+			waitCond(t, 3*time.Second, "a in fallback", a.InFallback)
+			// a is rank 0 of 2 with max 4: share min(2, 3 + 0) = 2.
+			if _, s := a.Status(); s[0].Share != 2 {
+				t.Fatalf("share %d, want 2", s[0].Share)
+			}
+			if keep {
+				time.Sleep(ttl + reclaim + 300*time.Millisecond)
+				if shedKeep.Load() != -1 {
+					t.Fatalf("lease_loss keep shed to %d", shedKeep.Load())
+				}
+				return
+			}
+			waitCond(t, ttl+reclaim+time.Second, "shed asked", func() bool { return shedKeep.Load() >= 0 })
+			shedMu.Lock()
+			at := shedAt
+			shedMu.Unlock()
+			// Redis' expiry is at least renewal-sent + ttl; reapers give
+			// slots away reclaim_after after it at the earliest.
+			earliestReclaim := renewed.Add(a.o.LeaseMargin).Add(reclaim)
+			t.Logf("shed to %d at %s before the earliest reclaim", shedKeep.Load(), earliestReclaim.Sub(at))
+			if shedKeep.Load() != 2 {
+				t.Fatalf("shed keep %d, want the share 2", shedKeep.Load())
+			}
+			if !at.Before(earliestReclaim) {
+				t.Fatalf("shed at %s, not before the earliest reclaim %s", at, earliestReclaim)
+			}
+		})
+	}
+}
+
+// renew renews l's lease every ttl/6 until the test ends, as the
+// registry's heartbeat does.
+func renew(t *testing.T, c rueidis.Client, l *Redis, ttl time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(ttl / 6)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+			id, inc := l.Lease()
+			sent := time.Now()
+			octx, ocancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			if ok, _ := coord.RenewLease(octx, c, id, inc, ttl); ok {
+				l.LeaseRenewed(sent)
+			}
+			ocancel()
+		}
+	}()
+}
+
+// TestLeaseLossReacquireClosesWhatDoesNotFit: A holds 3 of 4 and is
+// fenced and forgotten while cut off; B takes the 4; when A is back it
+// re-registers: nothing fits, so with close it sheds all 3 and Redis
+// never counts more than 4; the count equals the tickets still held.
+func TestLeaseLossReacquireClosesWhatDoesNotFit(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	var keepSeen atomic.Int64
+	keepSeen.Store(-1)
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) {
+		o.Shed = func(_ string, k int) int { keepSeen.Store(int64(k)); return 0 }
+	})
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
+	ha := acquireN(t, a, "b", 3)
+	// A's lease vanishes and a reaper forgets it at once (a tool's
+	// one-step reclaim): B can take all 4.
+	redistest.Do(t, c, "DEL", coord.KeyHeartbeat("a"))
+	if _, won, err := coord.ReclaimInstance(ctx5(t), c, "a", false); err != nil || !won {
+		t.Fatalf("reclaim: %v %v", won, err)
+	}
+	hb := acquireN(t, b, "b", 4)
+	defer releaseAll(hb)
+	// A notices (its poll: no longer a member) and re-registers.
+	waitCond(t, 5*time.Second, "a re-registered", func() bool {
+		return redistest.Int(t, c, "SISMEMBER", coord.KeyInstances, "a") == 1 && !a.InFallback()
+	})
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d after A re-registered, want 4 (never re-added past max)", n)
+	}
+	if keepSeen.Load() != 0 {
+		t.Fatalf("shed asked to keep %d, want 0", keepSeen.Load())
+	}
+	// The 3 uncounted tickets release without touching Redis.
+	releaseAll(ha)
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d after A's uncounted releases, want 4", n)
+	}
+	if h := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); h != 0 {
+		t.Fatalf("a's hash %d", h)
+	}
+}
+
+// TestDuplicateIDRunsAsSibling: a second process with a live id never
+// touches the first's holdings; it runs as a sibling id.
+func TestDuplicateIDRunsAsSibling(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	first := newRedisLimiter(t, rs.Addr(), "host1", bs, nil)
+	held := acquireN(t, first, "b", 4)
+	defer releaseAll(held)
+	dup := newRedisLimiter(t, rs.Addr(), "host1", bs, nil)
+	if dup.InstanceID() == "host1" || coord.BaseID(dup.InstanceID()) != "host1" {
+		t.Fatalf("duplicate runs as %q", dup.InstanceID())
+	}
+	if n := redistest.Int(t, c, "HGET", coord.KeyConns("host1"), "b"); n != 4 {
+		t.Fatalf("first's hash %d, want 4", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := dup.Acquire(ctx, "b"); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("duplicate admitted past the cap: %v", err)
+	}
+}
+
+// TestNeverReachedRefusesOrUsesExpected: Redis down at start: with
+// expected_instances 0 every login is refused at once with CodeNoShare
+// (50011); with 3, floor(max/3).
+func TestNeverReachedRefusesOrUsesExpected(t *testing.T) {
+	rs := redistest.Start(t)
+	addr := rs.Addr()
+	rs.Kill()
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 5, QueueTimeout: time.Second}}
+	l := newRedisLimiter(t, addr, "a", bs, nil)
+	start := time.Now()
+	_, err := l.Acquire(context.Background(), "b")
+	var le *Error
+	if !errors.As(err, &le) || le.Code != CodeNoShare || le.Number() != 50011 || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("never reached, expected_instances 0: %v (%s)", err, time.Since(start))
+	}
+	t.Logf("refusal: %v", err)
+	e := newRedisLimiter(t, addr, "e", bs, func(o *RedisOptions) { o.ExpectedInstances = 3 })
+	got := 0
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		if _, err := e.Acquire(ctx, "b"); err == nil {
+			got++
+		}
+		cancel()
+	}
+	if got != 3 {
+		t.Fatalf("expected_instances 3, max 10: admitted %d, want 3", got)
+	}
+	// Once Redis is reached, the refusing instance admits.
+	rs.Restart()
+	waitCond(t, 5*time.Second, "connected", func() bool { return !l.InFallback() })
+	acquireN(t, l, "b", 1)
+}
+
+// TestRedisTLSAndACL: TLS with a client certificate and an ACL user; the
+// wrong CA or the wrong user never connects (the limiter stays in
+// fallback, refusing).
+func TestRedisTLSAndACL(t *testing.T) {
+	rs := redistest.StartWith(t, redistest.Options{TLS: true, TLSAuthClients: true,
+		Users: map[string]string{"tdsgate": "s3cret"}, DisableDefaultUser: true})
+	bs := []BucketConfig{{ID: "b", MaxConnections: 2, MaxQueueSize: 0}}
+	l := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) {
+		o.TLSConfig, o.Username, o.Password = rs.TLS().ClientConfig(), "tdsgate", "s3cret"
+	})
+	if l.InFallback() {
+		t.Fatal("TLS + ACL limiter did not connect")
+	}
+	acquireN(t, l, "b", 2)
+	c := rs.Client(t)
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 2 {
+		t.Fatalf("count %d", n)
+	}
+	if who := redistest.Do(t, c, "CLIENT", "LIST"); who.Error() != nil {
+		t.Fatal(who.Error())
+	}
+	bad := newRedisLimiter(t, rs.Addr(), "bad-user", bs, func(o *RedisOptions) {
+		o.TLSConfig, o.Username, o.Password = rs.TLS().ClientConfig(), "tdsgate", "wrong"
+	})
+	if !bad.InFallback() {
+		t.Fatal("a wrong password connected")
+	}
+	noTLS := newRedisLimiter(t, rs.Addr(), "no-tls", bs, func(o *RedisOptions) { o.Username, o.Password = "tdsgate", "s3cret" })
+	if !noTLS.InFallback() {
+		t.Fatal("plaintext connected to a TLS-only Redis")
+	}
+}
+
+// TestRedisSentinelFailover: two instances through Sentinel hold 3 + 2;
+// the new primary is made stale (as asynchronous replication leaves it:
+// a's hash 1 short, b's 2 too many, count matching the hashes), then a
+// Sentinel failover: both follow the new primary within op_timeout plus
+// Sentinel's detection, re-assert their holdings, and count = sum of
+// hashes = tickets held.
+func TestRedisSentinelFailover(t *testing.T) {
+	sn := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}}
+	mk := func(id string) *Redis {
+		return newRedisLimiter(t, "", id, bs, func(o *RedisOptions) {
+			o.SentinelMasterSet, o.SentinelAddrs = sn.MasterSet, sn.Addrs()
+		})
+	}
+	a, b := mk("a"), mk("b")
+	if a.InFallback() || b.InFallback() {
+		t.Fatal("not connected through sentinel")
+	}
+	ha := acquireN(t, a, "b", 3)
+	hb := acquireN(t, b, "b", 2)
+	replica := sn.Data[1]
+	rc := replica.Client(t)
+	waitCond(t, 5*time.Second, "replica caught up", func() bool { return redistest.Int(t, rc, "GET", coord.KeyCount("b")) == 5 })
+	// Make the replica stale, consistently (count = sum of hashes).
+	redistest.Do(t, rc, "CONFIG", "SET", "replica-read-only", "no")
+	redistest.Do(t, rc, "HSET", coord.KeyConns("a"), "b", "2")
+	redistest.Do(t, rc, "HSET", coord.KeyConns("b"), "b", "4")
+	redistest.Do(t, rc, "SET", coord.KeyCount("b"), "6")
+	start := time.Now()
+	newMaster := sn.Failover()
+	failedOver := time.Since(start)
+	if newMaster != replica.Addr() {
+		t.Fatalf("new master %s, want the replica %s", newMaster, replica.Addr())
+	}
+	nc := replica.Client(t)
+	d := waitCond(t, 10*time.Second, "count = sum of hashes = held on the new primary", func() bool {
+		return !a.InFallback() && !b.InFallback() &&
+			redistest.Int(t, nc, "GET", coord.KeyCount("b")) == 5 &&
+			redistest.Int(t, nc, "HGET", coord.KeyConns("a"), "b") == 3 &&
+			redistest.Int(t, nc, "HGET", coord.KeyConns("b"), "b") == 2
+	})
+	t.Logf("failover took %s (sentinel); both instances re-asserted on the new primary %s later", failedOver, d)
+	// Both keep admitting and releasing on the new primary.
+	hb = append(hb, acquireN(t, b, "b", 1)...)
+	releaseAll(ha)
+	releaseAll(hb)
+	waitCond(t, 3*time.Second, "count 0", func() bool { return redistest.Int(t, nc, "GET", coord.KeyCount("b")) == 0 })
+}
+
+// TestLeaseLossKeepOvershootBound: with lease_loss keep, an instance that
+// re-registers holding more than fits keeps the sessions as uncounted
+// slots: tickets held everywhere never exceed max + uncounted, and the
+// poll has Redis count them as soon as room frees, so the overshoot only
+// shrinks.
+func TestLeaseLossKeepOvershootBound(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) { o.LeaseLossKeep = true })
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
+	ha := acquireN(t, a, "b", 3)
+	redistest.Do(t, c, "DEL", coord.KeyHeartbeat("a"))
+	coord.ReclaimInstance(ctx5(t), c, "a", false)
+	hb := acquireN(t, b, "b", 4)
+	waitCond(t, 5*time.Second, "a re-registered", func() bool {
+		return redistest.Int(t, c, "SISMEMBER", coord.KeyInstances, "a") == 1 && !a.InFallback()
+	})
+	uncounted := func() int64 { _, s := a.Status(); return s[0].Uncounted }
+	held := int64(len(ha) + len(hb))
+	if u := uncounted(); u != 3 || held > 4+u {
+		t.Fatalf("uncounted %d, held %d: want 3 and held <= max + uncounted", u, held)
+	}
+	t.Logf("lease_loss keep: %d held against max 4, overshoot %d = uncounted", held, held-4)
+	// B ends 2 sessions: A's poll has Redis count 2 of its 3.
+	releaseAll(hb[:2])
+	hb = hb[2:]
+	waitCond(t, 3*time.Second, "uncounted absorbed", func() bool { return uncounted() == 1 })
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d, want 4", n)
+	}
+	// A's first release consumes the uncounted one.
+	ha[0].Release()
+	if u := uncounted(); u != 0 {
+		t.Fatalf("uncounted %d after a release", u)
+	}
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d, want 4 (the uncounted release never touches Redis)", n)
+	}
+	releaseAll(ha[1:])
+	releaseAll(hb)
+	waitCond(t, 2*time.Second, "count 0", func() bool { return redistest.Int(t, c, "GET", coord.KeyCount("b")) == 0 })
+}
+
+// TestRedisSentinelUnreachableAtStart: no sentinel answers when the
+// instance starts: it starts anyway (refusing, as it never reached
+// Redis), and connects through the sentinels once they answer.
+func TestRedisSentinelUnreachableAtStart(t *testing.T) {
+	sn := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	for _, s := range sn.Sentinels {
+		s.Kill()
+	}
+	bs := []BucketConfig{{ID: "b", MaxConnections: 2, MaxQueueSize: 0}}
+	l := newRedisLimiter(t, "", "a", bs, func(o *RedisOptions) {
+		o.SentinelMasterSet, o.SentinelAddrs = sn.MasterSet, sn.Addrs()
+	})
+	if !l.InFallback() {
+		t.Fatal("connected with every sentinel down")
+	}
+	if _, err := l.Acquire(context.Background(), "b"); !errors.Is(err, &Error{Code: CodeNoShare}) {
+		t.Fatalf("before any sentinel answered: %v, want CodeNoShare", err)
+	}
+	for _, s := range sn.Sentinels {
+		s.Restart()
+	}
+	d := waitCond(t, 10*time.Second, "connected through the sentinels", func() bool { return !l.InFallback() })
+	t.Logf("connected %s after the sentinels came back", d)
+	acquireN(t, l, "b", 2)
+	if n := redistest.Int(t, sn.Primary().Client(t), "GET", coord.KeyCount("b")); n != 2 {
+		t.Fatalf("count on the primary %d", n)
+	}
+}
+
+func ctx5(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestFenceOnFakeClock: the fence runs on the limiter's Clock: with Redis
+// cut off (paused) and a heartbeat TTL and reclaim_after of minutes, the
+// test advances a FakeClock past the lease's end plus reclaim_after and
+// the fence sheds down to the share at once — no sleeping through TTLs.
+func TestFenceOnFakeClock(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	clk := NewFakeClock(time.Unix(1_000_000, 0))
+	shed := make(chan int, 10)
+	ttl, reclaim := 2*time.Minute, time.Minute
+	l, err := NewRedis(RedisOptions{Addr: rs.Addr(), InstanceID: "a", OpTimeout: 200 * time.Millisecond, HeartbeatTTL: ttl, ReclaimAfter: reclaim,
+		PollInterval: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, SettleTime: 100 * time.Millisecond, Log: testLog(),
+		Shed: func(_ string, keep int) int { shed <- keep; return 0 }}, bs, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Disconnect()
+	newRedisLimiter(t, rs.Addr(), "z", bs, nil)
+	waitCond(t, 2*time.Second, "2 instances seen", func() bool { return l.LiveInstances() == 2 })
+	held := acquireN(t, l, "b", 3)
+	defer releaseAll(held)
+	waitCond(t, 2*time.Second, "count seen", func() bool { _, s := l.Status(); return s[0].Count == 3 })
+	rs.Pause()
+	defer rs.Resume()
+	clk.Advance(ttl) // past the lease's end: fallback, no shed yet
+	waitCond(t, 3*time.Second, "fallback", l.InFallback)
+	select {
+	case k := <-shed:
+		t.Fatalf("shed to %d before reclaim_after", k)
+	case <-time.After(200 * time.Millisecond):
+	}
+	start := time.Now()
+	clk.Advance(reclaim)
+	select {
+	case k := <-shed:
+		if k != 2 {
+			t.Fatalf("shed to %d, want the share 2", k)
+		}
+		t.Logf("shed %s (real time) after the fake clock passed lease end + reclaim_after", time.Since(start).Round(time.Millisecond))
+	case <-time.After(2 * time.Second):
+		t.Fatal("no shed after the fake clock passed lease end + reclaim_after")
+	}
+}
+
+// TestMembershipKnownAtRegister: N and the rank come with the register,
+// not only with the first poll: an instance whose first poll fails (a
+// loaded machine) falls back on a real share, never on a share of 0.
+func TestMembershipKnownAtRegister(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 12, MaxQueueSize: 0}}
+	slow := func(o *RedisOptions) { o.PollInterval = time.Hour }
+	newRedisLimiter(t, rs.Addr(), "a", bs, slow)
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, slow)
+	if n := b.LiveInstances(); n != 2 {
+		t.Fatalf("live instances right after register: %d, want 2", n)
+	}
+	rs.Pause()
+	defer rs.Resume()
+	b.ReportUnregistered() // any failure: fall back now
+	if _, s := b.Status(); s[0].Share != 6 {
+		t.Fatalf("share %d, want 6 (12 / 2, rank 1)", s[0].Share)
+	}
+}

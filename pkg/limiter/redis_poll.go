@@ -1,0 +1,209 @@
+package limiter
+
+// The Redis limiter's view of Redis while connected: the poll, the
+// failover check, the client-side cache and pub/sub wake-ups.
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/tdsgate/tdsgate/pkg/coord"
+)
+
+// poll is the connected limiter's safety net and idle health check: it
+// checks this instance is still registered, reads the live instances and
+// every count, re-reads max through the client-side cache (no round trip
+// unless invalidated), seeds an absent max, and retries the queues that
+// have waiters and room.
+func (l *Redis) poll() {
+	m := *l.buckets.Load()
+	bs := make([]*redisBucket, 0, len(m))
+	for _, b := range m {
+		bs = append(bs, b)
+	}
+	c := l.client
+	cmds := make(rueidis.Commands, 0, 2+len(bs))
+	cmds = append(cmds, c.B().Sismember().Key(coord.KeyInstances).Member(l.InstanceID()).Build(), c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build())
+	for _, b := range bs {
+		cmds = append(cmds, c.B().Get().Key(coord.KeyCount(b.id)).Build())
+	}
+	cmds = append(cmds, c.B().Info().Section("server").Build())
+	cached := make([]rueidis.CacheableTTL, 0, len(bs))
+	for _, b := range bs {
+		cached = append(cached, rueidis.CT(c.B().Get().Key(coord.KeyMax(b.id)).Cache(), cacheTTL))
+	}
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	res := c.DoMulti(ctx, cmds...)
+	for _, r := range res {
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			l.toFallback("poll", "", err)
+			return
+		}
+	}
+	if member, _ := res[0].AsBool(); !member {
+		l.leaseOK.Store(false)
+		l.toFallback("poll", "", errUnregistered)
+		return
+	}
+	if info, err := res[len(res)-1].ToString(); err == nil {
+		l.checkRunID(info)
+	}
+	if ids, err := res[1].AsStrSlice(); err == nil {
+		l.noteMembers(ids)
+	}
+	var maxRes []rueidis.RedisResult
+	if len(cached) > 0 {
+		maxRes = c.DoMultiCache(ctx, cached...)
+	}
+	for i, b := range bs {
+		if n, err := res[2+i].AsInt64(); err == nil {
+			b.count.Store(n)
+			b.countSeen.Store(true)
+		}
+		mr := maxRes[i]
+		switch err := mr.Error(); {
+		case rueidis.IsRedisNil(err):
+			// Absent: seed it (SET NX), as the acquire script would.
+			c.Do(ctx, c.B().Set().Key(coord.KeyMax(b.id)).Value(itoa(b.seed.Load())).Nx().Build())
+		case err != nil:
+			l.toFallback("poll", b.id, err)
+			return
+		default:
+			n, err := mr.AsInt64()
+			if err != nil {
+				n = 0
+			}
+			if prev := b.max.Swap(n); prev != n {
+				l.log.Info("redis: max changed", "bucket", b.id, "from", prev, "to", n)
+			}
+		}
+		if b.pushMax.Swap(false) {
+			// The documented rule: a reload that changes max_connections
+			// writes it to Redis (config wins on reload).
+			seed := b.seed.Load()
+			if err := c.Do(ctx, c.B().Set().Key(coord.KeyMax(b.id)).Value(itoa(seed)).Build()).Error(); err != nil {
+				b.pushMax.Store(true)
+			} else {
+				l.log.Info("config: max_connections changed by a reload; written to redis", "bucket", b.id, "redis_key", coord.KeyMax(b.id), "max", seed)
+				b.max.Store(seed)
+			}
+		}
+		l.absorbUncounted(ctx, b)
+		if b.q.n.Load() > 0 && b.count.Load() < b.max.Load() {
+			b.wakeSoon()
+		}
+		if b.q.n.Load() > 0 || b.listed.Load() {
+			b.syncSoon() // keep our waiting entry fresh (or remove it)
+		}
+	}
+}
+
+// noteMembers records N (the ids of proxy:instances ∪ proxy:fenced) and
+// this instance's rank among them, for the fallback shares.
+func (l *Redis) noteMembers(ids []string) {
+	slices.Sort(ids)
+	l.live.Store(int64(len(ids)))
+	l.rank.Store(int64(slices.Index(ids, l.InstanceID())))
+}
+
+// checkRunID notes the run_id of the Redis that answers. A new one (a
+// Sentinel failover to a replica, or a restart) may hold counts that are
+// stale (replication is asynchronous): this instance re-asserts its
+// holdings at once through the register script, so that count = the sum
+// of the hashes = the sessions open once every instance has. Supervisor
+// goroutine only.
+func (l *Redis) checkRunID(info string) {
+	_, rest, ok := strings.Cut(info, "run_id:")
+	if !ok {
+		return
+	}
+	id, _, _ := strings.Cut(rest, "\r\n")
+	id = strings.TrimSpace(id)
+	if l.runID != "" && id != l.runID {
+		l.log.Warn("redis: a different server answers (failover or restart); re-asserting this instance's holdings",
+			"old_run_id", l.runID, "run_id", id)
+		l.resync.Store(true)
+		l.kickSupervisor()
+	}
+	l.runID = id
+}
+
+// absorbUncounted tries to have Redis count the slots that did not fit at
+// the last register (acquire script, never past max), one at a time, so
+// that other instances stop being granted them.
+func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
+	for b.uncounted.Load() > 0 {
+		l.mu.RLock()
+		if l.State() != StateConnected {
+			l.mu.RUnlock()
+			return
+		}
+		r, err := coord.AcquireSlot(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()))
+		ok := err == nil && r.Status == coord.AcquireGranted
+		if ok {
+			if u := b.uncounted.Load(); u > 0 && b.uncounted.CompareAndSwap(u, u-1) {
+				l.mu.RUnlock()
+				continue
+			}
+			// Released meanwhile: give the slot back.
+			coord.ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
+		}
+		l.mu.RUnlock()
+		return
+	}
+}
+
+// onInvalidations is rueidis's client-side cache hook (on its reader
+// goroutine: must not block). A changed max triggers a poll at once, which
+// re-reads it and wakes waiters if it rose; nil means the connection was
+// lost or the cache flushed.
+func (l *Redis) onInvalidations(ms []rueidis.RedisMessage) {
+	if ms == nil {
+		l.kickSupervisor()
+		return
+	}
+	for _, m := range ms {
+		if k, err := m.ToString(); err == nil {
+			if _, ok := coord.BucketOfMaxKey(k); ok {
+				l.kickSupervisor()
+				return
+			}
+		}
+	}
+}
+
+// subscribe listens to every bucket's release channel and wakes that
+// bucket's waiters. After each (re)subscription it wakes every bucket, for
+// releases published while it was not listening.
+func (l *Redis) subscribe() {
+	defer l.wg.Done()
+	hook := rueidis.WithOnSubscriptionHook(l.ctx, func(s rueidis.PubSubSubscription) {
+		if s.Kind == "psubscribe" {
+			l.wakeAll()
+		}
+	})
+	for {
+		err := l.client.Receive(hook, l.client.B().Psubscribe().Pattern(coord.KeyReleasedPattern).Build(), func(msg rueidis.PubSubMessage) {
+			if b := (*l.buckets.Load())[msg.Message]; b != nil {
+				b.wakeSoon()
+			}
+		})
+		if l.ctx.Err() != nil {
+			return
+		}
+		l.log.Debug("redis: pub/sub subscription ended, resubscribing", "err", err)
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(l.o.ProbeInterval):
+		}
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,95 @@
+package nemesis_test
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tdsgate/tdsgate/tools/cluster"
+	"github.com/tdsgate/tdsgate/tools/cluster/nemesis"
+)
+
+// Flags of a run by hand (make nemesis): the same test with a longer
+// schedule, another seed or lease_loss keep.
+var (
+	seed      = flag.Uint64("nemesis.seed", 12, "seed of the fault schedule (printed by every run; replays it)")
+	duration  = flag.Duration("nemesis.duration", 60*time.Second, "length of the fault schedule")
+	instances = flag.Int("nemesis.instances", 4, "tdsgate processes (3..5)")
+	clients   = flag.Int("nemesis.clients", 300, "churning clients")
+	leaseLoss = flag.String("nemesis.lease-loss", "close", "redis.lease_loss of every instance: close or keep")
+	faults    = flag.String("nemesis.faults", "", "comma-separated faults to limit the schedule to (default: all)")
+	report    = flag.String("nemesis.report", "", "also write the result as markdown to this file")
+	// keepBound is the overshoot lease_loss keep may show (its stated
+	// bound); 0: only report it.
+	keepBound = flag.Int("nemesis.keep-bound", 0, "with keep: the most the backend may exceed max (0: report only)")
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	cluster.Cleanup()
+	os.Exit(code)
+}
+
+// TestNemesis runs the fault-injection harness: by default 60 s of faults
+// (every kind at least once) with seed 12 against 4 instances and 300
+// churning clients, lease_loss close. The backend never holds more
+// sessions than a bucket's max, and TTL + reaper interval after the last
+// fault no slot is lost.
+func TestNemesis(t *testing.T) {
+	var only []string
+	if *faults != "" {
+		only = strings.Split(*faults, ",")
+		for _, f := range only {
+			if !slices.Contains(nemesis.Faults, f) {
+				t.Fatalf("-nemesis.faults: unknown fault %q (known: %v)", f, nemesis.Faults)
+			}
+		}
+	}
+	res := nemesis.Run(t, nemesis.Options{Seed: *seed, Duration: *duration, Instances: *instances, Clients: *clients,
+		LeaseLoss: *leaseLoss, Faults: only, Logf: t.Logf})
+	t.Logf("schedule:\n%s", strings.Join(res.Schedule, "\n"))
+	t.Logf("result:\n%s", res.Summary())
+	for _, b := range res.Buckets {
+		for _, w := range b.Windows {
+			t.Logf("%s above max: %s", b.Bucket, w)
+		}
+	}
+	if *report != "" {
+		if err := os.MkdirAll(filepath.Dir(*report), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(*report, []byte(nemesis.Markdown(res)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if t.Failed() || !res.OK() {
+		t.Logf("timeline:\n%s", res.Events)
+		t.Logf("snapshots while above max (instance {bucket=active}, redis hashes):\n%s", strings.Join(res.Snapshots, "\n"))
+	}
+	for _, f := range nemesis.Faults {
+		if res.Injected[f] == 0 && (only == nil || slices.Contains(only, f)) {
+			t.Errorf("fault %s never injected", f)
+		}
+	}
+	if res.Sessions < int64(*clients) {
+		t.Errorf("only %d sessions completed", res.Sessions)
+	}
+	switch *leaseLoss {
+	case "close":
+		if !res.OK() {
+			t.Errorf("lease_loss close: the backend went above max or slots were lost (seed %d):\n%s", res.Seed, res.Summary())
+		}
+	case "keep":
+		for _, b := range res.Buckets {
+			over := b.Peak - b.Max
+			t.Logf("lease_loss keep: %s: overshoot %d", b.Bucket, max(over, 0))
+			if *keepBound > 0 && over > int64(*keepBound) {
+				t.Errorf("lease_loss keep: %s peaked %d above max, bound %d", b.Bucket, over, *keepBound)
+			}
+		}
+	}
+}
