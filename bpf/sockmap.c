@@ -19,6 +19,12 @@ int tdsgate_relay_verdict(struct __sk_buff *skb)
 	__u32 zero = 0;
 	struct relay_stats *st = bpf_map_lookup_elem(&relay_counters, &zero);
 
+	/* A FIN without data reaches the verdict as an empty segment. Sent
+	 * out of the peer it would carry nothing (the FIN is not forwarded)
+	 * and the failed send would set EPIPE on the peer; kept here it is
+	 * what tells user space that this side has ended. */
+	if (skb->len == 0)
+		return SK_PASS;
 	/* flags 0: out of the peer's send side (egress). */
 	if (bpf_sk_redirect_hash(skb, &relay_peers, &cookie, 0) == SK_PASS) {
 		if (st)

@@ -39,6 +39,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	if !has("ebpf.enabled") {
 		c.EBPF.Enabled = DefaultEBPFEnabled
 	}
+	if !has("relay") {
+		c.Relay = DefaultRelay
+	}
 
 	dur(&c.Redis.HeartbeatTTL, "redis.heartbeat_ttl", DefaultHeartbeatTTL)
 	dur(&c.Redis.HeartbeatInterval, "redis.heartbeat_interval", DefaultHeartbeatInterval)
@@ -97,6 +100,7 @@ const (
 	EnvRedisAddr     = "REDIS_ADDR"
 	EnvRedisPassword = "REDIS_PASSWORD"
 	EnvEBPFEnabled   = "EBPF_ENABLED"
+	EnvRelay         = "RELAY"
 
 	// EnvBucketPrefix and EnvBucketSuffix frame a bucket's address
 	// override; see [BucketEnvVar].
@@ -174,6 +178,10 @@ func (c *Config) applyEnv() []error {
 			c.EBPF.Enabled = b
 			c.setByEnv("ebpf.enabled", EnvEBPFEnabled)
 		}
+	}
+	if v := os.Getenv(EnvRelay); v != "" {
+		c.Relay = RelayMode(strings.ToLower(v))
+		c.setByEnv("relay", EnvRelay)
 	}
 	str(EnvRedisAddr, &c.Redis.Addr, "redis.addr")
 	str(EnvRedisPassword, &c.Redis.Password, "redis.password")

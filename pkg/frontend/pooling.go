@@ -37,6 +37,10 @@ func (s *session) reuse(b *Bucket, l *tds.Login7) (*pool.Conn, error) {
 // (message boundaries tracked, RESETCONNECTION on a reused connection's
 // first request) for a pooled one.
 func (s *session) relay(c *pool.Conn) {
+	if s.kernel != nil {
+		s.relayed = s.kernel.Run(s.replied)
+		return
+	}
 	if !c.Pooled() {
 		s.relayed = relay.Relay(s.out, c.Backend.Conn)
 		return

@@ -129,7 +129,7 @@ type Metrics struct {
 	ebpf   atomic.Pointer[EBPFSource]
 }
 
-var relayModes = [...]relay.Mode{relay.ModeSplice, relay.ModeTLS, relay.ModeFramed}
+var relayModes = [...]relay.Mode{relay.ModeSplice, relay.ModeTLS, relay.ModeFramed, relay.ModeSockmap}
 
 // New returns the metrics of an instance with the given buckets.
 func New(buckets []string) *Metrics {
@@ -284,6 +284,8 @@ func modeIndex(mode string) int {
 		return 1
 	case "framed":
 		return 2
+	case "sockmap":
+		return 3
 	}
 	return -1
 }
