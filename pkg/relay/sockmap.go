@@ -74,7 +74,10 @@ func JoinKernel(r Redirector, client, server *net.TCPConn) (*Kernel, error) {
 		return nil, err
 	}
 	// Bytes that arrived between the counters and the join would sit in
-	// the queue, unmoved: then relay in user space after all.
+	// the queue, unmoved until more came (TestKernelJoinWithQueuedBytesStalls):
+	// then relay in user space after all. Once joined, SIOCINQ reports only
+	// what the program left for user space, so the receive counters are
+	// what tells.
 	cr, _, cq, cerr := sockCounters(client)
 	sr, _, sq, serr := sockCounters(server)
 	if err := errors.Join(cerr, serr); err != nil || cq != 0 || sq != 0 || cr != k.cRecv0 || sr != k.sRecv0 {
