@@ -344,3 +344,14 @@ func TestSockmapChurn(t *testing.T) {
 	}
 	waitEBPF(t, a, "bucket-001", 0, 0)
 }
+
+// TestSockmapDrain: TestDrain through the kernel relay. The lingering
+// session's Run is stopped when the drain deadline closes its sockets
+// (which wake nothing in the kernel relay), so Shutdown returns.
+func TestSockmapDrain(t *testing.T) {
+	requireEBPF(t)
+	a := runDrain(t, func(cfg *config.Config) { cfg.Relay = config.RelaySockmap })
+	if n := a.Handler().Relayed(relay.ModeSockmap); n != 2 {
+		t.Errorf("%d sessions relayed by sockmap, want 2", n)
+	}
+}

@@ -198,6 +198,9 @@ func (s *session) abort() {
 	if s.backend != nil {
 		s.backend.Close()
 	}
+	if s.kernel != nil {
+		s.kernel.Stop() // closed sockets wake no one in the kernel relay
+	}
 	s.mu.Unlock()
 }
 

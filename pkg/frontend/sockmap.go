@@ -37,7 +37,9 @@ func (s *session) joinKernel(c *pool.Conn) {
 		s.log.Info("sockmap relay: session not joined, relayed with splice", "err", err)
 		return
 	}
+	s.mu.Lock() // abort reads it
 	s.kernel = k
+	s.mu.Unlock()
 }
 
 // leaveKernel takes the session's sockets out of the kernel relay on every

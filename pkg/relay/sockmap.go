@@ -35,10 +35,13 @@ const DefaultDrainTimeout = 5 * time.Second
 //
 //	JoinKernel   both receive queues empty → both sockets in the map,
 //	             counters' baselines taken (before the login reply)
-//	Run          the caller wrote the login reply; watch both sockets for
-//	             EOF/error with the runtime poller until both directions end
-//	             (a clean EOF half-closes the peer once the bytes before it
-//	             are handed over; an error closes both legs), then Leave
+//	Run          the caller wrote the login reply; wait (endWatch: one
+//	             epoll for all sessions, woken by FIN, reset or error, never
+//	             by data) until both directions end (a clean EOF half-closes
+//	             the peer once the bytes before it are handed over; an error
+//	             closes both legs), then Leave
+//	Stop         the conns are being closed under Run (drain deadline):
+//	             Run returns at once
 //	Cancel       instead of Run, when the login reply could not be written
 //
 // Every path out of Run and Cancel leaves the map.
@@ -49,6 +52,9 @@ type Kernel struct {
 	cRecv0, sRecv0 uint64 // bytes received
 	cSent0, sSent0 uint64 // bytes written into the socket (acked + queued)
 	left           sync.Once
+	w              *endWatch
+	stop           chan struct{}
+	stopOnce       sync.Once
 }
 
 // JoinKernel joins client and server in r. It must run while neither peer
@@ -58,8 +64,11 @@ type Kernel struct {
 // error (ErrQueued, or r's: the map is full) nothing is left joined and
 // the caller relays with splice.
 func JoinKernel(r Redirector, client, server *net.TCPConn) (*Kernel, error) {
-	k := &Kernel{r: r, client: client, server: server}
-	var err error
+	w, err := sharedEndWatch()
+	if err != nil {
+		return nil, err
+	}
+	k := &Kernel{r: r, client: client, server: server, w: w, stop: make(chan struct{})}
 	var cq, sq int
 	if k.cRecv0, k.cSent0, cq, err = sockCounters(client); err != nil {
 		return nil, err
@@ -95,6 +104,22 @@ func (k *Kernel) Cancel() { k.leave() }
 
 func (k *Kernel) leave() { k.left.Do(func() { k.r.Leave(k.client, k.server) }) }
 
+// Stop makes Run return at once; the caller is closing the conns (a
+// closed socket leaves the epoll set without an event). Safe from any
+// goroutine, any number of times.
+func (k *Kernel) Stop() { k.stopOnce.Do(func() { close(k.stop) }) }
+
+// kernelLeg is one direction of a Kernel: the bytes src receives go out of
+// dst.
+type kernelLeg struct {
+	src, dst         *net.TCPConn
+	from             Side
+	recv0, dstSent0  uint64
+	recv             uint64 // last tcpi_bytes_received read
+	tok              uint64
+	ended, fin, open bool
+}
+
 // Run relays until both directions end and returns what a Relay would.
 // written is the number of bytes the caller wrote to the client since
 // JoinKernel (the login reply). Run does not close the conns on a clean
@@ -103,87 +128,86 @@ func (k *Kernel) Run(written int) Result {
 	defer k.leave()
 	k.cSent0 += uint64(written)
 	res := Result{Mode: ModeSockmap}
-	var (
-		mu     sync.Mutex
-		failed bool
-		cRecv  = k.cRecv0
-		sRecv  = k.sRecv0
-		// cFin, sFin: the side's FIN arrived (it took one sequence
-		// number, counted by tcpi_bytes_received).
-		cFin, sFin bool
-	)
-	// snapshot records the bytes each socket has received so far; once a
-	// leg is closed its counters cannot be read, so the last one stands.
+	legs := [2]kernelLeg{
+		{src: k.client, dst: k.server, from: SideClient, recv0: k.cRecv0, dstSent0: k.sSent0, recv: k.cRecv0},
+		{src: k.server, dst: k.client, from: SideServer, recv0: k.sRecv0, dstSent0: k.cSent0, recv: k.sRecv0},
+	}
+	ch := make(chan struct{}, 1)
+	failed := false
 	snapshot := func() {
-		if r, _, _, err := sockCounters(k.client); err == nil {
-			cRecv = r
-		}
-		if r, _, _, err := sockCounters(k.server); err == nil {
-			sRecv = r
+		for i := range legs {
+			if r, _, _, err := sockCounters(legs[i].src); err == nil {
+				legs[i].recv = r
+			}
 		}
 	}
-	type dirResult struct {
-		err  error
-		from Side
-	}
-	done := make(chan dirResult, 2)
-	dir := func(src, dst *net.TCPConn, from Side, srcRecv0, dstSent0 uint64) {
-		err := waitEnd(src)
-		mu.Lock()
+	fail := func(err error, from Side) {
+		failed = true
+		res.Err = err
 		if res.Ended == SideNone {
 			res.Ended = from
 		}
-		closedByOther := failed
-		mu.Unlock()
-		if closedByOther {
-			// The other direction's error closed this leg.
-			done <- dirResult{nil, from}
-			return
-		}
-		if err == nil {
-			mu.Lock()
-			if from == SideClient {
-				cFin = true
-			} else {
-				sFin = true
-			}
-			mu.Unlock()
-			// Clean EOF: hand over what src sent before its FIN, then
-			// pass the FIN on.
-			if derr := drain(src, dst, srcRecv0, dstSent0, DefaultDrainTimeout); derr != nil {
-				err = derr
-			} else {
-				dst.CloseWrite()
-			}
-		}
-		if err != nil && !isClosed(err) {
-			mu.Lock()
-			if !failed {
-				failed = true
-				snapshot()
-				k.leave()
-				k.client.Close()
-				k.server.Close()
-			}
-			mu.Unlock()
-		}
-		done <- dirResult{err, from}
+		snapshot()
+		k.leave()
+		k.client.Close()
+		k.server.Close()
 	}
-	go dir(k.client, k.server, SideClient, k.cRecv0, k.sSent0)
-	dir(k.server, k.client, SideServer, k.sRecv0, k.cSent0)
-	for i := 0; i < 2; i++ {
-		r := <-done
-		if r.err != nil && res.Err == nil && !isClosed(r.err) {
-			res.Err = r.err
+	for i := range legs {
+		tok, err := k.w.add(legs[i].src, ch)
+		if err != nil {
+			fail(err, legs[i].from)
+			break
+		}
+		legs[i].tok, legs[i].open = tok, true
+	}
+	defer func() {
+		for i := range legs {
+			if legs[i].open {
+				k.w.remove(legs[i].src, legs[i].tok)
+			}
+		}
+	}()
+loop:
+	for !failed {
+		for i := range legs {
+			l := &legs[i]
+			eof, err := peekEnd(l.src)
+			switch {
+			case errors.Is(err, net.ErrClosed):
+				break loop // closed under Run (Stop follows)
+			case err != nil:
+				// A reset or error, also after this side's EOF: the
+				// other direction can no longer be delivered.
+				fail(err, l.from)
+				break loop
+			case eof && !l.ended:
+				// Clean EOF: hand over what src sent before its FIN,
+				// then pass the FIN on.
+				l.ended, l.fin = true, true
+				if res.Ended == SideNone {
+					res.Ended = l.from
+				}
+				if derr := drain(l.src, l.dst, l.recv0, l.dstSent0, DefaultDrainTimeout); derr != nil {
+					fail(derr, l.from)
+					break loop
+				}
+				l.dst.CloseWrite()
+			}
+		}
+		if legs[0].ended && legs[1].ended {
+			break
+		}
+		select {
+		case <-ch:
+		case <-k.stop:
+			break loop
 		}
 	}
-	mu.Lock()
 	if !failed {
 		snapshot()
 	}
-	mu.Unlock()
-	res.ClientToServer = payload(cRecv-k.cRecv0, cFin)
-	res.ServerToClient = payload(sRecv-k.sRecv0, sFin)
+	res.ClientToServer = payload(legs[0].recv-legs[0].recv0, legs[0].fin)
+	res.ServerToClient = payload(legs[1].recv-legs[1].recv0, legs[1].fin)
 	return res
 }
 
@@ -195,42 +219,42 @@ func payload(n uint64, fin bool) int64 {
 	return int64(n)
 }
 
-// waitEnd waits, in the runtime poller, until src has ended: nil at a
-// clean EOF, the socket's error (a reset), or net.ErrClosed when the conn
-// was closed under it. The verdict program takes every segment, so the
-// receive queue stays empty; bytes found there mean the program let them
-// through (a socket without a peer entry), which is an error.
-func waitEnd(src *net.TCPConn) error {
+// peekEnd tells, without blocking, whether src has ended: eof at a clean
+// EOF, an error for a reset or a socket error (net.ErrClosed when the conn
+// was closed). The verdict program takes every segment with data, so the
+// receive queue holds nothing but an empty FIN segment; bytes found there
+// mean the program let them through (a socket without a peer entry), an
+// error.
+func peekEnd(src *net.TCPConn) (eof bool, err error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
-	var (
-		serr error
-		peek [1]byte
-	)
-	ready := func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case errors.Is(err, unix.EAGAIN):
-			return false
-		case errors.Is(err, unix.EPIPE):
-			// The kernel hands the peer's FIN to the verdict program as
-			// an empty segment; sending it out of this socket fails, and
-			// the psock reports EPIPE on this socket (read here, which
-			// clears it). Not an end of this socket: wait on.
-			return false
-		case err != nil:
-			serr = err
-		case n > 0:
-			serr = errors.New("sockmap relay: bytes left in a socket's queue (not redirected)")
+	var serr error
+	var peek [1]byte
+	cerr := rc.Control(func(fd uintptr) {
+		for range 2 {
+			n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+			case errors.Is(err, unix.EPIPE):
+				// A send into this socket failed (the psock reports it
+				// here, and this read cleared it): look again.
+				continue
+			case err != nil:
+				serr = err
+			case n > 0:
+				serr = errors.New("sockmap relay: bytes left in a socket's queue (not redirected)")
+			default:
+				eof = true
+			}
+			return
 		}
-		return true
+	})
+	if cerr != nil {
+		return false, cerr
 	}
-	if err := rc.Read(ready); err != nil {
-		return err
-	}
-	return serr
+	return eof, serr
 }
 
 // drain waits until every byte src received since the join has been

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -18,12 +20,20 @@ import (
 
 func openSockmap(t *testing.T) *ebpf.Sockmap {
 	t.Helper()
+	m, err := openSockmapB(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func openSockmapB(t testing.TB) (*ebpf.Sockmap, error) {
 	m, err := ebpf.OpenSockmap(64)
 	if err != nil {
-		t.Fatalf("the sockmap relay tests need a kernel with sockhash + sk_skb verdict and CAP_BPF/CAP_NET_ADMIN (run as root): %v", err)
+		return nil, fmt.Errorf("the sockmap relay tests need a kernel with sockhash + sk_skb verdict and CAP_BPF/CAP_NET_ADMIN (run as root): %w", err)
 	}
 	t.Cleanup(func() { m.Close() })
-	return m
+	return m, nil
 }
 
 // kernelLegs is client app ⇄ [clientLeg ⇄ kernel ⇄ serverLeg] ⇄ server app.
@@ -353,5 +363,50 @@ func TestKernelJoinWithQueuedBytesStalls(t *testing.T) {
 	got, err := io.ReadAll(io.LimitReader(as, 9))
 	if err != nil || string(got) != "earlylate" {
 		t.Fatalf("after the next bytes: %q, %v; want \"earlylate\"", got, err)
+	}
+}
+
+// Stop ends Run at once when the conns are closed under it (a drain
+// deadline): a closed socket leaves the epoll set without an event.
+func TestKernelRelayStop(t *testing.T) {
+	m := openSockmap(t)
+	l := startKernel(t, m)
+	l.cl.Close()
+	l.sl.Close()
+	l.k.Stop()
+	l.result(t)
+	if n := m.Len(); n != 0 {
+		t.Errorf("map holds %d entries", n)
+	}
+}
+
+// An idle session relayed in the kernel holds no goroutine but the one
+// running Run (the session's own): every socket's end is watched by one
+// shared epoll goroutine, and its bytes wake nothing.
+func TestKernelRelayIdleGoroutines(t *testing.T) {
+	m := openSockmap(t)
+	startKernel(t, m) // the shared watcher is running from here on
+	g0 := runtime.NumGoroutine()
+	const n = 20
+	ls := make([]*kernelLegs, n)
+	for i := range ls {
+		ls[i] = startKernel(t, m)
+	}
+	// Traffic on each, then idle.
+	for _, l := range ls {
+		l.ac.Write([]byte("x"))
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(l.as, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if g := runtime.NumGoroutine() - g0; g > n+2 {
+		t.Errorf("%d idle kernel-relayed sessions hold %d goroutines, want %d (one Run each)", n, g, n)
+	}
+	for _, l := range ls {
+		l.ac.Close()
+		l.as.Close()
+		l.result(t)
 	}
 }
