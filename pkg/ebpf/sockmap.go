@@ -124,20 +124,17 @@ func (m *Sockmap) put(key uint64, peer *net.TCPConn) error {
 	return nil
 }
 
-// Leave takes a and b out of the map (each entry is deleted whether or not
-// the other is there; a closed socket's entry is already gone).
-func (m *Sockmap) Leave(a, b *net.TCPConn) error {
+// Leave takes the sockets with cookies a and b (Cookie) out of the map
+// (each entry is deleted whether or not the other is there; a closed
+// socket's entry is already gone).
+func (m *Sockmap) Leave(a, b uint64) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed {
 		return nil
 	}
 	var errs []error
-	for _, c := range []*net.TCPConn{a, b} {
-		k, err := Cookie(c)
-		if err != nil {
-			continue // closed: the kernel removed its entry with it
-		}
+	for _, k := range []uint64{a, b} {
 		if err := m.objs.RelayPeers.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, err)
 		}

@@ -23,11 +23,11 @@ func NewSockmap(_ int, log *slog.Logger) *Sockmap {
 	return nil
 }
 
-func (*Sockmap) Join(a, b *net.TCPConn) error  { return ErrClosed }
-func (*Sockmap) Leave(a, b *net.TCPConn) error { return nil }
-func (*Sockmap) Len() int                      { return 0 }
-func (*Sockmap) Stats() (uint64, uint64)       { return 0, 0 }
-func (*Sockmap) Close() error                  { return nil }
+func (*Sockmap) Join(a, b *net.TCPConn) error { return ErrClosed }
+func (*Sockmap) Leave(a, b uint64) error      { return nil }
+func (*Sockmap) Len() int                     { return 0 }
+func (*Sockmap) Stats() (uint64, uint64)      { return 0, 0 }
+func (*Sockmap) Close() error                 { return nil }
 
 // Cookie is not available on this platform.
 func Cookie(*net.TCPConn) (uint64, error) { return 0, errPlatform }

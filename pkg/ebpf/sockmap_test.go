@@ -102,7 +102,7 @@ func TestSockmapJoinLeave(t *testing.T) {
 	if n := m.Len(); n != 2 {
 		t.Errorf("Len = %d after a refused second Join, want 2", n)
 	}
-	if err := m.Leave(a, b); err != nil {
+	if err := m.Leave(ca, cb); err != nil {
 		t.Fatal(err)
 	}
 	if n := m.Len(); n != 0 {

@@ -2,8 +2,8 @@ package relay
 
 import (
 	"errors"
-	"net"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,6 +20,9 @@ type endWatch struct {
 	mu   sync.Mutex
 	subs map[uint64]chan<- struct{}
 	next uint64
+	// events counts the events epoll delivered (tests: bytes must not
+	// add to it).
+	events atomic.Int64
 }
 
 var (
@@ -52,6 +55,7 @@ func (w *endWatch) loop() {
 			}
 			return // cannot happen with a valid epfd; sessions still end by Stop
 		}
+		w.events.Add(int64(n))
 		w.mu.Lock()
 		for _, ev := range evs[:n] {
 			tok := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
@@ -66,37 +70,30 @@ func (w *endWatch) loop() {
 	}
 }
 
-// add watches c's socket, signalling ch on its end. The fd is used inside
-// Control, so it cannot be closed and reused meanwhile.
-func (w *endWatch) add(c *net.TCPConn, ch chan<- struct{}) (uint64, error) {
+// add watches the socket, signalling ch on its end.
+func (w *endWatch) add(rc sock, ch chan<- struct{}) (uint64, error) {
 	w.mu.Lock()
 	w.next++
 	tok := w.next
 	w.subs[tok] = ch
 	w.mu.Unlock()
-	rc, err := c.SyscallConn()
-	if err == nil {
-		var cerr error
-		err = rc.Control(func(fd uintptr) {
-			ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
-			cerr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-		})
-		err = errors.Join(err, cerr)
-	}
-	if err != nil {
+	var cerr error
+	err := rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
+		cerr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err = errors.Join(err, cerr); err != nil {
 		w.drop(tok)
 		return 0, err
 	}
 	return tok, nil
 }
 
-// remove stops watching c. A closed conn's fd left the epoll set when it
-// was closed; the DEL runs inside Control, so it can never hit another
-// socket that reused the fd number.
-func (w *endWatch) remove(c *net.TCPConn, tok uint64) {
-	if rc, err := c.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
-	}
+// remove stops watching the socket. A closed descriptor left the epoll
+// set when it was closed; the DEL runs inside Control, which refuses a
+// closed one, so it can never hit another socket that reused the number.
+func (w *endWatch) remove(rc sock, tok uint64) {
+	rc.Control(func(fd uintptr) { unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
 	w.drop(tok)
 }
 

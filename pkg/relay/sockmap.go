@@ -15,8 +15,9 @@ import (
 type Redirector interface {
 	// Join puts a and b in the map; on error neither is left in it.
 	Join(a, b *net.TCPConn) error
-	// Leave takes both out again; a closed socket is already out.
-	Leave(a, b *net.TCPConn) error
+	// Leave takes the sockets with these cookies (SO_COOKIE) out again; a
+	// closed socket is already out.
+	Leave(cookieA, cookieB uint64) error
 }
 
 // ErrQueued is returned by JoinKernel when a leg has bytes waiting in its
@@ -52,6 +53,8 @@ type Kernel struct {
 	cRecv0, sRecv0 uint64 // bytes received
 	cSent0, sSent0 uint64 // bytes written into the socket (acked + queued)
 	left           sync.Once
+	cCookie        uint64
+	sCookie        uint64
 	w              *endWatch
 	stop           chan struct{}
 	stopOnce       sync.Once
@@ -70,14 +73,20 @@ func JoinKernel(r Redirector, client, server *net.TCPConn) (*Kernel, error) {
 	}
 	k := &Kernel{r: r, client: client, server: server, w: w, stop: make(chan struct{})}
 	var cq, sq int
-	if k.cRecv0, k.cSent0, cq, err = sockCounters(client); err != nil {
+	if k.cRecv0, k.cSent0, cq, err = sockCounters(connFD{client}); err != nil {
 		return nil, err
 	}
-	if k.sRecv0, k.sSent0, sq, err = sockCounters(server); err != nil {
+	if k.sRecv0, k.sSent0, sq, err = sockCounters(connFD{server}); err != nil {
 		return nil, err
 	}
 	if cq != 0 || sq != 0 {
 		return nil, fmt.Errorf("%w (client %d, server %d bytes)", ErrQueued, cq, sq)
+	}
+	if k.cCookie, err = cookie(connFD{client}); err != nil {
+		return nil, err
+	}
+	if k.sCookie, err = cookie(connFD{server}); err != nil {
+		return nil, err
 	}
 	if err := r.Join(client, server); err != nil {
 		return nil, err
@@ -87,10 +96,10 @@ func JoinKernel(r Redirector, client, server *net.TCPConn) (*Kernel, error) {
 	// then relay in user space after all. Once joined, SIOCINQ reports only
 	// what the program left for user space, so the receive counters are
 	// what tells.
-	cr, _, cq, cerr := sockCounters(client)
-	sr, _, sq, serr := sockCounters(server)
+	cr, _, cq, cerr := sockCounters(connFD{client})
+	sr, _, sq, serr := sockCounters(connFD{server})
 	if err := errors.Join(cerr, serr); err != nil || cq != 0 || sq != 0 || cr != k.cRecv0 || sr != k.sRecv0 {
-		r.Leave(client, server)
+		r.Leave(k.cCookie, k.sCookie)
 		if err != nil {
 			return nil, err
 		}
@@ -102,17 +111,17 @@ func JoinKernel(r Redirector, client, server *net.TCPConn) (*Kernel, error) {
 // Cancel takes the sockets out of the map without relaying.
 func (k *Kernel) Cancel() { k.leave() }
 
-func (k *Kernel) leave() { k.left.Do(func() { k.r.Leave(k.client, k.server) }) }
+func (k *Kernel) leave() { k.left.Do(func() { k.r.Leave(k.cCookie, k.sCookie) }) }
 
-// Stop makes Run return at once; the caller is closing the conns (a
-// closed socket leaves the epoll set without an event). Safe from any
-// goroutine, any number of times.
+// Stop makes Run return at once (a drain deadline: the caller closes its
+// conns, which Run no longer uses; Run closes its own descriptors). Safe
+// from any goroutine, any number of times.
 func (k *Kernel) Stop() { k.stopOnce.Do(func() { close(k.stop) }) }
 
 // kernelLeg is one direction of a Kernel: the bytes src receives go out of
 // dst.
 type kernelLeg struct {
-	src, dst         *net.TCPConn
+	src, dst         sock
 	from             Side
 	recv0, dstSent0  uint64
 	recv             uint64 // last tcpi_bytes_received read
@@ -122,15 +131,34 @@ type kernelLeg struct {
 
 // Run relays until both directions end and returns what a Relay would.
 // written is the number of bytes the caller wrote to the client since
-// JoinKernel (the login reply). Run does not close the conns on a clean
-// end; the caller does.
+// JoinKernel (the login reply).
+//
+// Run first takes both sockets out of the Go runtime's poller: it keeps a
+// duplicate descriptor of each and closes the conns. Left registered
+// there, every segment the kernel moves would still wake the runtime's
+// netpoller (the socket signals readable and writable as bytes pass),
+// costing the proxy a thread wake-up per segment for nothing. The sockets
+// stay open through the duplicates, which Run closes when it returns: the
+// session is over then, and the caller's own Close of the conns is a no-op.
 func (k *Kernel) Run(written int) Result {
-	defer k.leave()
 	k.cSent0 += uint64(written)
 	res := Result{Mode: ModeSockmap}
+	cfd, cerr := dupFD(k.client)
+	sfd, serr := dupFD(k.server)
+	k.client.Close()
+	k.server.Close()
+	defer func() {
+		k.leave()
+		cfd.close()
+		sfd.close()
+	}()
+	if err := errors.Join(cerr, serr); err != nil {
+		res.Err = err
+		return res
+	}
 	legs := [2]kernelLeg{
-		{src: k.client, dst: k.server, from: SideClient, recv0: k.cRecv0, dstSent0: k.sSent0, recv: k.cRecv0},
-		{src: k.server, dst: k.client, from: SideServer, recv0: k.sRecv0, dstSent0: k.cSent0, recv: k.sRecv0},
+		{src: cfd, dst: sfd, from: SideClient, recv0: k.cRecv0, dstSent0: k.sSent0, recv: k.cRecv0},
+		{src: sfd, dst: cfd, from: SideServer, recv0: k.sRecv0, dstSent0: k.cSent0, recv: k.sRecv0},
 	}
 	ch := make(chan struct{}, 1)
 	failed := false
@@ -149,8 +177,8 @@ func (k *Kernel) Run(written int) Result {
 		}
 		snapshot()
 		k.leave()
-		k.client.Close()
-		k.server.Close()
+		cfd.close()
+		sfd.close()
 	}
 	for i := range legs {
 		tok, err := k.w.add(legs[i].src, ch)
@@ -191,7 +219,7 @@ loop:
 					fail(derr, l.from)
 					break loop
 				}
-				l.dst.CloseWrite()
+				shutWrite(l.dst)
 			}
 		}
 		if legs[0].ended && legs[1].ended {
@@ -225,11 +253,7 @@ func payload(n uint64, fin bool) int64 {
 // receive queue holds nothing but an empty FIN segment; bytes found there
 // mean the program let them through (a socket without a peer entry), an
 // error.
-func peekEnd(src *net.TCPConn) (eof bool, err error) {
-	rc, err := src.SyscallConn()
-	if err != nil {
-		return false, err
-	}
+func peekEnd(rc sock) (eof bool, err error) {
 	var serr error
 	var peek [1]byte
 	cerr := rc.Control(func(fd uintptr) {
@@ -261,7 +285,7 @@ func peekEnd(src *net.TCPConn) (eof bool, err error) {
 // written into dst (acknowledged or queued), so that a half-close of dst
 // cannot overtake bytes the kernel is still handing over. It gives up when
 // dst can no longer send, or when no progress is made for timeout.
-func drain(src, dst *net.TCPConn, srcRecv0, dstSent0 uint64, timeout time.Duration) error {
+func drain(src, dst sock, srcRecv0, dstSent0 uint64, timeout time.Duration) error {
 	recv, _, _, err := sockCounters(src)
 	if err != nil {
 		return err
@@ -297,11 +321,7 @@ func drain(src, dst *net.TCPConn, srcRecv0, dstSent0 uint64, timeout time.Durati
 // bytes written into it (tcpi_bytes_acked + the send queue, SIOCOUTQ: the
 // acked count is read first, so a concurrent ack can only make the sum
 // lower, never higher), and bytes waiting in its receive queue (SIOCINQ).
-func sockCounters(c *net.TCPConn) (recv, sent uint64, inq int, err error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, 0, 0, err
-	}
+func sockCounters(rc sock) (recv, sent uint64, inq int, err error) {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		var ti *unix.TCPInfo
@@ -323,11 +343,7 @@ func sockCounters(c *net.TCPConn) (recv, sent uint64, inq int, err error) {
 }
 
 // tcpState returns the socket's TCP state (tcpi_state).
-func tcpState(c *net.TCPConn) (uint8, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
+func tcpState(rc sock) (uint8, error) {
 	var st uint8
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
@@ -339,4 +355,73 @@ func tcpState(c *net.TCPConn) (uint8, error) {
 		return 0, err
 	}
 	return st, serr
+}
+
+// cookie returns the socket's cookie (SO_COOKIE), the map's key.
+func cookie(rc sock) (uint64, error) {
+	var v uint64
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		v, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+	}); err != nil {
+		return 0, err
+	}
+	return v, serr
+}
+
+// sock is a socket whose descriptor can be used: a conn's (connFD, which
+// keeps the descriptor from being closed and reused meanwhile) or one Run
+// owns (*rawFD).
+type sock interface {
+	Control(f func(fd uintptr)) error
+}
+
+// connFD is a conn's socket.
+type connFD struct{ c *net.TCPConn }
+
+func (c connFD) Control(f func(fd uintptr)) error {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(f)
+}
+
+// rawFD is a descriptor Run owns, outside the Go runtime's poller.
+type rawFD struct{ fd int }
+
+func (r *rawFD) Control(f func(fd uintptr)) error {
+	if r.fd < 0 {
+		return net.ErrClosed
+	}
+	f(uintptr(r.fd))
+	return nil
+}
+
+func (r *rawFD) close() {
+	if r != nil && r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+}
+
+// dupFD duplicates c's descriptor (close-on-exec, non-blocking like the
+// original).
+func dupFD(c *net.TCPConn) (*rawFD, error) {
+	r := &rawFD{fd: -1}
+	var derr error
+	err := connFD{c}.Control(func(fd uintptr) {
+		r.fd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err = errors.Join(err, derr); err != nil {
+		r.fd = -1
+		return r, err
+	}
+	return r, nil
+}
+
+// shutWrite half-closes the socket (shutdown SHUT_WR): its FIN follows
+// the bytes already queued.
+func shutWrite(rc sock) {
+	rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
 }
