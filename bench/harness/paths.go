@@ -23,6 +23,9 @@ const (
 	PathTdsgate      = "tdsgate"
 	PathTdsgateRedis = "tdsgate+redis"
 	PathTdsgatePool  = "tdsgate+pool"
+	// PathTdsgateSockmap is tdsgate with relay: sockmap (the kernel
+	// relay; it needs root, else the proxy warns and splices).
+	PathTdsgateSockmap = "tdsgate+sockmap"
 )
 
 // Modes: how the client logs in. ModePlain is plaintext throughout;
@@ -156,6 +159,13 @@ func (e *env) setup(ctx context.Context) error {
 			e.add(t)
 		}
 	}
+	for _, mode := range []string{ModePlain, ModeLoginTLS} {
+		if t, err := e.startTdsgate(ctx, PathTdsgateSockmap, mode, 1, "", nil, ""); err != nil {
+			e.skip(PathTdsgateSockmap, mode, "%v", err)
+		} else {
+			e.add(t)
+		}
+	}
 	if err := e.startRedis(ctx); err != nil {
 		e.skip(PathTdsgateRedis, "*", "%v", err)
 	} else {
@@ -217,7 +227,7 @@ func (e *env) fresh(ctx context.Context, t *Target) (*Target, func(), error) {
 		}
 	case PathTdspool:
 		nt, err = e.startTdspool(ctx, "tdspool-fresh")
-	case PathTdsgate:
+	case PathTdsgate, PathTdsgateSockmap:
 		nt, err = e.startTdsgate(ctx, t.Path, t.Mode, 1, "", nil, "-fresh")
 	case PathTdsgateRedis:
 		nt, err = e.startTdsgate(ctx, t.Path, t.Mode, 3, e.redis, nil, "-fresh")
@@ -471,7 +481,11 @@ func (e *env) startTdsgate(ctx context.Context, path, mode string, n int, redisA
 		if err := writeYAML(cfgPath, tdsgateConfig(id, addr, metrics, redisAddr, b)); err != nil {
 			return nil, err
 		}
-		p, err := e.start(id, nil, e.opts.ProxyBin, "-config", cfgPath)
+		var env []string
+		if path == PathTdsgateSockmap {
+			env = []string{"RELAY=sockmap"}
+		}
+		p, err := e.start(id, env, e.opts.ProxyBin, "-config", cfgPath)
 		if err != nil {
 			return nil, err
 		}

@@ -181,12 +181,13 @@ func (r *Report) writePaths(b *strings.Builder) {
 	w("## Paths\n\n")
 	t := &mdTable{head: []string{"path", "what", "processes measured"}}
 	desc := map[string]string{
-		PathDirect:       "client → stand-in",
-		PathHAProxy:      "client → HAProxy (TCP mode, `option splice-request` + `splice-response`) → stand-in; TLS passes through end to end",
-		PathTdspool:      "client → FreeTDS tdspool (session pool; plaintext only) → stand-in",
-		PathTdsgate:      "client → tdsgate (bin/proxy, local limiter, no pooling) → stand-in",
-		PathTdsgateRedis: "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in; redis-server's CPU and memory count as the path's",
-		PathTdsgatePool:  "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client) → stand-in",
+		PathDirect:         "client → stand-in",
+		PathHAProxy:        "client → HAProxy (TCP mode, `option splice-request` + `splice-response`) → stand-in; TLS passes through end to end",
+		PathTdspool:        "client → FreeTDS tdspool (session pool; plaintext only) → stand-in",
+		PathTdsgate:        "client → tdsgate (bin/proxy, local limiter, no pooling) → stand-in",
+		PathTdsgateRedis:   "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in; redis-server's CPU and memory count as the path's",
+		PathTdsgatePool:    "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client) → stand-in",
+		PathTdsgateSockmap: "client → tdsgate with `relay: sockmap` (after the login, a BPF sockhash + sk_skb verdict program moves each segment between the two sockets in the kernel) → stand-in",
 	}
 	seen := map[string]bool{}
 	for _, x := range r.Targets {

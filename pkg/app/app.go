@@ -41,6 +41,9 @@ type App struct {
 	credFailures *route.FailureLimiter
 	ebpf         *ebpfWatch // the kernel's count of backend connections (ebpf.go); set by Start
 
+	// sockmap is the kernel relay (relay: sockmap; sockmap.go); nil: splice.
+	sockmap sockmapRelay
+
 	lns      []net.Listener
 	serveWG  sync.WaitGroup
 	cancel   context.CancelFunc
@@ -205,6 +208,7 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.startEBPF(cfg) // before serving: connections opened earlier would not be counted
+	a.startSockmap(cfg)
 	a.startPressure()
 	a.startCertWatch(cfg)
 	sctx, cancel := context.WithCancel(context.Background())
@@ -311,6 +315,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.stopObservability()
 	a.stopCertWatch()
 	a.ebpf.close()
+	// Every session has ended: the kernel relay's map is empty.
+	a.stopSockmap()
 	a.stopPools() // idle pooled connections give their slots back while the limiter still runs
 	a.lim.Close()
 	a.stopRedis(context.Background())

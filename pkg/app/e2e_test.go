@@ -48,6 +48,14 @@ func TestRunbookThroughProxy(t *testing.T) {
 	}
 	buckets := testenv.Buckets(t, 3, nil)
 	a := testenv.Proxy(t, testenv.Config(t, buckets))
+	runRunbook(t, a, buckets)
+}
+
+// runRunbook runs the runbook's sections 6 to 8 with every real client
+// through a, whose config is testenv.Config's for buckets, 3 sessions at a
+// time, and checks that nothing is left open afterwards.
+func runRunbook(t *testing.T, a *app.App, buckets []*server.Server) {
+	t.Helper()
 	host, port := hostPort(t, a.Addr())
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 3)

@@ -44,7 +44,12 @@ const (
 // file descriptors within a small tolerance of a baseline taken after a
 // warm-up of the same concurrency, no slot held or queued in the limiter,
 // no session in the handler, none logged in at the stand-in.
-func TestNoLeaks(t *testing.T) {
+func TestNoLeaks(t *testing.T) { runNoLeaks(t, nil) }
+
+// runNoLeaks is TestNoLeaks with mod applied to the proxy's config. It
+// returns the proxy, still running, with everything back at the baseline.
+func runNoLeaks(t *testing.T, mod func(*config.Config)) *app.App {
+	t.Helper()
 	leakRaiseNoFile(t, 4*leakConcurrency+4096)
 	// The stand-in runs in this process and keeps a pool of SQLite
 	// connections that grows and shrinks on its own schedule; its files,
@@ -66,6 +71,9 @@ func TestNoLeaks(t *testing.T) {
 	// and after a login-only TLS the relay is the same splice anyway.
 	cfg.Buckets[0].Encryption, cfg.Buckets[0].TrustServerCertificate = config.EncryptionNone, false
 	cfg.Buckets[0].MaxQueueSize = 1000
+	if mod != nil {
+		mod(cfg)
+	}
 	a := testenv.Proxy(t, cfg)
 	addr := a.Addr()
 
@@ -132,11 +140,12 @@ func TestNoLeaks(t *testing.T) {
 			} else if leakAbs(all-all0) > leakTolerance {
 				t.Errorf("open fds with pipes, after GCs: %d, baseline %d (tolerance %d):\n%s", all, all0, leakTolerance, leakFDSummary(t))
 			}
-			return
+			return a
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("after: %d goroutines, %d open fds (%d with pipes, after GCs), settled in %v", g, fd, all, time.Since(deadline.Add(-leakSettle)).Round(time.Millisecond))
+	return a
 }
 
 type leakKind int

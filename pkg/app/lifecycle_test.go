@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/app"
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/tools/standin/server"
@@ -144,10 +145,18 @@ func TestReloadKeepsSessions(t *testing.T) {
 
 // Shutdown stops accepting, lets a session finish within the drain
 // timeout, and closes sessions still open after it.
-func TestDrain(t *testing.T) {
+func TestDrain(t *testing.T) { runDrain(t, nil) }
+
+// runDrain is TestDrain with mod applied to the config; it returns the
+// proxy, shut down.
+func runDrain(t *testing.T, mod func(*config.Config)) *app.App {
+	t.Helper()
 	buckets := testenv.Buckets(t, 1, nil)
 	cfg := testenv.Config(t, buckets)
 	cfg.DrainTimeout = 700 * time.Millisecond
+	if mod != nil {
+		mod(cfg)
+	}
 	a := testenv.Proxy(t, cfg)
 	finishing, err := dialProxy(a.Addr(), testenv.Passwords[0])
 	if err != nil {
@@ -187,6 +196,7 @@ func TestDrain(t *testing.T) {
 		t.Error("the lingering session survived the drain")
 	}
 	testenv.WaitUntil(t, func() bool { return buckets[0].Stats().Current == 0 })
+	return a
 }
 
 // checkUnavailableBody: a 50002 tells a client that has not logged in

@@ -35,6 +35,9 @@ const (
 	// DefaultEBPFEnabled is the default of EBPF.Enabled: on, wherever the
 	// tracker can load.
 	DefaultEBPFEnabled = true
+	// DefaultRelay is the default of Config.Relay: splice, until the
+	// sockmap relay is measured to win (see the README's "Relay modes").
+	DefaultRelay = RelaySplice
 )
 
 // Defaults of the Redis options.
@@ -154,6 +157,18 @@ func (e Encryption) Valid() bool {
 	return false
 }
 
+// RelayMode is the relay of plaintext sessions (Config.Relay).
+type RelayMode string
+
+// Relay modes.
+const (
+	// RelaySplice: splice(2) between the two sockets, by the proxy.
+	RelaySplice RelayMode = "splice"
+	// RelaySockmap: each socket's segments go out of the other in the
+	// kernel (eBPF sockmap); the proxy only watches for the ends.
+	RelaySockmap RelayMode = "sockmap"
+)
+
 // Config is the whole configuration of one proxy instance.
 type Config struct {
 	// InstanceID names this instance in Redis keys, logs and /health.
@@ -251,6 +266,16 @@ type Config struct {
 	// proxy_ebpf_backend_connections, proxy_ebpf_drift and /health's
 	// "ebpf" component.
 	EBPF EBPF `yaml:"ebpf"`
+
+	// Relay is how the bytes of a session whose two legs are plaintext
+	// after the login (and whose backend is not pooled) are relayed:
+	// RelaySplice (splice(2) in the proxy's goroutines) or RelaySockmap
+	// (in the kernel, by a BPF sockhash and stream-verdict program). Where
+	// the sockmap program cannot load, the proxy logs one warning and uses
+	// splice; a session that cannot join the map uses splice too. TLS and
+	// pooled sessions keep their relays. "" means RelaySplice.
+	// Default: DefaultRelay. Env: RELAY.
+	Relay RelayMode `yaml:"relay"`
 
 	// Buckets are the SQL Servers behind the proxy, each with its own
 	// connection cap and queue. At least one is required.

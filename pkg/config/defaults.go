@@ -42,6 +42,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	if !has("ebpf.enabled") {
 		c.EBPF.Enabled = DefaultEBPFEnabled
 	}
+	if !has("relay") {
+		c.Relay = DefaultRelay
+	}
 
 	c.applySecurityDefaults(has)
 
@@ -111,6 +114,7 @@ const (
 	EnvRedisPassword = "REDIS_PASSWORD"
 	EnvRedisUsername = "REDIS_USERNAME"
 	EnvEBPFEnabled   = "EBPF_ENABLED"
+	EnvRelay         = "RELAY"
 
 	// EnvBucketPrefix and EnvBucketSuffix frame a bucket's address
 	// override; see [BucketEnvVar].
@@ -189,6 +193,10 @@ func (c *Config) applyEnv() []error {
 			c.EBPF.Enabled = b
 			c.setByEnv("ebpf.enabled", EnvEBPFEnabled)
 		}
+	}
+	if v := os.Getenv(EnvRelay); v != "" {
+		c.Relay = RelayMode(strings.ToLower(v))
+		c.setByEnv("relay", EnvRelay)
 	}
 	str(EnvRedisAddr, &c.Redis.Addr, "redis.addr")
 	str(EnvRedisPassword, &c.Redis.Password, "redis.password")

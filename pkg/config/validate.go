@@ -79,6 +79,11 @@ func (c *Config) validate() []error {
 	default:
 		v.add("log_level", "unknown level %q (want debug, info, warn or error)", c.LogLevel)
 	}
+	switch c.Relay {
+	case "", RelaySplice, RelaySockmap:
+	default:
+		v.add("relay", "unknown relay %q (want splice or sockmap)", c.Relay)
+	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:

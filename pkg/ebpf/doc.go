@@ -22,6 +22,15 @@
 //     regenerate with `go generate ./pkg/ebpf` (needs clang, llvm-strip and
 //     libbpf-dev).
 //
+// The package also owns the sockmap relay (Sockmap, OpenSockmap,
+// NewSockmap): the sk_skb stream-verdict program of bpf/sockmap.c attached
+// to a BPF sockhash keyed by each socket's own cookie (SO_COOKIE), whose
+// value is the socket's peer. Join puts a session's client and backend
+// sockets in it, so the kernel sends every segment one receives straight out
+// of the other (bpf_sk_redirect_hash) with no wake-up in user space; Leave
+// takes them out. pkg/relay's Kernel drives it (ends, half-close, counts).
+// Its bpf2go output is sockmap_bpfel.go and sockmap_bpfel.o (gen_sockmap.go).
+//
 // What is counted. The program runs for TCP sockets created by processes in
 // the attached cgroup (and its descendants). When a connect() completes
 // (BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) to a remote address and port that

@@ -112,13 +112,15 @@ type Handler struct {
 	draining atomic.Bool
 	ids      atomic.Uint64
 	// relayed counts sessions by relay mode (index: relay.Mode).
-	relayed [4]atomic.Int64
+	relayed [5]atomic.Int64
 	mu      sync.Mutex
 	live    map[*session]struct{}
 	wg      sync.WaitGroup
 
 	pending  pendingBySource
 	refusals *listener.RefusalLog
+	// kernel is the sockmap relay (SetKernelRelay); nil: splice.
+	kernel relay.Redirector
 }
 
 // NewHandler returns a handler serving with rt and lim.

@@ -48,6 +48,10 @@ type session struct {
 	// says the backend connection came from the pool.
 	framed *relay.FramedResult
 	reused bool
+	// kernel is the session's sockmap relay when it joined one before the
+	// login reply (sockmap.go); replied is the reply's length.
+	kernel  *relay.Kernel
+	replied int
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -167,10 +171,14 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	// 6. The login answer goes to the client as the backend framed it; a
 	// reused connection replays the answer to its own login.
 	res := conn.Login
-	if _, err := s.out.Write(res.Response); err != nil {
+	s.joinKernel(conn) // relay: sockmap: before the client can send (sockmap.go)
+	defer s.leaveKernel()
+	n, err := s.out.Write(res.Response)
+	if err != nil {
 		s.outcome = "client_gone"
 		return
 	}
+	s.replied = n
 	if !res.OK {
 		s.outcome = "backend_login_failed"
 		if res.Error != nil {
@@ -233,6 +241,9 @@ func (s *session) abort() {
 	s.mu.Lock()
 	if s.backend != nil {
 		s.backend.Close()
+	}
+	if s.kernel != nil {
+		s.kernel.Stop() // closed sockets wake no one in the kernel relay
 	}
 	s.mu.Unlock()
 }

@@ -131,7 +131,7 @@ type Metrics struct {
 	ebpf   atomic.Pointer[EBPFSource]
 }
 
-var relayModes = [...]relay.Mode{relay.ModeSplice, relay.ModeTLS, relay.ModeFramed}
+var relayModes = [...]relay.Mode{relay.ModeSplice, relay.ModeTLS, relay.ModeFramed, relay.ModeSockmap}
 
 // New returns the metrics of an instance with the given buckets.
 func New(buckets []string) *Metrics {
@@ -287,6 +287,8 @@ func modeIndex(mode string) int {
 		return 1
 	case "framed":
 		return 2
+	case "sockmap":
+		return 3
 	}
 	return -1
 }

@@ -86,7 +86,7 @@ func TestScrapeParsesAndHasEverySeries(t *testing.T) {
 	for _, r := range metrics.ErrorReasons {
 		want(t, s, fmt.Sprintf(`proxy_connection_errors_total{reason="%s"}`, r), 0)
 	}
-	for _, mode := range []string{"splice", "tls"} {
+	for _, mode := range []string{"splice", "tls", "framed", "sockmap"} {
 		want(t, s, fmt.Sprintf(`proxy_sessions_total{mode="%s"}`, mode), 0)
 		want(t, s, fmt.Sprintf(`proxy_relay_bytes_total{direction="client_to_server",mode="%s"}`, mode), 0)
 		want(t, s, fmt.Sprintf(`proxy_relay_bytes_total{direction="server_to_client",mode="%s"}`, mode), 0)
@@ -118,6 +118,7 @@ func TestCountersMove(t *testing.T) {
 	m.Relayed("bucket-001", "splice", 100, 2000, time.Second)
 	m.Relayed("bucket-001", "tls", 7, 9, time.Second)
 	m.Relayed("bucket-001", "framed-someday", 1, 1, time.Second) // ignored
+	m.Relayed("bucket-001", "sockmap", 300, 4000, time.Second)
 	m.BackendConnected("bucket-001", 3*time.Millisecond, nil)
 	m.BackendConnected("bucket-001", time.Second, &backend.Error{Stage: backend.StageDial, Err: errors.New("refused")})
 	m.BackendConnected("bucket-001", time.Second, fmt.Errorf("wrapped: %w", &backend.Error{Stage: backend.StageLogin, Err: errors.New("eof")}))
@@ -152,6 +153,9 @@ func TestCountersMove(t *testing.T) {
 	want(t, s, `proxy_relay_bytes_total{direction="client_to_server",mode="splice"}`, 100)
 	want(t, s, `proxy_relay_bytes_total{direction="server_to_client",mode="splice"}`, 2000)
 	want(t, s, `proxy_relay_bytes_total{direction="client_to_server",mode="tls"}`, 7)
+	want(t, s, `proxy_sessions_total{mode="sockmap"}`, 1)
+	want(t, s, `proxy_relay_bytes_total{direction="client_to_server",mode="sockmap"}`, 300)
+	want(t, s, `proxy_relay_bytes_total{direction="server_to_client",mode="sockmap"}`, 4000)
 	want(t, s, `proxy_backend_connect_duration_seconds_count`+b, 1)
 	want(t, s, `proxy_connection_errors_total{reason="backend_dial"}`, 1)
 	want(t, s, `proxy_connection_errors_total{reason="backend_login"}`, 1)

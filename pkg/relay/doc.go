@@ -29,6 +29,18 @@
 // backend; a MARS (SMP) packet or a broken stream marks the backend as not
 // reusable.
 //
+// # The kernel path
+//
+// With relay: sockmap, a plaintext session of its own joins a BPF sockhash
+// before its login reply is written (JoinKernel, with a Redirector from
+// pkg/ebpf), and the kernel sends each segment on to the other socket.
+// Kernel.Run takes both sockets out of the Go runtime's poller (it keeps
+// duplicate descriptors and closes the conns), so moving bytes wakes no
+// proxy thread; it only waits for the ends, in one epoll shared by all
+// such sessions (endwatch.go), half-closes on a clean EOF once the bytes
+// before it are handed over, counts bytes from TCP_INFO, and leaves the
+// map and closes its descriptors on every path (ModeSockmap).
+//
 // # Idle sessions hold no pipe
 //
 // ReadFrom holds a pipe pair for as long as it runs, waiting for data

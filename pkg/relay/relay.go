@@ -20,6 +20,10 @@ const (
 	// that its backend can be reused; bodies are spliced when both legs
 	// are plaintext.
 	ModeFramed
+	// ModeSockmap: both legs raw TCP, joined in a BPF sockhash whose
+	// stream-verdict program sends each segment on to the peer socket in
+	// the kernel (Kernel); user space only watches for the ends.
+	ModeSockmap
 )
 
 func (m Mode) String() string {
@@ -30,12 +34,14 @@ func (m Mode) String() string {
 		return "tls"
 	case ModeFramed:
 		return "framed"
+	case ModeSockmap:
+		return "sockmap"
 	}
 	return "unknown"
 }
 
 // Modes lists every mode, for metrics created at start.
-var Modes = []Mode{ModeSplice, ModeTLS, ModeFramed}
+var Modes = []Mode{ModeSplice, ModeTLS, ModeFramed, ModeSockmap}
 
 // Result is what a relay did.
 type Result struct {

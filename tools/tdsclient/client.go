@@ -357,3 +357,7 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.raw.SetDeadline(t) }
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.raw.Close() }
+
+// NetConn is the TCP connection under the session (for tests that
+// half-close or reset it).
+func (c *Conn) NetConn() net.Conn { return c.raw }

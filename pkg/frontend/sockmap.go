@@ -1,0 +1,51 @@
+package frontend
+
+import (
+	"net"
+
+	"github.com/tdsgate/tdsgate/pkg/pool"
+	"github.com/tdsgate/tdsgate/pkg/relay"
+)
+
+// SetKernelRelay makes sessions that are plaintext on both legs after the
+// login, with a backend of their own, relay in the kernel through r (relay:
+// sockmap). nil (the default) relays them with splice. Call it before
+// serving.
+func (h *Handler) SetKernelRelay(r relay.Redirector) { h.kernel = r }
+
+// joinKernel joins the session's two sockets in the kernel relay, when
+// there is one and the session qualifies: its own (unpooled) backend, a
+// successful login, and both legs raw TCP after it. It runs after the
+// backend's login answer was read and before it is written to the client,
+// so neither side can be sending (relay.JoinKernel checks it). A session
+// that cannot join (the map is full, bytes already queued) is relayed with
+// splice.
+func (s *session) joinKernel(c *pool.Conn) {
+	if s.h.kernel == nil || c.Pooled() || !c.Login.OK || c.Backend == nil {
+		return
+	}
+	client, ok := s.out.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	server, ok := c.Backend.Conn.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	k, err := relay.JoinKernel(s.h.kernel, client, server)
+	if err != nil {
+		s.log.Info("sockmap relay: session not joined, relayed with splice", "err", err)
+		return
+	}
+	s.mu.Lock() // abort reads it
+	s.kernel = k
+	s.mu.Unlock()
+}
+
+// leaveKernel takes the session's sockets out of the kernel relay on every
+// path (Run leaves by itself; this covers a session that never ran it).
+func (s *session) leaveKernel() {
+	if s.kernel != nil {
+		s.kernel.Cancel()
+	}
+}

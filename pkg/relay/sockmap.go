@@ -1,0 +1,427 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Redirector joins two sockets in the kernel so that each one's incoming
+// bytes go straight out of the other (pkg/ebpf's Sockmap).
+type Redirector interface {
+	// Join puts a and b in the map; on error neither is left in it.
+	Join(a, b *net.TCPConn) error
+	// Leave takes the sockets with these cookies (SO_COOKIE) out again; a
+	// closed socket is already out.
+	Leave(cookieA, cookieB uint64) error
+}
+
+// ErrQueued is returned by JoinKernel when a leg has bytes waiting in its
+// receive queue, which the kernel relay would not move in order: the
+// session is relayed with splice instead.
+var ErrQueued = errors.New("sockmap relay: bytes already queued on a leg")
+
+// DefaultDrainTimeout bounds how long, after one side's clean EOF, the
+// sockmap relay waits for the bytes that side sent before its FIN to be
+// handed to the other side's socket, before it half-closes that socket.
+// The wait restarts whenever those bytes make progress.
+const DefaultDrainTimeout = 5 * time.Second
+
+// Kernel is one session relayed in the kernel by a Redirector
+// (ModeSockmap). Its life:
+//
+//	JoinKernel   both receive queues empty → both sockets in the map,
+//	             counters' baselines taken (before the login reply)
+//	Run          the caller wrote the login reply; wait (endWatch: one
+//	             epoll for all sessions, woken by FIN, reset or error, never
+//	             by data) until both directions end (a clean EOF half-closes
+//	             the peer once the bytes before it are handed over; an error
+//	             closes both legs), then Leave
+//	Stop         the conns are being closed under Run (drain deadline):
+//	             Run returns at once
+//	Cancel       instead of Run, when the login reply could not be written
+//
+// Every path out of Run and Cancel leaves the map.
+type Kernel struct {
+	r              Redirector
+	client, server *net.TCPConn
+	// base are the counters when the sockets joined.
+	cRecv0, sRecv0 uint64 // bytes received
+	cSent0, sSent0 uint64 // bytes written into the socket (acked + queued)
+	left           sync.Once
+	cCookie        uint64
+	sCookie        uint64
+	w              *endWatch
+	stop           chan struct{}
+	stopOnce       sync.Once
+}
+
+// JoinKernel joins client and server in r. It must run while neither peer
+// can be sending: after the backend's login answer was read and before it
+// is written to the client. Then neither receive queue holds data, which it
+// checks before and after the join, so no byte can overtake another. On
+// error (ErrQueued, or r's: the map is full) nothing is left joined and
+// the caller relays with splice.
+func JoinKernel(r Redirector, client, server *net.TCPConn) (*Kernel, error) {
+	w, err := sharedEndWatch()
+	if err != nil {
+		return nil, err
+	}
+	k := &Kernel{r: r, client: client, server: server, w: w, stop: make(chan struct{})}
+	var cq, sq int
+	if k.cRecv0, k.cSent0, cq, err = sockCounters(connFD{client}); err != nil {
+		return nil, err
+	}
+	if k.sRecv0, k.sSent0, sq, err = sockCounters(connFD{server}); err != nil {
+		return nil, err
+	}
+	if cq != 0 || sq != 0 {
+		return nil, fmt.Errorf("%w (client %d, server %d bytes)", ErrQueued, cq, sq)
+	}
+	if k.cCookie, err = cookie(connFD{client}); err != nil {
+		return nil, err
+	}
+	if k.sCookie, err = cookie(connFD{server}); err != nil {
+		return nil, err
+	}
+	if err := r.Join(client, server); err != nil {
+		return nil, err
+	}
+	// Bytes that arrived between the counters and the join would sit in
+	// the queue, unmoved until more came (TestKernelJoinWithQueuedBytesStalls):
+	// then relay in user space after all. Once joined, SIOCINQ reports only
+	// what the program left for user space, so the receive counters are
+	// what tells.
+	cr, _, cq, cerr := sockCounters(connFD{client})
+	sr, _, sq, serr := sockCounters(connFD{server})
+	if err := errors.Join(cerr, serr); err != nil || cq != 0 || sq != 0 || cr != k.cRecv0 || sr != k.sRecv0 {
+		r.Leave(k.cCookie, k.sCookie)
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (arrived during the join)", ErrQueued)
+	}
+	return k, nil
+}
+
+// Cancel takes the sockets out of the map without relaying.
+func (k *Kernel) Cancel() { k.leave() }
+
+func (k *Kernel) leave() { k.left.Do(func() { k.r.Leave(k.cCookie, k.sCookie) }) }
+
+// Stop makes Run return at once (a drain deadline: the caller closes its
+// conns, which Run no longer uses; Run closes its own descriptors). Safe
+// from any goroutine, any number of times.
+func (k *Kernel) Stop() { k.stopOnce.Do(func() { close(k.stop) }) }
+
+// kernelLeg is one direction of a Kernel: the bytes src receives go out of
+// dst.
+type kernelLeg struct {
+	src, dst         sock
+	from             Side
+	recv0, dstSent0  uint64
+	recv             uint64 // last tcpi_bytes_received read
+	tok              uint64
+	ended, fin, open bool
+}
+
+// Run relays until both directions end and returns what a Relay would.
+// written is the number of bytes the caller wrote to the client since
+// JoinKernel (the login reply).
+//
+// Run first takes both sockets out of the Go runtime's poller: it keeps a
+// duplicate descriptor of each and closes the conns. Left registered
+// there, every segment the kernel moves would still wake the runtime's
+// netpoller (the socket signals readable and writable as bytes pass),
+// costing the proxy a thread wake-up per segment for nothing. The sockets
+// stay open through the duplicates, which Run closes when it returns: the
+// session is over then, and the caller's own Close of the conns is a no-op.
+func (k *Kernel) Run(written int) Result {
+	k.cSent0 += uint64(written)
+	res := Result{Mode: ModeSockmap}
+	cfd, cerr := dupFD(k.client)
+	sfd, serr := dupFD(k.server)
+	k.client.Close()
+	k.server.Close()
+	defer func() {
+		k.leave()
+		cfd.close()
+		sfd.close()
+	}()
+	if err := errors.Join(cerr, serr); err != nil {
+		res.Err = err
+		return res
+	}
+	legs := [2]kernelLeg{
+		{src: cfd, dst: sfd, from: SideClient, recv0: k.cRecv0, dstSent0: k.sSent0, recv: k.cRecv0},
+		{src: sfd, dst: cfd, from: SideServer, recv0: k.sRecv0, dstSent0: k.cSent0, recv: k.sRecv0},
+	}
+	ch := make(chan struct{}, 1)
+	failed := false
+	snapshot := func() {
+		for i := range legs {
+			if r, _, _, err := sockCounters(legs[i].src); err == nil {
+				legs[i].recv = r
+			}
+		}
+	}
+	fail := func(err error, from Side) {
+		failed = true
+		res.Err = err
+		if res.Ended == SideNone {
+			res.Ended = from
+		}
+		snapshot()
+		k.leave()
+		cfd.close()
+		sfd.close()
+	}
+	for i := range legs {
+		tok, err := k.w.add(legs[i].src, ch)
+		if err != nil {
+			fail(err, legs[i].from)
+			break
+		}
+		legs[i].tok, legs[i].open = tok, true
+	}
+	defer func() {
+		for i := range legs {
+			if legs[i].open {
+				k.w.remove(legs[i].src, legs[i].tok)
+			}
+		}
+	}()
+loop:
+	for !failed {
+		for i := range legs {
+			l := &legs[i]
+			eof, err := peekEnd(l.src)
+			switch {
+			case errors.Is(err, net.ErrClosed):
+				break loop // closed under Run (Stop follows)
+			case err != nil:
+				// A reset or error, also after this side's EOF: the
+				// other direction can no longer be delivered.
+				fail(err, l.from)
+				break loop
+			case eof && !l.ended:
+				// Clean EOF: hand over what src sent before its FIN,
+				// then pass the FIN on.
+				l.ended, l.fin = true, true
+				if res.Ended == SideNone {
+					res.Ended = l.from
+				}
+				if derr := drain(l.src, l.dst, l.recv0, l.dstSent0, DefaultDrainTimeout); derr != nil {
+					fail(derr, l.from)
+					break loop
+				}
+				shutWrite(l.dst)
+			}
+		}
+		if legs[0].ended && legs[1].ended {
+			break
+		}
+		select {
+		case <-ch:
+		case <-k.stop:
+			break loop
+		}
+	}
+	if !failed {
+		snapshot()
+	}
+	res.ClientToServer = payload(legs[0].recv-legs[0].recv0, legs[0].fin)
+	res.ServerToClient = payload(legs[1].recv-legs[1].recv0, legs[1].fin)
+	return res
+}
+
+// payload is the bytes a socket received since the join, less its FIN.
+func payload(n uint64, fin bool) int64 {
+	if fin && n > 0 {
+		n--
+	}
+	return int64(n)
+}
+
+// peekEnd tells, without blocking, whether src has ended: eof at a clean
+// EOF, an error for a reset or a socket error (net.ErrClosed when the conn
+// was closed). The verdict program takes every segment with data, so the
+// receive queue holds nothing but an empty FIN segment; bytes found there
+// mean the program let them through (a socket without a peer entry), an
+// error.
+func peekEnd(rc sock) (eof bool, err error) {
+	var serr error
+	var peek [1]byte
+	cerr := rc.Control(func(fd uintptr) {
+		for range 2 {
+			n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+			case errors.Is(err, unix.EPIPE):
+				// A send into this socket failed (the psock reports it
+				// here, and this read cleared it): look again.
+				continue
+			case err != nil:
+				serr = err
+			case n > 0:
+				serr = errors.New("sockmap relay: bytes left in a socket's queue (not redirected)")
+			default:
+				eof = true
+			}
+			return
+		}
+	})
+	if cerr != nil {
+		return false, cerr
+	}
+	return eof, serr
+}
+
+// drain waits until every byte src received since the join has been
+// written into dst (acknowledged or queued), so that a half-close of dst
+// cannot overtake bytes the kernel is still handing over. It gives up when
+// dst can no longer send, or when no progress is made for timeout.
+func drain(src, dst sock, srcRecv0, dstSent0 uint64, timeout time.Duration) error {
+	recv, _, _, err := sockCounters(src)
+	if err != nil {
+		return err
+	}
+	// src is at EOF: its FIN took one sequence number, which
+	// tcpi_bytes_received counts and which is not a byte to hand over.
+	want := uint64(payload(recv-srcRecv0, true))
+	var last uint64
+	deadline := time.Now().Add(timeout)
+	for wait := 20 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		_, sent, _, err := sockCounters(dst)
+		if err != nil {
+			return err
+		}
+		got := sent - dstSent0
+		if got >= want {
+			return nil
+		}
+		if got != last {
+			last, deadline = got, time.Now().Add(timeout)
+		}
+		if st, err := tcpState(dst); err != nil || (st != unix.BPF_TCP_ESTABLISHED && st != unix.BPF_TCP_CLOSE_WAIT) {
+			return fmt.Errorf("sockmap relay: %d of %d bytes handed over before the peer could no longer take them", got, want)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sockmap relay: %d of %d bytes handed over in %v", got, want, timeout)
+		}
+		time.Sleep(wait)
+	}
+}
+
+// sockCounters reads a socket's counters: bytes received (tcpi_bytes_received),
+// bytes written into it (tcpi_bytes_acked + the send queue, SIOCOUTQ: the
+// acked count is read first, so a concurrent ack can only make the sum
+// lower, never higher), and bytes waiting in its receive queue (SIOCINQ).
+func sockCounters(rc sock) (recv, sent uint64, inq int, err error) {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		var ti *unix.TCPInfo
+		if ti, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); serr != nil {
+			return
+		}
+		var outq int
+		if outq, serr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); serr != nil {
+			return
+		}
+		if inq, serr = unix.IoctlGetInt(int(fd), unix.SIOCINQ); serr != nil {
+			return
+		}
+		recv, sent = ti.Bytes_received, ti.Bytes_acked+uint64(outq)
+	}); err != nil {
+		return 0, 0, 0, err
+	}
+	return recv, sent, inq, serr
+}
+
+// tcpState returns the socket's TCP state (tcpi_state).
+func tcpState(rc sock) (uint8, error) {
+	var st uint8
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		var ti *unix.TCPInfo
+		if ti, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); serr == nil {
+			st = ti.State
+		}
+	}); err != nil {
+		return 0, err
+	}
+	return st, serr
+}
+
+// cookie returns the socket's cookie (SO_COOKIE), the map's key.
+func cookie(rc sock) (uint64, error) {
+	var v uint64
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		v, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+	}); err != nil {
+		return 0, err
+	}
+	return v, serr
+}
+
+// sock is a socket whose descriptor can be used: a conn's (connFD, which
+// keeps the descriptor from being closed and reused meanwhile) or one Run
+// owns (*rawFD).
+type sock interface {
+	Control(f func(fd uintptr)) error
+}
+
+// connFD is a conn's socket.
+type connFD struct{ c *net.TCPConn }
+
+func (c connFD) Control(f func(fd uintptr)) error {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(f)
+}
+
+// rawFD is a descriptor Run owns, outside the Go runtime's poller.
+type rawFD struct{ fd int }
+
+func (r *rawFD) Control(f func(fd uintptr)) error {
+	if r.fd < 0 {
+		return net.ErrClosed
+	}
+	f(uintptr(r.fd))
+	return nil
+}
+
+func (r *rawFD) close() {
+	if r != nil && r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+}
+
+// dupFD duplicates c's descriptor (close-on-exec, non-blocking like the
+// original).
+func dupFD(c *net.TCPConn) (*rawFD, error) {
+	r := &rawFD{fd: -1}
+	var derr error
+	err := connFD{c}.Control(func(fd uintptr) {
+		r.fd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err = errors.Join(err, derr); err != nil {
+		r.fd = -1
+		return r, err
+	}
+	return r, nil
+}
+
+// shutWrite half-closes the socket (shutdown SHUT_WR): its FIN follows
+// the bytes already queued.
+func shutWrite(rc sock) {
+	rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
+}
