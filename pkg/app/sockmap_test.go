@@ -355,3 +355,36 @@ func TestSockmapDrain(t *testing.T) {
 		t.Errorf("%d sessions relayed by sockmap, want 2", n)
 	}
 }
+
+// TestSockmapWithClientIdleTimeout: with client_idle_timeout set, a
+// plaintext session splices instead of joining the kernel relay (the idle
+// check reads the client socket), and the idle timeout still closes it.
+func TestSockmapWithClientIdleTimeout(t *testing.T) {
+	cfg := testenv.Config(t, testenv.Buckets(t, 1, nil))
+	cfg.Relay = config.RelaySockmap
+	cfg.ClientIdleTimeout = 500 * time.Millisecond
+	a := testenv.Proxy(t, cfg)
+	requireSockmap(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := dialBucket1(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Exec("SELECT 1", 0); err != nil {
+		t.Fatal(err)
+	}
+	c.NetConn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if n, err := c.NetConn().Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("idle client: read %d bytes, %v; want the proxy to close it", n, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("idle client closed after %v, client_idle_timeout 500ms", d)
+	}
+	sockmapSettled(t, a)
+	if n, s := a.Handler().Relayed(relay.ModeSockmap), a.Handler().Relayed(relay.ModeSplice); n != 0 || s != 1 {
+		t.Errorf("relayed: sockmap %d, splice %d; want 0 and 1", n, s)
+	}
+}

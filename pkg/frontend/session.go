@@ -171,7 +171,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	// 6. The login answer goes to the client as the backend framed it; a
 	// reused connection replays the answer to its own login.
 	res := conn.Login
-	s.joinKernel(conn) // relay: sockmap: before the client can send (sockmap.go)
+	s.joinKernel(conn, rt.Settings.ClientIdleTimeout) // relay: sockmap: before the client can send (sockmap.go)
 	defer s.leaveKernel()
 	n, err := s.out.Write(res.Response)
 	if err != nil {

@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"net"
+	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
@@ -19,9 +20,11 @@ func (h *Handler) SetKernelRelay(r relay.Redirector) { h.kernel = r }
 // backend's login answer was read and before it is written to the client,
 // so neither side can be sending (relay.JoinKernel checks it). A session
 // that cannot join (the map is full, bytes already queued) is relayed with
-// splice.
-func (s *session) joinKernel(c *pool.Conn) {
-	if s.h.kernel == nil || c.Pooled() || !c.Login.OK || c.Backend == nil {
+// splice. With client_idle_timeout set (idleTimeout > 0) sessions keep
+// splice too: the idle check reads the client socket's TCP_INFO, and the
+// kernel relay takes that socket out of the session.
+func (s *session) joinKernel(c *pool.Conn, idleTimeout time.Duration) {
+	if s.h.kernel == nil || idleTimeout > 0 || c.Pooled() || !c.Login.OK || c.Backend == nil {
 		return
 	}
 	client, ok := s.out.(*net.TCPConn)
