@@ -472,3 +472,66 @@ func TestMembershipKnownAtRegister(t *testing.T) {
 		t.Fatalf("share %d, want 6 (12 / 2, rank 1)", s[0].Share)
 	}
 }
+
+// TestReconcilingAdmitsOnlyWhatRedisCounts: the nemesis overshoot after a
+// partition healed. A holds 3 of 4; while it is cut off its records are
+// lost (reaped, or an empty Redis) and B takes all 4. When A is back, the
+// register can count none of A's 3 (Redis is full): with close they are
+// shed. During the settle time A admits on its local share, but only
+// within what Redis counts for it (0 here), never within what it held at
+// the register: otherwise the sessions it just shed are replaced by new
+// ones Redis does not count, and the backend holds 4 + A's share.
+func TestReconcilingAdmitsOnlyWhatRedisCounts(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	shed := make(chan int, 4)
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) {
+		o.PollInterval = time.Hour // the test moves A to fallback itself
+		o.SettleTime = 3 * time.Second
+		o.Shed = func(_ string, k int) int { shed <- k; return 0 }
+	})
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
+	ha := acquireN(t, a, "b", 3)
+	redistest.Do(t, c, "DEL", coord.KeyHeartbeat("a"))
+	if _, won, err := coord.ReclaimInstance(ctx5(t), c, "a", false); err != nil || !won {
+		t.Fatalf("reclaim: %v %v", won, err)
+	}
+	hb := acquireN(t, b, "b", 4)
+	defer releaseAll(hb)
+	// As a partition does: an op times out, A falls back (its local share
+	// is 2 of 4: rank 0 of a, b), then Redis answers and A re-registers.
+	a.toFallback("test", "b", errors.New("forced: cut off from redis"))
+	waitCond(t, 2*time.Second, "a reconciling", func() bool { return a.State() == StateReconciling })
+	select {
+	case k := <-shed:
+		if k != 0 {
+			t.Fatalf("shed to %d, want 0 (Redis counts none of A's sessions)", k)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no shed at the register")
+	}
+	// The app closes the 3 sessions.
+	releaseAll(ha)
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		tk, err := a.Acquire(ctx, "b")
+		cancel()
+		if err == nil {
+			tk.Release()
+			if a.State() == StateReconciling {
+				t.Fatalf("admission %d granted while reconciling: Redis counts 0 of A's slots and B holds all 4 (backend above max)", i+1)
+			}
+		}
+	}
+	if a.State() != StateReconciling {
+		t.Fatal("settle ended before the check: the test proved nothing")
+	}
+	waitCond(t, 5*time.Second, "a connected", func() bool { return a.State() == StateConnected })
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d, want 4", n)
+	}
+	if h := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); h != 0 {
+		t.Fatalf("a's hash %d, want 0", h)
+	}
+}
