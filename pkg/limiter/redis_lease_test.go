@@ -12,6 +12,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
+	"github.com/tdsgate/tdsgate/tools/cluster/netfault"
 )
 
 func TestExactShareSumsToMax(t *testing.T) {
@@ -534,4 +535,62 @@ func TestReconcilingAdmitsOnlyWhatRedisCounts(t *testing.T) {
 	if h := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); h != 0 {
 		t.Fatalf("a's hash %d, want 0", h)
 	}
+}
+
+// TestReleaseInDoubtLowersShare: the nemesis overshoot right after a
+// partition (stall) healed. A release sent into a stalled link times out
+// (A falls back) but is not withdrawn: it runs in Redis when the link
+// heals, before A re-registers, and B takes the freed slot at once. A's
+// local share was fixed while that slot counted as held, so A must not
+// hand it to a new session meanwhile, or the backend holds max + 1.
+func TestReleaseInDoubtLowersShare(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	nf, err := netfault.New(netfault.Fixed(rs.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nf.Close)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	a := newRedisLimiter(t, nf.Addr(), "a", bs, nil)
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
+	ha := acquireN(t, a, "b", 2)
+	hb := acquireN(t, b, "b", 2)
+	defer func() { releaseAll(hb) }()
+	waitCond(t, 2*time.Second, "a sees 2 instances", func() bool { return a.LiveInstances() == 2 })
+	nf.Set(netfault.Stall)
+	ha[0].Release() // sent into the stall: times out, A falls back
+	if !a.InFallback() {
+		t.Fatal("a not in fallback after a timed-out release")
+	}
+	if _, s := a.Status(); s[0].Share > 1 {
+		t.Fatalf("share %d after a release in doubt, want <= 1 (A holds 1 that Redis surely counts)", s[0].Share)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	tk, err := a.Acquire(ctx, "b")
+	cancel()
+	if err == nil {
+		defer tk.Release()
+		t.Fatal("a admitted in fallback in place of a release in doubt")
+	}
+	// The link heals: the stalled release runs; B may take the freed slot.
+	nf.Set(netfault.Pass)
+	waitCond(t, 5*time.Second, "b takes the freed slot", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		tk, err := b.Acquire(ctx, "b")
+		if err == nil {
+			hb = append(hb, tk)
+		}
+		return err == nil
+	})
+	// Sessions open: A 1, B 3 = max.
+	waitCond(t, 5*time.Second, "a connected", func() bool { return a.State() == StateConnected })
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d, want 4 (A 1 + B 3)", n)
+	}
+	if h := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); h != 1 {
+		t.Fatalf("a's hash %d, want 1", h)
+	}
+	releaseAll(ha[1:])
 }
