@@ -38,10 +38,12 @@ import (
 // are local. A probe loop tries Redis every ProbeInterval.
 //
 // reconciling: Redis answers again (possibly empty, restarted without
-// persistence). The instance has run the reconcile script: its hash is
-// exactly what it holds, the counts moved by the difference, max seeded if
-// absent, the instance registered again. It stays here SettleTime, admitting
-// only within min(share, what it told Redis), so that every other live
+// persistence). The instance has run the register script: its hash is
+// what it holds, lowered where Redis recorded more and re-acquired where it
+// recorded less, but never past max (what does not fit stays uncounted and,
+// with lease_loss close, is shed); max seeded if absent, the instance
+// registered again. It stays here SettleTime, admitting only within
+// min(share, what Redis now counts for it), so that every other live
 // instance has time to notice Redis is back and reconcile too before anyone
 // takes slots from Redis again; then it reconciles once more (releases made
 // meanwhile) and is connected. Tickets granted in fallback stay valid

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/coord"
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
+	"github.com/tdsgate/tdsgate/tools/cluster/netfault"
 )
 
 func TestExactShareSumsToMax(t *testing.T) {
@@ -471,4 +472,125 @@ func TestMembershipKnownAtRegister(t *testing.T) {
 	if _, s := b.Status(); s[0].Share != 6 {
 		t.Fatalf("share %d, want 6 (12 / 2, rank 1)", s[0].Share)
 	}
+}
+
+// TestReconcilingAdmitsOnlyWhatRedisCounts: the nemesis overshoot after a
+// partition healed. A holds 3 of 4; while it is cut off its records are
+// lost (reaped, or an empty Redis) and B takes all 4. When A is back, the
+// register can count none of A's 3 (Redis is full): with close they are
+// shed. During the settle time A admits on its local share, but only
+// within what Redis counts for it (0 here), never within what it held at
+// the register: otherwise the sessions it just shed are replaced by new
+// ones Redis does not count, and the backend holds 4 + A's share.
+func TestReconcilingAdmitsOnlyWhatRedisCounts(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	shed := make(chan int, 4)
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) {
+		o.PollInterval = time.Hour // the test moves A to fallback itself
+		o.SettleTime = 3 * time.Second
+		o.Shed = func(_ string, k int) int { shed <- k; return 0 }
+	})
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
+	ha := acquireN(t, a, "b", 3)
+	redistest.Do(t, c, "DEL", coord.KeyHeartbeat("a"))
+	if _, won, err := coord.ReclaimInstance(ctx5(t), c, "a", false); err != nil || !won {
+		t.Fatalf("reclaim: %v %v", won, err)
+	}
+	hb := acquireN(t, b, "b", 4)
+	defer releaseAll(hb)
+	// As a partition does: an op times out, A falls back (its local share
+	// is 2 of 4: rank 0 of a, b), then Redis answers and A re-registers.
+	a.toFallback("test", "b", errors.New("forced: cut off from redis"))
+	waitCond(t, 2*time.Second, "a reconciling", func() bool { return a.State() == StateReconciling })
+	select {
+	case k := <-shed:
+		if k != 0 {
+			t.Fatalf("shed to %d, want 0 (Redis counts none of A's sessions)", k)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no shed at the register")
+	}
+	// The app closes the 3 sessions.
+	releaseAll(ha)
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		tk, err := a.Acquire(ctx, "b")
+		cancel()
+		if err == nil {
+			tk.Release()
+			if a.State() == StateReconciling {
+				t.Fatalf("admission %d granted while reconciling: Redis counts 0 of A's slots and B holds all 4 (backend above max)", i+1)
+			}
+		}
+	}
+	if a.State() != StateReconciling {
+		t.Fatal("settle ended before the check: the test proved nothing")
+	}
+	waitCond(t, 5*time.Second, "a connected", func() bool { return a.State() == StateConnected })
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d, want 4", n)
+	}
+	if h := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); h != 0 {
+		t.Fatalf("a's hash %d, want 0", h)
+	}
+}
+
+// TestReleaseInDoubtLowersShare: the nemesis overshoot right after a
+// partition (stall) healed. A release sent into a stalled link times out
+// (A falls back) but is not withdrawn: it runs in Redis when the link
+// heals, before A re-registers, and B takes the freed slot at once. A's
+// local share was fixed while that slot counted as held, so A must not
+// hand it to a new session meanwhile, or the backend holds max + 1.
+func TestReleaseInDoubtLowersShare(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	nf, err := netfault.New(netfault.Fixed(rs.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nf.Close)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	a := newRedisLimiter(t, nf.Addr(), "a", bs, nil)
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
+	ha := acquireN(t, a, "b", 2)
+	hb := acquireN(t, b, "b", 2)
+	defer func() { releaseAll(hb) }()
+	waitCond(t, 2*time.Second, "a sees 2 instances", func() bool { return a.LiveInstances() == 2 })
+	nf.Set(netfault.Stall)
+	ha[0].Release() // sent into the stall: times out, A falls back
+	if !a.InFallback() {
+		t.Fatal("a not in fallback after a timed-out release")
+	}
+	if _, s := a.Status(); s[0].Share > 1 {
+		t.Fatalf("share %d after a release in doubt, want <= 1 (A holds 1 that Redis surely counts)", s[0].Share)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	tk, err := a.Acquire(ctx, "b")
+	cancel()
+	if err == nil {
+		defer tk.Release()
+		t.Fatal("a admitted in fallback in place of a release in doubt")
+	}
+	// The link heals: the stalled release runs; B may take the freed slot.
+	nf.Set(netfault.Pass)
+	waitCond(t, 5*time.Second, "b takes the freed slot", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		tk, err := b.Acquire(ctx, "b")
+		if err == nil {
+			hb = append(hb, tk)
+		}
+		return err == nil
+	})
+	// Sessions open: A 1, B 3 = max.
+	waitCond(t, 5*time.Second, "a connected", func() bool { return a.State() == StateConnected })
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d, want 4 (A 1 + B 3)", n)
+	}
+	if h := redistest.Int(t, c, "HGET", coord.KeyConns("a"), "b"); h != 1 {
+		t.Fatalf("a's hash %d, want 1", h)
+	}
+	releaseAll(ha[1:])
 }

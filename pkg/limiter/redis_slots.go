@@ -112,7 +112,27 @@ func (b *redisBucket) Give() {
 		}
 		l.mu.RUnlock()
 		l.toFallback("release", b.id, err)
+		b.releaseInDoubt()
 	}
+}
+
+// releaseInDoubt: a release failed (timed out, link reset) and its outcome
+// is unknown. A command that timed out is not withdrawn: a stalled link
+// delivers it later (typically the moment a partition heals, before this
+// instance re-registers), and Redis then frees the slot, which another
+// instance takes at once. The local share was fixed while this slot
+// counted as held (in Redis too), so the session that replaces it locally
+// would be one Redis does not count. Lower the share by one: the fallback
+// admits only what Redis counts for us even if the release does run.
+// Safe if it never runs: Redis then counts one slot more than we hold,
+// until the register on the way back corrects it.
+func (b *redisBucket) releaseInDoubt() {
+	l := b.l
+	l.mu.Lock()
+	if l.State() != StateConnected {
+		b.share.Store(max(b.share.Load()-1, 0))
+	}
+	l.mu.Unlock()
 }
 
 // CanHandOff: while connected, never (every release goes back to Redis, so

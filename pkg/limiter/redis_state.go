@@ -172,7 +172,12 @@ func (l *Redis) beginReconcile() {
 		return
 	}
 	for _, b := range *l.buckets.Load() {
-		b.told.Store(b.held.Load())
+		// What Redis now counts for us (the register's granted), not what
+		// we hold: slots that did not fit are uncounted, and with close
+		// their sessions are being shed; admitting up to held would replace
+		// them with sessions Redis does not count either (the backend above
+		// max for the whole settle time).
+		b.told.Store(max(b.held.Load()-b.uncounted.Load(), 0))
 	}
 	l.state.Store(int32(StateReconciling))
 	l.settleUntil = time.Now().Add(l.o.SettleTime)

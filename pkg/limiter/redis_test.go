@@ -209,6 +209,8 @@ func TestRedisFallbackAndReconcile(t *testing.T) {
 	da := waitCond(t, 3*time.Second, "a in fallback", a.InFallback)
 	db := waitCond(t, 3*time.Second, "b in fallback", b.InFallback)
 	t.Logf("fallback detected: a %s, b %s after SIGKILL of redis (idle instances: the lost connection kicks a poll)", da, db)
+	// The hook runs just after the state changes (outside the lock).
+	waitCond(t, time.Second, "fallback hook ran", func() bool { return fallbackHook.Load() >= 1 })
 	if fallbackHook.Load() != 1 || a.Fallbacks() != 1 {
 		t.Fatalf("fallback hook %d, counter %d; want 1", fallbackHook.Load(), a.Fallbacks())
 	}

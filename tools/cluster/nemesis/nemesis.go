@@ -830,15 +830,17 @@ func Markdown(r Result) string {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d / %d / %d | %d |\n", br.Bucket, br.Max, br.Samples, br.Over, br.MaxSample, br.Peak,
 			r.Counts[br.Bucket], r.SumHashes[br.Bucket], r.Open[br.Bucket], r.Lost[br.Bucket])
 	}
+	b.WriteString("\nWindows above max (since the start of the watch; the schedule below has the same time base):\n\n```\n")
 	for _, br := range r.Buckets {
 		for i, w := range br.Windows {
 			if i == 30 {
-				fmt.Fprintf(&b, "\n… %d more windows", len(br.Windows)-30)
+				fmt.Fprintf(&b, "… %d more windows\n", len(br.Windows)-30)
 				break
 			}
-			fmt.Fprintf(&b, "\n%s above max: %s", br.Bucket, w)
+			fmt.Fprintf(&b, "%s above max: %s\n", br.Bucket, w)
 		}
 	}
+	b.WriteString("```\n")
 	fmt.Fprintf(&b, "\nSessions completed: %d. Client errors by kind: %v.\n", r.Sessions, r.Errors)
 	fmt.Fprintf(&b, "Sessions the instances closed to fence themselves (lease_loss close): %v. Largest overshoot an instance announced it kept (lease_loss keep, its stated bound): %v in %d announcements.\n\n",
 		r.Closed, r.KeptOver, r.KeptLines)
