@@ -63,7 +63,13 @@
 //   - Slots that did not fit at a register are uncounted: releases consume
 //     them first, without Redis, and the poll has Redis count them when room
 //     frees. With lease_loss keep the backend may exceed max by at most
-//     that many (RedisBucketStatus.Uncounted), shrinking.
+//     that many (RedisBucketStatus.Uncounted), shrinking. While reconciling
+//     (settle time) the instance admits only within what the register
+//     granted, never within what it held.
+//   - A release that failed (timed out, link reset) may still run in Redis
+//     later (a stalled link delivers it when it heals): it lowers the local
+//     share by one, so the fallback never re-uses a slot Redis may have
+//     given away.
 //   - A different Redis answering (run_id: a Sentinel failover, a restart)
 //     makes the instance re-register at once, so that count = the sum of the
 //     hashes = the sessions open.
