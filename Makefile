@@ -50,7 +50,7 @@ NEMESIS_INSTANCES  ?= 4
 nemesis: ## Fault-injection soak (tools/cluster/nemesis): NEMESIS_DURATION (10m), NEMESIS_SEED (random, printed), NEMESIS_LEASE_LOSS (close|keep), NEMESIS_INSTANCES (4); report in bench/results/
 	@seed=$${NEMESIS_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "nemesis seed $$seed"; \
 	$(GO) test -count=1 -timeout 90m -run '^TestNemesis$$' -v ./tools/cluster/nemesis/ -args -nemesis.seed=$$seed \
-	  -nemesis.duration=$(NEMESIS_DURATION) -nemesis.lease-loss=$(NEMESIS_LEASE_LOSS) -nemesis.instances=$(NEMESIS_INSTANCES) \
+	  -nemesis.duration=$(NEMESIS_DURATION) -nemesis.lease-loss=$(NEMESIS_LEASE_LOSS) -nemesis.instances=$(NEMESIS_INSTANCES) -nemesis.faults=all -nemesis.slack=0 \
 	  -nemesis.report=$(CURDIR)/bench/results/$$(date -u +%F)-nemesis-$$seed-$(NEMESIS_LEASE_LOSS).md
 
 .PHONY: test-coverage
