@@ -383,7 +383,7 @@ func (r *Report) writeIdle(b *strings.Builder, base string) {
 			backend = fmt.Sprintf("%.1f", x.BackendRSSPer/1024)
 		}
 		gr, st, hp := "—", "—", "—"
-		if x.GoroutinesPer > 0 {
+		if x.HeapInusePer != 0 || x.GoroutinesPer != 0 { // scraped from its /metrics (0 goroutines is a figure)
 			gr = fmt.Sprintf("%.2f", x.GoroutinesPer)
 			st = fmt.Sprintf("%.1f", x.StackPer/1024)
 			hp = fmt.Sprintf("%.1f", x.HeapInusePer/1024)

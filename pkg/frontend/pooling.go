@@ -41,14 +41,11 @@ func (s *session) activate(c *pool.Conn, be *backend.Conn, res *backend.LoginRes
 	}
 }
 
-// relay runs the relay: splice or TLS for a connection of its own, framed
+// relay runs the relay: splice or TLS for a connection of its own (the
+// kernel relay runs without it, see startKernel), framed
 // (message boundaries tracked, RESETCONNECTION on a reused connection's
 // first request) for a pooled one.
 func (s *session) relay(c *pool.Conn) {
-	if s.kernel != nil {
-		s.relayed = s.kernel.Run(s.replied)
-		return
-	}
 	if !c.Pooled() {
 		s.relayed = relay.Relay(s.out, c.Backend.Conn)
 		return

@@ -52,6 +52,9 @@ type session struct {
 	// login reply (sockmap.go); replied is the reply's length.
 	kernel  *relay.Kernel
 	replied int
+	// detached: the session went on in the kernel relay without this
+	// goroutine, whose deferred end steps then do not run (sockmap.go).
+	detached bool
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -94,10 +97,10 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	}
 	s.out = raw
 	h.track(s)
-	defer h.untrack(s)
+	defer s.unlessDetached(func() { h.untrack(s) })
 	defer raw.Close()
 	s.log = h.Log.With("session", s.id, "client", s.client)
-	defer s.logClosed()
+	defer s.unlessDetached(s.logClosed)
 	// A panic ends this session only. Deferred after logClosed and before
 	// release: the slot is released (or the pooled connection returned)
 	// first, once, as the panic unwinds, then this logs and counts it.
@@ -166,7 +169,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	}
 	// The slot goes with the backend connection: back to the pool (made
 	// safe first), or closed and released.
-	defer s.release(conn)
+	defer s.unlessDetached(func() { s.release(conn) })
 
 	// 6. The login answer goes to the client as the backend framed it; a
 	// reused connection replays the answer to its own login.
@@ -190,22 +193,35 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	// 7. Relay until either side ends (a pooled session: until the client
 	// leaves, or client_idle_timeout closes it).
 	hook("relay")
+	if s.kernel != nil {
+		// relay: sockmap: the session goes on with no goroutine; its end
+		// runs relayEnded and the deferred steps above (sockmap.go).
+		s.startKernel(conn)
+		return
+	}
 	idled := func() bool { return false }
 	if it := rt.Settings.ClientIdleTimeout; it > 0 {
 		idled = s.watchIdle(it)
 	}
 	s.relay(conn)
+	s.relayEnded(idled())
+}
+
+// relayEnded counts the relay's end by mode and reports it (Serve's last
+// step).
+func (s *session) relayEnded(idled bool) {
+	h := s.h
 	h.relayed[s.relayed.Mode].Add(1)
 	s.outcome = "ok"
-	if idled() {
+	if idled {
 		s.outcome = "client_idle_timeout"
 	} else if s.relayed.Err != nil {
 		s.outcome = "relay_error"
 		if o, ok := h.Observer.(relayErrorObserver); ok {
-			o.RelayError(bucketID, s.relayed.Mode.String(), s.relayed.Err)
+			o.RelayError(s.bucket, s.relayed.Mode.String(), s.relayed.Err)
 		}
 	}
-	h.Observer.Relayed(bucketID, s.relayed.Mode.String(), s.relayed.ClientToServer, s.relayed.ServerToClient, time.Since(s.start))
+	h.Observer.Relayed(s.bucket, s.relayed.Mode.String(), s.relayed.ClientToServer, s.relayed.ServerToClient, time.Since(s.start))
 }
 
 // relayErrorObserver is an optional Observer method for relays that ended
@@ -243,7 +259,7 @@ func (s *session) abort() {
 		s.backend.Close()
 	}
 	if s.kernel != nil {
-		s.kernel.Stop() // closed sockets wake no one in the kernel relay
+		s.kernel.Stop() // the kernel relay ends the session
 	}
 	s.mu.Unlock()
 }

@@ -46,9 +46,41 @@ func (s *session) joinKernel(c *pool.Conn, idleTimeout time.Duration) {
 }
 
 // leaveKernel takes the session's sockets out of the kernel relay on every
-// path (Run leaves by itself; this covers a session that never ran it).
+// path that did not start it (a started one leaves by itself).
 func (s *session) leaveKernel() {
-	if s.kernel != nil {
+	if s.kernel != nil && !s.detached {
 		s.kernel.Cancel()
+	}
+}
+
+// startKernel hands the session to the kernel relay after its login reply
+// and lets Serve's goroutine end: an idle session relayed in the kernel
+// holds no goroutine (its ends are watched by one epoll for all
+// sessions). When both directions have ended, on a short-lived goroutine,
+// the rest of Serve runs in Serve's own order: relayEnded, then its
+// deferred steps (release, recover, logClosed, untrack; the conns are
+// closed already and pendingDone has run), which Serve's goroutine skips
+// once detached is set.
+func (s *session) startKernel(conn *pool.Conn) {
+	s.detached = true
+	s.kernel.Start(s.replied, func(r relay.Result) {
+		defer s.h.untrack(s)
+		defer s.logClosed()
+		defer func() {
+			if r := recover(); r != nil {
+				s.recovered(r)
+			}
+		}()
+		defer s.release(conn)
+		s.relayed = r
+		s.relayEnded(false)
+	})
+}
+
+// unlessDetached runs f (one of Serve's deferred end steps) unless the
+// session went on in the kernel relay, whose end runs it instead.
+func (s *session) unlessDetached(f func()) {
+	if !s.detached {
+		f()
 	}
 }

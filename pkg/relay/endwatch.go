@@ -14,11 +14,13 @@ import (
 // the wake-ups the kernel sends as each segment arrives carry EPOLLIN,
 // which epoll filters out, so a session's bytes wake nothing in user space;
 // its peer's FIN, a reset or an error does. A session holds no goroutine
-// of its own for this: its Run waits on a channel.
+// of its own for this: the watcher calls the session's wake function
+// (Kernel.wake), which must not block; it starts a short-lived goroutine
+// that handles the end.
 type endWatch struct {
 	epfd int
 	mu   sync.Mutex
-	subs map[uint64]chan<- struct{}
+	subs map[uint64]func()
 	next uint64
 	// events counts the events epoll delivered (tests: bytes must not
 	// add to it).
@@ -39,7 +41,7 @@ func sharedEndWatch() (*endWatch, error) {
 			watchErr = err
 			return
 		}
-		watch = &endWatch{epfd: fd, subs: map[uint64]chan<- struct{}{}}
+		watch = &endWatch{epfd: fd, subs: map[uint64]func(){}}
 		go watch.loop()
 	})
 	return watch, watchErr
@@ -59,23 +61,20 @@ func (w *endWatch) loop() {
 		w.mu.Lock()
 		for _, ev := range evs[:n] {
 			tok := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if ch := w.subs[tok]; ch != nil {
-				select {
-				case ch <- struct{}{}:
-				default: // already signalled
-				}
+			if wake := w.subs[tok]; wake != nil {
+				wake()
 			}
 		}
 		w.mu.Unlock()
 	}
 }
 
-// add watches the socket, signalling ch on its end.
-func (w *endWatch) add(rc sock, ch chan<- struct{}) (uint64, error) {
+// add watches the socket, calling wake on its end.
+func (w *endWatch) add(rc sock, wake func()) (uint64, error) {
 	w.mu.Lock()
 	w.next++
 	tok := w.next
-	w.subs[tok] = ch
+	w.subs[tok] = wake
 	w.mu.Unlock()
 	var cerr error
 	err := rc.Control(func(fd uintptr) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,19 +37,27 @@ const DefaultDrainTimeout = 5 * time.Second
 //
 //	JoinKernel   both receive queues empty → both sockets in the map,
 //	             counters' baselines taken (before the login reply)
-//	Run          the caller wrote the login reply; wait (endWatch: one
-//	             epoll for all sessions, woken by FIN, reset or error, never
-//	             by data) until both directions end (a clean EOF half-closes
-//	             the peer once the bytes before it are handed over; an error
-//	             closes both legs), then Leave
-//	Stop         the conns are being closed under Run (drain deadline):
-//	             Run returns at once
-//	Cancel       instead of Run, when the login reply could not be written
+//	Start        the caller wrote the login reply: Kernel takes both
+//	             sockets out of the Go runtime (duplicate descriptors, the
+//	             conns closed) and hands their ends to the shared end
+//	             watcher (endwatch.go). From here the session holds no
+//	             goroutine while it is idle.
+//	look         run on a short-lived goroutine when the watcher reports
+//	             an end (FIN, reset, error; never data) or Stop is called:
+//	             a clean EOF half-closes the peer once the bytes before it
+//	             are handed over; an error closes both legs. Then back to
+//	             idle, or, once both directions ended (or on an error or
+//	             Stop), finish.
+//	finish       exactly once: stop watching, Leave, close both
+//	             descriptors, then done(Result) on that same goroutine.
+//	Cancel       instead of Start, when the login reply could not be
+//	             written: Leave.
 //
-// Every path out of Run and Cancel leaves the map.
+// Run is Start waiting for done. Every path out of Start and Cancel
+// leaves the map.
 type Kernel struct {
 	r              Redirector
-	client, server *net.TCPConn
+	client, server *net.TCPConn // until Start
 	// base are the counters when the sockets joined.
 	cRecv0, sRecv0 uint64 // bytes received
 	cSent0, sSent0 uint64 // bytes written into the socket (acked + queued)
@@ -56,8 +65,17 @@ type Kernel struct {
 	cCookie        uint64
 	sCookie        uint64
 	w              *endWatch
-	stop           chan struct{}
-	stopOnce       sync.Once
+
+	// From Start on. running says a goroutine is in look (or Start has not
+	// handed the session to the watcher yet, or it finished): a wake-up
+	// then only sets pending, which that goroutine reads before it goes
+	// idle.
+	running, pending, stopped atomic.Bool
+	legs                      [2]kernelLeg
+	cfd, sfd                  *rawFD
+	res                       Result
+	failed                    bool
+	done                      func(Result)
 }
 
 // JoinKernel joins client and server in r. It must run while neither peer
@@ -71,7 +89,8 @@ func JoinKernel(r Redirector, client, server *net.TCPConn) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kernel{r: r, client: client, server: server, w: w, stop: make(chan struct{})}
+	k := &Kernel{r: r, client: client, server: server, w: w}
+	k.running.Store(true) // no look before Start
 	var cq, sq int
 	if k.cRecv0, k.cSent0, cq, err = sockCounters(connFD{client}); err != nil {
 		return nil, err
@@ -113,10 +132,13 @@ func (k *Kernel) Cancel() { k.leave() }
 
 func (k *Kernel) leave() { k.left.Do(func() { k.r.Leave(k.cCookie, k.sCookie) }) }
 
-// Stop makes Run return at once (a drain deadline: the caller closes its
-// conns, which Run no longer uses; Run closes its own descriptors). Safe
-// from any goroutine, any number of times.
-func (k *Kernel) Stop() { k.stopOnce.Do(func() { close(k.stop) }) }
+// Stop ends the session at once (a drain deadline, a shed): after Start,
+// its done runs soon after on another goroutine; before, Start finishes
+// at once. Safe from any goroutine, any number of times.
+func (k *Kernel) Stop() {
+	k.stopped.Store(true)
+	k.wake()
+}
 
 // kernelLeg is one direction of a Kernel: the bytes src receives go out of
 // dst.
@@ -129,114 +151,161 @@ type kernelLeg struct {
 	ended, fin, open bool
 }
 
-// Run relays until both directions end and returns what a Relay would.
-// written is the number of bytes the caller wrote to the client since
-// JoinKernel (the login reply).
+// Run relays until both directions end and returns what a Relay would:
+// Start, waiting for its done.
+func (k *Kernel) Run(written int) Result {
+	ch := make(chan Result, 1)
+	k.Start(written, func(r Result) { ch <- r })
+	return <-ch
+}
+
+// Start relays the session without holding a goroutine: it returns once
+// the session is handed to the end watcher (or over), and done receives
+// what a Relay would return, exactly once, when both directions have
+// ended, on whichever goroutine saw the end (the caller's own, when the
+// session ended before Start returned). written is the number of bytes
+// the caller wrote to the client since JoinKernel (the login reply).
 //
-// Run first takes both sockets out of the Go runtime's poller: it keeps a
-// duplicate descriptor of each and closes the conns. Left registered
+// Start first takes both sockets out of the Go runtime's poller: it keeps
+// a duplicate descriptor of each and closes the conns. Left registered
 // there, every segment the kernel moves would still wake the runtime's
 // netpoller (the socket signals readable and writable as bytes pass),
 // costing the proxy a thread wake-up per segment for nothing. The sockets
-// stay open through the duplicates, which Run closes when it returns: the
-// session is over then, and the caller's own Close of the conns is a no-op.
-func (k *Kernel) Run(written int) Result {
+// stay open through the duplicates, which finish closes: the caller's own
+// Close of the conns is a no-op.
+func (k *Kernel) Start(written int, done func(Result)) {
 	k.cSent0 += uint64(written)
-	res := Result{Mode: ModeSockmap}
+	k.done = done
+	k.res = Result{Mode: ModeSockmap}
 	cfd, cerr := dupFD(k.client)
 	sfd, serr := dupFD(k.server)
 	k.client.Close()
 	k.server.Close()
-	defer func() {
-		k.leave()
-		cfd.close()
-		sfd.close()
-	}()
-	if err := errors.Join(cerr, serr); err != nil {
-		res.Err = err
-		return res
-	}
-	legs := [2]kernelLeg{
+	k.client, k.server = nil, nil // the session keeps nothing of the conns alive
+	k.cfd, k.sfd = cfd, sfd
+	k.legs = [2]kernelLeg{
 		{src: cfd, dst: sfd, from: SideClient, recv0: k.cRecv0, dstSent0: k.sSent0, recv: k.cRecv0},
 		{src: sfd, dst: cfd, from: SideServer, recv0: k.sRecv0, dstSent0: k.cSent0, recv: k.sRecv0},
 	}
-	ch := make(chan struct{}, 1)
-	failed := false
-	snapshot := func() {
-		for i := range legs {
-			if r, _, _, err := sockCounters(legs[i].src); err == nil {
-				legs[i].recv = r
-			}
-		}
+	if err := errors.Join(cerr, serr); err != nil {
+		k.fail(err, SideNone)
+		k.finish()
+		return
 	}
-	fail := func(err error, from Side) {
-		failed = true
-		res.Err = err
-		if res.Ended == SideNone {
-			res.Ended = from
-		}
-		snapshot()
-		k.leave()
-		cfd.close()
-		sfd.close()
-	}
-	for i := range legs {
-		tok, err := k.w.add(legs[i].src, ch)
+	for i := range k.legs {
+		tok, err := k.w.add(k.legs[i].src, k.wake)
 		if err != nil {
-			fail(err, legs[i].from)
-			break
+			k.fail(err, k.legs[i].from)
+			k.finish()
+			return
 		}
-		legs[i].tok, legs[i].open = tok, true
+		k.legs[i].tok, k.legs[i].open = tok, true
 	}
-	defer func() {
-		for i := range legs {
-			if legs[i].open {
-				k.w.remove(legs[i].src, legs[i].tok)
+	// The first look, here: an end that came before the watcher was
+	// told. running is still true from JoinKernel.
+	k.look()
+}
+
+// wake is the end watcher's (and Stop's) call: look at the session on a
+// goroutine of its own, unless one is looking already (it will look
+// again).
+func (k *Kernel) wake() {
+	k.pending.Store(true)
+	if k.running.CompareAndSwap(false, true) {
+		go k.look()
+	}
+}
+
+// look handles the session's ends until it is idle again (no goroutine
+// left) or over (finish).
+func (k *Kernel) look() {
+	for {
+		k.pending.Store(false)
+		if k.step() {
+			k.finish() // running stays true: no look after this
+			return
+		}
+		k.running.Store(false)
+		if !k.pending.Load() || !k.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// step looks at both legs once; true: the session is over.
+func (k *Kernel) step() bool {
+	if k.stopped.Load() {
+		return true
+	}
+	for i := range k.legs {
+		l := &k.legs[i]
+		eof, err := peekEnd(l.src)
+		switch {
+		case err != nil:
+			// A reset or error, also after this side's EOF: the
+			// other direction can no longer be delivered.
+			k.fail(err, l.from)
+			return true
+		case eof && !l.ended:
+			// Clean EOF: hand over what src sent before its FIN,
+			// then pass the FIN on.
+			l.ended, l.fin = true, true
+			if k.res.Ended == SideNone {
+				k.res.Ended = l.from
 			}
-		}
-	}()
-loop:
-	for !failed {
-		for i := range legs {
-			l := &legs[i]
-			eof, err := peekEnd(l.src)
-			switch {
-			case errors.Is(err, net.ErrClosed):
-				break loop // closed under Run (Stop follows)
-			case err != nil:
-				// A reset or error, also after this side's EOF: the
-				// other direction can no longer be delivered.
-				fail(err, l.from)
-				break loop
-			case eof && !l.ended:
-				// Clean EOF: hand over what src sent before its FIN,
-				// then pass the FIN on.
-				l.ended, l.fin = true, true
-				if res.Ended == SideNone {
-					res.Ended = l.from
-				}
-				if derr := drain(l.src, l.dst, l.recv0, l.dstSent0, DefaultDrainTimeout); derr != nil {
-					fail(derr, l.from)
-					break loop
-				}
-				shutWrite(l.dst)
+			if derr := drain(l.src, l.dst, l.recv0, l.dstSent0, DefaultDrainTimeout); derr != nil {
+				k.fail(derr, l.from)
+				return true
 			}
-		}
-		if legs[0].ended && legs[1].ended {
-			break
-		}
-		select {
-		case <-ch:
-		case <-k.stop:
-			break loop
+			shutWrite(l.dst)
 		}
 	}
-	if !failed {
-		snapshot()
+	return k.legs[0].ended && k.legs[1].ended
+}
+
+// snapshot reads the receive counters while the descriptors are open.
+func (k *Kernel) snapshot() {
+	for i := range k.legs {
+		if r, _, _, err := sockCounters(k.legs[i].src); err == nil {
+			k.legs[i].recv = r
+		}
 	}
-	res.ClientToServer = payload(legs[0].recv-legs[0].recv0, legs[0].fin)
-	res.ServerToClient = payload(legs[1].recv-legs[1].recv0, legs[1].fin)
-	return res
+}
+
+// fail records the session's error, takes the counts, and closes both
+// legs at once (the peer of a reset sees its connection end).
+func (k *Kernel) fail(err error, from Side) {
+	k.failed = true
+	k.res.Err = err
+	if k.res.Ended == SideNone {
+		k.res.Ended = from
+	}
+	k.snapshot()
+	k.leave()
+	k.cfd.close()
+	k.sfd.close()
+}
+
+// finish ends the session, once: stop watching, leave the map, close the
+// descriptors, and report.
+func (k *Kernel) finish() {
+	if !k.failed {
+		k.snapshot()
+	}
+	for i := range k.legs {
+		if k.legs[i].open {
+			k.w.remove(k.legs[i].src, k.legs[i].tok)
+			k.legs[i].open = false
+		}
+	}
+	k.leave()
+	k.cfd.close()
+	k.sfd.close()
+	k.res.ClientToServer = payload(k.legs[0].recv-k.legs[0].recv0, k.legs[0].fin)
+	k.res.ServerToClient = payload(k.legs[1].recv-k.legs[1].recv0, k.legs[1].fin)
+	done := k.done
+	k.done = nil
+	done(k.res)
 }
 
 // payload is the bytes a socket received since the join, less its FIN.

@@ -21,7 +21,7 @@ func benchLegs(b *testing.B, kernel bool) (ac *net.TCPConn, stop func()) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		go func() { k.Run(0); close(done) }()
+		k.Start(0, func(Result) { close(done) })
 	} else {
 		go func() { Relay(cl, sl); close(done) }()
 	}

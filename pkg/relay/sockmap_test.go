@@ -67,7 +67,7 @@ func startKernel(t *testing.T, m *ebpf.Sockmap) *kernelLegs {
 	if _, err := io.ReadFull(l.ac, got); err != nil || string(got) != "reply" {
 		t.Fatalf("login reply: %q %v", got, err)
 	}
-	go func() { l.res <- k.Run(5) }()
+	k.Start(5, func(r Result) { l.res <- r })
 	return l
 }
 
@@ -382,14 +382,15 @@ func TestKernelRelayStop(t *testing.T) {
 	}
 }
 
-// An idle session relayed in the kernel holds no goroutine but the one
-// running Run (the session's own): every socket's end is watched by one
-// shared epoll goroutine, and its bytes wake nothing.
+// An idle session relayed in the kernel holds no goroutine: every
+// socket's end is watched by one shared epoll goroutine, its bytes wake
+// nothing, and an end is handled on a short-lived goroutine. Half-closed
+// sessions hold none either; the last end reports, once.
 func TestKernelRelayIdleGoroutines(t *testing.T) {
 	m := openSockmap(t)
-	startKernel(t, m) // the shared watcher is running from here on
+	first := startKernel(t, m) // the shared watcher is running from here on
 	g0 := runtime.NumGoroutine()
-	const n = 20
+	const n = 50
 	ls := make([]*kernelLegs, n)
 	for i := range ls {
 		ls[i] = startKernel(t, m)
@@ -402,14 +403,51 @@ func TestKernelRelayIdleGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond)
-	if g := runtime.NumGoroutine() - g0; g > n+2 {
-		t.Errorf("%d idle kernel-relayed sessions hold %d goroutines, want %d (one Run each)", n, g, n)
+	settled := func(want int) int {
+		var g int
+		for range 100 {
+			if g = runtime.NumGoroutine() - g0; g <= want {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return g
+	}
+	if g := settled(0); g > 0 {
+		t.Errorf("%d idle kernel-relayed sessions hold %d goroutines, want 0", n, g)
+	}
+	// Half-close every client: the FIN reaches the server, and the
+	// sessions go idle again, still without a goroutine.
+	for _, l := range ls {
+		l.ac.CloseWrite()
 	}
 	for _, l := range ls {
-		l.ac.Close()
+		l.as.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := l.as.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+			t.Fatalf("server after the client's half-close: %d, %v", n, err)
+		}
+	}
+	if g := settled(0); g > 0 {
+		t.Errorf("%d half-closed kernel-relayed sessions hold %d goroutines, want 0", n, g)
+	}
+	for _, l := range ls {
+		l.as.Write([]byte("bye"))
 		l.as.Close()
-		l.result(t)
+		res := l.result(t)
+		if res.Err != nil || res.Ended != SideClient || res.ServerToClient != 3 || res.ClientToServer != 1 {
+			t.Errorf("result %+v", res)
+		}
+		select {
+		case r := <-l.res:
+			t.Errorf("a second result: %+v", r)
+		default:
+		}
+	}
+	first.ac.Close()
+	first.as.Close()
+	first.result(t)
+	if n := m.Len(); n != 0 {
+		t.Errorf("map holds %d entries", n)
 	}
 }
 
