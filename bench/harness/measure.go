@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -332,6 +333,7 @@ func (e *env) measureChurn(ctx context.Context, t *Target, cl client, workers in
 // those of the last batch it held, and the note says how it died.
 func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Duration) Idle {
 	r := Idle{Row: row(t, rawClient{}), Wanted: n, NoFile: e.nofile}
+	forceGC(t.metrics)
 	before, err1 := sumStats(t.PIDs)
 	bb, err2 := readStat(e.standin.pid())
 	if err := errors.Join(err1, err2); err != nil {
@@ -419,8 +421,12 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		}
 	}
 	if held == n {
-		// Let goroutines and buffers settle, then read again.
+		// Let goroutines and buffers settle, collect the logins' garbage
+		// (tdsgate), then read again.
 		time.Sleep(time.Second)
+		if forceGC(t.metrics) {
+			time.Sleep(200 * time.Millisecond)
+		}
 		if a, err := sumStats(t.PIDs); err == nil {
 			after = a
 		}
@@ -665,6 +671,29 @@ func (e *env) startAdmissionProxies(ctx context.Context, path string, n int, red
 		t.PIDs = append(t.PIDs, e.redisProc.pid())
 	}
 	return t, stop, nil
+}
+
+// forceGC has every tdsgate instance (pprof: true) run a garbage
+// collection (net/http/pprof's heap profile with gc=1), so that the
+// figures read after it count what sessions hold, not the garbage their
+// logins left. It reports whether every instance did.
+func forceGC(addrs []string) bool {
+	if len(addrs) == 0 {
+		return false
+	}
+	cl := http.Client{Timeout: 10 * time.Second}
+	ok := true
+	for _, a := range addrs {
+		resp, err := cl.Get("http://" + a + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			ok = false
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		ok = ok && resp.StatusCode == http.StatusOK
+	}
+	return ok
 }
 
 // scrapeGo reads the Go runtime gauges from tdsgate's /metrics endpoints

@@ -349,7 +349,7 @@ func (r *Report) writeChurn(b *strings.Builder, base string) {
 func (r *Report) writeIdle(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Idle capacity\n\n")
-	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time) and held; RSS (VmRSS) and open fds of the proxy processes read before and 1 s after, divided by the sessions held. "+
+	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time) and held; RSS (VmRSS) and open fds of the proxy processes read before and 1 s after, divided by the sessions held; tdsgate runs a garbage collection (its `pprof` endpoint, `/debug/pprof/heap?gc=1`) before each reading, so its figures count what the sessions hold, not their logins' garbage. "+
 		"TLS-on-login sessions hold the same after login (the TLS state is dropped), so this runs in plain mode only. Each path runs on freshly started processes. "+
 		"For tdsgate, the Go runtime's own figures from its /metrics (goroutines, stack and heap bytes in use) show where the memory goes; "+
 		"heap *in use* counts buffers whose pages were never touched, which RSS does not. The stand-in's RSS per session is shown for scale.\n\n", r.Options.IdleSessions)

@@ -258,6 +258,12 @@ type Config struct {
 	// Env: METRICS_ADDR.
 	MetricsListen string `yaml:"metrics_listen"`
 
+	// Pprof serves Go's net/http/pprof under /debug/pprof/ on
+	// metrics_listen (behind admin_auth like /metrics): profiles, and a
+	// forced GC with /debug/pprof/heap?gc=1 (the benchmark harness reads
+	// idle memory after one). Default: false.
+	Pprof bool `yaml:"pprof"`
+
 	// Redis coordinates the limits of all instances. Without an address
 	// the instance runs standalone, with local limits only.
 	Redis Redis `yaml:"redis"`
