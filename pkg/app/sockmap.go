@@ -1,6 +1,8 @@
 package app
 
 import (
+	"log/slog"
+
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/ebpf"
 )
@@ -15,13 +17,17 @@ func (a *App) startSockmap(cfg *config.Config) {
 	if cfg.Relay != config.RelaySockmap {
 		return
 	}
-	m := ebpf.NewSockmap(0, a.log)
+	m := openSockmap(a.log)
 	if m == nil {
 		return
 	}
 	a.sockmap = m
 	a.handler.SetKernelRelay(m)
 }
+
+// openSockmap opens the kernel relay with ebpf.DefaultSockmapSessions
+// (tests replace it: a program that cannot load, a map that fills).
+var openSockmap = func(log *slog.Logger) *ebpf.Sockmap { return ebpf.NewSockmap(0, log) }
 
 // stopSockmap frees the program and its map, once no session uses them.
 func (a *App) stopSockmap() {

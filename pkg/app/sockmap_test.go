@@ -261,10 +261,11 @@ func (f *forwarder) received() []byte {
 
 // TestSockmapServerEnds: the backend leg ends from the server's side. A
 // half-close reaches the client as EOF while the client's bytes still
-// reach the server; a reset closes the client at once. Either way the
-// slot comes back and the map is empty.
+// reach the server; a reset closes the client at once; an abrupt close
+// reaches the client as EOF, and what it sends after is refused. Every
+// way the slot comes back and the map is empty.
 func TestSockmapServerEnds(t *testing.T) {
-	for _, how := range []string{"half-close", "reset"} {
+	for _, how := range []string{"half-close", "reset", "close"} {
 		t.Run(how, func(t *testing.T) {
 			std := testenv.Buckets(t, 1, nil)
 			f := newForwarder(t, std[0].Addr())
@@ -286,13 +287,23 @@ func TestSockmapServerEnds(t *testing.T) {
 			}
 			leg := f.leg(t)
 			before := len(f.received())
-			if how == "reset" {
+			switch how {
+			case "reset":
 				leg.SetLinger(0)
 				leg.Close()
 				if n, err := c.NetConn().Read(make([]byte, 1)); n != 0 || err == nil {
 					t.Fatalf("client after the server's reset: %d bytes, %v; want the connection closed", n, err)
 				}
-			} else {
+			case "close":
+				// Gone without a word: FIN, and a reset for anything
+				// sent after it.
+				leg.Close()
+				if n, err := c.NetConn().Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+					t.Fatalf("client after the server's close: %d bytes, %v; want EOF", n, err)
+				}
+				c.NetConn().Write([]byte("into a closed server"))
+				c.Close()
+			default:
 				leg.CloseWrite()
 				if n, err := c.NetConn().Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
 					t.Fatalf("client after the server's half-close: %d bytes, %v; want EOF", n, err)
