@@ -229,7 +229,103 @@ func (r *Report) goals() []goal {
 		}
 		gs = append(gs, x)
 	}
+	return append(gs, r.sockmapGoals()...)
+}
+
+// sockmapGoals are issue 17's targets for relay: sockmap, against splice
+// (tdsgate) and HAProxy in the same run. CPU counts the proxy's and the
+// host's kernel threads' (where the kernel relay forwards), since the
+// kernel relay moves its work out of the proxy process.
+func (r *Report) sockmapGoals() []goal {
+	var gs []goal
+	for _, m := range []string{ModePlain, ModeLoginTLS} {
+		for _, c := range r.Options.Concurrency {
+			d, h, s, k := r.rt(PathDirect, m, ClientRaw, c), r.rt(PathHAProxy, m, ClientRaw, c), r.rt(PathTdsgate, m, ClientRaw, c), r.rt(PathTdsgateSockmap, m, ClientRaw, c)
+			if k == nil {
+				continue
+			}
+			x := goal{name: fmt.Sprintf("sockmap: round trip +p50 ≤ splice's and HAProxy's, CPU/rt (proxy + kernel threads) ≤ splice's — %s, %d session%s", m, c, plural(c))}
+			if d != nil && h != nil && s != nil {
+				ok, oh, os := k.Lat.P50-d.Lat.P50, h.Lat.P50-d.Lat.P50, s.Lat.P50-d.Lat.P50
+				ck, cs := k.CPUPerRT()+k.KThreadPerRT(), s.CPUPerRT()+s.KThreadPerRT()
+				band := max(5*time.Microsecond, d.Lat.P50/10)
+				x.known = true
+				x.measured = fmt.Sprintf("+p50 %s vs splice %s, HAProxy %s µs; p99 %s vs %s, %s µs; CPU/rt %.1f+%.1f vs splice %.1f+%.1f µs (proxy+kthreads)",
+					usf(max(ok, 1)), usf(max(os, 1)), usf(max(oh, 1)), usf(k.Lat.P99), usf(s.Lat.P99), usf(h.Lat.P99), k.CPUPerRT(), k.KThreadPerRT(), s.CPUPerRT(), s.KThreadPerRT())
+				best := min(oh, os)
+				cpuOK, cpuN := ck <= cs, ck <= 1.15*cs+1
+				switch {
+				case ok <= best && cpuOK:
+					x.verdict = verdictMet
+				case ok-best <= band && cpuN:
+					x.verdict = verdictNoise
+				default:
+					x.verdict = verdictShort
+					x.why = whySockmapRT(c, ok-best > band, !cpuN)
+				}
+			}
+			gs = append(gs, x)
+		}
+		s, h, k := r.bulk(PathTdsgate, m, ClientRaw), r.bulk(PathHAProxy, m, ClientRaw), r.bulk(PathTdsgateSockmap, m, ClientRaw)
+		if k == nil {
+			continue
+		}
+		x := goal{name: fmt.Sprintf("sockmap: bulk MB/s ≥ splice's and HAProxy's, CPU/GB (proxy + kernel threads) ≤ splice's — %s", m)}
+		if s != nil && h != nil {
+			x.known = true
+			ck, cs := k.CPUPerGB+k.KThreadPerGB, s.CPUPerGB+s.KThreadPerGB
+			x.measured = fmt.Sprintf("%.0f vs splice %.0f, HAProxy %.0f MB/s; CPU/GB %.2f+%.2f vs splice %.2f+%.2f s (proxy+kthreads)", k.MBps, s.MBps, h.MBps, k.CPUPerGB, k.KThreadPerGB, s.CPUPerGB, s.KThreadPerGB)
+			best := max(s.MBps, h.MBps)
+			switch {
+			case k.MBps >= best && ck <= cs:
+				x.verdict = verdictMet
+			case k.MBps >= 0.95*best && ck <= max(1.15*cs, cs+0.1):
+				x.verdict = verdictNoise
+			default:
+				x.verdict = verdictShort
+				x.why = whySockmapBulk(k, s)
+			}
+		}
+		gs = append(gs, x)
+	}
+	if g := r.idle(PathTdsgateSockmap); g != nil {
+		x := goal{name: "sockmap: idle ≤ 8 KiB RSS per session, no relay goroutine", known: true}
+		x.measured = fmt.Sprintf("%.1f KiB, %.2f goroutines, %.2f fds per session (%d sessions)", g.RSSPerSession/1024, g.GoroutinesPer, g.FDsPerSession, g.Held)
+		switch {
+		case g.RSSPerSession <= 8*1024 && g.GoroutinesPer < 0.05:
+			x.verdict = verdictMet
+		case g.RSSPerSession <= 8.5*1024 && g.GoroutinesPer < 0.05:
+			x.verdict = verdictNoise
+		default:
+			x.verdict = verdictShort
+			x.why = fmt.Sprintf("%.2f goroutines, %.1f KiB of Go stacks and %.1f KiB of Go heap in use per session (after a GC).", g.GoroutinesPer, g.StackPer/1024, g.HeapInusePer/1024)
+		}
+		gs = append(gs, x)
+	}
 	return gs
+}
+
+// whySockmapRT and whySockmapBulk say where the kernel relay's time goes.
+// In the kernel (net/core/skmsg.c), a segment redirected to another
+// socket's egress is queued on that socket's psock and sent by its backlog
+// work item: a kernel worker wakes per burst of segments, in place of the
+// proxy's goroutine.
+const sockmapBacklog = "A segment the verdict program redirects is not sent from the softirq that received it: it is queued on the peer socket's psock and sent by the psock's backlog work item in a kernel worker (net/core/skmsg.c), so each burst still costs a wake-up and a context switch — in a kworker instead of the proxy — and the kworker competes for the same two cores."
+
+func whySockmapRT(conc int, slow, costly bool) string {
+	var b strings.Builder
+	b.WriteString(sockmapBacklog)
+	if slow && conc >= 16 {
+		b.WriteString(" At this concurrency the cores are saturated; kernel workers run at a fixed priority beside the load generator and the stand-in, and many sessions' segments wait in the same per-CPU workqueue.")
+	}
+	if costly {
+		b.WriteString(" The CPU per round trip moved into kernel threads is not smaller than what splice costs in the proxy.")
+	}
+	return b.String()
+}
+
+func whySockmapBulk(k, s *Bulk) string {
+	return fmt.Sprintf("%s For a bulk stream the backlog sends 4 KiB packets' segments one skb at a time (skb_send_sock), where splice moves whatever has queued (up to its 1 MiB pipe) per wake-up: %.2f s/GB in kernel threads against splice's %.2f s/GB in the proxy.", sockmapBacklog, k.KThreadPerGB, s.CPUPerGB)
 }
 
 func whyRoundTrip(path string, conc int) string {

@@ -221,8 +221,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if i, ok := rtBest[k]; !ok {
 			rtBest[k] = len(res.RoundTrips)
 			res.RoundTrips = append(res.RoundTrips, r)
-		} else if old := res.RoundTrips[i]; r.Err == "" && (old.Err != "" || r.PerSecond > old.PerSecond) {
-			res.RoundTrips[i] = r
+		} else {
+			old := res.RoundTrips[i]
+			rates := old.PassRates
+			if r.Err == "" {
+				rates = append(rates[:len(rates):len(rates)], r.PerSecond)
+			}
+			if r.Err == "" && (old.Err != "" || r.PerSecond > old.PerSecond) {
+				res.RoundTrips[i] = r
+			}
+			res.RoundTrips[i].PassRates = rates
 		}
 	}
 	for _, lv := range []struct {

@@ -54,6 +54,27 @@ type RoundTrip struct {
 	PerSecond float64
 	Lat       Latency
 	Errors    int
+	// ProxyCPU is the CPU seconds of the path's proxy processes over the
+	// counted round trips, KThreadCPU the host's kernel threads' over the
+	// same time (see kthreadCPU); Counted is how many round trips.
+	ProxyCPU, KThreadCPU float64
+	Counted              int
+	// PassRates are the round trips/s of every pass (the row keeps the
+	// best): the run's spread.
+	PassRates []float64
+}
+
+// CPUPerRT is the proxy's CPU per round trip, in µs.
+func (r RoundTrip) CPUPerRT() float64 { return perRT(r.ProxyCPU, r.Counted) }
+
+// KThreadPerRT is the host's kernel-thread CPU per round trip, in µs.
+func (r RoundTrip) KThreadPerRT() float64 { return perRT(r.KThreadCPU, r.Counted) }
+
+func perRT(sec float64, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return sec * 1e6 / float64(n)
 }
 
 // Bulk is one large result set streamed.
@@ -65,6 +86,9 @@ type Bulk struct {
 	ProxyCPU  float64 // CPU seconds (user+sys) of the path's proxy processes
 	CPUPerGB  float64 // ProxyCPU per 10^9 bytes relayed
 	BackendGB float64 // the stand-in's CPU seconds per GB, for scale
+	// KThreadCPU is the host's kernel threads' CPU seconds over the
+	// transfer (see kthreadCPU), KThreadPerGB per 10^9 bytes.
+	KThreadCPU, KThreadPerGB float64
 }
 
 // add merges another pass of the same path: bytes, time and CPU add up.
@@ -83,9 +107,11 @@ func (b Bulk) add(o Bulk) Bulk {
 	b.Bytes += o.Bytes
 	b.Seconds += o.Seconds
 	b.ProxyCPU += o.ProxyCPU
+	b.KThreadCPU += o.KThreadCPU
 	gb := float64(b.Bytes) / 1e9
 	b.MBps = float64(b.Bytes) / 1e6 / b.Seconds
 	b.CPUPerGB = b.ProxyCPU / gb
+	b.KThreadPerGB = b.KThreadCPU / gb
 	b.BackendGB = backend / gb
 	return b
 }
@@ -206,15 +232,25 @@ func (e *env) measureRoundTrip(ctx context.Context, t *Target, cl client, conc i
 		})
 	}
 	time.Sleep(time.Until(warm))
+	cpu0, _ := sumStats(t.PIDs)
+	k0 := kthreadCPU()
 	start := time.Now()
 	wg.Wait()
 	el := time.Since(start)
+	cpu1, _ := sumStats(t.PIDs)
+	k1 := kthreadCPU()
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
 	}
 	r.Lat = summarize(all)
 	r.PerSecond = float64(len(all)) / el.Seconds()
+	r.PassRates = []float64{r.PerSecond}
+	r.Counted = len(all)
+	if len(t.PIDs) > 0 {
+		r.ProxyCPU = (cpu1.CPU - cpu0.CPU).Seconds()
+	}
+	r.KThreadCPU = (k1 - k0).Seconds()
 	r.Errors = int(errs.Load())
 	if r.Errors > 0 {
 		r.Err = fmt.Sprintf("%d sessions failed", r.Errors)
@@ -245,9 +281,11 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 	}
 	before, err1 := sumStats(t.PIDs)
 	bb, err2 := readStat(e.standin.pid())
+	k0 := kthreadCPU()
 	start := time.Now()
 	bytes, err := s.stream(bulkQuery(n))
 	el := time.Since(start)
+	k1 := kthreadCPU()
 	after, err3 := sumStats(t.PIDs)
 	ba, err4 := readStat(e.standin.pid())
 	if err = errors.Join(err, err1, err2, err3, err4); err != nil {
@@ -262,6 +300,8 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 		r.CPUPerGB = r.ProxyCPU / gb
 	}
 	r.BackendGB = (ba.CPU - bb.CPU).Seconds() / gb
+	r.KThreadCPU = (k1 - k0).Seconds()
+	r.KThreadPerGB = r.KThreadCPU / gb
 	return r
 }
 

@@ -65,7 +65,8 @@ func TestQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []string{"## Machine", "## Reproduce", "## Goals", "## Round trip", "## Bulk", "## Churn", "## Idle capacity", "## Admission"} {
+	for _, h := range []string{"## Machine", "## Reproduce", "## Goals", "## Round trip", "## Bulk", "## Churn", "## Idle capacity", "## Admission",
+		"kthread CPU µs/rt", "sockmap: idle ≤ 8 KiB RSS per session"} {
 		if !strings.Contains(string(md), h) {
 			t.Errorf("report lacks %q", h)
 		}

@@ -234,7 +234,10 @@ func (r *Report) writeRoundTrips(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Round trip: SELECT 1 on a logged-in session\n\n")
 	w("Each session runs SELECT 1 back to back; latency is per round trip, throughput is the total over all sessions. %s "+
-		"\"+p50\" is the latency the path adds to direct's p50. Ratios compare with direct and HAProxy in the same mode and client.\n\n", r.passText(r.Options.RoundTripTime, "the table keeps each path's best pass (by round trips/s)"))
+		"\"+p50\" is the latency the path adds to direct's p50. Ratios compare with direct and HAProxy in the same mode and client. "+
+		"\"proxy CPU\" is user+sys of the path's proxy processes per counted round trip; \"kthread CPU\" is that of every kernel thread on the host (kworker, ksoftirqd: "+
+		"where the sockmap relay's forwarding runs, outside the proxy process) over the same time, per round trip — the whole machine's, so other work shows in it too; "+
+		"\"passes\" lists every pass's round trips/s (the run's spread).\n\n", r.passText(r.Options.RoundTripTime, "the table keeps each path's best pass (by round trips/s)"))
 	type key struct {
 		client string
 		conc   int
@@ -249,7 +252,7 @@ func (r *Report) writeRoundTrips(b *strings.Builder, base string) {
 	for _, k := range keys {
 		rows := filterRT(r.Results.RoundTrips, k.client, k.conc)
 		w("### %d concurrent session%s, %s client\n\n", k.conc, plural(k.conc), clientName(k.client))
-		t := &mdTable{head: []string{"path", "mode", "round trips/s", "p50 µs", "p99 µs", "p99.9 µs", "+p50 µs", "/s vs direct", "/s vs HAProxy", "p99 vs HAProxy", "note"}}
+		t := &mdTable{head: []string{"path", "mode", "round trips/s", "p50 µs", "p99 µs", "p99.9 µs", "+p50 µs", "/s vs direct", "/s vs HAProxy", "p99 vs HAProxy", "proxy CPU µs/rt", "kthread CPU µs/rt", "passes", "note"}}
 		for _, x := range rows {
 			d, h := refRT(rows, PathDirect, x), refRT(rows, PathHAProxy, x)
 			add, vd, vh, ph := "—", "—", "—", "—"
@@ -261,7 +264,19 @@ func (r *Report) writeRoundTrips(b *strings.Builder, base string) {
 				vh = ratio(x.PerSecond, h.PerSecond)
 				ph = ratio(float64(x.Lat.P99), float64(h.Lat.P99))
 			}
-			t.add(x.Path, x.Mode, num(x.PerSecond), usf(x.Lat.P50), usf(x.Lat.P99), usf(x.Lat.P999), add, vd, vh, ph, errCell(x.Err))
+			pc := "—"
+			if x.Path != PathDirect && x.Err == "" {
+				pc = fmt.Sprintf("%.1f", x.CPUPerRT())
+			}
+			kc := "—"
+			if x.Err == "" && x.Counted > 0 {
+				kc = fmt.Sprintf("%.1f", x.KThreadPerRT())
+			}
+			var passes []string
+			for _, v := range x.PassRates {
+				passes = append(passes, num(v))
+			}
+			t.add(x.Path, x.Mode, num(x.PerSecond), usf(x.Lat.P50), usf(x.Lat.P99), usf(x.Lat.P999), add, vd, vh, ph, pc, kc, strings.Join(passes, ", "), errCell(x.Err))
 		}
 		b.WriteString(t.String())
 		if k.client == ClientRaw {
@@ -278,10 +293,10 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 	w("`%s` (8000-byte VARCHAR rows, 4096-byte packets): one result set of %.0f MB with the raw client (packets counted, not decoded), %.0f MB with go-mssqldb (every row scanned), "+
 		fmt.Sprintf("in each of %d pass(es) over all the paths; MB/s and CPU are over all passes together. ", r.Options.Passes)+
 		"MB/s counts wire bytes (10^6 B/s). CPU is user+sys of the path's proxy processes from /proc/<pid>/stat (10 ms ticks) over the transfer, per 10^9 bytes relayed; "+
-		"the stand-in's own CPU per GB is shown for scale.\n\n",
+		"the stand-in's own CPU per GB is shown for scale, and so is the CPU of every kernel thread on the host over the transfer (kworker, ksoftirqd: where the sockmap relay's forwarding runs; the whole machine's, so other work shows in it too).\n\n",
 		"SELECT value, CAST(REPLICATE('x', 8000) AS VARCHAR(8000)) FROM generate_series(1, N)",
 		float64(r.Options.BulkBytes)/1e6, float64(r.Options.GoBulkBytes)/1e6)
-	t := &mdTable{head: []string{"path", "mode", "client", "MB", "MB/s", "proxy CPU s/GB", "stand-in CPU s/GB", "MB/s vs direct", "MB/s vs HAProxy", "CPU/GB vs HAProxy", "note"}}
+	t := &mdTable{head: []string{"path", "mode", "client", "MB", "MB/s", "proxy CPU s/GB", "kthread CPU s/GB", "stand-in CPU s/GB", "MB/s vs direct", "MB/s vs HAProxy", "CPU/GB vs HAProxy", "note"}}
 	find := func(path string, x Bulk) *Bulk {
 		for i := range r.Results.Bulks {
 			y := &r.Results.Bulks[i]
@@ -304,7 +319,11 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 		if x.Path != PathDirect && x.Err == "" {
 			cpu = fmt.Sprintf("%.2f", x.CPUPerGB)
 		}
-		t.add(x.Path, x.Mode, clientName(x.Client), num(float64(x.Bytes)/1e6), num(x.MBps), cpu, num(x.BackendGB), vd, vh, ch, errCell(x.Err))
+		kc := "—"
+		if x.Err == "" {
+			kc = fmt.Sprintf("%.2f", x.KThreadPerGB)
+		}
+		t.add(x.Path, x.Mode, clientName(x.Client), num(float64(x.Bytes)/1e6), num(x.MBps), cpu, kc, num(x.BackendGB), vd, vh, ch, errCell(x.Err))
 	}
 	b.WriteString(t.String())
 	w("\n![bulk MB/s](%s/bulk-mbps.png)\n\n![bulk CPU per GB](%s/bulk-cpu.png)\n\n", base, base)
