@@ -34,12 +34,15 @@
 // With relay: sockmap, a plaintext session of its own joins a BPF sockhash
 // before its login reply is written (JoinKernel, with a Redirector from
 // pkg/ebpf), and the kernel sends each segment on to the other socket.
-// Kernel.Run takes both sockets out of the Go runtime's poller (it keeps
+// Kernel.Start takes both sockets out of the Go runtime's poller (it keeps
 // duplicate descriptors and closes the conns), so moving bytes wakes no
-// proxy thread; it only waits for the ends, in one epoll shared by all
-// such sessions (endwatch.go), half-closes on a clean EOF once the bytes
-// before it are handed over, counts bytes from TCP_INFO, and leaves the
-// map and closes its descriptors on every path (ModeSockmap).
+// proxy thread, and hands their ends to one epoll shared by all such
+// sessions (endwatch.go): an idle session holds no goroutine at all. A
+// FIN, reset or error wakes a short-lived goroutine that half-closes the
+// peer on a clean EOF once the bytes before it are handed over; when both
+// directions have ended it counts the bytes from TCP_INFO, leaves the map,
+// closes the descriptors and calls the session's done, exactly once, on
+// every path (ModeSockmap).
 //
 // # Idle sessions hold no pipe
 //
