@@ -227,3 +227,34 @@ func TestSockmapFallbackMapFull(t *testing.T) {
 		t.Errorf("after the first left: %d sessions relayed by sockmap, want 2", k)
 	}
 }
+
+// TestSockmapCountsMatchSplice: the same session (two queries, then the
+// client closes) through a splicing proxy and a sockmap proxy in front of
+// the same stand-in counts the same bytes each way in
+// proxy_relay_bytes_total: TCP_INFO's counts, less the FINs, are the
+// relayed bytes splice counts.
+func TestSockmapCountsMatchSplice(t *testing.T) {
+	std := testenv.Buckets(t, 1, nil)
+	counts := map[config.RelayMode][2]float64{}
+	for _, mode := range []config.RelayMode{config.RelaySplice, config.RelaySockmap} {
+		cfg := testenv.Config(t, std)
+		cfg.Relay = mode
+		cfg.MetricsListen = "127.0.0.1:0"
+		a := testenv.Proxy(t, cfg)
+		c := selectOnce(t, a)
+		if r, err := c.Exec("SELECT value FROM generate_series(1, 5000)", 0); err != nil || len(r.Rows) != 5000 {
+			t.Fatalf("%s: %v %v", mode, r, err)
+		}
+		c.Close()
+		testenv.WaitUntil(t, func() bool { return a.Handler().Active() == 0 })
+		m := scrapeMetrics(t, a)
+		counts[mode] = [2]float64{
+			m[`proxy_relay_bytes_total{direction="client_to_server",mode="`+string(mode)+`"}`],
+			m[`proxy_relay_bytes_total{direction="server_to_client",mode="`+string(mode)+`"}`],
+		}
+	}
+	s, k := counts[config.RelaySplice], counts[config.RelaySockmap]
+	if s[0] == 0 || s[1] < 5000 || s != k {
+		t.Errorf("bytes client→server, server→client: splice %v, sockmap %v; want equal and non-zero", s, k)
+	}
+}

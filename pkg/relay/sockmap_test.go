@@ -481,3 +481,43 @@ func TestKernelRelayBytesWakeNothing(t *testing.T) {
 	l.as.Close()
 	l.result(t)
 }
+
+// Stop racing the ends: sessions whose legs close (cleanly or with a
+// reset) while Stop is called from other goroutines report exactly once,
+// and nothing is left in the map.
+func TestKernelRelayStopRacesEnds(t *testing.T) {
+	m := openSockmap(t)
+	const n = 40
+	ls := make([]*kernelLegs, n)
+	for i := range ls {
+		ls[i] = startKernel(t, m)
+	}
+	for i, l := range ls {
+		go func() {
+			switch i % 3 {
+			case 0:
+				l.ac.Close()
+				l.as.Close()
+			case 1:
+				l.ac.SetLinger(0)
+				l.ac.Close()
+			}
+		}()
+		go l.k.Stop()
+		go l.k.Stop()
+	}
+	for _, l := range ls {
+		l.result(t)
+	}
+	time.Sleep(50 * time.Millisecond)
+	for i, l := range ls {
+		select {
+		case r := <-l.res:
+			t.Errorf("session %d reported twice: %+v", i, r)
+		default:
+		}
+	}
+	if got := m.Len(); got != 0 {
+		t.Errorf("map holds %d entries", got)
+	}
+}
