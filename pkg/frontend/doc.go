@@ -13,6 +13,14 @@
 // the framed one, and release returns the backend to its pool, made safe
 // first. The slot belongs to the backend connection throughout.
 //
+// With relay: sockmap (sockmap.go) a plaintext session of its own joins
+// the kernel relay before its login reply, and after the reply Serve's
+// goroutine ends: an idle session relayed in the kernel holds no
+// goroutine. Its end, reported by the kernel relay on a short-lived
+// goroutine, runs the rest of Serve in Serve's own order (relayEnded,
+// release, logClosed, untrack); Serve's deferred steps skip themselves
+// once the session is detached.
+//
 // Refusals tell a client that has not logged in nothing internal: 50002
 // names only the bucket (the backend's address and the cause go to the
 // log), and no refusal reveals whether pooled connections exist.
