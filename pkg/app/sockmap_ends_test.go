@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"runtime"
@@ -28,21 +29,7 @@ func TestSockmapClientEnds(t *testing.T) {
 	for _, how := range []string{"reset", "close"} {
 		t.Run(how, func(t *testing.T) {
 			std := testenv.Buckets(t, 1, nil)
-			cfg := testenv.Config(t, std)
-			cfg.Relay = config.RelaySockmap
-			a := testenv.Proxy(t, cfg)
-			requireSockmap(t, a)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			c, err := dialBucket1(ctx, a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			if r, err := c.Exec("SELECT 1", 0); err != nil || len(r.Rows) != 1 {
-				t.Fatalf("SELECT 1: %v %v", r, err)
-			}
+			a, c := sockmapSession(t, testenv.Config(t, std))
 			if got := std[0].Stats().Current; got != 1 {
 				t.Fatalf("stand-in sessions %d, want 1", got)
 			}
@@ -131,6 +118,19 @@ func TestSockmapIdleSessionsHoldNoGoroutine(t *testing.T) {
 	if got := a.Handler().Relayed(relay.ModeSockmap); got != n {
 		t.Errorf("%d sessions relayed by sockmap, want %d", got, n)
 	}
+}
+
+// sockmapSession starts cfg with relay: sockmap and returns a session
+// through it that has run SELECT 1 (closed when the test ends).
+func sockmapSession(t *testing.T, cfg *config.Config) (*app.App, *tdsclient.Conn) {
+	t.Helper()
+	cfg.Relay = config.RelaySockmap
+	a := testenv.Proxy(t, cfg)
+	requireSockmap(t, a)
+	c := selectOnce(t, a)
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return a, c
 }
 
 // selectOnce logs in through a and runs SELECT 1.
@@ -257,4 +257,45 @@ func TestSockmapCountsMatchSplice(t *testing.T) {
 	if s[0] == 0 || s[1] < 5000 || s != k {
 		t.Errorf("bytes client→server, server→client: splice %v, sockmap %v; want equal and non-zero", s, k)
 	}
+}
+
+// TestSockmapShed: ShedSessions (redis.lease_loss close) reaches sessions
+// that hold no goroutine in the kernel relay: of 3, the 2 newest are
+// closed (their clients see the end, the stand-in's count drops to 1, the
+// map keeps only the oldest's entries), and the oldest still answers.
+func TestSockmapShed(t *testing.T) {
+	std := testenv.Buckets(t, 1, nil)
+	cfg := testenv.Config(t, std)
+	cfg.Relay = config.RelaySockmap
+	a := testenv.Proxy(t, cfg)
+	requireSockmap(t, a)
+	var conns []*tdsclient.Conn
+	for range 3 {
+		c := selectOnce(t, a)
+		defer c.Close()
+		conns = append(conns, c)
+		time.Sleep(5 * time.Millisecond) // distinct start times: newest first
+	}
+	if n := a.Handler().ShedSessions("bucket-001", 1); n != 2 {
+		t.Fatalf("shed %d sessions, want 2", n)
+	}
+	for _, c := range conns[1:] {
+		c.NetConn().SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.NetConn().Read(make([]byte, 1)); n != 0 || err == nil || isTimeoutErr(err) {
+			t.Fatalf("shed client: read %d, %v; want its connection ended", n, err)
+		}
+	}
+	testenv.WaitUntil(t, func() bool {
+		return std[0].Stats().Current == 1 && a.Sockmap().Len() == 2 && a.Limiter().Snapshot()[0].InUse == 1
+	})
+	if r, err := conns[0].Exec("SELECT 2", 0); err != nil || len(r.Rows) != 1 {
+		t.Fatalf("the oldest session after the shed: %v %v", r, err)
+	}
+	conns[0].Close()
+	sockmapSettled(t, a)
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -271,20 +271,7 @@ func TestSockmapServerEnds(t *testing.T) {
 			f := newForwarder(t, std[0].Addr())
 			cfg := testenv.Config(t, std)
 			cfg.Buckets[0].Address = f.ln.Addr().String()
-			cfg.Relay = config.RelaySockmap
-			a := testenv.Proxy(t, cfg)
-			requireSockmap(t, a)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			c, err := dialBucket1(ctx, a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			if r, err := c.Exec("SELECT 1", 0); err != nil || len(r.Rows) != 1 {
-				t.Fatalf("SELECT 1: %v %v", r, err)
-			}
+			a, c := sockmapSession(t, cfg)
 			leg := f.leg(t)
 			before := len(f.received())
 			switch how {
