@@ -261,7 +261,8 @@ type Config struct {
 	// Pprof serves Go's net/http/pprof under /debug/pprof/ on
 	// metrics_listen (behind admin_auth like /metrics): profiles, and a
 	// forced GC with /debug/pprof/heap?gc=1 (the benchmark harness reads
-	// idle memory after one). Default: false.
+	// idle memory after one). Read at start, like metrics_listen.
+	// Default: false.
 	Pprof bool `yaml:"pprof"`
 
 	// Redis coordinates the limits of all instances. Without an address
