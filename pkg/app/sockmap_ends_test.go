@@ -299,3 +299,45 @@ func isTimeoutErr(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestSockmapKeepsOtherRelays: with relay: sockmap, a session encrypted
+// end to end keeps the TLS relay and a pooled session the framed relay;
+// neither enters the map, and both answer.
+func TestSockmapKeepsOtherRelays(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		pooled bool
+		enc    string
+		want   relay.Mode
+	}{{"tls", false, tdsclient.EncryptFull, relay.ModeTLS}, {"pooled", true, tdsclient.EncryptLogin, relay.ModeFramed}} {
+		t.Run(tc.name, func(t *testing.T) {
+			std := testenv.Buckets(t, 1, nil)
+			cfg := testenv.Config(t, std)
+			if tc.pooled {
+				cfg = pooledConfig(t, std)
+			}
+			cfg.Relay = config.RelaySockmap
+			a := testenv.Proxy(t, cfg)
+			requireSockmap(t, a)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c, err := tdsclient.Dial(ctx, tdsclient.Options{Addr: a.Addr(), User: "sa", Password: testenv.Passwords[0],
+				Database: "tenant_db", Encrypt: tc.enc, Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := c.Exec("SELECT 1", 0); err != nil || len(r.Rows) != 1 {
+				t.Fatalf("SELECT 1: %v %v", r, err)
+			}
+			if n := a.Sockmap().Len(); n != 0 {
+				t.Errorf("map holds %d entries during a %s session", n, tc.name)
+			}
+			c.Close()
+			sockmapSettled(t, a)
+			h := a.Handler()
+			if got, k := h.Relayed(tc.want), h.Relayed(relay.ModeSockmap); got != 1 || k != 0 {
+				t.Errorf("relayed: %s %d, sockmap %d; want 1 and 0", tc.want, got, k)
+			}
+		})
+	}
+}
