@@ -69,7 +69,9 @@ type session struct {
 // connect) → login reply → relay → release. The slot taken in admit
 // belongs to the backend connection from then on: the deferred release
 // gives it back exactly once, however the session ends — or, with
-// pooling, keeps it with the connection in the pool.
+// pooling, keeps it with the connection in the pool. With relay: sockmap,
+// Serve returns once the session is in the kernel relay, whose end runs
+// the remaining steps in the same order (sockmap.go).
 //
 // c is the accepted connection: a *net.TCPConn, or the listener's
 // *listener.Conn when the PROXY protocol is on, whose RemoteAddr is the

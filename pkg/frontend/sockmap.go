@@ -63,7 +63,7 @@ func (s *session) leaveKernel() {
 // once detached is set.
 func (s *session) startKernel(conn *pool.Conn) {
 	s.detached = true
-	s.kernel.Start(s.replied, func(r relay.Result) {
+	s.kernel.Start(s.replied, func(res relay.Result) {
 		defer s.h.untrack(s)
 		defer s.logClosed()
 		defer func() {
@@ -72,7 +72,7 @@ func (s *session) startKernel(conn *pool.Conn) {
 			}
 		}()
 		defer s.release(conn)
-		s.relayed = r
+		s.relayed = res
 		s.relayEnded(false)
 	})
 }
