@@ -469,8 +469,8 @@ func TestMembershipKnownAtRegister(t *testing.T) {
 	rs.Pause()
 	defer rs.Resume()
 	b.ReportUnregistered() // any failure: fall back now
-	if _, s := b.Status(); s[0].Share != 6 {
-		t.Fatalf("share %d, want 6 (12 / 2, rank 1)", s[0].Share)
+	if _, s := b.Status(); s[0].Exact != 6 || s[0].Share != 0 {
+		t.Fatalf("exact share %d, share %d; want 6 (12 / 2, rank 1) and 0 (lease_loss close: what Redis counts for b)", s[0].Exact, s[0].Share)
 	}
 }
 
@@ -575,15 +575,7 @@ func TestReleaseInDoubtLowersShare(t *testing.T) {
 	}
 	// The link heals: the stalled release runs; B may take the freed slot.
 	nf.Set(netfault.Pass)
-	waitCond(t, 5*time.Second, "b takes the freed slot", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		tk, err := b.Acquire(ctx, "b")
-		if err == nil {
-			hb = append(hb, tk)
-		}
-		return err == nil
-	})
+	waitCond(t, 5*time.Second, "b takes the freed slot", func() bool { return tryAcquire(b, "b", &hb) })
 	// Sessions open: A 1, B 3 = max.
 	waitCond(t, 5*time.Second, "a connected", func() bool { return a.State() == StateConnected })
 	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
@@ -593,4 +585,138 @@ func TestReleaseInDoubtLowersShare(t *testing.T) {
 		t.Fatalf("a's hash %d, want 1", h)
 	}
 	releaseAll(ha[1:])
+}
+
+// TestFallbackGrowsOnlyWhenPeersConfirm: the partition hole. With
+// lease_loss close an instance that lost Redis admits only what Redis
+// counts for it; past its grow time (lease end + reclaim_after + one
+// heartbeat interval) it asks its peers, grows to its exact share only
+// when every one says its own lease is lost too, and sheds back as soon as
+// one does not. The time runs on a FakeClock.
+func TestFallbackGrowsOnlyWhenPeersConfirm(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 0}}
+	clk := NewFakeClock(time.Unix(1_000_000, 0))
+	ttl, reclaim, hbi, every := 2*time.Minute, time.Minute, 10*time.Second, time.Second
+	var peerLost atomic.Bool
+	var probes atomic.Int64
+	shed := make(chan int, 10)
+	a, err := NewRedis(RedisOptions{Addr: rs.Addr(), InstanceID: "a", OpTimeout: 200 * time.Millisecond, HeartbeatTTL: ttl, ReclaimAfter: reclaim,
+		HeartbeatInterval: hbi, PeerProbeInterval: every, PollInterval: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, Log: testLog(),
+		Shed: func(_ string, keep int) int { shed <- keep; return 0 },
+		ProbePeer: func(_ context.Context, id, addr string) (bool, error) {
+			probes.Add(1)
+			if id != "z" || addr != "z.example:8081" {
+				return false, errors.New("unexpected peer " + id + " at " + addr)
+			}
+			return peerLost.Load(), nil
+		}}, bs, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Disconnect()
+	newRedisLimiter(t, rs.Addr(), "z", bs, func(o *RedisOptions) { o.PeerAddr = "z.example:8081" })
+	waitCond(t, 2*time.Second, "a knows z's peer address", func() bool { return a.Peers()["z"] == "z.example:8081" })
+	held := acquireN(t, a, "b", 1)
+	defer func() { releaseAll(held) }()
+	rs.Pause()
+	defer rs.Resume()
+	if !a.PeerLease().Live {
+		t.Fatal("lease reported lost while connected")
+	}
+	clk.Advance(ttl) // past the lease's end: fallback
+	waitCond(t, 3*time.Second, "fallback", a.InFallback)
+	if a.PeerLease().Live {
+		t.Fatal("lease reported live in fallback past its deadline")
+	}
+	_, s := a.Status()
+	if s[0].Exact != 5 || s[0].Share != 1 {
+		t.Fatalf("exact %d, share %d; want 5 and 1 (what Redis counts for a)", s[0].Exact, s[0].Share)
+	}
+	tryOne := func() bool { return tryAcquire(a, "b", &held) }
+	if tryOne() {
+		t.Fatal("admitted past what Redis counts for a, with no outage confirmed")
+	}
+	// Past the grow time the peer is asked; it says its lease is live (it
+	// reaches Redis: a partition of a alone): no growth.
+	clk.Advance(reclaim + hbi)
+	waitCond(t, 3*time.Second, "z asked", func() bool { return probes.Load() > 0 })
+	time.Sleep(50 * time.Millisecond)
+	if a.Grown() || tryOne() {
+		t.Fatal("grew although the peer's lease is live")
+	}
+	// Redis is down for z too: a grows to its exact share.
+	peerLost.Store(true)
+	n := probes.Load()
+	clk.Advance(every)
+	waitCond(t, 3*time.Second, "grown", a.Grown)
+	if probes.Load() == n {
+		t.Fatal("grew without asking")
+	}
+	for i := range 4 {
+		if !tryOne() {
+			t.Fatalf("admission %d of the exact share refused after the outage was confirmed", i+2)
+		}
+	}
+	if tryOne() {
+		t.Fatal("admitted past the exact share")
+	}
+	// z reaches Redis again: a sheds back to what Redis counts (1).
+	peerLost.Store(false)
+	clk.Advance(every)
+	select {
+	case k := <-shed:
+		if k != 1 {
+			t.Fatalf("shed to %d, want 1", k)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no shed after the peer's lease came back")
+	}
+	if a.Grown() {
+		t.Fatal("still grown")
+	}
+	if _, s := a.Status(); s[0].Share != 1 {
+		t.Fatalf("share %d after shrinking, want 1", s[0].Share)
+	}
+}
+
+// TestFallbackAloneGrows: an instance with no peer (it last saw only
+// itself) grows to its exact share at once: nobody else can take a slot.
+func TestFallbackAloneGrows(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) { o.PeerProbeInterval = 50 * time.Millisecond })
+	held := acquireN(t, a, "b", 1)
+	rs.Kill()
+	waitCond(t, 3*time.Second, "fallback", a.InFallback)
+	waitCond(t, 3*time.Second, "grown", a.Grown)
+	held = append(held, acquireN(t, a, "b", 3)...)
+	releaseAll(held)
+}
+
+// TestSettleTimeCoversPeerShed: with peers to ask, the settle time is at
+// least a probe interval + a probe timeout + the shed allowance, so that
+// a grown instance is back within what Redis counts for it before a peer
+// that returned to Redis admits past its register grant.
+func TestSettleTimeCoversPeerShed(t *testing.T) {
+	o := RedisOptions{SettleTime: 100 * time.Millisecond, ProbePeer: func(context.Context, string, string) (bool, error) { return false, nil }}
+	o.setDefaults()
+	if want := DefaultPeerProbeInterval + DefaultPeerProbeTimeout + peerShedAllowance; o.SettleTime != want {
+		t.Fatalf("settle %s, want %s", o.SettleTime, want)
+	}
+	if DefaultRedisSettleTime <= MinSettleTime(DefaultPeerProbeInterval, DefaultPeerProbeTimeout) {
+		t.Fatalf("default settle %s not above the peer shed time %s", DefaultRedisSettleTime, MinSettleTime(DefaultPeerProbeInterval, DefaultPeerProbeTimeout))
+	}
+}
+
+// tryAcquire tries for 50 ms to take a slot of bucket, adding the ticket
+// to into.
+func tryAcquire(l *Redis, bucket string, into *[]Ticket) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	tk, err := l.Acquire(ctx, bucket)
+	if err == nil {
+		*into = append(*into, tk)
+	}
+	return err == nil
 }

@@ -5,7 +5,6 @@ package limiter
 
 import (
 	"context"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +31,7 @@ func (l *Redis) poll() {
 	for _, b := range bs {
 		cmds = append(cmds, c.B().Get().Key(coord.KeyCount(b.id)).Build())
 	}
-	cmds = append(cmds, c.B().Info().Section("server").Build())
+	cmds = append(cmds, c.B().Info().Section("server").Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
 	cached := make([]rueidis.CacheableTTL, 0, len(bs))
 	for _, b := range bs {
 		cached = append(cached, rueidis.CT(c.B().Get().Key(coord.KeyMax(b.id)).Cache(), cacheTTL))
@@ -51,11 +50,12 @@ func (l *Redis) poll() {
 		l.toFallback("poll", "", errUnregistered)
 		return
 	}
-	if info, err := res[len(res)-1].ToString(); err == nil {
+	if info, err := res[len(res)-2].ToString(); err == nil {
 		l.checkRunID(info)
 	}
 	if ids, err := res[1].AsStrSlice(); err == nil {
-		l.noteMembers(ids)
+		addrs, _ := res[len(res)-1].AsStrMap()
+		l.noteMembers(ids, addrs)
 	}
 	var maxRes []rueidis.RedisResult
 	if len(cached) > 0 {
@@ -104,14 +104,6 @@ func (l *Redis) poll() {
 	}
 }
 
-// noteMembers records N (the ids of proxy:instances ∪ proxy:fenced) and
-// this instance's rank among them, for the fallback shares.
-func (l *Redis) noteMembers(ids []string) {
-	slices.Sort(ids)
-	l.live.Store(int64(len(ids)))
-	l.rank.Store(int64(slices.Index(ids, l.InstanceID())))
-}
-
 // checkRunID notes the run_id of the Redis that answers. A new one (a
 // Sentinel failover to a replica, or a restart) may hold counts that are
 // stale (replication is asynchronous): this instance re-asserts its
@@ -152,7 +144,7 @@ func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
 				continue
 			}
 			// Released meanwhile: give the slot back.
-			coord.ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
+			coord.ReleaseSlotAt(ctx, l.client, l.InstanceID(), b.id, l.regEpoch.Load())
 		}
 		l.mu.RUnlock()
 		return

@@ -30,16 +30,45 @@ func (l *Redis) toFallback(op, bucket string, cause error) {
 }
 
 // fixSharesLocked sets every bucket's local share from what was last seen.
-// Called with mu held exclusively.
+// Called with mu held exclusively, as the state leaves Redis (connected or
+// reconciling → fallback), or at a start without Redis.
+//
+// Each bucket's exact share of max is fixed here (ExactShare; floor only
+// when Redis was never reached). With lease_loss close the share is at
+// most what Redis counts for this instance (counted: what it held minus
+// the uncounted slots, or the register's grant when it was reconciling):
+// slots Redis counts for it are slots no other instance can take, whether
+// this one is cut off alone or Redis is down for everyone. It grows to
+// the exact share only when every peer confirms the outage (redis_peers.go).
+// With keep the share is the exact share capped at what it held plus its
+// exact share of the slots that were free (fallbackShare).
 func (l *Redis) fixSharesLocked() map[string]int64 {
 	d := l.divisor()
 	rank := int(l.rank.Load())
-	if !l.everConnected.Load() {
+	ever := l.everConnected.Load()
+	if !ever {
 		rank = -1
 	}
+	reconciling := l.State() == StateReconciling
+	l.grown.Store(false)
 	out := map[string]int64{}
 	for _, b := range *l.buckets.Load() {
-		s := fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load() && l.everConnected.Load())
+		exact := fallbackShare(b.max.Load(), 0, 0, d, rank, false)
+		counted := max(b.held.Load()-b.uncounted.Load(), 0)
+		if t := b.told.Load(); reconciling && t >= 0 {
+			counted = min(counted, t)
+		}
+		b.exact.Store(exact)
+		b.counted.Store(counted)
+		var s int64
+		switch {
+		case !ever:
+			s = exact
+		case l.o.LeaseLossKeep:
+			s = fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load())
+		default:
+			s = min(exact, counted)
+		}
 		b.share.Store(s)
 		b.told.Store(-1)
 		out[b.id] = s
@@ -179,6 +208,7 @@ func (l *Redis) beginReconcile() {
 		// max for the whole settle time).
 		b.told.Store(max(b.held.Load()-b.uncounted.Load(), 0))
 	}
+	l.grown.Store(false)
 	l.state.Store(int32(StateReconciling))
 	l.settleUntil = time.Now().Add(l.o.SettleTime)
 	since := l.fallbackSince

@@ -1,0 +1,222 @@
+package limiter
+
+// Partitions and full outages (doc.go): in fallback with lease_loss close
+// an instance admits only within what Redis counts for it, unless every
+// peer confirms that its own lease is lost too (Redis is down for
+// everyone): then it may grow to its exact share. The peers are asked
+// through GET /peer/lease (package admin), whose answer is PeerLease.
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+)
+
+// PeerLease is this instance's answer to a peer's probe: its id, its
+// incarnation and whether its lease is lost (Live false): it is in
+// fallback and past its lease deadline, so it admits from nothing Redis
+// could hand to another instance.
+type PeerLease struct {
+	Instance    string
+	Incarnation string
+	Live        bool
+}
+
+// PeerLease reports this instance's lease for GET /peer/lease: lost
+// (Live false) only while it is in fallback and its lease deadline has
+// passed (or it never held one). Reconciling counts as live: it has
+// reached Redis and will admit from it after its settle time.
+func (l *Redis) PeerLease() PeerLease {
+	pl := PeerLease{Instance: l.InstanceID(), Incarnation: l.o.Incarnation, Live: true}
+	if l.State() == StateFallback {
+		dl := l.LeaseDeadline()
+		if dl.IsZero() || !l.opts.clock.Now().Before(dl) {
+			pl.Live = false
+		}
+	}
+	return pl
+}
+
+// Grown reports whether this instance, in fallback, admits up to its
+// exact shares because every peer confirmed a full outage.
+func (l *Redis) Grown() bool { return l.grown.Load() }
+
+// noteMembers records N (the ids of proxy:instances ∪ proxy:fenced), this
+// instance's rank among them, for the fallback shares, and the other ids
+// with the /peer/lease address each advertised (addrs: proxy:peers; nil:
+// not read, keep the addresses known).
+func (l *Redis) noteMembers(ids []string, addrs map[string]string) {
+	slices.Sort(ids)
+	self := l.InstanceID()
+	l.live.Store(int64(len(ids)))
+	l.rank.Store(int64(slices.Index(ids, self)))
+	var old map[string]string
+	if p := l.peers.Load(); p != nil {
+		old = *p
+	}
+	peers := make(map[string]string, len(ids))
+	for _, id := range ids {
+		if id == self {
+			continue
+		}
+		if addrs != nil {
+			peers[id] = addrs[id]
+		} else {
+			peers[id] = old[id]
+		}
+	}
+	l.peers.Store(&peers)
+}
+
+// Peers are the other instances last seen (proxy:instances ∪
+// proxy:fenced) and the /peer/lease address each advertised ("" none).
+func (l *Redis) Peers() map[string]string {
+	if p := l.peers.Load(); p != nil {
+		return maps.Clone(*p)
+	}
+	return map[string]string{}
+}
+
+// growAt is the earliest moment this instance may grow past what Redis
+// counts for it: its lease deadline + ReclaimAfter (when its peers, whose
+// leases ended within about a heartbeat interval of its own, have shed
+// what they held over their exact shares) + one heartbeat interval.
+func (l *Redis) growAt() time.Time {
+	dl := l.LeaseDeadline()
+	if dl.IsZero() {
+		return dl
+	}
+	return dl.Add(l.o.ReclaimAfter + l.o.HeartbeatInterval)
+}
+
+// watchPeers is the full-outage check, in its own goroutine so that no
+// Redis call delays it: in fallback with lease_loss close, every
+// PeerProbeInterval once past growAt, it asks every peer whether its
+// lease is lost too; the shares grow to the exact ones if all say so and
+// shrink back (shedding) as soon as one does not.
+func (l *Redis) watchPeers() {
+	defer l.wg.Done()
+	clk := l.opts.clock
+	for {
+		t := clk.NewTimer(l.peerRound(clk.Now()))
+		select {
+		case <-l.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// peerRound is one round of watchPeers; it returns when to look again.
+func (l *Redis) peerRound(now time.Time) time.Duration {
+	every := l.o.PeerProbeInterval
+	if l.o.LeaseLossKeep || !l.everConnected.Load() || l.State() != StateFallback {
+		return every
+	}
+	peers := l.Peers()
+	if len(peers) > 0 {
+		// Alone, nobody else can take a slot: grow at once. With peers,
+		// wait until the over-share ones have shed.
+		if at := l.growAt(); at.IsZero() || now.Before(at) {
+			return min(every, max(at.Sub(now), time.Millisecond))
+		}
+	}
+	if !l.grown.Load() && !l.wantsGrowth() {
+		return every
+	}
+	ok, why := l.confirmOutage(peers)
+	l.setGrown(ok, why)
+	return every
+}
+
+// wantsGrowth reports whether some bucket's share is below its exact
+// share (else growing changes nothing: no probe needed).
+func (l *Redis) wantsGrowth() bool {
+	for _, b := range *l.buckets.Load() {
+		if b.share.Load() < b.exact.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// confirmOutage asks every peer at once, within PeerProbeTimeout, whether
+// its lease is lost. It is confirmed only if all answered "lost"; why
+// names the first peer that did not.
+func (l *Redis) confirmOutage(peers map[string]string) (ok bool, why string) {
+	if len(peers) == 0 {
+		return true, ""
+	}
+	if l.o.ProbePeer == nil {
+		return false, "peers cannot be asked (no probe configured)"
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.o.PeerProbeTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var not []string
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		addr := peers[id]
+		if addr == "" {
+			not = append(not, id+": advertised no address (redis.peer_address)")
+			continue
+		}
+		wg.Go(func() {
+			lost, err := l.o.ProbePeer(ctx, id, addr)
+			if err == nil && lost {
+				return
+			}
+			reason := id + ": lease live"
+			if err != nil {
+				reason = id + ": " + err.Error()
+			}
+			mu.Lock()
+			not = append(not, reason)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(not) > 0 {
+		slices.Sort(not)
+		return false, not[0]
+	}
+	return true, ""
+}
+
+// setGrown applies a round's verdict, if the limiter is still in
+// fallback: grown, each share is the exact one; not, each share is
+// min(exact, counted) and the sessions over it are closed.
+func (l *Redis) setGrown(grow bool, why string) {
+	l.mu.Lock()
+	if l.State() != StateFallback || l.grown.Load() == grow {
+		l.mu.Unlock()
+		return
+	}
+	shares := map[string]int64{}
+	for _, b := range *l.buckets.Load() {
+		s := b.exact.Load()
+		if !grow {
+			s = min(s, b.counted.Load())
+		}
+		b.share.Store(s)
+		shares[b.id] = s
+	}
+	l.grown.Store(grow)
+	l.mu.Unlock()
+	if grow {
+		l.log.Warn("fallback: every peer confirms its lease is lost too (redis is down for everyone): admitting up to the exact shares",
+			"peers", len(l.Peers()), "shares", formatShares(shares))
+		l.wakeAll()
+		return
+	}
+	l.log.Warn("fallback: a peer does not confirm the outage (it may reach redis): back to what redis counts for this instance",
+		"reason", why, "shares", formatShares(shares))
+	for _, b := range *l.buckets.Load() {
+		if b.held.Load() > shares[b.id] {
+			l.shed(b.id, int(shares[b.id]))
+		}
+	}
+}
