@@ -33,6 +33,10 @@ type PeerLease struct {
 	// Lease is LeaseLive or LeaseLost: lost while the instance is in
 	// fallback and past its lease deadline.
 	Lease string `json:"lease"`
+	// View is a digest of the instances the answering one splits each
+	// max among (its last-seen membership): peers grow only when all
+	// report the same.
+	View string `json:"view"`
 }
 
 // PeerHandler serves GET /peer/lease from lease. It is always behind
@@ -87,11 +91,11 @@ var ErrPeerMismatch = errors.New("peer: the address answers for another instance
 
 // Probe asks the instance id at addr (host:port) for its lease, within
 // ctx. lost is true only when that instance answered 200 with lease
-// "lost".
-func (c *PeerClient) Probe(ctx context.Context, id, addr string) (lost bool, err error) {
+// "lost"; view is its View.
+func (c *PeerClient) Probe(ctx context.Context, id, addr string) (lost bool, view string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+PeerLeasePath, nil)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	c.mu.RLock()
 	switch {
@@ -103,22 +107,22 @@ func (c *PeerClient) Probe(ctx context.Context, id, addr string) (lost bool, err
 	c.mu.RUnlock()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("peer %s: %s", addr, resp.Status)
+		return false, "", fmt.Errorf("peer %s: %s", addr, resp.Status)
 	}
 	var pl PeerLease
 	if err := json.Unmarshal(body, &pl); err != nil {
-		return false, fmt.Errorf("peer %s: %w", addr, err)
+		return false, "", fmt.Errorf("peer %s: %w", addr, err)
 	}
 	if pl.Instance != id {
-		return false, fmt.Errorf("%w (asked %s, answered %s)", ErrPeerMismatch, id, pl.Instance)
+		return false, "", fmt.Errorf("%w (asked %s, answered %s)", ErrPeerMismatch, id, pl.Instance)
 	}
-	return pl.Lease == LeaseLost, nil
+	return pl.Lease == LeaseLost, pl.View, nil
 }

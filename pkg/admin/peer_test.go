@@ -24,7 +24,7 @@ func TestPeerLease(t *testing.T) {
 			if lost.Load() {
 				l = admin.LeaseLost
 			}
-			return admin.PeerLease{Instance: "p1", Incarnation: "inc1", Lease: l}
+			return admin.PeerLease{Instance: "p1", Incarnation: "inc1", Lease: l, View: "v1"}
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,11 @@ func TestPeerLease(t *testing.T) {
 	probe := func(id string) (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		return pc.Probe(ctx, id, addr)
+		lost, view, err := pc.Probe(ctx, id, addr)
+		if err == nil && view != "v1" {
+			t.Errorf("view %q, want v1", view)
+		}
+		return lost, err
 	}
 	if l, err := probe("p1"); err != nil || l {
 		t.Fatalf("live peer: lost %v err %v", l, err)

@@ -77,7 +77,7 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		if !pl.Live {
 			lease = admin.LeaseLost
 		}
-		return admin.PeerLease{Instance: pl.Instance, Incarnation: pl.Incarnation, Lease: lease}
+		return admin.PeerLease{Instance: pl.Instance, Incarnation: pl.Incarnation, Lease: lease, View: pl.View}
 	}
 	if cfg.PeerAddr() == "" && leaseLoss(rc.LeaseLoss) == config.LeaseLossClose {
 		log.Warn("redis: no redis.peer_address (and health_listen has no host of its own): the other instances cannot confirm "+

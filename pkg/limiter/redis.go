@@ -139,10 +139,11 @@ type RedisOptions struct {
 	PeerAddr string
 	// ProbePeer asks peer id at addr whether its lease is lost too
 	// (GET /peer/lease): lost true only on an answer from that instance
-	// saying "lost". nil: peers cannot be asked (an instance with peers
+	// saying "lost"; view is the digest of its view of the instances
+	// (PeerLease.View), which must equal ours. nil: peers cannot be asked (an instance with peers
 	// then never grows in fallback). See doc.go, "Partitions and full
 	// outages".
-	ProbePeer func(ctx context.Context, id, addr string) (lost bool, err error)
+	ProbePeer func(ctx context.Context, id, addr string) (lost bool, view string, err error)
 	// PeerProbeInterval and PeerProbeTimeout: see the Default* constants.
 	// With ProbePeer set, SettleTime is raised to at least PeerProbeInterval
 	// + PeerProbeTimeout + 250 ms (the settle-time argument of doc.go).
@@ -258,7 +259,13 @@ type Redis struct {
 	// confirmed its lease is lost too, so the shares are the exact ones
 	// (lease_loss close; see redis_peers.go).
 	peers atomic.Pointer[map[string]string]
+	view  atomic.Pointer[string] // digest of the view (redis_peers.go)
 	grown atomic.Bool
+	// seen: each id of the view and when it was last read in Redis; addrs
+	// its last advertised /peer/lease address. Guarded by viewMu.
+	viewMu sync.Mutex
+	seen   map[string]time.Time
+	addrs  map[string]string
 	// regEpoch is the register epoch of the last successful register: releases
 	// carry it, so one delivered late, after a re-register, is ignored.
 	regEpoch   atomic.Int64

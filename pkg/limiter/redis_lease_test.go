@@ -600,23 +600,25 @@ func TestFallbackGrowsOnlyWhenPeersConfirm(t *testing.T) {
 	ttl, reclaim, hbi, every := 2*time.Minute, time.Minute, 10*time.Second, time.Second
 	var peerLost atomic.Bool
 	var probes atomic.Int64
+	var z *Redis
 	shed := make(chan int, 10)
 	a, err := NewRedis(RedisOptions{Addr: rs.Addr(), InstanceID: "a", OpTimeout: 200 * time.Millisecond, HeartbeatTTL: ttl, ReclaimAfter: reclaim,
 		HeartbeatInterval: hbi, PeerProbeInterval: every, PollInterval: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, Log: testLog(),
 		Shed: func(_ string, keep int) int { shed <- keep; return 0 },
-		ProbePeer: func(_ context.Context, id, addr string) (bool, error) {
+		ProbePeer: func(_ context.Context, id, addr string) (bool, string, error) {
 			probes.Add(1)
 			if id != "z" || addr != "z.example:8081" {
-				return false, errors.New("unexpected peer " + id + " at " + addr)
+				return false, "", errors.New("unexpected peer " + id + " at " + addr)
 			}
-			return peerLost.Load(), nil
+			return peerLost.Load(), z.View(), nil
 		}}, bs, WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Disconnect()
-	newRedisLimiter(t, rs.Addr(), "z", bs, func(o *RedisOptions) { o.PeerAddr = "z.example:8081" })
+	z = newRedisLimiter(t, rs.Addr(), "z", bs, func(o *RedisOptions) { o.PeerAddr = "z.example:8081" })
 	waitCond(t, 2*time.Second, "a knows z's peer address", func() bool { return a.Peers()["z"] == "z.example:8081" })
+	waitCond(t, 2*time.Second, "a and z see the same instances", func() bool { return a.View() == z.View() })
 	held := acquireN(t, a, "b", 1)
 	defer func() { releaseAll(held) }()
 	rs.Pause()
@@ -699,7 +701,7 @@ func TestFallbackAloneGrows(t *testing.T) {
 // a grown instance is back within what Redis counts for it before a peer
 // that returned to Redis admits past its register grant.
 func TestSettleTimeCoversPeerShed(t *testing.T) {
-	o := RedisOptions{SettleTime: 100 * time.Millisecond, ProbePeer: func(context.Context, string, string) (bool, error) { return false, nil }}
+	o := RedisOptions{SettleTime: 100 * time.Millisecond, ProbePeer: func(context.Context, string, string) (bool, string, error) { return false, "", nil }}
 	o.setDefaults()
 	if want := DefaultPeerProbeInterval + DefaultPeerProbeTimeout + peerShedAllowance; o.SettleTime != want {
 		t.Fatalf("settle %s, want %s", o.SettleTime, want)
@@ -719,4 +721,42 @@ func tryAcquire(l *Redis, bucket string, into *[]Ticket) bool {
 		*into = append(*into, tk)
 	}
 	return err == nil
+}
+
+// TestStaleViewDoesNotGrowAlone: the first instance to register again
+// after Redis restarted empty reads a membership of itself alone; if it
+// then loses Redis before its next poll, it must still count the
+// instances it saw a moment before (the view keeps every id seen within
+// heartbeat_ttl + reclaim_after) and ask them, never grow as if alone.
+// The nemesis found it: peak 19 of 10 after an outage-start.
+func TestStaleViewDoesNotGrowAlone(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 0}}
+	var asked sync.Map
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) {
+		o.HeartbeatTTL, o.ReclaimAfter, o.HeartbeatInterval, o.PeerProbeInterval = 2*time.Second, 200*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+		o.PollInterval = 100 * time.Millisecond
+		o.ProbePeer = func(_ context.Context, id, _ string) (bool, string, error) {
+			asked.Store(id, true)
+			return false, "", errors.New("no answer")
+		}
+	})
+	newRedisLimiter(t, rs.Addr(), "b", bs, func(o *RedisOptions) { o.PollInterval = time.Hour; o.PeerAddr = "b.example:1" })
+	waitCond(t, 2*time.Second, "a sees b", func() bool { _, ok := a.Peers()["b"]; return ok })
+	// As right after an empty restart that a registered into first: a's
+	// reads list a alone (b has not re-registered yet).
+	redistest.Do(t, c, "SREM", coord.KeyInstances, "b")
+	time.Sleep(300 * time.Millisecond) // a few polls of a read {a}
+	rs.Pause()
+	defer rs.Resume()
+	waitCond(t, 5*time.Second, "a in fallback", func() bool { return a.State() == StateFallback })
+	if _, ok := a.Peers()["b"]; !ok || a.LiveInstances() != 2 {
+		t.Fatalf("a's view lost b: peers %v, N %d", a.Peers(), a.LiveInstances())
+	}
+	waitCond(t, 5*time.Second, "a asks b", func() bool { _, ok := asked.Load("b"); return ok })
+	time.Sleep(200 * time.Millisecond)
+	if a.Grown() {
+		t.Fatal("a grew although b, which it saw a moment ago, did not confirm the outage")
+	}
 }

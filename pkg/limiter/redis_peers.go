@@ -8,8 +8,11 @@ package limiter
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,6 +25,10 @@ type PeerLease struct {
 	Instance    string
 	Incarnation string
 	Live        bool
+	// View is the digest of the instance's view of the instances (the
+	// ids its fallback shares split max among): a grown share is only
+	// safe if every instance splits among the same ids.
+	View string
 }
 
 // PeerLease reports this instance's lease for GET /peer/lease: lost
@@ -29,7 +36,7 @@ type PeerLease struct {
 // passed (or it never held one). Reconciling counts as live: it has
 // reached Redis and will admit from it after its settle time.
 func (l *Redis) PeerLease() PeerLease {
-	pl := PeerLease{Instance: l.InstanceID(), Incarnation: l.o.Incarnation, Live: true}
+	pl := PeerLease{Instance: l.InstanceID(), Incarnation: l.o.Incarnation, Live: true, View: l.View()}
 	if l.State() == StateFallback {
 		dl := l.LeaseDeadline()
 		if dl.IsZero() || !l.opts.clock.Now().Before(dl) {
@@ -43,35 +50,76 @@ func (l *Redis) PeerLease() PeerLease {
 // exact shares because every peer confirmed a full outage.
 func (l *Redis) Grown() bool { return l.grown.Load() }
 
-// noteMembers records N (the ids of proxy:instances ∪ proxy:fenced), this
-// instance's rank among them, for the fallback shares, and the other ids
-// with the /peer/lease address each advertised (addrs: proxy:peers; nil:
-// not read, keep the addresses known).
+// noteMembers records the ids of proxy:instances ∪ proxy:fenced just
+// read (addrs: proxy:peers, each id's /peer/lease address; nil: not
+// read). The view the fallback shares and the outage check use is every
+// id seen within viewWindow (itself included), not only the last read: a
+// read right after Redis restarted empty lists only the instances that
+// registered again so far (at worst this one alone), and an instance
+// that falls back before its next poll must not take that for the
+// membership. N is the view's size, the rank this instance's place in
+// it, and the peers the other ids with their last advertised address.
 func (l *Redis) noteMembers(ids []string, addrs map[string]string) {
-	slices.Sort(ids)
+	now := l.opts.clock.Now()
 	self := l.InstanceID()
-	l.live.Store(int64(len(ids)))
-	l.rank.Store(int64(slices.Index(ids, self)))
-	var old map[string]string
-	if p := l.peers.Load(); p != nil {
-		old = *p
+	l.viewMu.Lock()
+	defer l.viewMu.Unlock()
+	if l.seen == nil {
+		l.seen, l.addrs = map[string]time.Time{}, map[string]string{}
 	}
-	peers := make(map[string]string, len(ids))
+	l.seen[self] = now
 	for _, id := range ids {
-		if id == self {
-			continue
+		l.seen[id] = now
+	}
+	for id, a := range addrs {
+		if a != "" {
+			l.addrs[id] = a
 		}
-		if addrs != nil {
-			peers[id] = addrs[id]
-		} else {
-			peers[id] = old[id]
+	}
+	for id, at := range l.seen {
+		if id != self && now.Sub(at) > l.viewWindow() {
+			delete(l.seen, id)
+			delete(l.addrs, id)
+		}
+	}
+	view := slices.Sorted(maps.Keys(l.seen))
+	l.live.Store(int64(len(view)))
+	l.rank.Store(int64(slices.Index(view, self)))
+	peers := make(map[string]string, len(view))
+	for _, id := range view {
+		if id != self {
+			peers[id] = l.addrs[id]
 		}
 	}
 	l.peers.Store(&peers)
+	d := viewDigest(view)
+	l.view.Store(&d)
 }
 
-// Peers are the other instances last seen (proxy:instances ∪
-// proxy:fenced) and the /peer/lease address each advertised ("" none).
+// viewWindow is how long an id seen in proxy:instances ∪ proxy:fenced
+// stays in this instance's view after it was last seen: a heartbeat TTL
+// plus reclaim_after (a reaper keeps a dead instance listed at least that
+// long anyway).
+func (l *Redis) viewWindow() time.Duration { return l.o.HeartbeatTTL + l.o.ReclaimAfter }
+
+// viewDigest names a view (sorted ids): peers grow only when every one
+// reports the same view, so that their exact shares are of one split.
+func viewDigest(ids []string) string {
+	h := sha256.Sum256([]byte(strings.Join(ids, "\n")))
+	return hex.EncodeToString(h[:8])
+}
+
+// View is the digest of this instance's current view of the instances
+// (see noteMembers), as /peer/lease reports it.
+func (l *Redis) View() string {
+	if v := l.view.Load(); v != nil {
+		return *v
+	}
+	return viewDigest([]string{l.InstanceID()})
+}
+
+// Peers are the other instances of this instance's view and the
+// /peer/lease address each advertised ("" none).
 func (l *Redis) Peers() map[string]string {
 	if p := l.peers.Load(); p != nil {
 		return maps.Clone(*p)
@@ -153,6 +201,7 @@ func (l *Redis) confirmOutage(peers map[string]string) (ok bool, why string) {
 	if l.o.ProbePeer == nil {
 		return false, "peers cannot be asked (no probe configured)"
 	}
+	mine := l.View()
 	ctx, cancel := context.WithTimeout(l.ctx, l.o.PeerProbeTimeout)
 	defer cancel()
 	var mu sync.Mutex
@@ -165,13 +214,16 @@ func (l *Redis) confirmOutage(peers map[string]string) (ok bool, why string) {
 			continue
 		}
 		wg.Go(func() {
-			lost, err := l.o.ProbePeer(ctx, id, addr)
-			if err == nil && lost {
+			lost, view, err := l.o.ProbePeer(ctx, id, addr)
+			if err == nil && lost && view == mine {
 				return
 			}
 			reason := id + ": lease live"
-			if err != nil {
+			switch {
+			case err != nil:
 				reason = id + ": " + err.Error()
+			case lost:
+				reason = id + ": another view of the instances (" + view + ", ours " + mine + ")"
 			}
 			mu.Lock()
 			not = append(not, reason)
@@ -196,7 +248,12 @@ func (l *Redis) setGrown(grow bool, why string) {
 		return
 	}
 	shares := map[string]int64{}
+	d, rank := l.divisor(), int(l.rank.Load())
 	for _, b := range *l.buckets.Load() {
+		if grow {
+			// The split every peer confirmed (same view): N and rank now.
+			b.exact.Store(fallbackShare(b.max.Load(), 0, 0, d, rank, false))
+		}
 		s := b.exact.Load()
 		if !grow {
 			s = min(s, b.counted.Load())
@@ -208,7 +265,7 @@ func (l *Redis) setGrown(grow bool, why string) {
 	l.mu.Unlock()
 	if grow {
 		l.log.Warn("fallback: every peer confirms its lease is lost too (redis is down for everyone): admitting up to the exact shares",
-			"peers", len(l.Peers()), "shares", formatShares(shares))
+			"peers", len(l.Peers()), "view", l.View(), "shares", formatShares(shares))
 		l.wakeAll()
 		return
 	}
