@@ -79,8 +79,8 @@
 //     since that register already wrote what the instance held.
 //
 // Fallback shares are exact (ExactShare): instance i of N ranked by id
-// among proxy:instances ∪ proxy:fenced gets floor(max/N) + 1 if i < max
-// mod N. An instance that never reached Redis uses ExpectedInstances
+// among proxy:instances ∪ proxy:fenced (as seen within heartbeat_ttl +
+// reclaim_after) gets floor(max/N) + 1 if i < max mod N. An instance that never reached Redis uses ExpectedInstances
 // (floor only) or, with 0, refuses with CodeNoShare (TDS error 50011).
 // How much of it an instance that lost Redis may use depends on
 // lease_loss (next section).
@@ -110,8 +110,15 @@
 //     peer advertised in proxy:peers (config redis.peer_address) for GET
 //     /peer/lease, within PeerProbeTimeout. Only if every one answers, as
 //     itself, that its lease is lost (it is in fallback past its own
-//     deadline) are the shares the exact ones; they sum to max, and no one
-//     takes from Redis. It asks again every PeerProbeInterval and, as soon
+//     deadline), and reports the same view of the instances (a digest of
+//     the ids it splits max among), are the shares the exact ones of that
+//     view; they sum to max, and no one takes from Redis.
+//   - The view is every id read in proxy:instances ∪ proxy:fenced within
+//     heartbeat_ttl + reclaim_after, not only the last read: right after
+//     Redis restarted empty, the first instance to register again reads
+//     itself alone, and one that loses Redis before its next poll would
+//     otherwise split max among one (the nemesis saw 19 of 10). N and the
+//     rank of the exact shares come from the same view. It asks again every PeerProbeInterval and, as soon
 //     as one peer answers "live" (it reached Redis: reconciling or
 //     connected) or does not answer, it goes back to min(exact, counted)
 //     and sheds the sessions over it. An instance that saw no peer grows
