@@ -61,9 +61,10 @@ end
 //	ARGV: id, incarnation, heartbeat TTL ms, heartbeat value, then triples:
 //	      bucket, held, seed max
 //	→ {-1} the id's lease belongs to another live incarnation (nothing
-//	  changed); else the new register epoch, then a flat list of
-//	  quadruples: bucket, granted (what the hash records now), count
-//	  after, max.
+//	  changed); else the new register epoch, fresh (1: Redis did not list
+//	  this incarnation as a live member: it lost its data, or a reaper
+//	  took the id out), then a flat list of quadruples: bucket, granted
+//	  (what the hash records now), count after, max.
 //
 // The register epoch (fencing token of the releases, see releaseScript)
 // is max(previous + 1, Redis time in µs): it grows with every register,
@@ -83,6 +84,10 @@ if hb and string.match(hb, '^(%S+)') ~= ARGV[2] then
   return {-1}
 end
 local owner = redis.call('GET', KEYS[4])
+local fresh = 0
+if owner ~= ARGV[2] or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  fresh = 1
+end
 if owner ~= ARGV[2] then
   free_all(KEYS[1], ARGV[1])
 end
@@ -107,7 +112,7 @@ for i = 1, #fields, 2 do
     order[#order + 1] = fields[i]
   end
 end
-local out = {ep}
+local out = {ep, fresh}
 for _, b in ipairs(order) do
   local mk = 'proxy:bucket:' .. b .. ':max'
   if seed[b] then
@@ -339,6 +344,11 @@ type Registration struct {
 	// releases carry (ReleaseSlotAt) until its next register.
 	Epoch   int64
 	Buckets []Reconciled
+	// Fresh: Redis did not list this incarnation as a live member before
+	// (it restarted empty, failed over to a replica that lacked it, or a
+	// reaper fenced or forgot the id). The other instances may be
+	// re-registering too: see the limiter's settle time.
+	Fresh bool
 }
 
 // RegisterInstance is Register's per-bucket outcome alone.
@@ -381,8 +391,15 @@ func Register(ctx context.Context, c rueidis.Client, id, inc string, ttl time.Du
 	if ep == -1 {
 		return Registration{}, ErrIDTaken
 	}
+	if len(vs) < 2 {
+		return Registration{}, errors.New("register script: short reply")
+	}
+	fresh, err := vs[1].AsInt64()
+	if err != nil {
+		return Registration{}, err
+	}
 	out := make([]Reconciled, 0, len(vs)/4)
-	for i := 1; i+3 < len(vs); i += 4 {
+	for i := 2; i+3 < len(vs); i += 4 {
 		var r Reconciled
 		var err error
 		if r.Bucket, err = vs[i].ToString(); err != nil {
@@ -400,7 +417,7 @@ func Register(ctx context.Context, c rueidis.Client, id, inc string, ttl time.Du
 		r.Delta = r.Granted - before[r.Bucket]
 		out = append(out, r)
 	}
-	return Registration{Epoch: ep, Buckets: out}, nil
+	return Registration{Epoch: ep, Fresh: fresh == 1, Buckets: out}, nil
 }
 
 // ReconcileInstance is RegisterInstance for an instance whose incarnation

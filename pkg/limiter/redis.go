@@ -234,6 +234,9 @@ type Redis struct {
 	everConnected atomic.Bool  // written with mu held exclusively
 	fallbackSince time.Time    // guarded by mu
 	settleUntil   time.Time    // supervisor goroutine only
+	// regFresh: the last register found this incarnation unlisted (Redis
+	// lost it: restarted empty, or reaped). Guarded by mu.
+	regFresh bool
 
 	// The lease (doc.go, "Leases and fencing"). keyID is the id in the
 	// keys: the configured one, or coord.SiblingID when another live process

@@ -48,6 +48,7 @@ func (l *Redis) reconcileLocked() error {
 	}
 	res := reg.Buckets
 	l.regEpoch.Store(reg.Epoch)
+	l.regFresh = reg.Fresh
 	l.LeaseRenewed(sent)
 	l.leaseOK.Store(true)
 	// The membership at once (the poll may not have run yet): fallback

@@ -760,3 +760,40 @@ func TestStaleViewDoesNotGrowAlone(t *testing.T) {
 		t.Fatal("a grew although b, which it saw a moment ago, did not confirm the outage")
 	}
 }
+
+// TestSettleRestartsWhenRedisLostUs: the nemesis overshoot after a Redis
+// restart while an instance was settling. A settles (reconciling) after
+// an outage; Redis restarts empty meanwhile. At the end of its settle its
+// register finds itself unlisted (fresh): the others may only now be
+// re-registering, so it settles again instead of taking from Redis at once
+// (else it takes the slots of the instances that have not re-registered
+// yet: peak 13 of 10).
+func TestSettleRestartsWhenRedisLostUs(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	const settle = time.Second
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) { o.SettleTime = settle; o.PollInterval = time.Hour })
+	held := acquireN(t, a, "b", 1)
+	defer func() { releaseAll(held) }()
+	a.toFallback("test", "b", errors.New("forced"))
+	waitCond(t, 2*time.Second, "reconciling", func() bool { return a.State() == StateReconciling })
+	began := time.Now()
+	redistest.Do(t, c, "FLUSHALL") // restarted empty while a settles
+	waitCond(t, 3*settle, "a registered again at the end of its settle", func() bool {
+		return redistest.Int(t, c, "SISMEMBER", coord.KeyInstances, "a") == 1
+	})
+	if d := time.Since(began); d < settle/2 {
+		t.Fatalf("registered again after %s, before its settle ended", d)
+	}
+	if st := a.State(); st != StateReconciling {
+		t.Fatalf("state %s right after the register that found a unlisted, want reconciling (settle again)", st)
+	}
+	if tryAcquire(a, "b", &held) {
+		t.Fatal("admitted past what the register granted while settling again")
+	}
+	waitCond(t, 3*settle, "connected", func() bool { return a.State() == StateConnected })
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 1 {
+		t.Fatalf("count %d, want 1", n)
+	}
+}

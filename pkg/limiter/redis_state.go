@@ -146,6 +146,17 @@ func (l *Redis) supervise() {
 						l.toFallback("reconcile", "", err)
 						break
 					}
+					if l.regFresh {
+						// Redis had lost us (a new primary without our
+						// records): others re-register too; settle first.
+						l.fallbackSince = time.Now()
+						l.settleLocked()
+						l.mu.Unlock()
+						l.log.Warn("reconcile: redis had lost this instance's registration (new primary or empty restart); settling before taking from redis again",
+							"settle", l.o.SettleTime)
+						l.changed(StateConnected, StateReconciling)
+						break
+					}
 				}
 				l.mu.Unlock()
 			}
@@ -200,6 +211,17 @@ func (l *Redis) beginReconcile() {
 		l.log.Debug("fallback: redis answers PING but the reconcile failed", "err", err)
 		return
 	}
+	l.settleLocked()
+	since := l.fallbackSince
+	l.mu.Unlock()
+	l.log.Info("fallback: redis answers again, reconciling", "in_fallback", time.Since(since).Round(time.Millisecond),
+		"settle", l.o.SettleTime)
+	l.changed(StateFallback, StateReconciling)
+}
+
+// settleLocked enters (or restarts) the settle time of reconciling, right
+// after a successful register, with mu held exclusively.
+func (l *Redis) settleLocked() {
 	for _, b := range *l.buckets.Load() {
 		// What Redis now counts for us (the register's granted), not what
 		// we hold: slots that did not fit are uncounted, and with close
@@ -211,11 +233,6 @@ func (l *Redis) beginReconcile() {
 	l.grown.Store(false)
 	l.state.Store(int32(StateReconciling))
 	l.settleUntil = time.Now().Add(l.o.SettleTime)
-	since := l.fallbackSince
-	l.mu.Unlock()
-	l.log.Info("fallback: redis answers again, reconciling", "in_fallback", time.Since(since).Round(time.Millisecond),
-		"settle", l.o.SettleTime)
-	l.changed(StateFallback, StateReconciling)
 }
 
 // finishReconcile: reconciling → connected (or back to fallback).
@@ -232,6 +249,17 @@ func (l *Redis) finishReconcile() {
 		l.mu.Unlock()
 		l.log.Warn("fallback: redis failed again while reconciling", "err", err, "shares", formatShares(shares))
 		l.changed(StateReconciling, StateFallback)
+		return
+	}
+	if l.regFresh {
+		// Redis lost this instance's registration while it settled (it
+		// restarted empty again, or a reaper took the id out): the others
+		// may be re-registering now too. Settle again from here, within
+		// what this register granted, before taking from Redis.
+		l.settleLocked()
+		l.mu.Unlock()
+		l.log.Warn("reconcile: redis had lost this instance's registration while it settled (restarted empty?); settling again",
+			"settle", l.o.SettleTime)
 		return
 	}
 	for _, b := range *l.buckets.Load() {
