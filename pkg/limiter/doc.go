@@ -73,6 +73,12 @@
 //   - A different Redis answering (run_id: a Sentinel failover, a restart)
 //     makes the instance re-register at once, so that count = the sum of the
 //     hashes = the sessions open.
+//   - A register that finds the instance unlisted (coord.Registration.Fresh:
+//     Redis restarted empty or failed over without it, or a reaper took
+//     the id out) starts a settle time, also when it is the one that ends
+//     a settle or a re-assertion while connected: the others may only now
+//     be registering again, and until they have, Redis does not count
+//     their sessions.
 //   - A release carries the register epoch of the instance's last
 //     register (coord.Register, coord.ReleaseSlotAt): one sent before a
 //     re-register and delivered after it (a stalled link) changes nothing,

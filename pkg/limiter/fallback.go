@@ -47,7 +47,10 @@ import (
 // min(share, what Redis now counts for it), so that every other live
 // instance has time to notice Redis is back and reconcile too before anyone
 // takes slots from Redis again; then it reconciles once more (releases made
-// meanwhile) and is connected. Tickets granted in fallback stay valid
+// meanwhile) and is connected — unless that register finds this instance
+// unlisted (coord.Registration.Fresh: Redis restarted empty or lost it
+// meanwhile), in which case it settles again, as it does when a register
+// made while connected (a new run_id) finds it unlisted. Tickets granted in fallback stay valid
 // throughout: their release after reconnection is accounted by the hash the
 // reconcile wrote.
 type RedisState int32
