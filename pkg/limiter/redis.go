@@ -248,6 +248,10 @@ type Redis struct {
 	leaseSent atomic.Int64
 	leaseOK   atomic.Bool
 	runID     string // run_id of the Redis last polled; supervisor goroutine only
+	// adoptRunID: the next run_id polled is the server this instance just
+	// registered on (it left fallback): record it, re-assert nothing.
+	// Supervisor goroutine only.
+	adoptRunID bool
 	// rank is this id's index among the sorted ids of proxy:instances ∪
 	// proxy:fenced as last seen (-1: not seen); live is their number.
 	rank atomic.Int64
@@ -274,7 +278,8 @@ type Redis struct {
 	regEpoch   atomic.Int64
 	fallbacks  atomic.Uint64
 	reconciles atomic.Uint64
-	resync     atomic.Bool // a release found Redis short of a slot: reconcile
+	resync     atomic.Bool // a release found Redis short of a slot, or a new server: reconcile
+	newServer  atomic.Bool // the resync is for a new run_id: settle after it
 	kick       chan struct{}
 
 	closed atomic.Bool

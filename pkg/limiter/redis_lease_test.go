@@ -291,9 +291,16 @@ func TestRedisTLSAndACL(t *testing.T) {
 func TestRedisSentinelFailover(t *testing.T) {
 	sn := redistest.StartSentinel(t, redistest.SentinelOptions{})
 	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}}
+	var settled sync.Map // id → entered reconciling after the failover
+	var failing atomic.Bool
 	mk := func(id string) *Redis {
 		return newRedisLimiter(t, "", id, bs, func(o *RedisOptions) {
 			o.SentinelMasterSet, o.SentinelAddrs = sn.MasterSet, sn.Addrs()
+			o.OnStateChange = func(_, to RedisState) {
+				if to == StateReconciling && failing.Load() {
+					settled.Store(id, true)
+				}
+			}
 		})
 	}
 	a, b := mk("a"), mk("b")
@@ -311,6 +318,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	redistest.Do(t, rc, "HSET", coord.KeyConns("b"), "b", "4")
 	redistest.Do(t, rc, "SET", coord.KeyCount("b"), "6")
 	start := time.Now()
+	failing.Store(true)
 	newMaster := sn.Failover()
 	failedOver := time.Since(start)
 	if newMaster != replica.Addr() {
@@ -324,6 +332,13 @@ func TestRedisSentinelFailover(t *testing.T) {
 			redistest.Int(t, nc, "HGET", coord.KeyConns("b"), "b") == 2
 	})
 	t.Logf("failover took %s (sentinel); both instances re-asserted on the new primary %s later", failedOver, d)
+	// Each settled after re-asserting (the new primary's counts were
+	// stale): none took from it before the other had re-asserted.
+	for _, id := range []string{"a", "b"} {
+		if _, ok := settled.Load(id); !ok {
+			t.Errorf("%s did not settle after the failover", id)
+		}
+	}
 	// Both keep admitting and releasing on the new primary.
 	hb = append(hb, acquireN(t, b, "b", 1)...)
 	releaseAll(ha)

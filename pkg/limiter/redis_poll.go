@@ -108,8 +108,10 @@ func (l *Redis) poll() {
 // Sentinel failover to a replica, or a restart) may hold counts that are
 // stale (replication is asynchronous): this instance re-asserts its
 // holdings at once through the register script, so that count = the sum
-// of the hashes = the sessions open once every instance has. Supervisor
-// goroutine only.
+// of the hashes = the sessions open once every instance has, and settles
+// (admitting only within what that register granted) so that the others,
+// which notice at their next poll, have re-asserted theirs before it takes
+// from Redis again. Supervisor goroutine only.
 func (l *Redis) checkRunID(info string) {
 	_, rest, ok := strings.Cut(info, "run_id:")
 	if !ok {
@@ -117,10 +119,18 @@ func (l *Redis) checkRunID(info string) {
 	}
 	id, _, _ := strings.Cut(rest, "\r\n")
 	id = strings.TrimSpace(id)
+	if l.adoptRunID {
+		// Registered on this server since the last look (leaving
+		// fallback): its run_id is the one the holdings were asserted on.
+		l.adoptRunID = false
+		l.runID = id
+		return
+	}
 	if l.runID != "" && id != l.runID {
 		l.log.Warn("redis: a different server answers (failover or restart); re-asserting this instance's holdings",
 			"old_run_id", l.runID, "run_id", id)
 		l.resync.Store(true)
+		l.newServer.Store(true)
 		l.kickSupervisor()
 	}
 	l.runID = id

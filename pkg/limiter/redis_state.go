@@ -146,13 +146,14 @@ func (l *Redis) supervise() {
 						l.toFallback("reconcile", "", err)
 						break
 					}
-					if l.regFresh {
-						// Redis had lost us (a new primary without our
-						// records): others re-register too; settle first.
+					if l.newServer.Swap(false) || l.regFresh {
+						// A new server (failover, restart; its counts may
+						// be stale) or one that had lost us: the others
+						// re-assert too, at their next poll; settle first.
 						l.fallbackSince = time.Now()
 						l.settleLocked()
 						l.mu.Unlock()
-						l.log.Warn("reconcile: redis had lost this instance's registration (new primary or empty restart); settling before taking from redis again",
+						l.log.Warn("reconcile: a new redis server (failover or restart) or one that had lost this instance: holdings re-asserted; settling before taking from redis again",
 							"settle", l.o.SettleTime)
 						l.changed(StateConnected, StateReconciling)
 						break
@@ -265,6 +266,9 @@ func (l *Redis) finishReconcile() {
 	for _, b := range *l.buckets.Load() {
 		b.told.Store(-1)
 	}
+	// Just registered on the server that answers now: nothing to re-assert.
+	l.newServer.Store(false)
+	l.adoptRunID = true
 	l.state.Store(int32(StateConnected))
 	l.everConnected.Store(true)
 	since := l.fallbackSince
