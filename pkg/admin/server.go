@@ -30,6 +30,10 @@ type Options struct {
 	// Auth, if set and enabled, guards /metrics (and pprof), and /health's
 	// detail (see Health.HandlerWithAuth). /health/live stays open.
 	Auth *Auth
+	// PeerLease, if set, serves GET /peer/lease (PeerHandler) on the
+	// health address, behind Auth.Require: the other instances' full-outage
+	// check (package limiter).
+	PeerLease func() PeerLease
 	// Log receives the servers' errors (default slog.Default()).
 	Log *slog.Logger
 }
@@ -62,7 +66,14 @@ func Start(o Options) (*Server, error) {
 		}
 		s.health = ln
 		s.lns = append(s.lns, ln)
-		handlers = append(handlers, o.Health.HandlerWithAuth(o.Auth))
+		h := o.Health.HandlerWithAuth(o.Auth)
+		if o.PeerLease != nil {
+			mux := http.NewServeMux()
+			mux.Handle(PeerLeasePath, o.Auth.Require(PeerHandler(o.PeerLease)))
+			mux.Handle("/", h)
+			h = mux
+		}
+		handlers = append(handlers, h)
 	}
 	if o.MetricsAddr != "" {
 		if o.Metrics == nil {

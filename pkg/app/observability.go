@@ -38,10 +38,15 @@ type observability struct {
 	health *admin.Health
 	auth   *admin.Auth // admin_auth: credentials of /metrics and /health's detail
 	srv    *admin.Server
+	// peer asks the other instances' /peer/lease (with admin_auth's
+	// credentials); peerLease answers ours (nil: standalone).
+	peer      *admin.PeerClient
+	peerLease func() admin.PeerLease
 }
 
 func newObservability(a *App, cfg *config.Config) *observability {
-	o := &observability{metrics: metrics.New(bucketIDs(cfg)), standalone: !cfg.Redis.Enabled(), auth: admin.NewAuth()}
+	o := &observability{metrics: metrics.New(bucketIDs(cfg)), standalone: !cfg.Redis.Enabled(), auth: admin.NewAuth(),
+		peer: admin.NewPeerClient()}
 	o.health = admin.NewHealth(admin.HealthOptions{
 		InstanceID: cfg.InstanceID,
 		Checks:     func() []admin.Check { return o.checks(a) },
@@ -112,6 +117,7 @@ func (a *App) startObservability(lns []net.Listener) error {
 		Health:      a.obs.health,
 		Metrics:     a.obs.metrics.Write,
 		Auth:        a.obs.auth,
+		PeerLease:   a.obs.peerLease,
 		Log:         a.log,
 	})
 	if err != nil {
@@ -138,6 +144,7 @@ func (o *observability) setAdminAuth(cfg *config.Config) error {
 		return err
 	}
 	o.auth.Set(token, cfg.AdminAuth.Username, password, cfg.AdminAuth.HealthRequiresAuth)
+	o.peer.SetCredentials(token, cfg.AdminAuth.Username, password)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tdsgate/tdsgate/pkg/admin"
 	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/redisconn"
@@ -55,6 +56,8 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
 		ExpectedInstances: rc.ExpectedInstances, LeaseLossKeep: rc.LeaseLoss == config.LeaseLossKeep,
 		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter,
+		HeartbeatInterval: rc.HeartbeatInterval,
+		PeerAddr:          cfg.PeerAddr(), ProbePeer: a.obs.peer.Probe,
 		Log: log,
 		OnStateChange: func(from, to limiter.RedisState) {
 			log.Debug("redis: limiter state", "from", from.String(), "to", to.String())
@@ -65,6 +68,21 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 	if err != nil {
 		conn.Close()
 		return nil, err
+	}
+	// GET /peer/lease on the health listener: our answer to the peers'
+	// full-outage check.
+	a.obs.peerLease = func() admin.PeerLease {
+		pl := lim.PeerLease()
+		lease := admin.LeaseLive
+		if !pl.Live {
+			lease = admin.LeaseLost
+		}
+		return admin.PeerLease{Instance: pl.Instance, Incarnation: pl.Incarnation, Lease: lease, View: pl.View}
+	}
+	if cfg.PeerAddr() == "" && leaseLoss(rc.LeaseLoss) == config.LeaseLossClose {
+		log.Warn("redis: no redis.peer_address (and health_listen has no host of its own): the other instances cannot confirm "+
+			"a full redis outage with this one, so in fallback none of them admits past what redis counts for it (exact, less available)",
+			"health_listen", cfg.HealthListen)
 	}
 	reg, err := registry.New(registry.Config{
 		Client: conn, InstanceID: cfg.InstanceID,
@@ -106,7 +124,7 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		"sentinels", rc.Sentinel.Addrs, "tls", rc.TLS.On(), "username", rc.Username, "db", rc.DB,
 		"instance_id", lim.InstanceID(), "incarnation", lim.Incarnation(), "lease_loss", leaseLoss(rc.LeaseLoss),
 		"heartbeat_ttl", rc.HeartbeatTTL, "fallback_divisor", rc.FallbackDivisor, "expected_instances", rc.ExpectedInstances,
-		"op_timeout", rc.OpTimeout)
+		"op_timeout", rc.OpTimeout, "peer_address", cfg.PeerAddr())
 	return lim, nil
 }
 

@@ -392,6 +392,35 @@ type Redis struct {
 	// restarts with the same instance_id gives it back at once.
 	// Default: DefaultForgetAfter.
 	ForgetAfter time.Duration `yaml:"forget_after"`
+	// PeerAddress is the host:port at which the other instances reach this
+	// one's GET /peer/lease (served on health_listen). It is advertised in
+	// Redis (proxy:peers) at each register. With lease_loss close, an
+	// instance that lost Redis admits only what Redis counts for it, and
+	// grows to its full fallback share only when every instance it last
+	// saw answers there that its own lease is lost too (a full outage, not
+	// a partition of this one). Default: health_listen when its host is
+	// not a wildcard (0.0.0.0, ::, empty); otherwise none, and then no
+	// peer can confirm an outage for this instance: its peers never grow
+	// (exact, less available). See PeerAddr.
+	PeerAddress string `yaml:"peer_address"`
+}
+
+// PeerAddr is the /peer/lease address this instance advertises:
+// redis.peer_address, or health_listen when it names a host (not a
+// wildcard) and a port other than 0; "" when there is none.
+func (c *Config) PeerAddr() string {
+	if c.Redis.PeerAddress != "" {
+		return c.Redis.PeerAddress
+	}
+	host, port, err := net.SplitHostPort(c.HealthListen)
+	if err != nil || port == "0" || port == "" {
+		return ""
+	}
+	switch host {
+	case "", "0.0.0.0", "::", "[::]":
+		return ""
+	}
+	return c.HealthListen
 }
 
 // LeaseMargin is subtracted from the end of an instance's Redis lease, on

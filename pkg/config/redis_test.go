@@ -75,3 +75,23 @@ func TestRedisLeaseMarginLeavesRoomToRenew(t *testing.T) {
 		t.Fatalf("%q", lines)
 	}
 }
+
+// TestPeerAddr: redis.peer_address wins; otherwise health_listen when it
+// names a host and a port; a wildcard or port 0 advertises nothing.
+func TestPeerAddr(t *testing.T) {
+	for _, tc := range []struct{ peer, health, want string }{
+		{"", "10.0.0.5:8081", "10.0.0.5:8081"},
+		{"", "0.0.0.0:8081", ""},
+		{"", ":8081", ""},
+		{"", "[::]:8081", ""},
+		{"", "127.0.0.1:0", ""},
+		{"", "", ""},
+		{"proxy-1.internal:8081", "0.0.0.0:8081", "proxy-1.internal:8081"},
+	} {
+		c := Config{HealthListen: tc.health}
+		c.Redis.PeerAddress = tc.peer
+		if got := c.PeerAddr(); got != tc.want {
+			t.Errorf("peer_address %q health_listen %q: %q, want %q", tc.peer, tc.health, got, tc.want)
+		}
+	}
+}

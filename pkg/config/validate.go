@@ -230,6 +230,9 @@ func (v *validator) redis(r *Redis) {
 	if r.ReclaimAfter < 0 {
 		v.add("redis.reclaim_after", "must be >= 0 (got %s); 0 means heartbeat_ttl", r.ReclaimAfter)
 	}
+	if r.PeerAddress != "" {
+		v.dialAddr("redis.peer_address", r.PeerAddress)
+	}
 	if r.ForgetAfter < 0 {
 		v.add("redis.forget_after", "must be >= 0 (got %s)", r.ForgetAfter)
 	}

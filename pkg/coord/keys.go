@@ -24,6 +24,13 @@ package coord
 //	proxy:instance:<id>:fence      hash inc, at (ms), parked (0/1): when and how
 //	                               far the reaper fenced the id
 //	proxy:route:<key>              string: optional route directory, key → bucket id
+//	proxy:peers                    hash id→host:port: where each instance answers
+//	                               GET /peer/lease (config redis.peer_address),
+//	                               written at each register, dropped when the
+//	                               reaper forgets the id
+//	proxy:instance:<id>:epoch      string int: the register epoch, raised by each
+//	                               register; a release carrying an older one is
+//	                               ignored (a stale release delivered late)
 //
 // Invariant kept by the scripts: for every bucket, count equals the sum
 // over instances of their conns field for that bucket, and 0 <= count. The
@@ -39,6 +46,8 @@ const (
 	// KeyFenced is the set of ids whose lease expired while their slots
 	// may still be in use (see the reclaim script).
 	KeyFenced = "proxy:fenced"
+	// KeyPeers is the hash of the instances' /peer/lease addresses.
+	KeyPeers = "proxy:peers"
 	// KeyReleasedPattern matches every bucket's release channel (PSUBSCRIBE).
 	KeyReleasedPattern = "proxy:bucket:*:released"
 )
@@ -66,6 +75,10 @@ func KeyHeartbeat(instance string) string { return "proxy:instance:" + instance 
 
 // KeyIncarnation names the incarnation whose holdings KeyConns records.
 func KeyIncarnation(instance string) string { return "proxy:instance:" + instance + ":incarnation" }
+
+// KeyEpoch is instance's register epoch (see the register and release
+// scripts).
+func KeyEpoch(instance string) string { return "proxy:instance:" + instance + ":epoch" }
 
 // KeyFence is the reaper's record of a fenced instance.
 func KeyFence(instance string) string { return "proxy:instance:" + instance + ":fence" }

@@ -56,12 +56,20 @@ end
 // registerScript (re)registers an instance id for an incarnation and makes
 // its conns hash agree with what it really holds.
 //
-//	KEYS: conns, proxy:instances, heartbeat, incarnation, proxy:fenced, fence
+//	KEYS: conns, proxy:instances, heartbeat, incarnation, proxy:fenced, fence,
+//	      epoch
 //	ARGV: id, incarnation, heartbeat TTL ms, heartbeat value, then triples:
 //	      bucket, held, seed max
 //	→ {-1} the id's lease belongs to another live incarnation (nothing
-//	  changed); else a flat list of quadruples: bucket, granted (what the
-//	  hash records now), count after, max.
+//	  changed); else the new register epoch, fresh (1: Redis did not list
+//	  this incarnation as a live member: it lost its data, or a reaper
+//	  took the id out), then a flat list of quadruples: bucket, granted
+//	  (what the hash records now), count after, max.
+//
+// The register epoch (fencing token of the releases, see releaseScript)
+// is max(previous + 1, Redis time in µs): it grows with every register,
+// and keeps growing across a restart that lost the key, so a release
+// sent before any earlier register never carries the current one.
 //
 // Per bucket: holding no more than the hash records, the hash and the
 // count drop to it (safe: fewer slots). Holding more (slots granted in
@@ -76,6 +84,10 @@ if hb and string.match(hb, '^(%S+)') ~= ARGV[2] then
   return {-1}
 end
 local owner = redis.call('GET', KEYS[4])
+local fresh = 0
+if owner ~= ARGV[2] or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  fresh = 1
+end
 if owner ~= ARGV[2] then
   free_all(KEYS[1], ARGV[1])
 end
@@ -84,6 +96,9 @@ redis.call('SREM', KEYS[5], ARGV[1])
 redis.call('DEL', KEYS[6])
 redis.call('SET', KEYS[4], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
+local tm = redis.call('TIME')
+local ep = math.max((tonumber(redis.call('GET', KEYS[7])) or 0) + 1, tonumber(tm[1]) * 1000000 + tonumber(tm[2]))
+redis.call('SET', KEYS[7], string.format('%.0f', ep))
 local want, seed, order = {}, {}, {}
 for i = 5, #ARGV, 3 do
   want[ARGV[i]] = tonumber(ARGV[i + 1]) or 0
@@ -97,7 +112,7 @@ for i = 1, #fields, 2 do
     order[#order + 1] = fields[i]
   end
 end
-local out = {}
+local out = {ep, fresh}
 for _, b in ipairs(order) do
   local mk = 'proxy:bucket:' .. b .. ':max'
   if seed[b] then
@@ -176,7 +191,8 @@ local function forget()
   local out = free_all(KEYS[2], id)
   redis.call('SREM', KEYS[3], id)
   redis.call('SREM', KEYS[4], id)
-  redis.call('DEL', KEYS[5], KEYS[6])
+  redis.call('DEL', KEYS[5], KEYS[6], 'proxy:instance:' .. id .. ':epoch')
+  redis.call('HDEL', 'proxy:peers', id)
   table.insert(out, 1, 1)
   return out
 end
@@ -322,13 +338,32 @@ type Reconciled struct {
 	Max     int64
 }
 
-// RegisterInstance runs the register script for id and incarnation inc:
+// Registration is the outcome of Register.
+type Registration struct {
+	// Epoch is the register epoch: the fencing token the instance's
+	// releases carry (ReleaseSlotAt) until its next register.
+	Epoch   int64
+	Buckets []Reconciled
+	// Fresh: Redis did not list this incarnation as a live member before
+	// (it restarted empty, failed over to a replica that lacked it, or a
+	// reaper fenced or forgot the id). The other instances may be
+	// re-registering too: see the limiter's settle time.
+	Fresh bool
+}
+
+// RegisterInstance is Register's per-bucket outcome alone.
+func RegisterInstance(ctx context.Context, c rueidis.Client, id, inc string, ttl time.Duration, holdings []Holding) ([]Reconciled, error) {
+	r, err := Register(ctx, c, id, inc, ttl, holdings)
+	return r.Buckets, err
+}
+
+// Register runs the register script for id and incarnation inc:
 // it claims the id (ErrIDTaken if another incarnation's lease is alive),
 // renews the lease with ttl, gives back an older incarnation's records,
 // and makes the conns hash agree with holdings: lowered where Redis
 // recorded more, re-acquired (never past max) where it recorded less.
 // Buckets in the hash but not in holdings count as held 0.
-func RegisterInstance(ctx context.Context, c rueidis.Client, id, inc string, ttl time.Duration, holdings []Holding) ([]Reconciled, error) {
+func Register(ctx context.Context, c rueidis.Client, id, inc string, ttl time.Duration, holdings []Holding) (Registration, error) {
 	args := make([]string, 0, 4+3*len(holdings))
 	args = append(args, id, inc, strconv.FormatInt(max(ttl.Milliseconds(), 1), 10), HeartbeatValue(inc))
 	for _, h := range holdings {
@@ -342,35 +377,47 @@ func RegisterInstance(ctx context.Context, c rueidis.Client, id, inc string, ttl
 		}
 	}
 	vs, err := registerScript.Exec(ctx, c,
-		[]string{KeyConns(id), KeyInstances, KeyHeartbeat(id), KeyIncarnation(id), KeyFenced, KeyFence(id)}, args).ToArray()
+		[]string{KeyConns(id), KeyInstances, KeyHeartbeat(id), KeyIncarnation(id), KeyFenced, KeyFence(id), KeyEpoch(id)}, args).ToArray()
 	if err != nil {
-		return nil, err
+		return Registration{}, err
 	}
-	if len(vs) == 1 {
-		if n, err := vs[0].AsInt64(); err == nil && n == -1 {
-			return nil, ErrIDTaken
-		}
+	if len(vs) == 0 {
+		return Registration{}, errors.New("register script: empty reply")
+	}
+	ep, err := vs[0].AsInt64()
+	if err != nil {
+		return Registration{}, err
+	}
+	if ep == -1 {
+		return Registration{}, ErrIDTaken
+	}
+	if len(vs) < 2 {
+		return Registration{}, errors.New("register script: short reply")
+	}
+	fresh, err := vs[1].AsInt64()
+	if err != nil {
+		return Registration{}, err
 	}
 	out := make([]Reconciled, 0, len(vs)/4)
-	for i := 0; i+3 < len(vs); i += 4 {
+	for i := 2; i+3 < len(vs); i += 4 {
 		var r Reconciled
 		var err error
 		if r.Bucket, err = vs[i].ToString(); err != nil {
-			return nil, err
+			return Registration{}, err
 		}
 		if r.Granted, err = vs[i+1].AsInt64(); err != nil {
-			return nil, err
+			return Registration{}, err
 		}
 		if r.Count, err = vs[i+2].AsInt64(); err != nil {
-			return nil, err
+			return Registration{}, err
 		}
 		if r.Max, err = vs[i+3].AsInt64(); err != nil {
-			return nil, err
+			return Registration{}, err
 		}
 		r.Delta = r.Granted - before[r.Bucket]
 		out = append(out, r)
 	}
-	return out, nil
+	return Registration{Epoch: ep, Fresh: fresh == 1, Buckets: out}, nil
 }
 
 // ReconcileInstance is RegisterInstance for an instance whose incarnation

@@ -118,3 +118,68 @@ func TestReapStepsAndSibling(t *testing.T) {
 		t.Fatal("BaseID/SiblingID")
 	}
 }
+
+// TestStaleReleaseAfterRegisterIgnored: a release sent before a register
+// (into a stalled link) and delivered after it must not lower the count
+// that register wrote: the register epoch fences it. The epoch grows with
+// every register, also after Redis lost the key (an empty restart), and
+// releases that carry the current epoch (or none) work as before.
+func TestStaleReleaseAfterRegisterIgnored(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	reg := func(held int64) Registration {
+		t.Helper()
+		r, err := Register(ctx, c, "a", "inc-a", time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r1 := reg(3)
+	// The instance releases one slot; the command stalls in the link. It
+	// falls back, its session count drops to 2 locally, and it registers
+	// again with 2 held.
+	r2 := reg(2)
+	if r2.Epoch <= r1.Epoch {
+		t.Fatalf("epoch %d after %d: not raised", r2.Epoch, r1.Epoch)
+	}
+	// The stale release arrives now.
+	released, count, err := ReleaseSlotAt(ctx, c, "a", "b", r1.Epoch)
+	if err != nil || released || count != 2 {
+		t.Fatalf("stale release: released %v count %d err %v; want ignored, count 2", released, count, err)
+	}
+	if h := redistest.Int(t, c, "HGET", KeyConns("a"), "b"); h != 2 {
+		t.Fatalf("hash %d after a stale release, want 2", h)
+	}
+	// A current release works.
+	if released, count, err := ReleaseSlotAt(ctx, c, "a", "b", r2.Epoch); err != nil || !released || count != 1 {
+		t.Fatalf("current release: released %v count %d err %v; want released, count 1", released, count, err)
+	}
+	// An empty restart loses the epoch key: the next register's epoch is
+	// still above every earlier one (Redis time in ms).
+	redistest.Do(t, c, "DEL", KeyEpoch("a"))
+	r3 := reg(1)
+	if r3.Epoch <= r2.Epoch {
+		t.Fatalf("epoch %d after the key was lost, previous %d", r3.Epoch, r2.Epoch)
+	}
+	if released, _, _ := ReleaseSlotAt(ctx, c, "a", "b", r2.Epoch); released {
+		t.Fatal("a release of the epoch before the restart was applied")
+	}
+	// Unfenced (epoch 0): as before.
+	if released, count, err := ReleaseSlot(ctx, c, "a", "b"); err != nil || !released || count != 0 {
+		t.Fatalf("unfenced release: %v %d %v", released, count, err)
+	}
+	// The reaper's forget drops the epoch and the peer address.
+	redistest.Do(t, c, "HSET", KeyPeers, "a", "127.0.0.1:1")
+	redistest.Do(t, c, "DEL", KeyHeartbeat("a"))
+	if _, _, err := ReclaimInstance(ctx, c, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	if n := redistest.Int(t, c, "EXISTS", KeyEpoch("a")); n != 0 {
+		t.Fatal("epoch key left after forget")
+	}
+	if n := redistest.Int(t, c, "HEXISTS", KeyPeers, "a"); n != 0 {
+		t.Fatal("peer address left after forget")
+	}
+}

@@ -134,13 +134,16 @@ return 1
 // releaseScript gives one slot of a bucket back for an instance and
 // publishes the bucket id on its channel so waiters anywhere retry.
 //
-//	KEYS: count, conns(instance)
-//	ARGV: bucket, channel
+//	KEYS: count, conns(instance), epoch(instance)
+//	ARGV: bucket, channel, register epoch ("": not checked)
 //	→ {status, count}: status 1 released, 0 the instance held no slot of the
 //	  bucket in Redis (granted in fallback and not yet reconciled, or
 //	  reclaimed): nothing changes, so count never drops for a slot it does
-//	  not contain. count never goes below 0 either way.
-var releaseScript = rueidis.NewLuaScript(`
+//	  not contain. count never goes below 0 either way. -1: stale, the
+//	  epoch is not the instance's current register epoch (a release sent
+//	  before its last register, delivered late by a stalled link): nothing
+//	  changes, since that register already set the hash to what it held.
+var releaseScript = rueidis.NewLuaScript(luaReleaseEpoch + `
 local h = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0
 local c = tonumber(redis.call('GET', KEYS[1])) or 0
 if h <= 0 then
@@ -159,6 +162,16 @@ redis.call('SET', KEYS[1], c)
 redis.call('PUBLISH', ARGV[2], ARGV[1])
 return {1, c}
 `)
+
+// luaReleaseEpoch is the release script's fencing check (issue 12: a
+// stale release after a re-register), kept apart from the release
+// itself: a release whose register epoch (ARGV[3]) is not the instance's
+// current one (KEYS[3]) changes nothing.
+const luaReleaseEpoch = `
+if ARGV[3] and ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
+  return {-1, tonumber(redis.call('GET', KEYS[1])) or 0}
+end
+`
 
 // AcquireStatus is the acquire script's verdict.
 type AcquireStatus int8
@@ -207,11 +220,24 @@ func AcquireSlotFair(ctx context.Context, c rueidis.Client, instance, bucket str
 
 // ReleaseSlot runs the release script: gives back one slot of bucket held
 // by instance. released is false when Redis recorded no slot of bucket for
-// instance (nothing changed). count is the count after.
+// instance (nothing changed). count is the count after. It is not fenced
+// by the register epoch: see ReleaseSlotAt.
 func ReleaseSlot(ctx context.Context, c rueidis.Client, instance, bucket string) (released bool, count int64, err error) {
+	return ReleaseSlotAt(ctx, c, instance, bucket, 0)
+}
+
+// ReleaseSlotAt is ReleaseSlot fenced by the register epoch (Register's
+// Epoch; 0: not checked): if instance has registered again since epoch,
+// the release changes nothing (released false): it was sent before that
+// register, which already set the hash to what the instance held.
+func ReleaseSlotAt(ctx context.Context, c rueidis.Client, instance, bucket string, epoch int64) (released bool, count int64, err error) {
+	ep := ""
+	if epoch > 0 {
+		ep = strconv.FormatInt(epoch, 10)
+	}
 	vs, err := releaseScript.Exec(ctx, c,
-		[]string{KeyCount(bucket), KeyConns(instance)},
-		[]string{bucket, ChanReleased(bucket)}).AsIntSlice()
+		[]string{KeyCount(bucket), KeyConns(instance), KeyEpoch(instance)},
+		[]string{bucket, ChanReleased(bucket), ep}).AsIntSlice()
 	if err != nil {
 		return false, 0, err
 	}

@@ -73,10 +73,92 @@
 //   - A different Redis answering (run_id: a Sentinel failover, a restart)
 //     makes the instance re-register at once, so that count = the sum of the
 //     hashes = the sessions open.
+//   - A register that finds the instance unlisted (coord.Registration.Fresh:
+//     Redis restarted empty or failed over without it, or a reaper took
+//     the id out) starts a settle time, also when it is the one that ends
+//     a settle or a re-assertion while connected: the others may only now
+//     be registering again, and until they have, Redis does not count
+//     their sessions.
+//   - A release carries the register epoch of the instance's last
+//     register (coord.Register, coord.ReleaseSlotAt): one sent before a
+//     re-register and delivered after it (a stalled link) changes nothing,
+//     since that register already wrote what the instance held.
 //
 // Fallback shares are exact (ExactShare): instance i of N ranked by id
-// among proxy:instances ∪ proxy:fenced gets floor(max/N) + 1 if i < max
-// mod N, and no more than it held plus its exact share of the free slots.
-// An instance that never reached Redis uses ExpectedInstances (floor only)
-// or, with 0, refuses with CodeNoShare (TDS error 50011).
+// among proxy:instances ∪ proxy:fenced (as seen within heartbeat_ttl +
+// reclaim_after) gets floor(max/N) + 1 if i < max mod N. An instance that never reached Redis uses ExpectedInstances
+// (floor only) or, with 0, refuses with CodeNoShare (TDS error 50011).
+// How much of it an instance that lost Redis may use depends on
+// lease_loss (next section).
+//
+// # Partitions and full outages
+//
+// An instance that loses Redis cannot tell by itself "I am cut off" (the
+// others still take every free slot through Redis) from "Redis is down
+// for everyone" (nobody takes anything). So:
+//
+//   - lease_loss close: in fallback the instance admits no more than
+//     min(exact share, counted), counted being what Redis counts for it as
+//     last confirmed: what it held minus its uncounted slots when it left
+//     Redis (the register's grant if it was reconciling), lowered by one
+//     for each release in doubt. Those slots no other instance can be
+//     granted, whatever happened: the reaper keeps them counted (parked:
+//     down to the exact share) for reclaim_after + forget_after. A
+//     partition of one instance is therefore exact, and so is the moment
+//     right after a Redis kill (no share computed from a global count
+//     that may be stale by a slot).
+//   - It grows to its exact share only when a full outage is confirmed
+//     (redis_peers.go): past its grow time — its lease deadline +
+//     ReclaimAfter + HeartbeatInterval, when every peer (whose lease ended
+//     within about one heartbeat interval of its own) has shed what it held
+//     over its exact share — it asks every peer of the last-seen set
+//     (proxy:instances ∪ proxy:fenced, itself excluded) at the address the
+//     peer advertised in proxy:peers (config redis.peer_address) for GET
+//     /peer/lease, within PeerProbeTimeout. Only if every one answers, as
+//     itself, that its lease is lost (it is in fallback past its own
+//     deadline), and reports the same view of the instances (a digest of
+//     the ids it splits max among), are the shares the exact ones of that
+//     view; they sum to max, and no one takes from Redis.
+//   - The view is every id read in proxy:instances ∪ proxy:fenced within
+//     heartbeat_ttl + reclaim_after, not only the last read: right after
+//     Redis restarted empty, the first instance to register again reads
+//     itself alone, and one that loses Redis before its next poll would
+//     otherwise split max among one (the nemesis saw 19 of 10). N and the
+//     rank of the exact shares come from the same view. It asks again every PeerProbeInterval and, as soon
+//     as one peer answers "live" (it reached Redis: reconciling or
+//     connected) or does not answer, it goes back to min(exact, counted)
+//     and sheds the sessions over it. An instance that saw no peer grows
+//     at once: nobody else can take a slot. One that saw a peer without an
+//     address never grows (exact, less available).
+//   - Why a grown instance never meets a returning peer above max: a peer
+//     P that reaches Redis again registers (its hash = what it holds,
+//     re-acquired never past max) and then settles for SettleTime,
+//     admitting only within its register's grant, before it takes free
+//     slots from Redis; from its register on it answers "live". A grown
+//     instance G starts a probe round at most PeerProbeInterval after that,
+//     the round ends within PeerProbeTimeout, and G then closes what it
+//     holds above min(exact, counted) (allowance 250 ms). During P's
+//     settle the backend holds at most what every instance held under its
+//     exact share (sum ≤ max): P admits nothing past its grant, which
+//     covers at most its exact share or what Redis counted for it. So
+//     SettleTime > PeerProbeInterval + PeerProbeTimeout + 250 ms keeps G
+//     back within what Redis counts for it before P admits past its
+//     grant; NewRedis raises SettleTime to that (MinSettleTime) when peers
+//     can be asked. Defaults: 1 s + 500 ms + 250 ms = 1.75 s < 2 s. The
+//     argument assumes the peers share these settings, and that Redis
+//     comes back with its data or that G reaches it within SettleTime (G
+//     probes every ProbeInterval): Redis restarted empty while G is cut
+//     off from it is a double fault, not covered.
+//   - lease_loss keep: the instance keeps the old, more available share:
+//     min(exact share, held + its exact share of the slots free when it
+//     last saw the count), with no peer check. Summed over instances that
+//     lost Redis together it is at most max. While one instance is cut off
+//     alone, the others take the free slots too, so the backend may exceed
+//     max by up to that instance's part of what was free,
+//     ExactShare(max − count, N, rank) ≤ ⌈(max − count)/N⌉, for the
+//     partition's length — on top of keep's other stated bounds (what it
+//     held over its exact share once a reaper parks it; the uncounted
+//     slots after its register).
+//   - A partition longer than heartbeat_ttl + reclaim_after + forget_after
+//     lets the reaper forget the instance's counted slots: not covered.
 package limiter

@@ -27,15 +27,16 @@ import (
 // turn); the release script publishes, and waiters everywhere retry.
 //
 // fallback: Redis does not answer. The instance admits on a local share of
-// each bucket, counting the slots it already holds: its exact share of max
-// (instance i of N ranked by id: floor(max/N) + 1 if i < max mod N; N is
-// redis.fallback_divisor, or the ids in proxy:instances ∪ proxy:fenced
-// last seen, or redis.expected_instances before Redis was ever reached),
-// and no more than what it held plus its exact share of the slots that
-// were free when Redis was last seen. The second bound is what
-// keeps the cap exact across instances when they all lose Redis at once:
-// the shares of what was free add up to at most what was free. Releases
-// are local. A probe loop tries Redis every ProbeInterval.
+// each bucket, counting the slots it already holds, within its exact share
+// of max (instance i of N ranked by id: floor(max/N) + 1 if i < max mod N;
+// N is redis.fallback_divisor, or the ids in proxy:instances ∪
+// proxy:fenced last seen, or redis.expected_instances before Redis was
+// ever reached). With lease_loss close, no more than what Redis counts for
+// it, unless every peer confirms a full outage (doc.go, "Partitions and
+// full outages"); with keep, no more than what it held plus its exact
+// share of the slots that were free when Redis was last seen. Releases
+// are local. A probe loop tries Redis every ProbeInterval; the peer check
+// runs in its own goroutine (watchPeers).
 //
 // reconciling: Redis answers again (possibly empty, restarted without
 // persistence). The instance has run the register script: its hash is
@@ -46,7 +47,10 @@ import (
 // min(share, what Redis now counts for it), so that every other live
 // instance has time to notice Redis is back and reconcile too before anyone
 // takes slots from Redis again; then it reconciles once more (releases made
-// meanwhile) and is connected. Tickets granted in fallback stay valid
+// meanwhile) and is connected — unless that register finds this instance
+// unlisted (coord.Registration.Fresh: Redis restarted empty or lost it
+// meanwhile), in which case it settles again, as it does when a register
+// made while connected (a new run_id) finds it unlisted. Tickets granted in fallback stay valid
 // throughout: their release after reconnection is accounted by the hash the
 // reconcile wrote.
 type RedisState int32

@@ -36,6 +36,17 @@ const (
 	// DefaultRedisHeartbeatTTL is the heartbeat TTL the reconcile script
 	// writes when it registers the instance (config redis.heartbeat_ttl).
 	DefaultRedisHeartbeatTTL = 30 * time.Second
+	// DefaultPeerProbeInterval is how often an instance in fallback (lease
+	// lost, lease_loss close) asks every peer whether its lease is lost
+	// too (a full outage), and so how soon it sheds back once one is not.
+	DefaultPeerProbeInterval = time.Second
+	// DefaultPeerProbeTimeout bounds one round of peer probes: a peer that
+	// has not answered by then counts as "not confirmed".
+	DefaultPeerProbeTimeout = 500 * time.Millisecond
+	// peerShedAllowance is the time allowed, in the settle-time argument
+	// (doc.go, "Partitions and full outages"), between a probe round's end
+	// and the grown sessions being closed.
+	peerShedAllowance = 250 * time.Millisecond
 	// deferRetry is how soon an instance whose try was deferred to a longer
 	// queue elsewhere tries again, in case that instance does not take the
 	// slot after all.
@@ -114,6 +125,30 @@ type RedisOptions struct {
 	// monotonic clock, for clock drift and the time to act.
 	// Default: DefaultLeaseMargin(HeartbeatTTL, OpTimeout).
 	LeaseMargin time.Duration
+	// HeartbeatInterval is the registry's renewal interval (config
+	// redis.heartbeat_interval): the peers' leases end within about one
+	// interval of each other, so a fallen-back instance waits that much
+	// more before it may grow (see PeerAddr). Default: HeartbeatTTL / 6.
+	HeartbeatInterval time.Duration
+
+	// PeerAddr is the host:port at which the other instances reach this
+	// one's GET /peer/lease (config redis.peer_address; the health
+	// listener): it is advertised in Redis (proxy:peers) at each register.
+	// "" advertises nothing: no peer can then confirm a full outage, and
+	// none grows past what Redis counts for it (lease_loss close).
+	PeerAddr string
+	// ProbePeer asks peer id at addr whether its lease is lost too
+	// (GET /peer/lease): lost true only on an answer from that instance
+	// saying "lost"; view is the digest of its view of the instances
+	// (PeerLease.View), which must equal ours. nil: peers cannot be asked (an instance with peers
+	// then never grows in fallback). See doc.go, "Partitions and full
+	// outages".
+	ProbePeer func(ctx context.Context, id, addr string) (lost bool, view string, err error)
+	// PeerProbeInterval and PeerProbeTimeout: see the Default* constants.
+	// With ProbePeer set, SettleTime is raised to at least PeerProbeInterval
+	// + PeerProbeTimeout + 250 ms (the settle-time argument of doc.go).
+	PeerProbeInterval time.Duration
+	PeerProbeTimeout  time.Duration
 }
 
 // DefaultLeaseMargin is the default LeaseMargin: config.LeaseMargin.
@@ -151,6 +186,29 @@ func (o *RedisOptions) setDefaults() {
 	if o.LeaseMargin <= 0 {
 		o.LeaseMargin = DefaultLeaseMargin(o.HeartbeatTTL, o.OpTimeout)
 	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = o.HeartbeatTTL / 6
+	}
+	if o.PeerProbeInterval <= 0 {
+		o.PeerProbeInterval = DefaultPeerProbeInterval
+	}
+	if o.PeerProbeTimeout <= 0 {
+		o.PeerProbeTimeout = DefaultPeerProbeTimeout
+	}
+	if o.ProbePeer != nil {
+		// A grown instance must be back within what Redis counts for it
+		// before a peer that returned to Redis admits past its register
+		// grant (doc.go, "Partitions and full outages").
+		o.SettleTime = max(o.SettleTime, MinSettleTime(o.PeerProbeInterval, o.PeerProbeTimeout))
+	}
+}
+
+// MinSettleTime is the shortest SettleTime that keeps a grown instance's
+// shedding ahead of a returning peer's admissions: one probe interval (the
+// next round starts), one probe timeout (the round ends), and an allowance
+// for closing the sessions.
+func MinSettleTime(probeInterval, probeTimeout time.Duration) time.Duration {
+	return probeInterval + probeTimeout + peerShedAllowance
 }
 
 // Redis is the Limiter whose caps are shared by every instance through
@@ -176,6 +234,9 @@ type Redis struct {
 	everConnected atomic.Bool  // written with mu held exclusively
 	fallbackSince time.Time    // guarded by mu
 	settleUntil   time.Time    // supervisor goroutine only
+	// regFresh: the last register found this incarnation unlisted (Redis
+	// lost it: restarted empty, or reaped). Guarded by mu.
+	regFresh bool
 
 	// The lease (doc.go, "Leases and fencing"). keyID is the id in the
 	// keys: the configured one, or coord.SiblingID when another live process
@@ -187,6 +248,10 @@ type Redis struct {
 	leaseSent atomic.Int64
 	leaseOK   atomic.Bool
 	runID     string // run_id of the Redis last polled; supervisor goroutine only
+	// adoptRunID: the next run_id polled is the server this instance just
+	// registered on (it left fallback): record it, re-assert nothing.
+	// Supervisor goroutine only.
+	adoptRunID bool
 	// rank is this id's index among the sorted ids of proxy:instances ∪
 	// proxy:fenced as last seen (-1: not seen); live is their number.
 	rank atomic.Int64
@@ -195,10 +260,26 @@ type Redis struct {
 	buckets atomic.Pointer[map[string]*redisBucket]
 	retired map[string]*redisBucket // removed by Update while slots were held; guarded by bmu
 
-	live       atomic.Int64 // ids in proxy:instances ∪ proxy:fenced, last seen
+	live atomic.Int64 // ids in proxy:instances ∪ proxy:fenced, last seen
+	// peers are those ids but ours, as last seen, with the address each
+	// advertised for /peer/lease ("" none); grown: in fallback, every peer
+	// confirmed its lease is lost too, so the shares are the exact ones
+	// (lease_loss close; see redis_peers.go).
+	peers atomic.Pointer[map[string]string]
+	view  atomic.Pointer[string] // digest of the view (redis_peers.go)
+	grown atomic.Bool
+	// seen: each id of the view and when it was last read in Redis; addrs
+	// its last advertised /peer/lease address. Guarded by viewMu.
+	viewMu sync.Mutex
+	seen   map[string]time.Time
+	addrs  map[string]string
+	// regEpoch is the register epoch of the last successful register: releases
+	// carry it, so one delivered late, after a re-register, is ignored.
+	regEpoch   atomic.Int64
 	fallbacks  atomic.Uint64
 	reconciles atomic.Uint64
-	resync     atomic.Bool // a release found Redis short of a slot: reconcile
+	resync     atomic.Bool // a release found Redis short of a slot, or a new server: reconcile
+	newServer  atomic.Bool // the resync is for a new run_id: settle after it
 	kick       chan struct{}
 
 	closed atomic.Bool
@@ -221,6 +302,13 @@ type redisBucket struct {
 	count     atomic.Int64
 	countSeen atomic.Bool
 	share     atomic.Int64 // local cap while not connected, fixed at fallback entry
+	// exact is the instance's exact share of max, fixed at fallback entry;
+	// counted is what Redis counts for it as last confirmed (held minus
+	// uncounted when it left Redis, lowered by each release in doubt).
+	// With lease_loss close, share is min(exact, counted) unless a full
+	// outage is confirmed (grown: share = exact).
+	exact   atomic.Int64
+	counted atomic.Int64
 	// uncounted are held slots Redis does not count: they did not fit
 	// when the instance re-registered (lease_loss keep, or close while the
 	// sessions are being closed). Releases consume them first, without
@@ -302,10 +390,11 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 			o.OnStateChange(0, StateFallback)
 		}
 	}
-	l.wg.Add(3)
+	l.wg.Add(4)
 	go l.supervise()
 	go l.subscribe()
 	go l.watchLease()
+	go l.watchPeers()
 	return l, nil
 }
 
@@ -411,6 +500,10 @@ type RedisBucketStatus struct {
 	Count  int64 // all instances' slots, as last seen (-1: never seen)
 	Held   int64 // this instance's slots
 	Share  int64 // local cap while not connected
+	// Exact is this instance's exact share of max (fixed at the last
+	// fallback entry): with lease_loss close, Share grows to it only while
+	// every peer confirms a full outage.
+	Exact int64
 	// Uncounted are held slots Redis does not count: they did not fit
 	// under max when this instance re-registered (lease_loss keep, or
 	// close while their sessions are being closed). The backend may exceed
@@ -428,7 +521,7 @@ func (l *Redis) Status() (RedisState, []RedisBucketStatus) {
 			c = b.count.Load()
 		}
 		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Share: b.share.Load(),
-			Uncounted: b.uncounted.Load()})
+			Exact: b.exact.Load(), Uncounted: b.uncounted.Load()})
 	}
 	slices.SortFunc(out, func(a, b RedisBucketStatus) int { return strings.Compare(a.Bucket, b.Bucket) })
 	return l.State(), out

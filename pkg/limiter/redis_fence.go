@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/tdsgate/tdsgate/pkg/coord"
 )
 
@@ -24,7 +26,7 @@ func (l *Redis) reconcileLocked() error {
 	defer cancel()
 	id := l.InstanceID()
 	sent := l.opts.clock.Now()
-	res, err := coord.RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+	reg, err := coord.Register(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
 	if errors.Is(err, coord.ErrIDTaken) {
 		sib := coord.SiblingID(l.o.InstanceID, l.o.Incarnation)
 		if id == sib {
@@ -38,18 +40,34 @@ func (l *Redis) reconcileLocked() error {
 			"instance_id", l.o.InstanceID, "sibling_id", sib, "incarnation", l.o.Incarnation)
 		id = sib
 		l.keyID.Store(&sib)
-		res, err = coord.RegisterInstance(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
+		reg, err = coord.Register(ctx, l.client, id, l.o.Incarnation, l.o.HeartbeatTTL, hs)
 	}
 	l.op("reconcile", err)
 	if err != nil {
 		return err
 	}
+	res := reg.Buckets
+	l.regEpoch.Store(reg.Epoch)
+	l.regFresh = reg.Fresh
 	l.LeaseRenewed(sent)
 	l.leaseOK.Store(true)
 	// The membership at once (the poll may not have run yet): fallback
 	// shares need N and our rank from the moment we are registered.
-	if ids, err := l.client.Do(ctx, l.client.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build()).AsStrSlice(); err == nil {
-		l.noteMembers(ids)
+	// And this instance's /peer/lease address, for the peers' outage check.
+	c := l.client
+	var adv rueidis.Completed
+	if l.o.PeerAddr != "" {
+		adv = c.B().Hset().Key(coord.KeyPeers).FieldValue().FieldValue(id, l.o.PeerAddr).Build()
+	} else {
+		adv = c.B().Hdel().Key(coord.KeyPeers).Field(id).Build()
+	}
+	mres := c.DoMulti(ctx, adv, c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
+	if ids, err := mres[1].AsStrSlice(); err == nil {
+		addrs, err := mres[2].AsStrMap()
+		if err != nil {
+			addrs = nil
+		}
+		l.noteMembers(ids, addrs)
 	}
 	m := *l.buckets.Load()
 	held := map[string]int64{}
@@ -159,8 +177,9 @@ func (l *Redis) fenceOnce(now time.Time) time.Duration {
 		share := b.share.Load()
 		if connected {
 			// The supervisor has not moved to fallback yet (a Redis call
-			// holds it up): the share it is about to fix.
-			share = fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load())
+			// holds it up): the share it is about to fix (close: what
+			// Redis counts for us, at most the exact share).
+			share = min(fallbackShare(b.max.Load(), 0, 0, d, rank, false), max(b.held.Load()-b.uncounted.Load(), 0))
 		}
 		if b.held.Load() > share {
 			l.shed(b.id, int(share))

@@ -291,9 +291,16 @@ func TestRedisTLSAndACL(t *testing.T) {
 func TestRedisSentinelFailover(t *testing.T) {
 	sn := redistest.StartSentinel(t, redistest.SentinelOptions{})
 	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}}
+	var settled sync.Map // id → entered reconciling after the failover
+	var failing atomic.Bool
 	mk := func(id string) *Redis {
 		return newRedisLimiter(t, "", id, bs, func(o *RedisOptions) {
 			o.SentinelMasterSet, o.SentinelAddrs = sn.MasterSet, sn.Addrs()
+			o.OnStateChange = func(_, to RedisState) {
+				if to == StateReconciling && failing.Load() {
+					settled.Store(id, true)
+				}
+			}
 		})
 	}
 	a, b := mk("a"), mk("b")
@@ -311,6 +318,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	redistest.Do(t, rc, "HSET", coord.KeyConns("b"), "b", "4")
 	redistest.Do(t, rc, "SET", coord.KeyCount("b"), "6")
 	start := time.Now()
+	failing.Store(true)
 	newMaster := sn.Failover()
 	failedOver := time.Since(start)
 	if newMaster != replica.Addr() {
@@ -324,6 +332,13 @@ func TestRedisSentinelFailover(t *testing.T) {
 			redistest.Int(t, nc, "HGET", coord.KeyConns("b"), "b") == 2
 	})
 	t.Logf("failover took %s (sentinel); both instances re-asserted on the new primary %s later", failedOver, d)
+	// Each settled after re-asserting (the new primary's counts were
+	// stale): none took from it before the other had re-asserted.
+	for _, id := range []string{"a", "b"} {
+		if _, ok := settled.Load(id); !ok {
+			t.Errorf("%s did not settle after the failover", id)
+		}
+	}
 	// Both keep admitting and releasing on the new primary.
 	hb = append(hb, acquireN(t, b, "b", 1)...)
 	releaseAll(ha)
@@ -469,8 +484,8 @@ func TestMembershipKnownAtRegister(t *testing.T) {
 	rs.Pause()
 	defer rs.Resume()
 	b.ReportUnregistered() // any failure: fall back now
-	if _, s := b.Status(); s[0].Share != 6 {
-		t.Fatalf("share %d, want 6 (12 / 2, rank 1)", s[0].Share)
+	if _, s := b.Status(); s[0].Exact != 6 || s[0].Share != 0 {
+		t.Fatalf("exact share %d, share %d; want 6 (12 / 2, rank 1) and 0 (lease_loss close: what Redis counts for b)", s[0].Exact, s[0].Share)
 	}
 }
 
@@ -575,15 +590,7 @@ func TestReleaseInDoubtLowersShare(t *testing.T) {
 	}
 	// The link heals: the stalled release runs; B may take the freed slot.
 	nf.Set(netfault.Pass)
-	waitCond(t, 5*time.Second, "b takes the freed slot", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		tk, err := b.Acquire(ctx, "b")
-		if err == nil {
-			hb = append(hb, tk)
-		}
-		return err == nil
-	})
+	waitCond(t, 5*time.Second, "b takes the freed slot", func() bool { return tryAcquire(b, "b", &hb) })
 	// Sessions open: A 1, B 3 = max.
 	waitCond(t, 5*time.Second, "a connected", func() bool { return a.State() == StateConnected })
 	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
@@ -593,4 +600,215 @@ func TestReleaseInDoubtLowersShare(t *testing.T) {
 		t.Fatalf("a's hash %d, want 1", h)
 	}
 	releaseAll(ha[1:])
+}
+
+// TestFallbackGrowsOnlyWhenPeersConfirm: the partition hole. With
+// lease_loss close an instance that lost Redis admits only what Redis
+// counts for it; past its grow time (lease end + reclaim_after + one
+// heartbeat interval) it asks its peers, grows to its exact share only
+// when every one says its own lease is lost too, and sheds back as soon as
+// one does not. The time runs on a FakeClock.
+func TestFallbackGrowsOnlyWhenPeersConfirm(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 0}}
+	clk := NewFakeClock(time.Unix(1_000_000, 0))
+	ttl, reclaim, hbi, every := 2*time.Minute, time.Minute, 10*time.Second, time.Second
+	var peerLost atomic.Bool
+	var probes atomic.Int64
+	var z *Redis
+	shed := make(chan int, 10)
+	a, err := NewRedis(RedisOptions{Addr: rs.Addr(), InstanceID: "a", OpTimeout: 200 * time.Millisecond, HeartbeatTTL: ttl, ReclaimAfter: reclaim,
+		HeartbeatInterval: hbi, PeerProbeInterval: every, PollInterval: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, Log: testLog(),
+		Shed: func(_ string, keep int) int { shed <- keep; return 0 },
+		ProbePeer: func(_ context.Context, id, addr string) (bool, string, error) {
+			probes.Add(1)
+			if id != "z" || addr != "z.example:8081" {
+				return false, "", errors.New("unexpected peer " + id + " at " + addr)
+			}
+			return peerLost.Load(), z.View(), nil
+		}}, bs, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Disconnect()
+	z = newRedisLimiter(t, rs.Addr(), "z", bs, func(o *RedisOptions) { o.PeerAddr = "z.example:8081" })
+	waitCond(t, 2*time.Second, "a knows z's peer address", func() bool { return a.Peers()["z"] == "z.example:8081" })
+	waitCond(t, 2*time.Second, "a and z see the same instances", func() bool { return a.View() == z.View() })
+	held := acquireN(t, a, "b", 1)
+	defer func() { releaseAll(held) }()
+	rs.Pause()
+	defer rs.Resume()
+	if !a.PeerLease().Live {
+		t.Fatal("lease reported lost while connected")
+	}
+	clk.Advance(ttl) // past the lease's end: fallback
+	waitCond(t, 3*time.Second, "fallback", a.InFallback)
+	if a.PeerLease().Live {
+		t.Fatal("lease reported live in fallback past its deadline")
+	}
+	_, s := a.Status()
+	if s[0].Exact != 5 || s[0].Share != 1 {
+		t.Fatalf("exact %d, share %d; want 5 and 1 (what Redis counts for a)", s[0].Exact, s[0].Share)
+	}
+	tryOne := func() bool { return tryAcquire(a, "b", &held) }
+	if tryOne() {
+		t.Fatal("admitted past what Redis counts for a, with no outage confirmed")
+	}
+	// Past the grow time the peer is asked; it says its lease is live (it
+	// reaches Redis: a partition of a alone): no growth.
+	clk.Advance(reclaim + hbi)
+	waitCond(t, 3*time.Second, "z asked", func() bool { return probes.Load() > 0 })
+	time.Sleep(50 * time.Millisecond)
+	if a.Grown() || tryOne() {
+		t.Fatal("grew although the peer's lease is live")
+	}
+	// Redis is down for z too: a grows to its exact share.
+	peerLost.Store(true)
+	n := probes.Load()
+	clk.Advance(every)
+	waitCond(t, 3*time.Second, "grown", a.Grown)
+	if probes.Load() == n {
+		t.Fatal("grew without asking")
+	}
+	for i := range 4 {
+		if !tryOne() {
+			t.Fatalf("admission %d of the exact share refused after the outage was confirmed", i+2)
+		}
+	}
+	if tryOne() {
+		t.Fatal("admitted past the exact share")
+	}
+	// z reaches Redis again: a sheds back to what Redis counts (1).
+	peerLost.Store(false)
+	clk.Advance(every)
+	select {
+	case k := <-shed:
+		if k != 1 {
+			t.Fatalf("shed to %d, want 1", k)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no shed after the peer's lease came back")
+	}
+	if a.Grown() {
+		t.Fatal("still grown")
+	}
+	if _, s := a.Status(); s[0].Share != 1 {
+		t.Fatalf("share %d after shrinking, want 1", s[0].Share)
+	}
+}
+
+// TestFallbackAloneGrows: an instance with no peer (it last saw only
+// itself) grows to its exact share at once: nobody else can take a slot.
+func TestFallbackAloneGrows(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) { o.PeerProbeInterval = 50 * time.Millisecond })
+	held := acquireN(t, a, "b", 1)
+	rs.Kill()
+	waitCond(t, 3*time.Second, "fallback", a.InFallback)
+	waitCond(t, 3*time.Second, "grown", a.Grown)
+	held = append(held, acquireN(t, a, "b", 3)...)
+	releaseAll(held)
+}
+
+// TestSettleTimeCoversPeerShed: with peers to ask, the settle time is at
+// least a probe interval + a probe timeout + the shed allowance, so that
+// a grown instance is back within what Redis counts for it before a peer
+// that returned to Redis admits past its register grant.
+func TestSettleTimeCoversPeerShed(t *testing.T) {
+	o := RedisOptions{SettleTime: 100 * time.Millisecond, ProbePeer: func(context.Context, string, string) (bool, string, error) { return false, "", nil }}
+	o.setDefaults()
+	if want := DefaultPeerProbeInterval + DefaultPeerProbeTimeout + peerShedAllowance; o.SettleTime != want {
+		t.Fatalf("settle %s, want %s", o.SettleTime, want)
+	}
+	if DefaultRedisSettleTime <= MinSettleTime(DefaultPeerProbeInterval, DefaultPeerProbeTimeout) {
+		t.Fatalf("default settle %s not above the peer shed time %s", DefaultRedisSettleTime, MinSettleTime(DefaultPeerProbeInterval, DefaultPeerProbeTimeout))
+	}
+}
+
+// tryAcquire tries for 50 ms to take a slot of bucket, adding the ticket
+// to into.
+func tryAcquire(l *Redis, bucket string, into *[]Ticket) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	tk, err := l.Acquire(ctx, bucket)
+	if err == nil {
+		*into = append(*into, tk)
+	}
+	return err == nil
+}
+
+// TestStaleViewDoesNotGrowAlone: the first instance to register again
+// after Redis restarted empty reads a membership of itself alone; if it
+// then loses Redis before its next poll, it must still count the
+// instances it saw a moment before (the view keeps every id seen within
+// heartbeat_ttl + reclaim_after) and ask them, never grow as if alone.
+// The nemesis found it: peak 19 of 10 after an outage-start.
+func TestStaleViewDoesNotGrowAlone(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 0}}
+	var asked sync.Map
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) {
+		o.HeartbeatTTL, o.ReclaimAfter, o.HeartbeatInterval, o.PeerProbeInterval = 2*time.Second, 200*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+		o.PollInterval = 100 * time.Millisecond
+		o.ProbePeer = func(_ context.Context, id, _ string) (bool, string, error) {
+			asked.Store(id, true)
+			return false, "", errors.New("no answer")
+		}
+	})
+	newRedisLimiter(t, rs.Addr(), "b", bs, func(o *RedisOptions) { o.PollInterval = time.Hour; o.PeerAddr = "b.example:1" })
+	waitCond(t, 2*time.Second, "a sees b", func() bool { _, ok := a.Peers()["b"]; return ok })
+	// As right after an empty restart that a registered into first: a's
+	// reads list a alone (b has not re-registered yet).
+	redistest.Do(t, c, "SREM", coord.KeyInstances, "b")
+	time.Sleep(300 * time.Millisecond) // a few polls of a read {a}
+	rs.Pause()
+	defer rs.Resume()
+	waitCond(t, 5*time.Second, "a in fallback", func() bool { return a.State() == StateFallback })
+	if _, ok := a.Peers()["b"]; !ok || a.LiveInstances() != 2 {
+		t.Fatalf("a's view lost b: peers %v, N %d", a.Peers(), a.LiveInstances())
+	}
+	waitCond(t, 5*time.Second, "a asks b", func() bool { _, ok := asked.Load("b"); return ok })
+	time.Sleep(200 * time.Millisecond)
+	if a.Grown() {
+		t.Fatal("a grew although b, which it saw a moment ago, did not confirm the outage")
+	}
+}
+
+// TestSettleRestartsWhenRedisLostUs: the nemesis overshoot after a Redis
+// restart while an instance was settling. A settles (reconciling) after
+// an outage; Redis restarts empty meanwhile. At the end of its settle its
+// register finds itself unlisted (fresh): the others may only now be
+// re-registering, so it settles again instead of taking from Redis at once
+// (else it takes the slots of the instances that have not re-registered
+// yet: peak 13 of 10).
+func TestSettleRestartsWhenRedisLostUs(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 4, MaxQueueSize: 0}}
+	const settle = time.Second
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) { o.SettleTime = settle; o.PollInterval = time.Hour })
+	held := acquireN(t, a, "b", 1)
+	defer func() { releaseAll(held) }()
+	a.toFallback("test", "b", errors.New("forced"))
+	waitCond(t, 2*time.Second, "reconciling", func() bool { return a.State() == StateReconciling })
+	began := time.Now()
+	redistest.Do(t, c, "FLUSHALL") // restarted empty while a settles
+	waitCond(t, 3*settle, "a registered again at the end of its settle", func() bool {
+		return redistest.Int(t, c, "SISMEMBER", coord.KeyInstances, "a") == 1
+	})
+	if d := time.Since(began); d < settle/2 {
+		t.Fatalf("registered again after %s, before its settle ended", d)
+	}
+	if st := a.State(); st != StateReconciling {
+		t.Fatalf("state %s right after the register that found a unlisted, want reconciling (settle again)", st)
+	}
+	if tryAcquire(a, "b", &held) {
+		t.Fatal("admitted past what the register granted while settling again")
+	}
+	waitCond(t, 3*settle, "connected", func() bool { return a.State() == StateConnected })
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 1 {
+		t.Fatalf("count %d, want 1", n)
+	}
 }

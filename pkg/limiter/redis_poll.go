@@ -5,7 +5,6 @@ package limiter
 
 import (
 	"context"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +31,7 @@ func (l *Redis) poll() {
 	for _, b := range bs {
 		cmds = append(cmds, c.B().Get().Key(coord.KeyCount(b.id)).Build())
 	}
-	cmds = append(cmds, c.B().Info().Section("server").Build())
+	cmds = append(cmds, c.B().Info().Section("server").Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
 	cached := make([]rueidis.CacheableTTL, 0, len(bs))
 	for _, b := range bs {
 		cached = append(cached, rueidis.CT(c.B().Get().Key(coord.KeyMax(b.id)).Cache(), cacheTTL))
@@ -51,11 +50,12 @@ func (l *Redis) poll() {
 		l.toFallback("poll", "", errUnregistered)
 		return
 	}
-	if info, err := res[len(res)-1].ToString(); err == nil {
+	if info, err := res[len(res)-2].ToString(); err == nil {
 		l.checkRunID(info)
 	}
 	if ids, err := res[1].AsStrSlice(); err == nil {
-		l.noteMembers(ids)
+		addrs, _ := res[len(res)-1].AsStrMap()
+		l.noteMembers(ids, addrs)
 	}
 	var maxRes []rueidis.RedisResult
 	if len(cached) > 0 {
@@ -104,20 +104,14 @@ func (l *Redis) poll() {
 	}
 }
 
-// noteMembers records N (the ids of proxy:instances ∪ proxy:fenced) and
-// this instance's rank among them, for the fallback shares.
-func (l *Redis) noteMembers(ids []string) {
-	slices.Sort(ids)
-	l.live.Store(int64(len(ids)))
-	l.rank.Store(int64(slices.Index(ids, l.InstanceID())))
-}
-
 // checkRunID notes the run_id of the Redis that answers. A new one (a
 // Sentinel failover to a replica, or a restart) may hold counts that are
 // stale (replication is asynchronous): this instance re-asserts its
 // holdings at once through the register script, so that count = the sum
-// of the hashes = the sessions open once every instance has. Supervisor
-// goroutine only.
+// of the hashes = the sessions open once every instance has, and settles
+// (admitting only within what that register granted) so that the others,
+// which notice at their next poll, have re-asserted theirs before it takes
+// from Redis again. Supervisor goroutine only.
 func (l *Redis) checkRunID(info string) {
 	_, rest, ok := strings.Cut(info, "run_id:")
 	if !ok {
@@ -125,10 +119,18 @@ func (l *Redis) checkRunID(info string) {
 	}
 	id, _, _ := strings.Cut(rest, "\r\n")
 	id = strings.TrimSpace(id)
+	if l.adoptRunID {
+		// Registered on this server since the last look (leaving
+		// fallback): its run_id is the one the holdings were asserted on.
+		l.adoptRunID = false
+		l.runID = id
+		return
+	}
 	if l.runID != "" && id != l.runID {
 		l.log.Warn("redis: a different server answers (failover or restart); re-asserting this instance's holdings",
 			"old_run_id", l.runID, "run_id", id)
 		l.resync.Store(true)
+		l.newServer.Store(true)
 		l.kickSupervisor()
 	}
 	l.runID = id
@@ -152,7 +154,7 @@ func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
 				continue
 			}
 			// Released meanwhile: give the slot back.
-			coord.ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
+			coord.ReleaseSlotAt(ctx, l.client, l.InstanceID(), b.id, l.regEpoch.Load())
 		}
 		l.mu.RUnlock()
 		return

@@ -94,7 +94,7 @@ func (b *redisBucket) Give() {
 			return
 		}
 		ctx, cancel := l.opCtx()
-		released, count, err := coord.ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
+		released, count, err := coord.ReleaseSlotAt(ctx, l.client, l.InstanceID(), b.id, l.regEpoch.Load())
 		cancel()
 		l.op("release", err)
 		if err == nil {
@@ -131,6 +131,7 @@ func (b *redisBucket) releaseInDoubt() {
 	l.mu.Lock()
 	if l.State() != StateConnected {
 		b.share.Store(max(b.share.Load()-1, 0))
+		b.counted.Store(max(b.counted.Load()-1, 0))
 	}
 	l.mu.Unlock()
 }

@@ -30,16 +30,45 @@ func (l *Redis) toFallback(op, bucket string, cause error) {
 }
 
 // fixSharesLocked sets every bucket's local share from what was last seen.
-// Called with mu held exclusively.
+// Called with mu held exclusively, as the state leaves Redis (connected or
+// reconciling → fallback), or at a start without Redis.
+//
+// Each bucket's exact share of max is fixed here (ExactShare; floor only
+// when Redis was never reached). With lease_loss close the share is at
+// most what Redis counts for this instance (counted: what it held minus
+// the uncounted slots, or the register's grant when it was reconciling):
+// slots Redis counts for it are slots no other instance can take, whether
+// this one is cut off alone or Redis is down for everyone. It grows to
+// the exact share only when every peer confirms the outage (redis_peers.go).
+// With keep the share is the exact share capped at what it held plus its
+// exact share of the slots that were free (fallbackShare).
 func (l *Redis) fixSharesLocked() map[string]int64 {
 	d := l.divisor()
 	rank := int(l.rank.Load())
-	if !l.everConnected.Load() {
+	ever := l.everConnected.Load()
+	if !ever {
 		rank = -1
 	}
+	reconciling := l.State() == StateReconciling
+	l.grown.Store(false)
 	out := map[string]int64{}
 	for _, b := range *l.buckets.Load() {
-		s := fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load() && l.everConnected.Load())
+		exact := fallbackShare(b.max.Load(), 0, 0, d, rank, false)
+		counted := max(b.held.Load()-b.uncounted.Load(), 0)
+		if t := b.told.Load(); reconciling && t >= 0 {
+			counted = min(counted, t)
+		}
+		b.exact.Store(exact)
+		b.counted.Store(counted)
+		var s int64
+		switch {
+		case !ever:
+			s = exact
+		case l.o.LeaseLossKeep:
+			s = fallbackShare(b.max.Load(), b.count.Load(), b.held.Load(), d, rank, b.countSeen.Load())
+		default:
+			s = min(exact, counted)
+		}
 		b.share.Store(s)
 		b.told.Store(-1)
 		out[b.id] = s
@@ -117,6 +146,18 @@ func (l *Redis) supervise() {
 						l.toFallback("reconcile", "", err)
 						break
 					}
+					if l.newServer.Swap(false) || l.regFresh {
+						// A new server (failover, restart; its counts may
+						// be stale) or one that had lost us: the others
+						// re-assert too, at their next poll; settle first.
+						l.fallbackSince = time.Now()
+						l.settleLocked()
+						l.mu.Unlock()
+						l.log.Warn("reconcile: a new redis server (failover or restart) or one that had lost this instance: holdings re-asserted; settling before taking from redis again",
+							"settle", l.o.SettleTime)
+						l.changed(StateConnected, StateReconciling)
+						break
+					}
 				}
 				l.mu.Unlock()
 			}
@@ -171,6 +212,17 @@ func (l *Redis) beginReconcile() {
 		l.log.Debug("fallback: redis answers PING but the reconcile failed", "err", err)
 		return
 	}
+	l.settleLocked()
+	since := l.fallbackSince
+	l.mu.Unlock()
+	l.log.Info("fallback: redis answers again, reconciling", "in_fallback", time.Since(since).Round(time.Millisecond),
+		"settle", l.o.SettleTime)
+	l.changed(StateFallback, StateReconciling)
+}
+
+// settleLocked enters (or restarts) the settle time of reconciling, right
+// after a successful register, with mu held exclusively.
+func (l *Redis) settleLocked() {
 	for _, b := range *l.buckets.Load() {
 		// What Redis now counts for us (the register's granted), not what
 		// we hold: slots that did not fit are uncounted, and with close
@@ -179,13 +231,9 @@ func (l *Redis) beginReconcile() {
 		// max for the whole settle time).
 		b.told.Store(max(b.held.Load()-b.uncounted.Load(), 0))
 	}
+	l.grown.Store(false)
 	l.state.Store(int32(StateReconciling))
 	l.settleUntil = time.Now().Add(l.o.SettleTime)
-	since := l.fallbackSince
-	l.mu.Unlock()
-	l.log.Info("fallback: redis answers again, reconciling", "in_fallback", time.Since(since).Round(time.Millisecond),
-		"settle", l.o.SettleTime)
-	l.changed(StateFallback, StateReconciling)
 }
 
 // finishReconcile: reconciling → connected (or back to fallback).
@@ -204,9 +252,23 @@ func (l *Redis) finishReconcile() {
 		l.changed(StateReconciling, StateFallback)
 		return
 	}
+	if l.regFresh {
+		// Redis lost this instance's registration while it settled (it
+		// restarted empty again, or a reaper took the id out): the others
+		// may be re-registering now too. Settle again from here, within
+		// what this register granted, before taking from Redis.
+		l.settleLocked()
+		l.mu.Unlock()
+		l.log.Warn("reconcile: redis had lost this instance's registration while it settled (restarted empty?); settling again",
+			"settle", l.o.SettleTime)
+		return
+	}
 	for _, b := range *l.buckets.Load() {
 		b.told.Store(-1)
 	}
+	// Just registered on the server that answers now: nothing to re-assert.
+	l.newServer.Store(false)
+	l.adoptRunID = true
 	l.state.Store(int32(StateConnected))
 	l.everConnected.Store(true)
 	since := l.fallbackSince

@@ -190,14 +190,19 @@ func TestRedisFallbackAndReconcile(t *testing.T) {
 	rs := redistest.Start(t)
 	bs := []BucketConfig{{ID: "b", MaxConnections: 12, MaxQueueSize: 10, QueueTimeout: 50 * time.Millisecond}}
 	var fallbackHook atomic.Int32
+	// lease_loss keep: the shares below include each instance's share of
+	// the free slots (with close an instance admits only what Redis counts
+	// for it until its peers confirm the outage: TestFallbackGrowsOnlyWhenPeersConfirm).
+	keep := func(o *RedisOptions) { o.LeaseLossKeep = true }
 	a := newRedisLimiter(t, rs.Addr(), "a", bs, func(o *RedisOptions) {
+		keep(o)
 		o.OnStateChange = func(_, to RedisState) {
 			if to == StateFallback {
 				fallbackHook.Add(1)
 			}
 		}
 	})
-	b := newRedisLimiter(t, rs.Addr(), "b", bs, nil)
+	b := newRedisLimiter(t, rs.Addr(), "b", bs, keep)
 	waitCond(t, 2*time.Second, "both see 2 live instances", func() bool { return a.LiveInstances() == 2 && b.LiveInstances() == 2 })
 	ha := acquireN(t, a, "b", 2)
 	hb := acquireN(t, b, "b", 5)
@@ -401,12 +406,15 @@ func TestRedisRouteDirectory(t *testing.T) {
 // (SIGSTOP). A login does not hang: its acquire times out after op_timeout
 // and it is served on the local share; idle instances notice by their poll.
 // After SIGCONT the instances reconcile and the counts are exact.
+// lease_loss keep, whose fallback admits on the share of the free slots
+// (close admits only what Redis counts: TestFallbackGrowsOnlyWhenPeersConfirm).
 func TestRedisHungFallsBack(t *testing.T) {
 	rs := redistest.Start(t)
 	bs := []BucketConfig{{ID: "b", MaxConnections: 8, MaxQueueSize: 4, QueueTimeout: time.Second}}
 	const opTimeout = 300 * time.Millisecond
-	busy := newRedisLimiter(t, rs.Addr(), "busy", bs, func(o *RedisOptions) { o.OpTimeout = opTimeout; o.PollInterval = time.Second })
-	idle := newRedisLimiter(t, rs.Addr(), "idle", bs, func(o *RedisOptions) { o.OpTimeout = opTimeout; o.PollInterval = time.Second })
+	opts := func(o *RedisOptions) { o.OpTimeout = opTimeout; o.PollInterval = time.Second; o.LeaseLossKeep = true }
+	busy := newRedisLimiter(t, rs.Addr(), "busy", bs, opts)
+	idle := newRedisLimiter(t, rs.Addr(), "idle", bs, opts)
 	waitCond(t, 3*time.Second, "2 live seen", func() bool { return busy.LiveInstances() == 2 && idle.LiveInstances() == 2 })
 	held := acquireN(t, busy, "b", 2)
 	rs.Pause()

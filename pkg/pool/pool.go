@@ -56,9 +56,9 @@ type Settings struct {
 	MaxLifetime time.Duration
 	// ResetTimeout bounds making a connection safe after its client left.
 	ResetTimeout time.Duration
-	// Clock times idle_timeout, max_lifetime and pressure (tests advance a
-	// clock.Fake; the janitor still looks every janitorInterval of real
-	// time). Fixed at New; nil: clock.Real.
+	// Clock times idle_timeout, max_lifetime, pressure and the janitor's
+	// tick (every janitorInterval): tests advance a clock.Fake instead of
+	// sleeping. Fixed at New; nil: clock.Real.
 	Clock clock.Clock
 }
 
@@ -679,15 +679,17 @@ const janitorInterval = 250 * time.Millisecond
 // janitor closes idle connections past idle_timeout (above min_idle) or
 // max_lifetime, those the server closed, those over max_idle after a
 // reload, and those above min_idle while pressure holds.
+// It ticks on Settings.Clock: a test with a clock.Fake sweeps by
+// advancing it (one sweep per due tick), never by sleeping.
 func (p *Pool) janitor() {
 	defer close(p.done)
-	t := time.NewTicker(janitorInterval)
-	defer t.Stop()
 	for {
+		t := p.clk.NewTimer(janitorInterval)
 		select {
 		case <-p.stop:
+			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		p.sweep()
 	}

@@ -351,9 +351,10 @@ func TestCredentialVerdictCache(t *testing.T) {
 	}
 }
 
-// TestIdleTimeoutOnFakeClock: idle_timeout runs on Settings.Clock: an hour
-// of idle_timeout passes when the test advances a clock.Fake, not by
-// sleeping.
+// TestIdleTimeoutOnFakeClock: idle_timeout and the janitor's tick run on
+// Settings.Clock: an hour of idle_timeout passes when the test advances a
+// clock.Fake, and the janitor sweeps when the fake clock reaches its
+// tick, not by sleeping.
 func TestIdleTimeoutOnFakeClock(t *testing.T) {
 	fake := clock.NewFake(time.Unix(1_000_000, 0))
 	p, rec := newPool(t, Settings{MinIdle: 1, IdleTimeout: time.Hour, MaxLifetime: 10 * time.Hour, Clock: fake})
@@ -365,13 +366,23 @@ func TestIdleTimeoutOnFakeClock(t *testing.T) {
 	for _, c := range cs {
 		p.Return(c, clean, "pw")
 	}
-	fake.Advance(59 * time.Minute)
-	time.Sleep(2 * janitorInterval)
+	// The janitor's only timer is on the fake clock (with a real ticker
+	// the fake clock would have none): one sweep per tick.
+	waitFor(t, func() bool { return fake.Timers() == 1 })
+	sweep := func(d time.Duration) {
+		t.Helper()
+		fake.Advance(d)
+		// The tick fired (no timer armed) and the sweep ran (the next tick armed).
+		waitFor(t, func() bool { return fake.Timers() == 1 })
+	}
+	sweep(59 * time.Minute)
 	if p.Stats().Idle != 3 {
 		t.Fatalf("closed before idle_timeout: %+v", p.Stats())
 	}
-	fake.Advance(time.Minute)
-	waitFor(t, func() bool { return p.Stats().Idle == 1 })
+	sweep(time.Minute)
+	if p.Stats().Idle != 1 {
+		t.Fatalf("after the tick past idle_timeout: %+v, want 1 idle (min_idle 1)", p.Stats())
+	}
 	if rec.count(ReasonIdleTimeout) != 2 {
 		t.Fatalf("%d idle timeouts (min_idle 1), want 2", rec.count(ReasonIdleTimeout))
 	}

@@ -153,8 +153,13 @@ type Config struct {
 	LogLevel string
 	// Metrics serves /metrics on a free loopback port (Proxy.MetricsAddr).
 	Metrics bool
+	// NoHealth leaves health_listen empty: no /health and no /peer/lease
+	// (the instance then advertises no peer address). By default each
+	// start picks a free loopback port (Proxy.HealthAddr), which is also
+	// the redis.peer_address it advertises.
+	NoHealth bool
 
-	metricsListen string
+	metricsListen, healthListen string
 }
 
 // YAML renders c as a tdsgate config listening on listen.
@@ -171,7 +176,7 @@ func (c Config) YAML(listen string) string {
 	if lvl == "" {
 		lvl = "info"
 	}
-	fmt.Fprintf(&b, "log_level: %s\nhealth_listen: \"\"\nmetrics_listen: %q\n", lvl, c.metricsListen)
+	fmt.Fprintf(&b, "log_level: %s\nhealth_listen: %q\nmetrics_listen: %q\n", lvl, c.healthListen, c.metricsListen)
 	old := OldConfig()
 	b.WriteString("redis:\n")
 	if c.Sentinel == nil || old {
@@ -288,11 +293,19 @@ func StartErr(t testing.TB, c Config) (*Proxy, error) {
 		addr = pick()
 	}
 	c.Listen = addr
-	if c.Metrics {
-		c.metricsListen = pick()
-		for c.metricsListen == addr {
-			c.metricsListen = pick()
+	pickOther := func() string { // not addr: c.Listen may name a port no one holds
+		a := pick()
+		for a == addr {
+			a = pick()
 		}
+		return a
+	}
+	c.metricsListen, c.healthListen = "", ""
+	if c.Metrics {
+		c.metricsListen = pickOther()
+	}
+	if !c.NoHealth {
+		c.healthListen = pickOther()
 	}
 	for _, l := range hold {
 		l.Close()
@@ -356,6 +369,10 @@ func (p *Proxy) Restart() *Proxy {
 
 // MetricsAddr is the address of /metrics ("" without Config.Metrics).
 func (p *Proxy) MetricsAddr() string { return p.Config.metricsListen }
+
+// HealthAddr is the address of /health and /peer/lease ("" with
+// Config.NoHealth).
+func (p *Proxy) HealthAddr() string { return p.Config.healthListen }
 
 // Pid is the process id.
 func (p *Proxy) Pid() int { return p.proc.Pid }

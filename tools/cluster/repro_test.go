@@ -260,12 +260,10 @@ func TestReproReapedAfterStop(t *testing.T) {
 	closeAll(bHeld)
 }
 
-// TestReproPartitionedInstance: as TestReproReapedAfterStop, but A keeps
-// running and is cut from Redis by a TCP proxy that stalls (no byte moves,
-// connections stay open) for 6 s, then drops (resets) for 2 s, then heals.
-// A must fence itself (lease_loss close) so that the backend never holds
-// more than 4, and afterwards count = sessions open.
-func TestReproPartitionedInstance(t *testing.T) {
+// partitionRig starts Redis, a stand-in, and a netfault TCP proxy in
+// front of Redis (for the instance to cut off).
+func partitionRig(t *testing.T) (*redistest.Server, *server.Server, *netfault.Proxy) {
+	t.Helper()
 	rs := redistest.Start(t)
 	si := backend(t)
 	nf, err := netfault.New(netfault.Fixed(rs.Addr()))
@@ -273,6 +271,16 @@ func TestReproPartitionedInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nf.Close)
+	return rs, si, nf
+}
+
+// TestReproPartitionedInstance: as TestReproReapedAfterStop, but A keeps
+// running and is cut from Redis by a TCP proxy that stalls (no byte moves,
+// connections stay open) for 6 s, then drops (resets) for 2 s, then heals.
+// A must fence itself (lease_loss close) so that the backend never holds
+// more than 4, and afterwards count = sessions open.
+func TestReproPartitionedInstance(t *testing.T) {
+	rs, si, nf := partitionRig(t)
 	a, b, held := reapRig(t, nf.Addr(), rs, si)
 	o := watchOne(t, si, 4)
 	stop := make(chan struct{})
@@ -303,6 +311,85 @@ func TestReproPartitionedInstance(t *testing.T) {
 		t.Errorf("after the partition count %d, sessions open %d", n, cur)
 	}
 	closeAll(bHeld)
+}
+
+// TestReproPartitionOneInstance: the partition hole of issue 12. Max 10,
+// two instances; A reaches Redis through a TCP proxy that stalls (then
+// drops) while B still reaches Redis, and both are asked for more
+// sessions than max during the partition. A cannot tell it is cut off
+// alone. With lease_loss close its fallback admits only what Redis counts
+// for it (0 here), since B takes every free slot through Redis, and B's
+// /peer/lease says its lease is live, so A never grows: the backend never
+// holds more than 10. Before the fix A's share included its share of the
+// free slots (5) and the stand-in peaked at 15. With keep that is still
+// the share, and the stated bound: max + A's part of what was free when it
+// lost Redis (ExactShare(10 - 0, 2, rank 0) = 5), so at most 15.
+func TestReproPartitionOneInstance(t *testing.T) {
+	for _, mode := range []string{"close", "keep"} {
+		t.Run(mode, func(t *testing.T) { partitionOneInstance(t, mode) })
+	}
+}
+
+func partitionOneInstance(t *testing.T, leaseLoss string) {
+	const maxConns, keepBound = 10, 5
+	rs, si, nf := partitionRig(t)
+	c := cluster.Config{HeartbeatTTL: 3 * time.Second, HeartbeatInterval: 500 * time.Millisecond, ReaperInterval: time.Second,
+		LeaseLoss: leaseLoss, Buckets: []cluster.Bucket{bucket(maxConns, 20, 500*time.Millisecond, si.Addr())}}
+	ca, cb := c, c
+	ca.InstanceID, ca.RedisAddr = "proxy-a", nf.Addr()
+	cb.InstanceID, cb.RedisAddr = "proxy-b", rs.Addr()
+	a, b := cluster.Start(t, ca), cluster.Start(t, cb)
+	rc := rs.Client(t)
+	waitFor(t, 5*time.Second, "both registered", func() bool {
+		n, err := getInt(rc, "SCARD", keyInstances)
+		return err == nil && n == 2
+	})
+	time.Sleep(1500 * time.Millisecond) // both have polled: 2 live instances, count 0
+	o := cluster.Watch(5*time.Millisecond, cluster.Backend{Bucket: bucketID, Server: si, Max: maxConns})
+	nf.Set(netfault.Stall)
+	o.Event("stall %s↔redis", a.ID)
+	waitFor(t, 5*time.Second, a.ID+" in fallback", func() bool { return len(a.LogLines("fallback: redis unreachable")) > 0 })
+	o.Event("%s in fallback", a.ID)
+	stop := make(chan struct{})
+	gotA := fill(a.Addr, maxConns, time.Second, stop)
+	gotB := fill(b.Addr, maxConns, time.Second, stop)
+	time.Sleep(5 * time.Second)
+	nf.Set(netfault.Drop)
+	o.Event("drop %s↔redis", a.ID)
+	time.Sleep(2 * time.Second)
+	nf.Set(netfault.Pass)
+	o.Event("heal %s↔redis", a.ID)
+	time.Sleep(4 * time.Second)
+	close(stop)
+	aHeld, bHeld := gotA(), gotB()
+	closeAll(aHeld)
+	closeAll(bHeld)
+	reps := o.Stop()
+	n, _ := getInt(rc, "GET", keyCount(bucketID))
+	t.Logf("lease_loss %s, partition of %s alone: A held %d, B held %d at the end; count %d; events:\n%s",
+		leaseLoss, a.ID, len(aHeld), len(bHeld), n, o.Events())
+	for _, r := range reps {
+		t.Logf("oracle: %s", r)
+		switch leaseLoss {
+		case "close":
+			if r.Peak > r.Max || r.Over > 0 {
+				t.Errorf("backend above max: %s", r)
+				for _, w := range r.Windows {
+					t.Logf("above max: %s", w)
+				}
+			}
+		case "keep":
+			t.Logf("lease_loss keep: measured overshoot %d, stated bound %d (A's part of the 10 free slots)", max(r.Peak-r.Max, 0), keepBound)
+			if r.Peak > r.Max+keepBound {
+				t.Errorf("keep: peak %d above the stated bound max + %d", r.Peak, keepBound)
+			}
+		}
+	}
+	if leaseLoss == "close" {
+		for _, l := range a.LogLines("every peer confirms") {
+			t.Errorf("%s grew although its peer reaches redis: %s", a.ID, l)
+		}
+	}
 }
 
 // TestReproDuplicateInstanceID: A (proxy-1) holds 4 of 4; a second
@@ -377,7 +464,11 @@ func TestReproDuplicateInstanceID(t *testing.T) {
 // of max 20; Redis dies; each asks for 2 sessions. The fallback shares add
 // up to exactly 20 (20 instances get 1, 10 get 0), so exactly 20 are
 // admitted and the backend never holds more. Before the fix each share was
-// floor(20/30) = 0 and every login was refused.
+// floor(20/30) = 0 and every login was refused. With lease_loss close an
+// instance grows past what Redis counts for it (0 here) only once every
+// peer confirmed over /peer/lease that Redis is down for it too, after
+// heartbeat_ttl + reclaim_after + heartbeat_interval: the test waits for
+// the 20 instances with a share of 1 to log that.
 func TestReproManyInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 processes: not with -short")
@@ -390,7 +481,7 @@ func TestReproManyInstances(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		ps = append(ps, cluster.Start(t, cluster.Config{InstanceID: fmt.Sprintf("proxy-%02d", i), RedisAddr: rs.Addr(),
 			HeartbeatTTL: 10 * time.Second, HeartbeatInterval: time.Second, ReaperInterval: 2 * time.Second, OpTimeout: 500 * time.Millisecond,
-			Buckets: []cluster.Bucket{bucket(maxConns, 5, 500*time.Millisecond, si.Addr())}}))
+			ReclaimAfter: 3 * time.Second, Buckets: []cluster.Bucket{bucket(maxConns, 5, 500*time.Millisecond, si.Addr())}}))
 	}
 	waitFor(t, 20*time.Second, "30 registered", func() bool {
 		v, err := getInt(rc, "SCARD", keyInstances)
@@ -399,7 +490,16 @@ func TestReproManyInstances(t *testing.T) {
 	time.Sleep(2 * time.Second) // every instance has polled the live set
 	o := watchOne(t, si, maxConns)
 	rs.Kill()
+	killed := time.Now()
 	time.Sleep(2 * time.Second) // every instance is in fallback
+	if !cluster.OldConfig() {
+		// The peers confirm the outage (ranks 0..19 have a share of 1).
+		for _, p := range ps[:maxConns] {
+			waitFor(t, 60*time.Second, p.ID+" grows to its exact share", func() bool { return len(p.LogLines("every peer confirms")) > 0 })
+		}
+		t.Logf("the 20 instances with a share of 1 grew %s after redis was killed (heartbeat_ttl 10s + reclaim_after 3s + interval 1s from the last renewal)",
+			time.Since(killed).Round(time.Millisecond))
+	}
 	var wg sync.WaitGroup
 	got := make([]int, n)
 	for i, p := range ps {

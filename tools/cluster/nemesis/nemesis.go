@@ -115,6 +115,9 @@ type Result struct {
 	Seed     uint64
 	Options  Options
 	Schedule []string // the faults as run: "at  fault  details"
+	// Spans are the faults as run, from injection to healed, on the
+	// oracle's time base (that of BucketReport.Windows).
+	Spans []Span
 	// Count of each fault injected.
 	Injected map[string]int
 	// Buckets is the oracle's report (samples above max, exact peaks).
@@ -141,6 +144,25 @@ type Result struct {
 	// Snapshots: at moments the backend was above max, what each instance
 	// reported active and what Redis counted (one line each).
 	Snapshots []string
+}
+
+// Span is one fault as run: injected at From, healed at To (since the
+// oracle started).
+type Span struct {
+	Fault    string
+	From, To time.Duration
+}
+
+// During lists the faults whose span, extended by grace after it healed,
+// overlaps w.
+func (r Result) During(w cluster.Window, grace time.Duration) []string {
+	var out []string
+	for _, sp := range r.Spans {
+		if sp.From <= w.To && w.From <= sp.To+grace && !slices.Contains(out, sp.Fault) {
+			out = append(out, sp.Fault)
+		}
+	}
+	return out
 }
 
 // OK reports whether the run met the exact bound: no sample and no peak
@@ -516,6 +538,7 @@ func (r *run) schedule() time.Time {
 		r.res.Injected[f]++
 		line := fmt.Sprintf("%8.3fs  %-12s %s (ended %.3fs)", at.Seconds(), f, detail, r.or.Since().Seconds())
 		r.res.Schedule = append(r.res.Schedule, line)
+		r.res.Spans = append(r.res.Spans, Span{Fault: f, From: at, To: r.or.Since()})
 		r.o.Logf("nemesis: %s", line)
 		time.Sleep(r.between(500*time.Millisecond, 3*time.Second))
 	}

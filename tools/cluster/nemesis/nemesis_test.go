@@ -21,16 +21,29 @@ var (
 	instances = flag.Int("nemesis.instances", 4, "tdsgate processes (3..5)")
 	clients   = flag.Int("nemesis.clients", 300, "churning clients")
 	leaseLoss = flag.String("nemesis.lease-loss", "close", "redis.lease_loss of every instance: close or keep")
-	faults    = flag.String("nemesis.faults", "", "comma-separated faults to limit the schedule to, or all (default: all but partition, see ShortRunFaults)")
+	faults    = flag.String("nemesis.faults", "", "comma-separated faults to limit the schedule to, or all (default: all)")
 	report    = flag.String("nemesis.report", "", "also write the result as markdown to this file")
 	// keepBound is the overshoot lease_loss keep may show (its stated
 	// bound); 0: only report it.
 	keepBound = flag.Int("nemesis.keep-bound", 0, "with keep: the most the backend may exceed max (0: report only)")
-	// slack is what the default run tolerates with close while issue 12's
-	// last overshoots are open: a peak of at most max+slack, in at most
-	// 0.5 % of the samples. 0 is the goal, and make nemesis runs with it.
-	slack = flag.Int("nemesis.slack", 1, "with close: sessions above max the run tolerates, in at most 0.5% of samples (0: none)")
+	// slack is what a run tolerates with close: a peak of at most
+	// max+slack, in at most 0.5 % of the samples. The default, 0, is
+	// issue 12's bar (no sample above max); a larger value is for
+	// experiments only.
+	slack = flag.Int("nemesis.slack", 0, "with close: sessions above max the run tolerates, in at most 0.5% of samples (0: none, the default)")
+	// failoverSlack is what a run tolerates with close in a window above
+	// max during a Sentinel failover or within failoverGrace after it:
+	// replication is asynchronous, so a slot granted by the old primary
+	// just before the replica is promoted may be missing there until every
+	// instance has re-asserted its holdings (its next poll sees the new
+	// run_id). Every other window must stay within slack.
+	failoverSlack = flag.Int("nemesis.failover-slack", 1, "with close: sessions above max tolerated in windows during a Sentinel failover (async replication; 0: none)")
 )
+
+// failoverGrace is how long after a failover healed a window above max is
+// still the failover's: the instances re-assert their holdings at their
+// next poll (1 s), plus margin for a loaded machine.
+const failoverGrace = 2 * time.Second
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -39,22 +52,19 @@ func TestMain(m *testing.M) {
 }
 
 // TestNemesis runs the fault-injection harness: by default 60 s of faults
-// (every kind but partition at least once) with seed 12 against 4
-// instances and 300 churning clients, lease_loss close. TTL + reaper
-// interval after the last fault no slot is lost, and the backend holds at
-// most max + slack sessions (default 1, in at most 0.5 % of the samples:
-// the open remainder of issue 12 — a full outage's share computed from a
-// stale count; the old code peaked at 26 of 10 with half the samples
-// above). make nemesis runs every fault with slack 0, the goal.
+// (every kind, the partition of one instance from Redis included) with
+// seed 12 against 4 instances and 300 churning clients, lease_loss close.
+// The backend never holds more sessions than a bucket's max (not one
+// sample above it) — except by at most one session (failover-slack) while
+// a Sentinel failover is under way or just healed: replication is
+// asynchronous, and a slot the old primary granted just before the
+// replica was promoted is missing there until the instances re-assert
+// their holdings — and TTL + reaper interval after the last fault no slot
+// is lost. make nemesis runs the same for 10 minutes.
 func TestNemesis(t *testing.T) {
-	only := ShortRunFaults()
+	var only []string
 	switch *faults {
-	case "":
-		t.Logf("faults: %v; partition is left out of this default run: a partition of ONE instance from Redis "+
-			"can still exceed the cap (its fallback share counts free slots the others take); run -nemesis.faults=all "+
-			"or make nemesis for every fault", only)
-	case "all":
-		only = nil
+	case "", "all":
 	default:
 		only = strings.Split(*faults, ",")
 		for _, f := range only {
@@ -94,21 +104,34 @@ func TestNemesis(t *testing.T) {
 	}
 	switch *leaseLoss {
 	case "close":
-		if *slack == 0 && !res.OK() {
-			t.Errorf("lease_loss close: the backend went above max or slots were lost (seed %d):\n%s", res.Seed, res.Summary())
-		}
 		for bucket, n := range res.Lost {
 			if n != 0 {
 				t.Errorf("lease_loss close: %s: %d slots lost (seed %d)", bucket, n, res.Seed)
 			}
 		}
 		for _, b := range res.Buckets {
-			if b.Peak > b.Max {
-				t.Logf("lease_loss close: %s peaked at %d, max %d, %d of %d samples above (slack %d)", b.Bucket, b.Peak, b.Max, b.Over, b.Samples, *slack)
+			// Each window above max: within slack, or within failover-slack
+			// if a failover was in progress or just healed.
+			allFailover := len(b.Windows) > 0
+			for _, w := range b.Windows {
+				during := res.During(w, failoverGrace)
+				if slices.Contains(during, "failover") && w.Peak <= b.Max+int64(*failoverSlack) {
+					t.Logf("lease_loss close: %s above max during a Sentinel failover (async replication, tolerated up to max+%d): %s (faults %v)",
+						b.Bucket, *failoverSlack, w, during)
+					continue
+				}
+				allFailover = false
+				if w.Peak > b.Max+int64(*slack) {
+					t.Errorf("lease_loss close: %s above max: %s during %v (seed %d)", b.Bucket, w, during, res.Seed)
+				}
 			}
-			if b.Peak > b.Max+int64(*slack) || b.Over*200 > b.Samples {
-				t.Errorf("lease_loss close: %s peaked at %d (max %d, slack %d), %d of %d samples above max (seed %d):\n%s",
-					b.Bucket, b.Peak, b.Max, *slack, b.Over, b.Samples, res.Seed, res.Summary())
+			bound := b.Max + int64(*slack)
+			if allFailover {
+				bound = b.Max + int64(max(*slack, *failoverSlack))
+			}
+			if b.Peak > bound || (*slack > 0 && b.Over*200 > b.Samples) {
+				t.Errorf("lease_loss close: %s peaked at %d (max %d, bound %d), %d of %d samples above max (seed %d):\n%s",
+					b.Bucket, b.Peak, b.Max, bound, b.Over, b.Samples, res.Seed, res.Summary())
 			}
 		}
 	case "keep":
@@ -120,17 +143,4 @@ func TestNemesis(t *testing.T) {
 			}
 		}
 	}
-}
-
-// ShortRunFaults are the faults of the default run (the one in make
-// test): every fault but partition, whose overshoot is a known, open
-// limit (README "Faults: the cap under failure").
-func ShortRunFaults() []string {
-	var fs []string
-	for _, f := range nemesis.Faults {
-		if f != "partition" {
-			fs = append(fs, f)
-		}
-	}
-	return fs
 }
