@@ -58,6 +58,8 @@ const (
 	// 0, refuse logins until Redis was first reached (a new instance
 	// cannot know how many others share the cap).
 	DefaultExpectedInstances = 0
+	// DefaultSlotLinger is the default of Redis.SlotLinger.
+	DefaultSlotLinger = 20 * time.Millisecond
 	// DefaultForgetAfter is the default of Redis.ForgetAfter.
 	DefaultForgetAfter = 5 * time.Minute
 	// DefaultRedisTLSEnabled is the default of RedisTLS.Enabled.
@@ -385,6 +387,15 @@ type Redis struct {
 	// restarts with the same instance_id gives it back at once.
 	// Default: DefaultForgetAfter.
 	ForgetAfter time.Duration `yaml:"forget_after"`
+	// SlotLinger is how long a slot released with nobody waiting stays
+	// warm on this instance: still counted in Redis (the cap is
+	// unchanged), it goes to the next local login of its bucket with no
+	// Redis round trip. It goes back to Redis at once when clients wait
+	// for the bucket anywhere (here, or on another instance: the waiting
+	// hash, proxy:pressure), when the linger ends unused, on shutdown and
+	// when Redis or the lease is lost. 0 turns it off: every release runs
+	// the release script. Default: DefaultSlotLinger.
+	SlotLinger time.Duration `yaml:"slot_linger"`
 }
 
 // LeaseMargin is subtracted from the end of an instance's Redis lease, on
