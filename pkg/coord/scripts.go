@@ -119,9 +119,12 @@ n = math.min(n, room)
 c = c + n
 redis.call('SET', KEYS[1], c)
 redis.call('HINCRBY', KEYS[3], ARGV[1], n)
-if q > n then
+if q > n and c >= m then
+  -- Clients still wait here and the bucket is now full: stay listed.
   redis.call('HSET', KEYS[5], me, (q - n) .. ' ' .. now .. ' ' .. now)
 elseif q > 0 then
+  -- Everyone served, or the rest will be on the next try (room is left):
+  -- nobody here waits for a release.
   redis.call('HDEL', KEYS[5], me)
 end
 return {1, c, m, n, others()}

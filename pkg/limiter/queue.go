@@ -138,7 +138,8 @@ type Queue struct {
 	clock  Clock
 	obs    Observer
 
-	n atomic.Int32 // waiters in the list, readable without mu
+	n  atomic.Int32 // waiters in the list, readable without mu
+	nq atomic.Int32 // of which wQueued (found the source full), readable without mu
 
 	mu          sync.Mutex
 	head, tail  *waiter
@@ -381,6 +382,7 @@ func (q *Queue) dispatchLocked(self *waiter) waitState {
 				if q.waiting < q.maxQueue {
 					q.pending--
 					q.waiting++
+					q.nq.Store(int32(q.waiting))
 					w.state, w.queued = wQueued, true
 					enq = append(enq, q.waiting)
 				} else {
@@ -481,6 +483,7 @@ func (q *Queue) pushLocked(w *waiter) {
 		q.waiting++
 	}
 	q.n.Store(int32(q.count))
+	q.nq.Store(int32(q.waiting))
 }
 
 // finishLocked moves w out of the list into the terminal state s and wakes it.
@@ -503,6 +506,7 @@ func (q *Queue) finishLocked(w *waiter, s waitState) {
 		q.waiting--
 	}
 	q.n.Store(int32(q.count))
+	q.nq.Store(int32(q.waiting))
 	w.state = s
 	if w.ch != nil {
 		close(w.ch)

@@ -17,10 +17,12 @@ package limiter
 //	                                   connected, a local release otherwise)
 //
 // A release lingers only while connected, with the lease held, no slot of
-// the bucket uncounted, nobody in the local queue, and no sign that
-// clients of another instance wait (othersWait: the waiting hash as the
-// acquire and release scripts and the poll saw it; a proxy:pressure
-// signal within lingerPressureHold). Warm slots go back:
+// the bucket uncounted, nobody queued locally (a client whose try found
+// the bucket full; arrivals whose try is in flight take the warm slot
+// through the Queue's redo), and no sign that clients of another instance
+// wait (othersWait: the waiting hash as the acquire script and the poll
+// saw it; a proxy:pressure signal within lingerPressureHold). Warm slots
+// go back:
 //
 //   - after SlotLinger unused (expireWarm, a timer per bucket; the pool
 //     is LIFO, so the slots a steady load needs are re-used and the rest
@@ -41,12 +43,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/pkg/coord"
 )
 
 // DefaultSlotLinger is config redis.slot_linger's default (the app passes
-// it; RedisOptions.SlotLinger 0 is off).
-const DefaultSlotLinger = 20 * time.Millisecond
+// it; RedisOptions.SlotLinger 0 is off): config.DefaultSlotLinger, whose
+// comment says why 100 ms and not less.
+const DefaultSlotLinger = config.DefaultSlotLinger
 
 // lingerPressureHold is how long a proxy:pressure signal from another
 // instance keeps a bucket's releases from lingering. Package pool repeats
@@ -64,7 +68,7 @@ type warmPool struct {
 // lingerAllowed reports whether a release of b may linger now, judged
 // without locks (linger checks the rest under them).
 func (b *redisBucket) lingerAllowed() bool {
-	if b.l.o.SlotLinger <= 0 || b.q.n.Load() > 0 || b.othersWait.Load() || b.l.closed.Load() {
+	if b.l.o.SlotLinger <= 0 || b.q.nq.Load() > 0 || b.othersWait.Load() || b.l.closed.Load() {
 		return false
 	}
 	if at := b.pressureAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < lingerPressureHold {
@@ -135,9 +139,21 @@ func (b *redisBucket) expireWarm() {
 		w.timer.Reset(w.at[0].Add(d).Sub(now))
 	}
 	w.mu.Unlock()
-	for range k {
+	b.giveBack(k)
+}
+
+// giveBack gives k slots back (giveNow each). Several at once run
+// concurrently: rueidis pipelines them, one round trip for all.
+func (b *redisBucket) giveBack(k int) {
+	if k == 1 {
 		b.giveNow()
+		return
 	}
+	var wg sync.WaitGroup
+	for range k {
+		wg.Go(b.giveNow)
+	}
+	wg.Wait()
 }
 
 // flushWarm gives every warm slot of b back at once. off: no release
@@ -155,9 +171,7 @@ func (b *redisBucket) flushWarm(off bool) int {
 	w.at = nil
 	b.warmN.Store(0)
 	w.mu.Unlock()
-	for range k {
-		b.giveNow()
-	}
+	b.giveBack(k)
 	return k
 }
 

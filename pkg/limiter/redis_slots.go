@@ -48,7 +48,7 @@ func (b *redisBucket) TryTakeN(n int) int {
 			case coord.AcquireGranted:
 				b.held.Add(r.Granted)
 				got += int(r.Granted)
-				b.listed.Store(int64(queued) > r.Granted)
+				b.listed.Store(int64(queued) > r.Granted && r.Count >= r.Max)
 			case coord.AcquireDeferred:
 				// Another instance's longer queue goes first; if it does not
 				// take the slot, ours will shortly.
@@ -126,8 +126,6 @@ func (b *redisBucket) giveNow() {
 			b.count.Store(r.Count)
 			b.countSeen.Store(true)
 			l.mu.RUnlock()
-			// Someone waits (possibly only us: then we do not linger anyway).
-			b.othersWait.Store(r.Waiting)
 			if !r.Released {
 				// Redis had no slot of ours to take back: it lost track of
 				// us somehow. Make it exact again.
@@ -191,11 +189,12 @@ func (b *redisBucket) syncSoon() {
 	}
 }
 
-// syncWaiting writes this instance's queue length to the bucket's waiting
-// zset, or removes the entry when nobody waits. Only while connected.
+// syncWaiting writes this instance's queue length (the clients that found
+// the bucket full) to the bucket's waiting hash, or removes the entry when
+// nobody waits. Only while connected.
 func (b *redisBucket) syncWaiting() {
 	l := b.l
-	n := int(b.q.n.Load())
+	n := int(b.q.nq.Load())
 	if n == 0 && !b.listed.Load() {
 		return
 	}
