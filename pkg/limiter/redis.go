@@ -207,6 +207,10 @@ type Redis struct {
 	resync     atomic.Bool // a release found Redis short of a slot: reconcile
 	kick       chan struct{}
 
+	// redisSuspect: a connection to Redis dropped and no poll has since
+	// seen this instance registered on the same server: no slot linger.
+	redisSuspect atomic.Bool
+
 	closed atomic.Bool
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -32,6 +32,13 @@ package limiter
 //   - on every transition out of connected (Redis lost, the lease lost,
 //     unregistered): dropped locally, as any release in fallback is, and
 //     accounted for by the register script on the way back;
+//   - as soon as a connection to Redis drops (rueidis's invalidation hook
+//     with nil, the pub/sub subscription ending): Redis may have restarted
+//     empty or failed over, and an instance serving logins from warm slots
+//     would not notice it until its next script call. Until a poll has
+//     seen this instance registered on the same server (run_id), no
+//     release lingers and no warm slot is taken (redisSuspect): every
+//     login runs the acquire script again, which finds out at once;
 //   - on Close (the release script; later releases never linger) and when
 //     a reload removes the bucket.
 //
@@ -68,7 +75,7 @@ type warmPool struct {
 // lingerAllowed reports whether a release of b may linger now, judged
 // without locks (linger checks the rest under them).
 func (b *redisBucket) lingerAllowed() bool {
-	if b.l.o.SlotLinger <= 0 || b.q.nq.Load() > 0 || b.othersWait.Load() || b.l.closed.Load() {
+	if b.l.o.SlotLinger <= 0 || b.q.nq.Load() > 0 || b.othersWait.Load() || b.l.closed.Load() || b.l.redisSuspect.Load() {
 		return false
 	}
 	if at := b.pressureAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < lingerPressureHold {
@@ -110,7 +117,7 @@ func (b *redisBucket) linger() bool {
 // takeWarm takes up to n warm slots (the newest first) for new tickets:
 // they stay held and counted, no Redis call. It returns how many.
 func (b *redisBucket) takeWarm(n int) int {
-	if n <= 0 || b.warmN.Load() == 0 {
+	if n <= 0 || b.warmN.Load() == 0 || b.l.redisSuspect.Load() {
 		return 0
 	}
 	w := &b.warm
@@ -204,6 +211,20 @@ func (l *Redis) onPressure(channel, from string) {
 		b.pressureAt.Store(time.Now().UnixNano())
 		b.flushWarmSoon()
 	}
+}
+
+// suspectRedis: a connection to Redis dropped, so Redis may have
+// restarted or failed over (see the file comment): stop lingering, give
+// the warm slots back, and poll at once.
+func (l *Redis) suspectRedis() {
+	if l.o.SlotLinger <= 0 {
+		return
+	}
+	l.redisSuspect.Store(true)
+	for _, b := range *l.buckets.Load() {
+		b.flushWarmSoon()
+	}
+	l.kickSupervisor()
 }
 
 // lingerStateChanged: leaving connected (Redis lost, the lease lost,

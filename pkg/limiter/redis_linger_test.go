@@ -397,3 +397,29 @@ func TestRedisLingerChurnExact(t *testing.T) {
 		t.Fatalf("too little happened: %d samples, %d grants", samples.Load(), grants.Load())
 	}
 }
+
+// TestRedisLingerRedisRestartedEmpty: Redis restarts empty while slots
+// are warm (the poll is an hour away, so nothing else would notice): the
+// dropped connection sends the warm slots back and stops the linger, so
+// the next login runs the acquire script, which finds the instance
+// unregistered; after the register, Redis counts exactly the tickets.
+func TestRedisLingerRedisRestartedEmpty(t *testing.T) {
+	rs := redistest.Start(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 5, MaxQueueSize: 5, QueueTimeout: 5 * time.Second}}
+	a := newRedisLimiter(t, rs.Addr(), "a", bs, lingerOpts(time.Minute))
+	held := acquireN(t, a, "b", 3)
+	releaseAll(held[1:])
+	if a.Warm("b") != 2 {
+		t.Fatalf("warm %d, want 2", a.Warm("b"))
+	}
+	rs.Kill()
+	rs.Restart()
+	c := rs.Client(t)
+	waitCond(t, 3*time.Second, "warm slots gone after the connection dropped", func() bool { return a.Warm("b") == 0 })
+	held = append(held[:1], acquireN(t, a, "b", 1)...)
+	waitCond(t, 5*time.Second, "re-registered: count = hash = the 2 tickets", func() bool {
+		n, s := countAndHashes(t, c, "b", "a")
+		return !a.InFallback() && n == 2 && s == 2
+	})
+	releaseAll(held)
+}

@@ -65,6 +65,10 @@ func (l *Redis) poll() {
 	}
 	if info, err := res[wait0-1].ToString(); err == nil {
 		l.checkRunID(info)
+		if !l.resync.Load() {
+			// Registered, on the server we knew: lingering is safe again.
+			l.redisSuspect.Store(false)
+		}
 	}
 	if ids, err := res[1].AsStrSlice(); err == nil {
 		l.noteMembers(ids)
@@ -212,6 +216,7 @@ func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
 // lost or the cache flushed.
 func (l *Redis) onInvalidations(ms []rueidis.RedisMessage) {
 	if ms == nil {
+		l.suspectRedis()
 		l.kickSupervisor()
 		return
 	}
@@ -248,6 +253,7 @@ func (l *Redis) subscribe() {
 		if l.ctx.Err() != nil {
 			return
 		}
+		l.suspectRedis()
 		l.log.Debug("redis: pub/sub subscription ended, resubscribing", "err", err)
 		select {
 		case <-l.ctx.Done():
