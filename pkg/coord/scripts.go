@@ -159,11 +159,11 @@ return 1
 //
 //	KEYS: count, conns(instance), waiting
 //	ARGV: bucket, channel
-//	→ {status, count, waiting}: status 1 released, 0 the instance held no slot of the
-//	  bucket in Redis (granted in fallback and not yet reconciled, or
-//	  reclaimed): nothing changes, so count never drops for a slot it does
-//	  not contain. count never goes below 0 either way. waiting is 1 when
-//	  the waiting hash has entries (and the release published), else 0.
+//	→ {status, count, published}: status 1 released, 0 the instance held no
+//	  slot of the bucket in Redis (granted in fallback and not yet
+//	  reconciled, or reclaimed): nothing changes, so count never drops for
+//	  a slot it does not contain. count never goes below 0 either way.
+//	  published (status 1 only) is 1 when the waiting hash had entries.
 var releaseScript = rueidis.NewLuaScript(`
 local h = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0
 local c = tonumber(redis.call('GET', KEYS[1])) or 0
@@ -250,30 +250,16 @@ func AcquireSlots(ctx context.Context, c rueidis.Client, instance, bucket string
 // by instance. released is false when Redis recorded no slot of bucket for
 // instance (nothing changed). count is the count after.
 func ReleaseSlot(ctx context.Context, c rueidis.Client, instance, bucket string) (released bool, count int64, err error) {
-	r, err := ReleaseSlotSeen(ctx, c, instance, bucket)
-	return r.Released, r.Count, err
-}
-
-// ReleaseResult is what the release script did and saw.
-type ReleaseResult struct {
-	Released bool  // a slot of the instance's was given back
-	Count    int64 // the count after
-	Waiting  bool  // some instance has clients waiting (the release published)
-}
-
-// ReleaseSlotSeen is ReleaseSlot that also reports whether anyone waits
-// for the bucket (its waiting hash has entries).
-func ReleaseSlotSeen(ctx context.Context, c rueidis.Client, instance, bucket string) (ReleaseResult, error) {
 	vs, err := releaseScript.Exec(ctx, c,
 		[]string{KeyCount(bucket), KeyConns(instance), KeyWaiting(bucket)},
 		[]string{bucket, ChanReleased(bucket)}).AsIntSlice()
 	if err != nil {
-		return ReleaseResult{}, err
+		return false, 0, err
 	}
 	if len(vs) < 2 {
-		return ReleaseResult{}, fmt.Errorf("release script: %d values, want 3", len(vs))
+		return false, 0, fmt.Errorf("release script: %d values, want 2 or 3", len(vs))
 	}
-	return ReleaseResult{Released: vs[0] == 1, Count: vs[1], Waiting: len(vs) > 2 && vs[2] == 1}, nil
+	return vs[0] == 1, vs[1], nil
 }
 
 // SetWaiting records that instance has n clients waiting for bucket (n 0:

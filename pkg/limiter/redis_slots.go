@@ -118,15 +118,15 @@ func (b *redisBucket) giveNow() {
 			return
 		}
 		ctx, cancel := l.opCtx()
-		r, err := coord.ReleaseSlotSeen(ctx, l.client, l.InstanceID(), b.id)
+		released, count, err := coord.ReleaseSlot(ctx, l.client, l.InstanceID(), b.id)
 		cancel()
 		l.op("release", err)
 		if err == nil {
 			b.held.Add(-1)
-			b.count.Store(r.Count)
+			b.count.Store(count)
 			b.countSeen.Store(true)
 			l.mu.RUnlock()
-			if !r.Released {
+			if !released {
 				// Redis had no slot of ours to take back: it lost track of
 				// us somehow. Make it exact again.
 				l.resync.Store(true)
