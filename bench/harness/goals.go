@@ -313,8 +313,9 @@ func whyChurn(path, mode string, r *Report) string {
 func whyChurnRedis(mode string, g, s *Churn) string {
 	var b strings.Builder
 	b.WriteString("With the slot linger (default 100 ms) a login through Redis takes a warm slot and its close keeps it warm, so the steady churn runs no script; " +
-		"what remains is three tdsgate processes (three Go runtimes, their schedulers and netpollers) and redis-server on two cores, " +
-		"beside the load generator and the stand-in")
+		"what remains is three tdsgate processes and redis-server on two cores, beside the load generator and the stand-in: three Go runtimes, " +
+		"each with its sysmon thread and its idle processors spinning for work and parking again, where one process batches the same work " +
+		"(perf on this path attributes most of the difference to runtime.sysmon and runtime.findRunnable, not to the Redis client or the limiter)")
 	if g.CPUPerK > 0 && s.CPUPerK > 0 {
 		fmt.Fprintf(&b, " (%.3f ms of CPU per connection across the three instances and redis-server, against %.3f ms for one standalone instance)", g.CPUPerK, s.CPUPerK)
 	}
