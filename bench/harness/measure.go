@@ -129,6 +129,9 @@ type Churn struct {
 	// retransmitted segments (a lost SYN costs a 1 s RTO) and listen
 	// queue overflows.
 	Net netCounters
+	// Passes is the conn/s of every pass, in run order (the row's other
+	// figures are the best pass's).
+	Passes []float64
 }
 
 // Idle is the idle-capacity test.
@@ -574,6 +577,16 @@ func (e *env) measureLimiter(ctx context.Context, ops int) []LimiterCost {
 	}
 	defer rl.Close()
 	out = append(out, run("redis (acquire + release scripts)", rl, 1), run("redis (acquire + release scripts)", rl, 64))
+	// With the default slot linger (tdsgate's default): a released slot
+	// stays warm and the next acquire takes it without a Redis call.
+	ll, err := limiter.NewRedis(limiter.RedisOptions{Addr: e.redis, InstanceID: "bench-limiter-linger", Log: quietLogger(),
+		SlotLinger: limiter.DefaultSlotLinger}, buckets)
+	if err != nil {
+		return append(out, LimiterCost{Name: "redis, slot_linger", Err: err.Error()})
+	}
+	defer ll.Close()
+	name := fmt.Sprintf("redis, slot_linger %s (warm slots)", limiter.DefaultSlotLinger)
+	out = append(out, run(name, ll, 1), run(name, ll, 64))
 	return out
 }
 

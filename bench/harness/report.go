@@ -335,8 +335,8 @@ func (r *Report) writeChurn(b *strings.Builder, base string) {
 	w("%d workers, each in a loop. %s Connect time is from dial to the login answer (LOGINACK). tdspool and tdsgate+pool reuse backend connections "+
 		"(a reset instead of a backend login); the other paths log in to the stand-in on every connection. The kernel's TCP counters during each run "+
 		"(whole machine) explain 1 s outliers: a retransmitted SYN waits the 1 s initial RTO, and a full listen backlog drops SYNs.\n\n",
-		r.Options.ChurnWorkers, r.passText(r.Options.ChurnTime, "the table keeps each path's best pass (by connections/s)"))
-	t := &mdTable{head: []string{"path", "mode", "client", "conn/s", "p50 connect ms", "p99 connect ms", "proxy CPU ms/conn", "vs direct", "vs HAProxy", "TCP retrans / listen overflows", "note"}}
+		r.Options.ChurnWorkers, r.passTextN(r.Options.ChurnTime, r.Options.ChurnPasses, "the table keeps each path's best pass (by connections/s), and lists every pass's conn/s in run order"))
+	t := &mdTable{head: []string{"path", "mode", "client", "conn/s", "p50 connect ms", "p99 connect ms", "proxy CPU ms/conn", "vs direct", "vs HAProxy", "TCP retrans / listen overflows", "conn/s per pass", "note"}}
 	find := func(path string, x Churn) *Churn {
 		for i := range r.Results.Churns {
 			y := &r.Results.Churns[i]
@@ -358,8 +358,12 @@ func (r *Report) writeChurn(b *strings.Builder, base string) {
 		if x.Path != PathDirect && x.Conns > 0 {
 			cpu = fmt.Sprintf("%.3f", x.CPUPerK)
 		}
+		per := make([]string, len(x.Passes))
+		for i, v := range x.Passes {
+			per[i] = num(v)
+		}
 		t.add(x.Path, x.Mode, clientName(x.Client), num(x.PerSecond), msf(x.Connect.P50), msf(x.Connect.P99), cpu, vd, vh,
-			fmt.Sprintf("%d / %d", x.Net.Retrans, x.Net.ListenOverflows), errCell(x.Err))
+			fmt.Sprintf("%d / %d", x.Net.Retrans, x.Net.ListenOverflows), strings.Join(per, ", "), errCell(x.Err))
 	}
 	b.WriteString(t.String())
 	w("\n![churn](%s/churn-cps.png)\n\n", base)
@@ -417,7 +421,9 @@ func (r *Report) writeAdmission(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Admission\n\n")
 	w("### Acquire + release\n\nThe limiter itself (pkg/limiter), called from this process: the local one, and the Redis one against the harness's redis-server " +
-		"(an acquire script, then a release script with its PUBLISH: two Redis round trips per login). Its share of a login through tdsgate+redis is " +
+		"(an acquire script, then a release script, which publishes only while some instance has clients waiting: two Redis round trips per login; " +
+		"concurrent acquires share one acquire script call), and the Redis one with the default slot linger (tdsgate's default: a released slot stays warm, " +
+		"still counted in Redis, and the next acquire takes it without a round trip). Its share of a login through tdsgate+redis is " +
 		"also visible in the churn table as the connect-time difference from tdsgate.\n\n")
 	t := &mdTable{head: []string{"limiter", "callers", "acquire+release/s", "p50 µs", "p99 µs", "p99.9 µs", "note"}}
 	for _, l := range r.Results.Limiter {
@@ -441,7 +447,12 @@ func (r *Report) writeAdmission(b *strings.Builder) {
 
 // passText says how long each path ran, in how many interleaved passes.
 func (r *Report) passText(total time.Duration, keep string) string {
-	p := max(r.Options.Passes, 1)
+	return r.passTextN(total, r.Options.Passes, keep)
+}
+
+// passTextN is passText for a section run in p passes.
+func (r *Report) passTextN(total time.Duration, p int, keep string) string {
+	p = max(p, 1)
 	if p == 1 {
 		return fmt.Sprintf("Each path runs for %s.", total)
 	}

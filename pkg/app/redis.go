@@ -55,7 +55,7 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		Client: conn, InstanceID: cfg.InstanceID,
 		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
 		ExpectedInstances: rc.ExpectedInstances, LeaseLossKeep: rc.LeaseLoss == config.LeaseLossKeep,
-		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter,
+		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter, SlotLinger: rc.SlotLinger,
 		HeartbeatInterval: rc.HeartbeatInterval,
 		PeerAddr:          cfg.PeerAddr(), ProbePeer: a.obs.peer.Probe,
 		Log: log,
@@ -124,7 +124,7 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		"sentinels", rc.Sentinel.Addrs, "tls", rc.TLS.On(), "username", rc.Username, "db", rc.DB,
 		"instance_id", lim.InstanceID(), "incarnation", lim.Incarnation(), "lease_loss", leaseLoss(rc.LeaseLoss),
 		"heartbeat_ttl", rc.HeartbeatTTL, "fallback_divisor", rc.FallbackDivisor, "expected_instances", rc.ExpectedInstances,
-		"op_timeout", rc.OpTimeout, "peer_address", cfg.PeerAddr())
+		"op_timeout", rc.OpTimeout, "peer_address", cfg.PeerAddr(), "slot_linger", rc.SlotLinger)
 	return lim, nil
 }
 

@@ -57,6 +57,7 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	}
 	num(&c.Redis.ExpectedInstances, "redis.expected_instances", DefaultExpectedInstances)
 	dur(&c.Redis.ForgetAfter, "redis.forget_after", DefaultForgetAfter)
+	dur(&c.Redis.SlotLinger, "redis.slot_linger", DefaultSlotLinger)
 	if !has("redis.tls.enabled") {
 		c.Redis.TLS.Enabled = DefaultRedisTLSEnabled
 	}

@@ -236,6 +236,9 @@ func (v *validator) redis(r *Redis) {
 	if r.ForgetAfter < 0 {
 		v.add("redis.forget_after", "must be >= 0 (got %s)", r.ForgetAfter)
 	}
+	if r.SlotLinger < 0 || r.SlotLinger > time.Second {
+		v.add("redis.slot_linger", "must be between 0 (off) and 1s (got %s)", r.SlotLinger)
+	}
 	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
 		v.add("redis.tls.cert_file", "set redis.tls.cert_file and redis.tls.key_file together (got cert_file %q, key_file %q)", r.TLS.CertFile, r.TLS.KeyFile)
 	}

@@ -11,7 +11,12 @@ package coord
 //	proxy:bucket:<id>:released     pub/sub channel: a slot of <id> came free
 //	proxy:bucket:<id>:waiting      hash instance→"<queued> <since ms> <seen ms>":
 //	                               instances with clients queued for <id>
-//	                               (fairness across instances; acquire script)
+//	                               (fairness across instances; acquire script);
+//	                               the release script publishes only while it
+//	                               has entries
+//	proxy:pressure:<id>            pub/sub channel: clients of some instance
+//	                               wait for <id> (package pool publishes it; the
+//	                               limiter's slot linger listens)
 //	proxy:instances                set: live instance ids
 //	proxy:instance:<id>:conns      hash bucket→int: slots this instance holds
 //	proxy:instance:<id>:heartbeat  string with a TTL: the instance's lease,
@@ -50,6 +55,11 @@ const (
 	KeyPeers = "proxy:peers"
 	// KeyReleasedPattern matches every bucket's release channel (PSUBSCRIBE).
 	KeyReleasedPattern = "proxy:bucket:*:released"
+	// ChanPressurePrefix + bucket id is a bucket's pressure channel (the
+	// message is the publisher's id); package pool publishes on it.
+	ChanPressurePrefix = "proxy:pressure:"
+	// KeyPressurePattern matches every bucket's pressure channel.
+	KeyPressurePattern = ChanPressurePrefix + "*"
 )
 
 // KeyCount is the key of bucket's global slot count.

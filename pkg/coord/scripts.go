@@ -23,11 +23,16 @@ import (
 //	KEYS: count, max, conns(instance), proxy:instances, waiting
 //	ARGV: bucket, seed max (the config's max_connections), instance,
 //	      clients waiting in the instance's queue for the bucket (0: no
-//	      fairness), ms after which another instance's waiting entry is stale
-//	→ {status, count, max}: status 1 granted, 0 full, 2 deferred (a slot is
+//	      fairness), ms after which another instance's waiting entry is stale,
+//	      slots wanted (absent: 1; "acquire n": one call for several
+//	      concurrent acquires of one instance)
+//	→ {status, count, max, granted, others}: status 1 granted (granted
+//	  slots, 1 <= granted <= wanted), 0 full, 2 deferred (a slot is
 //	  free but it is another instance's turn), -1 the instance is not in
 //	  proxy:instances (reaped, or Redis lost its data): the caller must
-//	  reconcile before it may take slots again.
+//	  reconcile before it may take slots again. others is the number of
+//	  other instances with an entry in the waiting hash afterwards (the
+//	  slot linger of package limiter keeps no slot warm while it is > 0).
 //
 // A missing max is seeded from ARGV[2] (as SET NX would); a max that is not
 // an integer counts as 0, so a typo stops admission rather than lifting
@@ -58,14 +63,22 @@ else
 end
 local c = tonumber(redis.call('GET', KEYS[1])) or 0
 if redis.call('SISMEMBER', KEYS[4], ARGV[3]) == 0 then
-  return {-1, c, m}
+  return {-1, c, m, 0, 0}
 end
 local q = tonumber(ARGV[4]) or 0
+local n = math.max(tonumber(ARGV[6]) or 1, 1)
 local me = ARGV[3]
 local now, since = 0, 0
 local function parse(v)
   local a, b, d = string.match(v or '', '^(%d+) (%d+) (%d+)$')
   return tonumber(a), tonumber(b), tonumber(d)
+end
+local function others()
+  local w = redis.call('HLEN', KEYS[5])
+  if w > 0 and redis.call('HEXISTS', KEYS[5], me) == 1 then
+    w = w - 1
+  end
+  return w
 end
 if q > 0 then
   local t = redis.call('TIME')
@@ -77,8 +90,9 @@ if c >= m then
   if q > 0 then
     redis.call('HSET', KEYS[5], me, q .. ' ' .. since .. ' ' .. now)
   end
-  return {0, c, m}
+  return {0, c, m, 0, others()}
 end
+local room = m - c
 if q > 0 then
   -- Defer only when the free slots would not cover the clients of the
   -- instances ahead of this one: with slots to spare, everyone is served.
@@ -95,20 +109,25 @@ if q > 0 then
       end
     end
   end
-  if ahead >= m - c then
+  if ahead >= room then
     redis.call('HSET', KEYS[5], me, q .. ' ' .. since .. ' ' .. now)
-    return {2, c, m}
+    return {2, c, m, 0, others()}
   end
+  room = room - ahead
 end
-c = c + 1
+n = math.min(n, room)
+c = c + n
 redis.call('SET', KEYS[1], c)
-redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-if q > 1 then
-  redis.call('HSET', KEYS[5], me, (q - 1) .. ' ' .. now .. ' ' .. now)
-elseif q == 1 then
+redis.call('HINCRBY', KEYS[3], ARGV[1], n)
+if q > n and c >= m then
+  -- Clients still wait here and the bucket is now full: stay listed.
+  redis.call('HSET', KEYS[5], me, (q - n) .. ' ' .. now .. ' ' .. now)
+elseif q > 0 then
+  -- Everyone served, or the rest will be on the next try (room is left):
+  -- nobody here waits for a release.
   redis.call('HDEL', KEYS[5], me)
 end
-return {1, c, m}
+return {1, c, m, n, others()}
 `)
 
 // waitingScript sets (n > 0) or clears (n == 0) an instance's entry in a
@@ -131,18 +150,24 @@ redis.call('HSET', KEYS[1], ARGV[1], n .. ' ' .. since .. ' ' .. now)
 return 1
 `)
 
-// releaseScript gives one slot of a bucket back for an instance and
-// publishes the bucket id on its channel so waiters anywhere retry.
+// releaseScript gives one slot of a bucket back for an instance and, when
+// some instance has clients waiting for the bucket (an entry in its
+// waiting hash, which the acquire script writes in the same step as it
+// finds the bucket full), publishes the bucket id on its channel so those
+// waiters retry. Nobody waiting: no PUBLISH, so a release costs no
+// pub/sub message to every instance.
 //
-//	KEYS: count, conns(instance), epoch(instance)
+//	KEYS: count, conns(instance), epoch(instance), waiting(bucket)
 //	ARGV: bucket, channel, register epoch ("": not checked)
-//	→ {status, count}: status 1 released, 0 the instance held no slot of the
-//	  bucket in Redis (granted in fallback and not yet reconciled, or
-//	  reclaimed): nothing changes, so count never drops for a slot it does
-//	  not contain. count never goes below 0 either way. -1: stale, the
-//	  epoch is not the instance's current register epoch (a release sent
-//	  before its last register, delivered late by a stalled link): nothing
-//	  changes, since that register already set the hash to what it held.
+//	→ {status, count[, published]}: status 1 released, 0 the instance held
+//	  no slot of the bucket in Redis (granted in fallback and not yet
+//	  reconciled, or reclaimed): nothing changes, so count never drops for
+//	  a slot it does not contain. count never goes below 0 either way. -1:
+//	  stale, the epoch is not the instance's current register epoch (a
+//	  release sent before its last register, delivered late by a stalled
+//	  link): nothing changes, since that register already set the hash to
+//	  what it held. published (status 1 only) is 1 when the waiting hash
+//	  had entries.
 var releaseScript = rueidis.NewLuaScript(luaReleaseEpoch + `
 local h = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0
 local c = tonumber(redis.call('GET', KEYS[1])) or 0
@@ -159,8 +184,11 @@ if c > 0 then
   c = c - 1
 end
 redis.call('SET', KEYS[1], c)
-redis.call('PUBLISH', ARGV[2], ARGV[1])
-return {1, c}
+local w = redis.call('EXISTS', KEYS[4])
+if w == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+end
+return {1, c, w}
 `)
 
 // luaReleaseEpoch is the release script's fencing check (issue 12: a
@@ -193,6 +221,11 @@ const (
 type AcquireResult struct {
 	Status     AcquireStatus
 	Count, Max int64 // after the script
+	// Granted is how many slots were taken (AcquireGranted: 1..wanted).
+	Granted int64
+	// OthersWaiting is how many other instances have an entry in the
+	// bucket's waiting hash (clients queued there) after the script.
+	OthersWaiting int64
 }
 
 // AcquireSlot runs the acquire script: one slot of bucket for instance if
@@ -206,16 +239,25 @@ func AcquireSlot(ctx context.Context, c rueidis.Client, instance, bucket string,
 // slot is deferred (AcquireDeferred) when another instance's turn has come
 // (see acquireScript); entries older than stale are ignored.
 func AcquireSlotFair(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued int, stale time.Duration) (AcquireResult, error) {
+	return AcquireSlots(ctx, c, instance, bucket, seedMax, queued, 1, stale)
+}
+
+// AcquireSlots is AcquireSlotFair for up to want slots in one script call
+// (acquire n): concurrent acquires of one bucket on one instance share it.
+// It grants min(want, the free slots not owed to instances ahead of this
+// one), at least 1, or none (AcquireFull, AcquireDeferred).
+func AcquireSlots(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration) (AcquireResult, error) {
 	vs, err := acquireScript.Exec(ctx, c,
 		[]string{KeyCount(bucket), KeyMax(bucket), KeyConns(instance), KeyInstances, KeyWaiting(bucket)},
-		[]string{bucket, strconv.Itoa(seedMax), instance, strconv.Itoa(max(queued, 0)), strconv.FormatInt(stale.Milliseconds(), 10)}).AsIntSlice()
+		[]string{bucket, strconv.Itoa(seedMax), instance, strconv.Itoa(max(queued, 0)), strconv.FormatInt(stale.Milliseconds(), 10),
+			strconv.Itoa(max(want, 1))}).AsIntSlice()
 	if err != nil {
 		return AcquireResult{}, err
 	}
-	if len(vs) != 3 {
-		return AcquireResult{}, fmt.Errorf("acquire script: %d values, want 3", len(vs))
+	if len(vs) != 5 {
+		return AcquireResult{}, fmt.Errorf("acquire script: %d values, want 5", len(vs))
 	}
-	return AcquireResult{Status: AcquireStatus(vs[0]), Count: vs[1], Max: vs[2]}, nil
+	return AcquireResult{Status: AcquireStatus(vs[0]), Count: vs[1], Max: vs[2], Granted: vs[3], OthersWaiting: vs[4]}, nil
 }
 
 // ReleaseSlot runs the release script: gives back one slot of bucket held
@@ -236,13 +278,13 @@ func ReleaseSlotAt(ctx context.Context, c rueidis.Client, instance, bucket strin
 		ep = strconv.FormatInt(epoch, 10)
 	}
 	vs, err := releaseScript.Exec(ctx, c,
-		[]string{KeyCount(bucket), KeyConns(instance), KeyEpoch(instance)},
+		[]string{KeyCount(bucket), KeyConns(instance), KeyEpoch(instance), KeyWaiting(bucket)},
 		[]string{bucket, ChanReleased(bucket), ep}).AsIntSlice()
 	if err != nil {
 		return false, 0, err
 	}
-	if len(vs) != 2 {
-		return false, 0, fmt.Errorf("release script: %d values, want 2", len(vs))
+	if len(vs) < 2 {
+		return false, 0, fmt.Errorf("release script: %d values, want 2 or 3", len(vs))
 	}
 	return vs[0] == 1, vs[1], nil
 }

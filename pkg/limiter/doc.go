@@ -161,4 +161,16 @@
 //     slots after its register).
 //   - A partition longer than heartbeat_ttl + reclaim_after + forget_after
 //     lets the reaper forget the instance's counted slots: not covered.
+//
+// # Slot linger and acquire n
+//
+// While connected, concurrent acquires of one bucket share one acquire
+// script call (the Queue asks a batchSource for as many slots as it has
+// waiters), and a slot released while nobody waits anywhere stays warm on
+// this instance for RedisOptions.SlotLinger (config redis.slot_linger),
+// still counted in Redis, for the next local acquire without a round trip.
+// It goes back at once when clients wait (here, or on another instance:
+// the waiting hash, proxy:pressure), when Redis, the lease or a connection
+// is lost, and on Close: redis_linger.go. So count = the sum of the hashes
+// = the sessions open + the warm slots.
 package limiter

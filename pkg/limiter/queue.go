@@ -32,6 +32,22 @@ type SlotSource interface {
 	Max() int
 }
 
+// batchSource is a SlotSource that can take several slots in one call: the
+// Redis limiter's buckets, whose acquire script takes n slots at once, so
+// that concurrent acquires of one bucket on one instance share one Redis
+// round trip. The Queue calls TryTakeN instead of TryTake, under the same
+// rules, with n the waiters in its list (at most maxBatch); the slots taken
+// go to the first waiters in FIFO order.
+type batchSource interface {
+	SlotSource
+	// TryTakeN takes up to n slots and returns how many it took; fewer
+	// than n means the source is full for now.
+	TryTakeN(n int) int
+}
+
+// maxBatch bounds the slots one TryTakeN asks for.
+const maxBatch = 64
+
 // waitState is the life of one Acquire that entered a queue: a small state
 // machine, one state per waiter, like PgBouncer's socket states. Every
 // transition happens under Queue.mu, and a waiter leaves the waiting states
@@ -118,10 +134,12 @@ func (w *waiter) Waited() time.Duration { return w.waited }
 type Queue struct {
 	bucket string
 	src    SlotSource
+	batch  batchSource // src, if it takes several slots per call; else nil
 	clock  Clock
 	obs    Observer
 
-	n atomic.Int32 // waiters in the list, readable without mu
+	n  atomic.Int32 // waiters in the list, readable without mu
+	nq atomic.Int32 // of which wQueued (found the source full), readable without mu
 
 	mu          sync.Mutex
 	head, tail  *waiter
@@ -154,6 +172,7 @@ func NewQueue(bucket string, src SlotSource, maxQueue int, timeout time.Duration
 
 func newQueue(bucket string, src SlotSource, maxQueue int, timeout time.Duration, o options) *Queue {
 	q := &Queue{bucket: bucket, src: src, clock: o.clock, obs: o.obs}
+	q.batch, _ = src.(batchSource)
 	q.SetLimits(maxQueue, timeout)
 	return q
 }
@@ -325,18 +344,35 @@ func (q *Queue) dispatchLocked(self *waiter) waitState {
 		if q.closed || q.head == nil {
 			break
 		}
+		want := 1
+		if q.batch != nil {
+			want = min(q.count, maxBatch)
+		}
 		q.mu.Unlock()
-		ok := q.src.TryTake()
+		got := 0
+		if q.batch != nil {
+			got = q.batch.TryTakeN(want)
+		} else if q.src.TryTake() {
+			got = 1
+		}
 		q.mu.Lock()
-		if ok {
+		surplus := 0
+		for range got {
 			if h := q.head; h != nil && !q.closed {
 				q.finishLocked(h, wGranted)
 			} else {
 				// Whoever we tried for left meanwhile.
-				q.mu.Unlock()
-				q.src.Give()
-				q.mu.Lock()
+				surplus++
 			}
+		}
+		if surplus > 0 {
+			q.mu.Unlock()
+			for range surplus {
+				q.src.Give()
+			}
+			q.mu.Lock()
+		}
+		if got == want {
 			continue
 		}
 		// Full: every pending waiter now queues, or is refused if no room.
@@ -346,6 +382,7 @@ func (q *Queue) dispatchLocked(self *waiter) waitState {
 				if q.waiting < q.maxQueue {
 					q.pending--
 					q.waiting++
+					q.nq.Store(int32(q.waiting))
 					w.state, w.queued = wQueued, true
 					enq = append(enq, q.waiting)
 				} else {
@@ -446,6 +483,7 @@ func (q *Queue) pushLocked(w *waiter) {
 		q.waiting++
 	}
 	q.n.Store(int32(q.count))
+	q.nq.Store(int32(q.waiting))
 }
 
 // finishLocked moves w out of the list into the terminal state s and wakes it.
@@ -468,6 +506,7 @@ func (q *Queue) finishLocked(w *waiter, s waitState) {
 		q.waiting--
 	}
 	q.n.Store(int32(q.count))
+	q.nq.Store(int32(q.waiting))
 	w.state = s
 	if w.ch != nil {
 		close(w.ch)

@@ -149,6 +149,12 @@ type RedisOptions struct {
 	// + PeerProbeTimeout + 250 ms (the settle-time argument of doc.go).
 	PeerProbeInterval time.Duration
 	PeerProbeTimeout  time.Duration
+	// SlotLinger keeps a slot released while nobody waits warm on this
+	// instance for this long (config redis.slot_linger, whose default is
+	// DefaultSlotLinger): still counted in Redis, it goes to the next
+	// local acquire of its bucket with no Redis round trip. See
+	// redis_linger.go. 0: off, every release runs the release script.
+	SlotLinger time.Duration
 }
 
 // DefaultLeaseMargin is the default LeaseMargin: config.LeaseMargin.
@@ -282,6 +288,10 @@ type Redis struct {
 	newServer  atomic.Bool // the resync is for a new run_id: settle after it
 	kick       chan struct{}
 
+	// redisSuspect: a connection to Redis dropped and no poll has since
+	// seen this instance registered on the same server: no slot linger.
+	redisSuspect atomic.Bool
+
 	closed atomic.Bool
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -321,6 +331,15 @@ type redisBucket struct {
 	sync      chan struct{} // buffered 1: ask the waker to refresh our waiting entry
 	listed    atomic.Bool   // we may have an entry in the bucket's waiting zset
 	stop      context.CancelFunc
+
+	// The slot linger (redis_linger.go): warm slots are held (in held)
+	// with no ticket. othersWait: another instance's clients wait for the
+	// bucket, as a script or the poll last saw it; pressureAt: the last
+	// proxy:pressure signal from another instance (unix ns).
+	warm       warmPool
+	warmN      atomic.Int64 // len(warm.at), read without its lock
+	othersWait atomic.Bool
+	pressureAt atomic.Int64
 }
 
 // NewRedis connects to Redis, registers the instance (reconcile script:
@@ -479,14 +498,14 @@ func (l *Redis) Acquire(ctx context.Context, bucket string) (Ticket, error) {
 }
 
 // Snapshot reports every configured bucket, sorted by id. Max is the cap
-// as last seen in Redis; InUse is the slots this instance holds (the
-// bucket's total is RedisStatus's Count).
+// as last seen in Redis; InUse is the slots this instance's tickets hold
+// (warm slots not included; the bucket's total is RedisStatus's Count).
 func (l *Redis) Snapshot() []BucketStats {
 	m := *l.buckets.Load()
 	out := make([]BucketStats, 0, len(m))
 	for _, b := range m {
 		qs := b.q.Stats()
-		out = append(out, BucketStats{Bucket: b.id, Max: int(b.max.Load()), InUse: int(b.held.Load()),
+		out = append(out, BucketStats{Bucket: b.id, Max: int(b.max.Load()), InUse: int(b.held.Load() - b.warmN.Load()),
 			Queued: qs.Queued, MaxQueue: qs.MaxQueue, QueueTimeout: qs.QueueTimeout})
 	}
 	slices.SortFunc(out, func(a, b BucketStats) int { return strings.Compare(a.Bucket, b.Bucket) })
@@ -498,7 +517,8 @@ type RedisBucketStatus struct {
 	Bucket string
 	Max    int64 // as last seen in Redis
 	Count  int64 // all instances' slots, as last seen (-1: never seen)
-	Held   int64 // this instance's slots
+	Held   int64 // this instance's slots (its hash in Redis), warm ones included
+	Warm   int64 // of which warm: released, lingering (SlotLinger), no ticket
 	Share  int64 // local cap while not connected
 	// Exact is this instance's exact share of max (fixed at the last
 	// fallback entry): with lease_loss close, Share grows to it only while
@@ -520,7 +540,7 @@ func (l *Redis) Status() (RedisState, []RedisBucketStatus) {
 		if b.countSeen.Load() {
 			c = b.count.Load()
 		}
-		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Share: b.share.Load(),
+		out = append(out, RedisBucketStatus{Bucket: b.id, Max: b.max.Load(), Count: c, Held: b.held.Load(), Warm: b.warmN.Load(), Share: b.share.Load(),
 			Exact: b.exact.Load(), Uncounted: b.uncounted.Load()})
 	}
 	slices.SortFunc(out, func(a, b RedisBucketStatus) int { return strings.Compare(a.Bucket, b.Bucket) })
@@ -531,6 +551,14 @@ func (l *Redis) Status() (RedisState, []RedisBucketStatus) {
 // max_connections only changes the seed: once max exists in Redis it is
 // the shared truth, changed with SET proxy:bucket:<id>:max.
 func (l *Redis) Update(buckets []BucketConfig) {
+	// A removed bucket's warm slots go back once bmu is released (giving
+	// back takes mu, which reconcile holds while it takes bmu).
+	var gone []*redisBucket
+	defer func() {
+		for _, b := range gone {
+			b.flushWarm(false)
+		}
+	}()
 	l.bmu.Lock()
 	defer l.bmu.Unlock()
 	old := *l.buckets.Load()
@@ -576,6 +604,7 @@ func (l *Redis) Update(buckets []BucketConfig) {
 				b.stop()
 			}
 			l.retired[id] = b
+			gone = append(gone, b)
 		}
 	}
 	for id, b := range l.retired {
@@ -602,6 +631,8 @@ func (l *Redis) Close() error {
 	l.bmu.Unlock()
 	l.cancel()
 	l.wg.Wait()
+	// Warm slots go back now, and no later release lingers.
+	l.closeLinger()
 	// Nobody waits here any more: drop our entries in the waiting hashes
 	// (best effort; stale entries are ignored after a few polls anyway).
 	for _, b := range *l.buckets.Load() {

@@ -32,6 +32,15 @@ func (l *Redis) poll() {
 		cmds = append(cmds, c.B().Get().Key(coord.KeyCount(b.id)).Build())
 	}
 	cmds = append(cmds, c.B().Info().Section("server").Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
+	// Who waits for each bucket (the slot linger keeps no slot warm while
+	// another instance's clients do), judged by Redis's clock.
+	wait0 := len(cmds)
+	if l.o.SlotLinger > 0 {
+		cmds = append(cmds, c.B().Time().Build())
+		for _, b := range bs {
+			cmds = append(cmds, c.B().Hgetall().Key(coord.KeyWaiting(b.id)).Build())
+		}
+	}
 	cached := make([]rueidis.CacheableTTL, 0, len(bs))
 	for _, b := range bs {
 		cached = append(cached, rueidis.CT(c.B().Get().Key(coord.KeyMax(b.id)).Cache(), cacheTTL))
@@ -50,11 +59,18 @@ func (l *Redis) poll() {
 		l.toFallback("poll", "", errUnregistered)
 		return
 	}
-	if info, err := res[len(res)-2].ToString(); err == nil {
+	if l.o.SlotLinger > 0 {
+		l.noteWaiting(bs, res[wait0:])
+	}
+	if info, err := res[wait0-2].ToString(); err == nil {
 		l.checkRunID(info)
+		if !l.resync.Load() {
+			// Registered, on the server we knew: lingering is safe again.
+			l.redisSuspect.Store(false)
+		}
 	}
 	if ids, err := res[1].AsStrSlice(); err == nil {
-		addrs, _ := res[len(res)-1].AsStrMap()
+		addrs, _ := res[wait0-1].AsStrMap()
 		l.noteMembers(ids, addrs)
 	}
 	var maxRes []rueidis.RedisResult
@@ -136,6 +152,41 @@ func (l *Redis) checkRunID(info string) {
 	l.runID = id
 }
 
+// noteWaiting reads, from the poll's TIME and each bucket's waiting hash,
+// whether another instance has clients waiting (an entry refreshed within
+// staleWaiting), for the slot linger.
+func (l *Redis) noteWaiting(bs []*redisBucket, res []rueidis.RedisResult) {
+	ts, err := res[0].AsStrSlice()
+	if err != nil || len(ts) != 2 {
+		return
+	}
+	sec, err1 := strconv.ParseInt(ts[0], 10, 64)
+	usec, err2 := strconv.ParseInt(ts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	now := sec*1000 + usec/1000
+	me := l.InstanceID()
+	for i, b := range bs {
+		m, err := res[1+i].AsStrMap()
+		if err != nil {
+			continue
+		}
+		waiting := false
+		for id, v := range m {
+			f := strings.Fields(v)
+			if id == me || len(f) != 3 {
+				continue
+			}
+			if seen, err := strconv.ParseInt(f[2], 10, 64); err == nil && seen >= now-l.staleWaiting().Milliseconds() {
+				waiting = true
+				break
+			}
+		}
+		b.noteOthersWaiting(waiting)
+	}
+}
+
 // absorbUncounted tries to have Redis count the slots that did not fit at
 // the last register (acquire script, never past max), one at a time, so
 // that other instances stop being granted them.
@@ -167,6 +218,7 @@ func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
 // lost or the cache flushed.
 func (l *Redis) onInvalidations(ms []rueidis.RedisMessage) {
 	if ms == nil {
+		l.suspectRedis()
 		l.kickSupervisor()
 		return
 	}
@@ -191,7 +243,11 @@ func (l *Redis) subscribe() {
 		}
 	})
 	for {
-		err := l.client.Receive(hook, l.client.B().Psubscribe().Pattern(coord.KeyReleasedPattern).Build(), func(msg rueidis.PubSubMessage) {
+		err := l.client.Receive(hook, l.client.B().Psubscribe().Pattern(coord.KeyReleasedPattern, coord.KeyPressurePattern).Build(), func(msg rueidis.PubSubMessage) {
+			if msg.Pattern == coord.KeyPressurePattern {
+				l.onPressure(msg.Channel, msg.Message)
+				return
+			}
 			if b := (*l.buckets.Load())[msg.Message]; b != nil {
 				b.wakeSoon()
 			}
@@ -199,6 +255,7 @@ func (l *Redis) subscribe() {
 		if l.ctx.Err() != nil {
 			return
 		}
+		l.suspectRedis()
 		l.log.Debug("redis: pub/sub subscription ended, resubscribing", "err", err)
 		select {
 		case <-l.ctx.Done():

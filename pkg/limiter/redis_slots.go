@@ -10,20 +10,34 @@ import (
 	"github.com/tdsgate/tdsgate/pkg/coord"
 )
 
-// TryTake runs the acquire script while connected; otherwise it takes a
-// slot of the local share.
-func (b *redisBucket) TryTake() bool {
+// TryTake takes a warm slot if there is one (SlotLinger), else runs the
+// acquire script while connected, else takes a slot of the local share.
+func (b *redisBucket) TryTake() bool { return b.TryTakeN(1) == 1 }
+
+// TryTakeN takes up to n slots for the head of the queue (acquire n,
+// batchSource): warm slots first, then the rest in one acquire script
+// call while connected, or of the local share otherwise. It returns how
+// many it took; fewer than n means the bucket is full (or deferred to
+// another instance) for now.
+func (b *redisBucket) TryTakeN(n int) int {
+	got := b.takeWarm(n)
+	if got == n {
+		return got
+	}
+	want := n - got
 	l := b.l
 	for {
 		l.mu.RLock()
 		if l.State() != StateConnected {
-			ok := b.takeLocal()
+			for got < n && b.takeLocal() {
+				got++
+			}
 			l.mu.RUnlock()
-			return ok
+			return got
 		}
-		queued := int(b.q.n.Load()) // the clients in our list, the one we try for included
+		queued := int(b.q.n.Load()) // the clients in our list, those we try for included
 		ctx, cancel := l.opCtx()
-		r, err := coord.AcquireSlotFair(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, l.staleWaiting())
+		r, err := coord.AcquireSlots(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting())
 		cancel()
 		l.op("acquire", err)
 		if err == nil && r.Status != coord.AcquireUnregistered {
@@ -32,8 +46,9 @@ func (b *redisBucket) TryTake() bool {
 			b.countSeen.Store(true)
 			switch r.Status {
 			case coord.AcquireGranted:
-				b.held.Add(1)
-				b.listed.Store(queued > 1)
+				b.held.Add(r.Granted)
+				got += int(r.Granted)
+				b.listed.Store(int64(queued) > r.Granted && r.Count >= r.Max)
 			case coord.AcquireDeferred:
 				// Another instance's longer queue goes first; if it does not
 				// take the slot, ours will shortly.
@@ -43,7 +58,8 @@ func (b *redisBucket) TryTake() bool {
 				b.listed.Store(queued > 0)
 			}
 			l.mu.RUnlock()
-			return r.Status == coord.AcquireGranted
+			b.noteOthersWaiting(r.OthersWaiting > 0)
+			return got
 		}
 		l.mu.RUnlock()
 		if err == nil {
@@ -75,9 +91,17 @@ func (b *redisBucket) takeLocal() bool {
 	}
 }
 
-// Give runs the release script while connected; otherwise it releases
-// locally (the reconcile accounts for it later).
+// Give keeps the slot warm if it may linger (SlotLinger, redis_linger.go);
+// otherwise it gives it back (giveNow).
 func (b *redisBucket) Give() {
+	if !b.linger() {
+		b.giveNow()
+	}
+}
+
+// giveNow runs the release script while connected; otherwise it releases
+// locally (the reconcile accounts for it later).
+func (b *redisBucket) giveNow() {
 	l := b.l
 	for {
 		l.mu.RLock()
@@ -166,11 +190,12 @@ func (b *redisBucket) syncSoon() {
 	}
 }
 
-// syncWaiting writes this instance's queue length to the bucket's waiting
-// zset, or removes the entry when nobody waits. Only while connected.
+// syncWaiting writes this instance's queue length (the clients that found
+// the bucket full) to the bucket's waiting hash, or removes the entry when
+// nobody waits. Only while connected.
 func (b *redisBucket) syncWaiting() {
 	l := b.l
-	n := int(b.q.n.Load())
+	n := int(b.q.nq.Load())
 	if n == 0 && !b.listed.Load() {
 		return
 	}

@@ -90,6 +90,7 @@ func (l *Redis) Ping(ctx context.Context) error {
 }
 
 func (l *Redis) changed(from, to RedisState) {
+	l.lingerStateChanged(to)
 	if l.o.OnStateChange != nil {
 		l.o.OnStateChange(from, to)
 	}

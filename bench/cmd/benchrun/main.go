@@ -31,6 +31,7 @@ func main() {
 	flag.StringVar(&o.ProxyBin, "proxy", "", "tdsgate binary (default: go build ./cmd/proxy)")
 	flag.StringVar(&o.StandinBin, "standin", "", "stand-in binary (default: go build ./tools/standin)")
 	idle := flag.Int("idle", 0, "idle sessions (default 10000; quick 300)")
+	flag.IntVar(&o.ChurnPasses, "churn-passes", 0, "interleaved passes of the churn section (default 4; quick 1); the report lists every pass")
 	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct and haproxy are kept as references")
 	sections := flag.String("sections", "", "comma-separated sections to run: roundtrip,bulk,churn,idle,admission (default: all)")
 	render := flag.String("render", "", "render the report of a finished run again from its results.json (no benchmark), into -out")
