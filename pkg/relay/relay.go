@@ -94,6 +94,11 @@ type closeWriter interface{ CloseWrite() error }
 // direction keeps going until its own end (half-close). When a direction
 // fails, both conns are closed so the other direction ends at once.
 // Relay does not close the conns on a clean end; the caller does.
+//
+// The server→client direction runs on the calling goroutine and only
+// client→server on a goroutine of its own, so an idle session costs two
+// goroutines (its own and one), not three. Neither holds a buffer while
+// it waits on the splice path.
 func Relay(client, server net.Conn) Result {
 	res := Result{Mode: ModeFor(client, server)}
 	type dirResult struct {
@@ -130,7 +135,7 @@ func Relay(client, server net.Conn) Result {
 		done <- dirResult{n, err, from}
 	}
 	go copyDir(server, client, SideClient)
-	go copyDir(client, server, SideServer)
+	copyDir(client, server, SideServer)
 	for i := 0; i < 2; i++ {
 		r := <-done
 		if r.from == SideClient {
