@@ -161,6 +161,12 @@ func (r *Report) goals() []goal {
 		}
 		x := goal{name: fmt.Sprintf("idle ≤ 16 KiB RSS per session — %s", p), known: true}
 		x.measured = fmt.Sprintf("%.1f KiB, %.2f fds per session (%d sessions)", g.RSSPerSession/1024, g.FDsPerSession, g.Held)
+		if g.GoroutinesPer > 0 {
+			x.measured += fmt.Sprintf("; %.2f goroutines, %.1f KiB of stacks, %.1f KiB of heap in use per session", g.GoroutinesPer, g.StackPer/1024, g.HeapInusePer/1024)
+		}
+		if g.RSSPerSession <= 8*1024 {
+			x.measured += "; stretch (≤ 8 KiB) met"
+		}
 		switch {
 		case g.RSSPerSession <= 16*1024:
 			x.verdict = verdictMet
@@ -172,6 +178,8 @@ func (r *Report) goals() []goal {
 		}
 		gs = append(gs, x)
 	}
+	// Issue 16's relay rows (goals_relay.go).
+	gs = append(gs, r.relayGoals()...)
 	// 5. Faster than tdspool on every row it can run (plain mode).
 	for _, p := range tdsgatePaths {
 		if r.rt(p, ModePlain, ClientRaw, 1) == nil || (r.idle(PathTdspool) == nil && r.rt(PathTdspool, ModePlain, ClientRaw, 1) == nil) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/standin/server"
 	"github.com/tdsgate/tdsgate/tools/tdsclient"
 )
 
@@ -64,6 +65,10 @@ type Bulk struct {
 	ProxyCPU  float64 // CPU seconds (user+sys) of the path's proxy processes
 	CPUPerGB  float64 // ProxyCPU per 10^9 bytes relayed
 	BackendGB float64 // the stand-in's CPU seconds per GB, for scale
+	// Spread over the passes: each pass's MB/s and CPU per GB, lowest and
+	// highest.
+	MBpsMin, MBpsMax, CPUPerGBMin, CPUPerGBMax float64
+	Passes                                     int
 }
 
 // add merges another pass of the same path: bytes, time and CPU add up.
@@ -77,6 +82,9 @@ func (b Bulk) add(o Bulk) Bulk {
 	if b.Err != "" || b.Bytes == 0 {
 		return o
 	}
+	b.MBpsMin, b.MBpsMax = min(b.MBpsMin, o.MBpsMin), max(b.MBpsMax, o.MBpsMax)
+	b.CPUPerGBMin, b.CPUPerGBMax = min(b.CPUPerGBMin, o.CPUPerGBMin), max(b.CPUPerGBMax, o.CPUPerGBMax)
+	b.Passes += o.Passes
 	gb0, gb1 := float64(b.Bytes)/1e9, float64(o.Bytes)/1e9
 	backend := b.BackendGB*gb0 + o.BackendGB*gb1
 	b.Bytes += o.Bytes
@@ -221,11 +229,12 @@ func (e *env) measureRoundTrip(ctx context.Context, t *Target, cl client, conc i
 	return r
 }
 
-// bulkQuery returns a query whose answer is about n bytes: 8000-byte
-// VARCHAR rows from the stand-in's generate_series.
+// bulkQuery returns a batch whose answer is about n bytes: rows of one
+// packet each (value INT, pad VARCHAR), streamed by the stand-in from
+// memory (tools/standin's bulk_source), so that the source is not what a
+// bulk run measures.
 func bulkQuery(n int64) string {
-	rows := max(n/8011, 1)
-	return fmt.Sprintf("SELECT value, CAST(REPLICATE('x', 8000) AS VARCHAR(8000)) AS pad FROM generate_series(1, %d)", rows)
+	return fmt.Sprintf("%s%d", server.BulkPrefix, n)
 }
 
 // measureBulk streams one large result set through t and charges the
@@ -261,6 +270,7 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 		r.CPUPerGB = r.ProxyCPU / gb
 	}
 	r.BackendGB = (ba.CPU - bb.CPU).Seconds() / gb
+	r.MBpsMin, r.MBpsMax, r.CPUPerGBMin, r.CPUPerGBMax, r.Passes = r.MBps, r.MBps, r.CPUPerGB, r.CPUPerGB, 1
 	return r
 }
 

@@ -113,6 +113,12 @@ func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o Framed
 	_, cRaw := client.(*net.TCPConn)
 	_, sRaw := server.(*net.TCPConn)
 	f.splice = cRaw && sRaw
+	if f.splice {
+		var err1, err2 error
+		f.clientRC, err1 = clientRaw.SyscallConn()
+		f.serverRC, err2 = serverRaw.SyscallConn()
+		f.splice = err1 == nil && err2 == nil
+	}
 	f.doneLen = 13
 	if o.Version != 0 && o.Version != tds.Version80 && o.Version < tds.Version72 {
 		f.doneLen = 9
@@ -158,6 +164,7 @@ type framer struct {
 	clientRaw, serverRaw *net.TCPConn
 	o                    FramedOptions
 	splice               bool
+	clientRC, serverRC   syscall.RawConn // the raw conns' descriptors, when splicing
 	doneLen              int
 
 	stopping   atomic.Bool // the client direction has ended
@@ -539,21 +546,23 @@ func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visito
 		m = avail
 		w.skipBody(m, v)
 	} else {
-		b := src.buffer()
+		bp := peekBufs.Get().(*[]byte)
+		b := *bp
 		k, err := src.w.peek(b[:min(avail, len(b))])
+		if err == nil {
+			m, werr = w.walk(b[:k], v)
+		}
+		peekBufs.Put(bp)
 		if err != nil {
-			src.idle()
 			return 0, nil, err, nil
 		}
-		m, werr = w.walk(b[:k], v)
-		src.idle()
 	}
 	if m == 0 {
 		return 0, werr, nil, nil
 	}
-	drc, err := dst.SyscallConn()
-	if err != nil {
-		return 0, werr, nil, err
+	drc := f.serverRC
+	if dst == f.clientRaw {
+		drc = f.clientRC
 	}
 	t, _, rerr, wrerr := spliceN(drc, src.w.rc, m)
 	if rerr != nil && src.conn == f.server && f.stopping.Load() && isTimeout(rerr) {
@@ -581,11 +590,19 @@ func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visito
 // it (two calls, two copies).
 const spliceMin = 16 << 10
 
-// chunkSize is the buffer a direction reads a chunk into (or peeks a
-// spliced chunk's headers through): two of the largest packets.
+// chunkSize is the buffer a direction reads a chunk into: two of the
+// largest packets, four TLS records.
 const chunkSize = 64 << 10
 
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+// peekSize bounds a spliced chunk: its bytes are peeked (copied) to find
+// the packet headers among them, then spliced in one go. The bigger, the
+// fewer calls per GB; the copy costs the same per byte.
+const peekSize = 256 << 10
+
+var (
+	chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+	peekBufs  = sync.Pool{New: func() any { b := make([]byte, peekSize); return &b }}
+)
 
 // source is one direction's input. A raw TCP conn is waited on without a
 // buffer (waiter), and the buffer is taken from a pool once bytes are

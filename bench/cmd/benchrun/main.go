@@ -31,7 +31,7 @@ func main() {
 	flag.StringVar(&o.ProxyBin, "proxy", "", "tdsgate binary (default: go build ./cmd/proxy)")
 	flag.StringVar(&o.StandinBin, "standin", "", "stand-in binary (default: go build ./tools/standin)")
 	idle := flag.Int("idle", 0, "idle sessions (default 10000; quick 300)")
-	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct and haproxy are kept as references")
+	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct, haproxy and the bare relays are kept as references")
 	sections := flag.String("sections", "", "comma-separated sections to run: roundtrip,bulk,churn,idle,admission (default: all)")
 	render := flag.String("render", "", "render the report of a finished run again from its results.json (no benchmark), into -out")
 	flag.Parse()
@@ -46,7 +46,7 @@ func main() {
 	}
 	o.IdleSessions = *idle
 	if *paths != "" {
-		o.Paths = append(strings.Split(*paths, ","), harness.PathDirect, harness.PathHAProxy)
+		o.Paths = append(strings.Split(*paths, ","), harness.PathDirect, harness.PathHAProxy, harness.PathBare, harness.PathBareTLS)
 	}
 	if *sections != "" {
 		o.Sections = strings.Split(*sections, ",")
