@@ -234,16 +234,13 @@ func (f *framer) clientToServer() {
 		},
 	}
 	for {
-		avail, err := src.wait()
-		if err == nil && avail == 0 {
-			err = io.EOF
-		}
-		if err != nil {
+		b, n, avail, err := src.read(0, func() bool { return f.splice && !first })
+		if n == 0 && avail == 0 {
 			f.clientEnded(err, &w, mid)
 			return
 		}
 		var werr error
-		if f.splice && !first && avail >= spliceMin {
+		if avail > 0 {
 			var moved int64
 			var rerr, wrerr error
 			moved, werr, rerr, wrerr = f.spliceChunk(f.serverRaw, src, &w, &v, avail)
@@ -259,12 +256,6 @@ func (f *framer) clientToServer() {
 				return
 			}
 		} else {
-			b := src.buffer()
-			n, err := f.client.Read(b)
-			if n == 0 {
-				f.clientEnded(err, &w, mid)
-				return
-			}
 			if first {
 				// RESETCONNECTION goes on the first packet of the
 				// client's first request: its whole header first.
@@ -404,21 +395,27 @@ func (f *framer) serverToClient() {
 		if stopping && w.atBoundary() {
 			return
 		}
-		avail, err := src.wait()
-		if err == nil && avail == 0 {
-			err = io.EOF
+		limit := 0
+		if stopping {
+			limit = w.rest() // finish this packet, read nothing of the next
 		}
-		if err != nil {
+		var attn, strip bool
+		b, n, avail, err := src.read(limit, func() bool {
+			f.mu.Lock()
+			attn, strip = f.attn, firstAnswer && f.resetSent
+			f.mu.Unlock()
+			return f.splice && !attn && !strip && !f.clientGone.Load() && !stopping
+		})
+		if n == 0 && avail == 0 {
+			if err == nil {
+				err = io.EOF
+			}
 			if failed(err) {
 				continue
 			}
 			return
 		}
-		f.mu.Lock()
-		attn, strip := f.attn, firstAnswer && f.resetSent
-		f.mu.Unlock()
-		discard := f.clientGone.Load()
-		if f.splice && !attn && !strip && !discard && !stopping && avail >= spliceMin {
+		if avail > 0 {
 			// Only the bytes queued before attn was read are moved: an
 			// acknowledgement of a later ATTENTION cannot be among them.
 			taken, werr, rerr, wrerr := f.spliceChunk(f.clientRaw, src, &w, &v, avail)
@@ -443,21 +440,6 @@ func (f *framer) serverToClient() {
 				return
 			}
 			continue
-		}
-		b := src.buffer()
-		want := len(b)
-		if stopping {
-			want = min(want, w.rest()) // finish this packet, read nothing of the next
-		}
-		n, err := f.server.Read(b[:want])
-		if n == 0 {
-			if err == nil {
-				err = io.ErrNoProgress
-			}
-			if failed(err) {
-				continue
-			}
-			return
 		}
 		// The bytes are in hand: an ATTENTION sent before now is seen, so
 		// its acknowledgement, if among them, is looked for.
@@ -605,10 +587,11 @@ var (
 )
 
 // source is one direction's input. A raw TCP conn is waited on without a
-// buffer (waiter), and the buffer is taken from a pool once bytes are
-// queued and given back after them (idle); a TLS conn can only be waited
-// on by reading it, so its buffer, taken at its first bytes, stays until
-// the relay ends.
+// buffer (waiter): a small chunk is read into a buffer from a pool taken
+// for the attempt, and a run of bytes is left queued for the caller to
+// splice; the buffer goes back once the chunk is on its way (idle). A TLS
+// conn can only be waited on by reading it, so its buffer, taken at its
+// first bytes, stays until the relay ends.
 type source struct {
 	conn net.Conn
 	w    *waiter // nil: not a raw TCP conn
@@ -618,20 +601,41 @@ type source struct {
 func newSource(c net.Conn) *source {
 	s := &source{conn: c}
 	if tc, ok := c.(*net.TCPConn); ok {
-		if w, err := newWaiter(tc); err == nil {
+		if w, err := newWaiter(tc, &chunkBufs); err == nil {
 			s.w = w
 		}
 	}
 	return s
 }
 
-// wait returns the bytes queued (0 at EOF) once there are any; -1 at once
-// for a TLS conn, whose reads wait themselves.
-func (s *source) wait() (int, error) {
-	if s.w == nil {
-		return -1, nil
+// read waits for the next chunk: n bytes read into b (whose room past n
+// may be read into), or avail bytes queued on a raw conn in a run, left
+// there when canSplice (called once they are queued) says the caller
+// will splice them; neither (n and avail 0) at EOF or on err. limit > 0
+// caps what it reads.
+func (s *source) read(limit int, canSplice func() bool) (b []byte, n, avail int, err error) {
+	if s.w != nil {
+		n, avail, err = s.w.next(limit)
+		if n > 0 {
+			return *s.w.buf, n, 0, nil
+		}
+		if err != nil || avail == 0 {
+			return nil, 0, 0, err
+		}
+		if canSplice() {
+			return nil, 0, avail, nil
+		}
 	}
-	return s.w.wait()
+	b = s.buffer()
+	rb := b
+	if limit > 0 && limit < len(rb) {
+		rb = rb[:limit]
+	}
+	n, err = s.conn.Read(rb)
+	if n == 0 && err == nil {
+		err = io.ErrNoProgress
+	}
+	return b, n, 0, err
 }
 
 func (s *source) buffer() []byte {
@@ -641,14 +645,18 @@ func (s *source) buffer() []byte {
 	return *s.buf
 }
 
-// idle gives the buffer back while the direction waits (raw TCP only).
+// idle gives the buffers back while the direction waits (raw TCP only).
 func (s *source) idle() {
 	if s.w != nil {
+		s.w.done()
 		s.release()
 	}
 }
 
 func (s *source) release() {
+	if s.w != nil {
+		s.w.done()
+	}
 	if s.buf != nil {
 		chunkBufs.Put(s.buf)
 		s.buf = nil

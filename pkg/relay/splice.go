@@ -4,102 +4,159 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// spliceIdleFree copies src to dst with splice(2) without holding a pipe
-// while the session is idle.
+// spliceIdleFree copies src to dst, small messages through a pooled
+// buffer and runs of bytes with splice(2), holding neither a buffer nor a
+// pipe while the session is idle.
 //
 // (*net.TCPConn).ReadFrom splices through a pipe pair it takes when it
 // starts and gives back only when it returns, and it waits for data while
 // holding it: an idle session would keep two extra fds per direction. So
-// each round waits for src to be readable without a pipe, asks the kernel
-// how many bytes are queued (SIOCINQ), and splices exactly that many
+// each round waits for src itself (waiter): a non-blocking read into a
+// buffer taken from a pool for the attempt, given back if nothing is
+// there. A small message is then written on from that buffer: one read
+// and one write, the fewest calls a round trip can take. A read that
+// fills the buffer means a run of bytes: the rounds that follow ask the
+// kernel how many bytes are queued (SIOCINQ) and splice exactly that many
 // through an io.LimitedReader — which ReadFrom still splices, the pipe
-// going back to Go's pool as soon as the bytes have moved.
+// going back to Go's pool as soon as the bytes have moved — until the
+// run ends.
 func spliceIdleFree(dst, src *net.TCPConn) (int64, error) {
-	w, err := newWaiter(src)
+	w, err := newWaiter(src, &smallBufs)
 	if err != nil {
 		return 0, err
 	}
 	var total int64
 	lr := &io.LimitedReader{R: src}
 	for {
-		avail, err := w.wait()
+		n, avail, err := w.next(0)
 		if err != nil {
 			return total, err
+		}
+		if n > 0 {
+			m, err := dst.Write(w.bytes())
+			w.done()
+			total += int64(m)
+			if err != nil {
+				return total, err
+			}
+			continue
 		}
 		if avail == 0 {
 			return total, nil // EOF
 		}
 		lr.N = int64(avail)
-		n, err := dst.ReadFrom(lr)
-		total += n
+		m, err := dst.ReadFrom(lr)
+		total += m
 		if err != nil {
 			return total, err
 		}
 	}
 }
 
-// waiter waits for a raw TCP socket to be readable without a buffer, a
-// thread or a pipe (the runtime poller parks the goroutine), and says how
-// many bytes are queued. It honours the conn's read deadline.
+// smallBufs are the buffers a waiter reads a small message into.
+var smallBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// bulkMin is how many queued bytes a waiter in a run leaves to splice
+// rather than read.
+const bulkMin = 16 << 10
+
+// waiter waits for a raw TCP socket to be readable without holding a
+// buffer, a thread or a pipe (the runtime poller parks the goroutine),
+// and then either reads what is there into a buffer from its pool, or,
+// in a run of bytes (the last read filled the buffer), says how many
+// bytes are queued, for the caller to splice. It honours the conn's read
+// deadline.
 type waiter struct {
 	rc    syscall.RawConn
+	pool  *sync.Pool
+	bulk  bool    // in a run: ask how much is queued before reading
+	limit int     // read at most this much (0: the buffer)
+	buf   *[]byte // holds n bytes read, until done
+	n     int
 	avail int
 	err   error
-	one   [1]byte
 	ready func(fd uintptr) bool
 }
 
-func newWaiter(c *net.TCPConn) (*waiter, error) {
+func newWaiter(c *net.TCPConn, pool *sync.Pool) (*waiter, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	w := &waiter{rc: rc}
+	w := &waiter{rc: rc, pool: pool}
 	// ready is called by the runtime poller: returning false waits for
 	// readability.
 	w.ready = func(fd uintptr) bool {
-		n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-		if err != nil {
-			w.err = err
+		if w.bulk {
+			n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+			if err != nil {
+				w.err = err
+				return true
+			}
+			if n >= bulkMin {
+				w.avail = n
+				return true
+			}
+			w.bulk = false
+		}
+		bp := w.pool.Get().(*[]byte)
+		b := *bp
+		if w.limit > 0 && w.limit < len(b) {
+			b = b[:w.limit]
+		}
+		for {
+			n, err := unix.Read(int(fd), b)
+			switch {
+			case errors.Is(err, unix.EINTR):
+				continue
+			case errors.Is(err, unix.EAGAIN):
+				w.pool.Put(bp)
+				return false
+			case err != nil:
+				w.pool.Put(bp)
+				w.err = err
+			case n == 0:
+				w.pool.Put(bp) // EOF: avail and n stay 0
+			default:
+				w.buf, w.n = bp, n
+				w.bulk = n == len(b)
+			}
 			return true
 		}
-		if n > 0 {
-			w.avail = n
-			return true
-		}
-		// Nothing queued: no data yet, or the peer closed. A non-blocking
-		// peek tells them apart.
-		m, _, err := unix.Recvfrom(int(fd), w.one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case errors.Is(err, unix.EAGAIN):
-			return false
-		case err != nil:
-			w.err = err
-		default:
-			w.avail = m // 0 at EOF
-		}
-		return true
 	}
 	return w, nil
 }
 
-// wait returns the bytes queued on the socket once there are any, 0 at
-// EOF.
-func (w *waiter) wait() (int, error) {
-	w.avail, w.err = 0, nil
+// next waits for bytes. It returns n > 0 when it read n bytes (bytes
+// gives them until done), avail > 0 when that many are queued for the
+// caller to take, and both 0 at EOF. limit > 0 caps what it reads.
+func (w *waiter) next(limit int) (n, avail int, err error) {
+	w.n, w.avail, w.err, w.limit = 0, 0, nil, limit
 	if err := w.rc.Read(w.ready); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return w.avail, w.err
+	return w.n, w.avail, w.err
+}
+
+// bytes are the bytes next read.
+func (w *waiter) bytes() []byte { return (*w.buf)[:w.n] }
+
+// done gives the read buffer back.
+func (w *waiter) done() {
+	if w.buf != nil {
+		w.pool.Put(w.buf)
+		w.buf, w.n = nil, 0
+	}
 }
 
 // peek copies up to len(p) queued bytes into p without consuming them.
-// Called only when wait said bytes are queued, so it does not block.
+// Called only when next said bytes are queued, so it does not block.
 func (w *waiter) peek(p []byte) (int, error) {
 	var n int
 	var perr error
