@@ -91,7 +91,7 @@ func (r *Report) goals() []goal {
 						x.verdict = verdictNoise
 					default:
 						x.verdict = verdictShort
-						x.why = whyRoundTrip(p, c)
+						x.why = whyRoundTrip(p, c) + r.profileRef(profileKey("roundtrip", p, m, c))
 					}
 				}
 				gs = append(gs, x)
@@ -120,7 +120,7 @@ func (r *Report) goals() []goal {
 					x.verdict = verdictNoise
 				default:
 					x.verdict = verdictShort
-					x.why = whyBulk(p, g, h)
+					x.why = whyBulk(p, g, h) + r.profileRef(profileKey("bulk", p, m, 0))
 				}
 			}
 			gs = append(gs, x)

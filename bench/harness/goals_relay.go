@@ -42,7 +42,7 @@ func (r *Report) relayGoals() []goal {
 				x.verdict = verdictNoise
 			default:
 				x.verdict = verdictShort
-				x.why = whyBulkFast(r, g, h)
+				x.why = whyBulkFast(r, g, h) + r.profileRef(profileKey("bulk", p, ModePlain, 0))
 			}
 		}
 		gs = append(gs, x)
@@ -64,7 +64,7 @@ func (r *Report) relayGoals() []goal {
 				x.verdict = verdictNoise
 			default:
 				x.verdict = verdictShort
-				x.why = fmt.Sprintf("relay.Framed follows packets by their lengths and splices whole runs of packets per call when both legs are plaintext, but it still peeks (copies) the queued bytes to find the headers among them and moves each chunk through its own pipe: one recv(MSG_PEEK) and two splice(2) calls per chunk where HAProxy's splice needs only the two, and its chunks are what was queued when it woke up (%.1f× HAProxy's CPU per GB).", g.CPUPerGB/h.CPUPerGB)
+				x.why = fmt.Sprintf("relay.Framed follows packets by their lengths and splices whole runs of packets per call when both legs are plaintext, but it still peeks (copies) the queued bytes to find the headers among them and moves each chunk through its own pipe: one recv(MSG_PEEK) and two splice(2) calls per chunk where HAProxy's splice needs only the two, and its chunks are what was queued when it woke up (%.1f× HAProxy's CPU per GB).", g.CPUPerGB/h.CPUPerGB) + r.profileRef(profileKey("bulk", PathTdsgatePool, m, 0))
 			}
 		}
 		gs = append(gs, x)
@@ -87,7 +87,7 @@ func (r *Report) relayGoals() []goal {
 				x.verdict = verdictNoise
 			default:
 				x.verdict = verdictShort
-				x.why = fmt.Sprintf("Both decrypt every record from one leg and encrypt it for the other with crypto/tls (AES-GCM); the difference is what tdsgate does around the copy: %s.", map[bool]string{true: "the framed relay walks each record's packets and writes each chunk on, where the bare relay only copies", false: "its TLS relay copies with 32 KiB buffers like the bare one, so the difference is in reading (tdstls's read-ahead) and in the Go runtime's wake-ups"}[p == PathTdsgatePool])
+				x.why = fmt.Sprintf("Both decrypt every record from one leg and encrypt it for the other with crypto/tls (AES-GCM); the difference is what tdsgate does around the copy: %s.", map[bool]string{true: "the framed relay walks each record's packets and writes each chunk on, where the bare relay only copies", false: "its TLS relay copies with 32 KiB buffers like the bare one, so the difference is in reading (tdstls's read-ahead) and in the Go runtime's wake-ups"}[p == PathTdsgatePool]) + r.profileRef(profileKey("bulk", p, ModeFullTLS, 0))
 			}
 		}
 		gs = append(gs, x)

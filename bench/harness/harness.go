@@ -46,6 +46,9 @@ type Options struct {
 	// harness; a report from a restricted run says so). Sections:
 	// roundtrip, bulk, churn, idle, admission.
 	Paths, Sections []string
+	// NoProfiles turns off the CPU profiles taken of tdsgate during the
+	// round trips at 16 and 128 sessions and the bulk runs (profile.go).
+	NoProfiles bool
 
 	RoundTripTime time.Duration // per concurrency level and path, all passes together
 	// Passes: round trip, bulk and churn run every path this many times,
@@ -236,7 +239,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 					if !t.in("roundtrip") {
 						continue
 					}
-					r := e.measureRoundTrip(ctx, t, lv.cl, c, o.RoundTripTime/time.Duration(o.Passes))
+					d := o.RoundTripTime / time.Duration(o.Passes)
+					stop := func() {}
+					if lv.cl == client(raw) && c >= 16 {
+						// The last pass's profile is kept.
+						stop = e.startProfile(ctx, t, profileKey("roundtrip", t.Path, t.Mode, c), d+min(d/5, 500*time.Millisecond), res)
+					}
+					r := e.measureRoundTrip(ctx, t, lv.cl, c, d)
+					stop()
 					o.logf("roundtrip %-26s %s c=%-3d %8.0f/s p50 %v p99 %v %s", t.Name(), lv.cl.name(), c, r.PerSecond, r.Lat.P50, r.Lat.P99, r.Err)
 					keepRT(r)
 				}
@@ -259,7 +269,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				if !t.in("bulk") {
 					continue
 				}
+				stop := func() {}
+				if cl == client(raw) {
+					// About the transfer's time at the first pass's pace.
+					d := 2 * time.Second
+					if i, ok := bulkAt[t.Name()+cl.name()]; ok && res.Bulks[i].MBps > 0 {
+						d = time.Duration(float64(n)/1e6/res.Bulks[i].MBps*float64(time.Second)) + 200*time.Millisecond
+					}
+					stop = e.startProfile(ctx, t, profileKey("bulk", t.Path, t.Mode, 0), d, res)
+				}
 				r := e.measureBulk(ctx, t, cl, n)
+				stop()
 				o.logf("bulk %-26s %s %6.0f MB/s proxy %.2f CPU-s/GB %s", t.Name(), cl.name(), r.MBps, r.CPUPerGB, r.Err)
 				k := t.Name() + cl.name()
 				i, ok := bulkAt[k]

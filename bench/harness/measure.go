@@ -164,6 +164,9 @@ type Results struct {
 	Idles      []Idle
 	Limiter    []LimiterCost
 	Rejections []Rejections
+	// Profiles are the tops of the CPU profiles taken during the run, by
+	// profileKey (profile.go).
+	Profiles map[string]string `json:",omitempty"`
 }
 
 func row(t *Target, cl client) Row { return Row{Path: t.Path, Mode: t.Mode, Client: cl.name()} }

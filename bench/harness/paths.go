@@ -487,8 +487,10 @@ func tdsgateConfig(id, listen, metrics, redisAddr string, buckets ...map[string]
 		"log_level":         "warn",
 		"health_listen":     "",
 		"metrics_listen":    metrics,
-		"buckets":           buckets,
-		"default_bucket":    buckets[0]["id"],
+		// CPU profiles of the proxy during the runs (profile.go).
+		"metrics_pprof":  metrics != "",
+		"buckets":        buckets,
+		"default_bucket": buckets[0]["id"],
 	}
 	if redisAddr != "" {
 		c["redis"] = map[string]any{"addr": redisAddr}

@@ -170,6 +170,7 @@ func (r *Report) markdown(base string, chartErr error) string {
 	r.writeChurn(&b, base)
 	r.writeIdle(&b, base)
 	r.writeAdmission(&b)
+	r.writeProfiles(&b)
 	if chartErr != nil {
 		w("\nCharts: %v\n", chartErr)
 	}

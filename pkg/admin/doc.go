@@ -54,8 +54,8 @@
 // # GET /metrics
 //
 // The Prometheus text format (pkg/metrics), process_* and go_* included.
-// net/http/pprof under /debug/pprof/ on the metrics address is available
-// (Options.Pprof) but off: the config has no field for it yet.
+// net/http/pprof under /debug/pprof/ on the metrics address when
+// Options.Pprof (config metrics_pprof; off by default).
 //
 // # Authentication (admin_auth)
 //

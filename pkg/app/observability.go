@@ -108,6 +108,7 @@ func (a *App) startObservability(lns []net.Listener) error {
 	srv, err := admin.Start(admin.Options{
 		HealthAddr:  a.cfg.HealthListen,
 		MetricsAddr: a.cfg.MetricsListen,
+		Pprof:       a.cfg.MetricsPprof,
 		Health:      a.obs.health,
 		Metrics:     a.obs.metrics.Write,
 		Auth:        a.obs.auth,

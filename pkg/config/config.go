@@ -258,6 +258,13 @@ type Config struct {
 	// Env: METRICS_ADDR.
 	MetricsListen string `yaml:"metrics_listen"`
 
+	// MetricsPprof serves Go's net/http/pprof under /debug/pprof/ on the
+	// metrics address (behind admin_auth when that is set): CPU, heap and
+	// goroutine profiles of a running proxy. Default false: profiles
+	// reveal the process's internals, and a CPU profile costs while it
+	// runs.
+	MetricsPprof bool `yaml:"metrics_pprof"`
+
 	// Redis coordinates the limits of all instances. Without an address
 	// the instance runs standalone, with local limits only.
 	Redis Redis `yaml:"redis"`

@@ -33,6 +33,7 @@ func main() {
 	idle := flag.Int("idle", 0, "idle sessions (default 10000; quick 300)")
 	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct, haproxy and the bare relays are kept as references")
 	sections := flag.String("sections", "", "comma-separated sections to run: roundtrip,bulk,churn,idle,admission (default: all)")
+	flag.BoolVar(&o.NoProfiles, "noprofile", false, "take no CPU profiles of tdsgate during the round trips and bulk runs")
 	render := flag.String("render", "", "render the report of a finished run again from its results.json (no benchmark), into -out")
 	flag.Parse()
 	if *render != "" {
