@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -402,6 +403,13 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		if err != nil {
 			time.Sleep(300 * time.Millisecond) // a crash shows in /proc a moment later
 		}
+		// One query each, as an application's connection has run before
+		// it idles: the relay has moved bytes both ways.
+		for _, s := range got {
+			if qerr := s.selectOne(); qerr != nil && err == nil {
+				err = qerr
+			}
+		}
 		ss = append(ss, got...)
 		r.Failed += nerr
 		if d := t.dead(); d != "" {
@@ -432,8 +440,11 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		}
 	}
 	if held == n {
-		// Let goroutines and buffers settle, then read again.
+		// Let goroutines and buffers settle, have tdsgate collect its
+		// garbage (pprof's heap profile with gc=1 runs a GC, which also
+		// shrinks stacks that can shrink), then read again.
 		time.Sleep(time.Second)
+		forceGC(t.metrics)
 		if a, err := sumStats(t.PIDs); err == nil {
 			after = a
 		}
@@ -711,4 +722,17 @@ func scrapeGo(addrs []string) map[string]float64 {
 		resp.Body.Close()
 	}
 	return out
+}
+
+// forceGC has each tdsgate process run a garbage collection, through
+// pprof's heap profile with gc=1 (metrics_pprof).
+func forceGC(addrs []string) {
+	cl := http.Client{Timeout: 30 * time.Second}
+	for _, a := range addrs {
+		if resp, err := cl.Get("http://" + a + "/debug/pprof/heap?gc=1"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
 }

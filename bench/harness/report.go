@@ -362,7 +362,7 @@ func (r *Report) writeChurn(b *strings.Builder, base string) {
 func (r *Report) writeIdle(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Idle capacity\n\n")
-	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time) and held; RSS (VmRSS) and open fds of the proxy processes read before and 1 s after, divided by the sessions held. "+
+	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time), each running one SELECT 1 (the relay has moved bytes both ways, as an application's connection has before it idles), and held; RSS (VmRSS) and open fds of the proxy processes read before and, 1 s after the last and a garbage collection in each tdsgate process (pprof's heap profile with gc=1), after, divided by the sessions held. "+
 		"TLS-on-login sessions hold the same after login (the TLS state is dropped), so this runs in plain mode only. Each path runs on freshly started processes. "+
 		"For tdsgate, the Go runtime's own figures from its /metrics (goroutines, stack and heap bytes in use) show where the memory goes; "+
 		"heap *in use* counts buffers whose pages were never touched, which RSS does not. The stand-in's RSS per session is shown for scale.\n\n", r.Options.IdleSessions)

@@ -617,7 +617,7 @@ func (s *source) read(limit int, canSplice func() bool) (b []byte, n, avail int,
 	if s.w != nil {
 		n, avail, err = s.w.next(limit)
 		if n > 0 {
-			return *s.w.buf, n, 0, nil
+			return s.w.buffer(), n, 0, nil
 		}
 		if err != nil || avail == 0 {
 			return nil, 0, 0, err

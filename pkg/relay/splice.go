@@ -27,7 +27,7 @@ import (
 // going back to Go's pool as soon as the bytes have moved — until the
 // run ends.
 func spliceIdleFree(dst, src *net.TCPConn) (int64, error) {
-	w, err := newWaiter(src, &smallBufs)
+	w, err := newWaiter(src, &runBufs)
 	if err != nil {
 		return 0, err
 	}
@@ -59,30 +59,43 @@ func spliceIdleFree(dst, src *net.TCPConn) (int64, error) {
 	}
 }
 
-// smallBufs are the buffers a waiter reads a small message into.
-var smallBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+// runBufs are the buffers a waiter reads a run's tail into (less than
+// bulkMin queued).
+var runBufs = sync.Pool{New: func() any { b := make([]byte, bulkMin); return &b }}
 
 // bulkMin is how many queued bytes a waiter in a run leaves to splice
 // rather than read.
 const bulkMin = 16 << 10
 
 // waiter waits for a raw TCP socket to be readable without holding a
-// buffer, a thread or a pipe (the runtime poller parks the goroutine),
-// and then either reads what is there into a buffer from its pool, or,
-// in a run of bytes (the last read filled the buffer), says how many
-// bytes are queued, for the caller to splice. It honours the conn's read
+// thread or a pipe (the runtime poller parks the goroutine), then reads
+// what is there: first into a small buffer of its own, so that waiting
+// and small messages (a round trip's request and answer) take nothing
+// from a pool and allocate nothing; after a read that filled its buffer
+// (a run of bytes), it asks the kernel how many bytes are queued and
+// either leaves them for the caller to splice or reads them into a
+// buffer from its pool, given back by done. It honours the conn's read
 // deadline.
+//
+// Nothing it does on the way to parking calls deep: the session
+// goroutine that runs a direction idles with the login's frames below it
+// (pkg/frontend), and a stack that grows once stays grown.
 type waiter struct {
 	rc    syscall.RawConn
 	pool  *sync.Pool
 	bulk  bool    // in a run: ask how much is queued before reading
 	limit int     // read at most this much (0: the buffer)
-	buf   *[]byte // holds n bytes read, until done
+	buf   *[]byte // from pool, holding the n bytes read, until done
 	n     int
 	avail int
 	err   error
+	small [smallRead]byte
 	ready func(fd uintptr) bool
 }
+
+// smallRead is the waiter's own buffer: a round trip's request or
+// answer fits.
+const smallRead = 128
 
 func newWaiter(c *net.TCPConn, pool *sync.Pool) (*waiter, error) {
 	rc, err := c.SyscallConn()
@@ -93,6 +106,7 @@ func newWaiter(c *net.TCPConn, pool *sync.Pool) (*waiter, error) {
 	// ready is called by the runtime poller: returning false waits for
 	// readability.
 	w.ready = func(fd uintptr) bool {
+		var b []byte
 		if w.bulk {
 			n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
 			if err != nil {
@@ -103,10 +117,15 @@ func newWaiter(c *net.TCPConn, pool *sync.Pool) (*waiter, error) {
 				w.avail = n
 				return true
 			}
-			w.bulk = false
+			if n > 0 {
+				w.buf = w.pool.Get().(*[]byte)
+				b = *w.buf
+			}
 		}
-		bp := w.pool.Get().(*[]byte)
-		b := *bp
+		if b == nil {
+			w.bulk = false
+			b = w.small[:]
+		}
 		if w.limit > 0 && w.limit < len(b) {
 			b = b[:w.limit]
 		}
@@ -116,15 +135,15 @@ func newWaiter(c *net.TCPConn, pool *sync.Pool) (*waiter, error) {
 			case errors.Is(err, unix.EINTR):
 				continue
 			case errors.Is(err, unix.EAGAIN):
-				w.pool.Put(bp)
+				w.done()
 				return false
 			case err != nil:
-				w.pool.Put(bp)
+				w.done()
 				w.err = err
 			case n == 0:
-				w.pool.Put(bp) // EOF: avail and n stay 0
+				w.done() // EOF: avail and n stay 0
 			default:
-				w.buf, w.n = bp, n
+				w.n = n
 				w.bulk = n == len(b)
 			}
 			return true
@@ -144,15 +163,25 @@ func (w *waiter) next(limit int) (n, avail int, err error) {
 	return w.n, w.avail, w.err
 }
 
+// buffer is where next read its n bytes: the waiter's own or the pool's
+// (room past n may be read into).
+func (w *waiter) buffer() []byte {
+	if w.buf != nil {
+		return *w.buf
+	}
+	return w.small[:]
+}
+
 // bytes are the bytes next read.
-func (w *waiter) bytes() []byte { return (*w.buf)[:w.n] }
+func (w *waiter) bytes() []byte { return w.buffer()[:w.n] }
 
 // done gives the read buffer back.
 func (w *waiter) done() {
 	if w.buf != nil {
 		w.pool.Put(w.buf)
-		w.buf, w.n = nil, 0
+		w.buf = nil
 	}
+	w.n = 0
 }
 
 // peek copies up to len(p) queued bytes into p without consuming them.
