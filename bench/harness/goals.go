@@ -241,9 +241,9 @@ func (r *Report) goals() []goal {
 }
 
 func whyRoundTrip(path string, conc int) string {
-	s := "After the login every tdsgate path but the pooled one relays with splice(2), as HAProxy does, yet each direction is a goroutine parked in the Go netpoller: a small packet costs an epoll wake-up and a goroutine switch per direction on top of the splice calls, where HAProxy's event loop handles both directions of many connections per wake-up."
+	s := "A small message costs tdsgate what it costs HAProxy in syscalls — one read and one write per direction (relay/splice.go; HAProxy splices it: two splice(2)), and a read that finds nothing before parking — but each direction is a goroutine parked in the Go netpoller: every message is also an epoll wake-up, a trip through the scheduler (findRunnable, netpoll) and, while the write(2) that hands it to the peer runs, sysmon's polling, where HAProxy's event loop handles many connections per wake-up. Most of the proxy's own time is that write(2): the kernel delivers the segment to the peer inside it, the same for both."
 	if path == PathTdsgatePool {
-		s = "With pooling tdsgate relays through relay.Framed, which reads each packet's 8-byte header (to know where a request and its answer end, so that the connection can go back to the pool) before splicing the body: more syscalls per small packet than HAProxy's plain splice."
+		s = "With pooling tdsgate relays through relay.Framed, which follows the packets through each chunk (one read and one write per small message, as the plain relay) and counts messages under a lock to know where a request and its answer end; the rest is the Go netpoller and scheduler per wake-up, as for the plain relay."
 	}
 	if path == PathTdsgateRedis {
 		s += " This path also spreads its sessions over three tdsgate processes: three Go runtimes, each with its own netpoller and scheduler threads, competing for two cores (most likely why it trails standalone tdsgate at 16 sessions)."
@@ -256,9 +256,9 @@ func whyRoundTrip(path string, conc int) string {
 
 func whyBulk(path string, g, h *Bulk) string {
 	if path == PathTdsgatePool {
-		return fmt.Sprintf("relay.Framed reads every 4 KiB packet's header with its own read(2) and splices the body through a pipe (two more splice(2) calls per packet), where HAProxy splices 64 KiB at a time: %.1f× HAProxy's CPU per GB. Reading headers only at message boundaries (skipping whole packets by their length) or splicing several packets per call would bring it down.", g.CPUPerGB/h.CPUPerGB)
+		return fmt.Sprintf("relay.Framed must see every packet header to know where messages end: it peeks (MSG_PEEK, a copy) up to 256 KiB of what is queued, walks the headers by their lengths, and splices the whole chunk in one go — but with 4 KiB packets the headers are everywhere, so the peek copies every byte once, which HAProxy's splice never does (the peek is about half of the framed relay's CPU in its profile): %.1f× HAProxy's CPU per GB.", g.CPUPerGB/h.CPUPerGB)
 	}
-	return fmt.Sprintf("Both splice after the login (Go's net.TCPConn.ReadFrom: a 1 MiB pipe, one splice(2) in and one out per wake-up). The stand-in writes 4 KiB packets, so the relay often finds the socket drained and parks; each wake-up then goes through the Go netpoller and scheduler, which is where the extra CPU per GB most likely goes (%.2f vs %.2f CPU s/GB; not broken down per syscall here — `strace -c` or `perf` on both during this section would).", g.CPUPerGB, h.CPUPerGB)
+	return fmt.Sprintf("Both splice a run of bytes kernel to kernel (tdsgate: exactly what SIOCINQ says is queued, through a pipe from Go's pool: two splice(2) per wake-up); the wake-ups themselves go through the Go netpoller and scheduler. On a shared 2-core machine the MB/s of one stream through any relay is bound by the client, the stand-in and the kernel's loopback work on the same cores (see the bare relay's row), and the CPU per GB moves by ±0.1 s/GB between passes (%.2f vs %.2f CPU s/GB here).", g.CPUPerGB, h.CPUPerGB)
 }
 
 func whyChurn(path, mode string, r *Report) string {
