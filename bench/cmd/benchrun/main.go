@@ -1,7 +1,7 @@
 // Command benchrun runs the benchmark harness (bench/harness) and writes
 // bench/results/<date>-<sha>.md with its charts and latest.md:
 //
-//	make bench                     # full run, about 6 minutes on 2 cores
+//	make bench                     # full run, several minutes on 2 cores
 //	BENCH_QUICK=1 make bench       # the same sections, small and short
 //	go run ./bench/cmd/benchrun -proxy bin/proxy -out bench/results
 //
