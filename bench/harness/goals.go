@@ -293,9 +293,7 @@ func whyIdle(path string, g *Idle) string {
 	} else {
 		b.WriteString("Most of it is goroutine stacks (a session goroutine and the relay's) and per-session buffers. ")
 	}
-	if path != PathTdsgatePool {
-		b.WriteString("The splice relay runs one goroutine per direction beside the session's; running one direction on the session goroutine would save a stack. ")
-	}
+	b.WriteString("An idle session is two goroutines: the session's (4 KiB: it idles below Serve's frame, running one direction) and one for the other direction (2 KiB, with GODEBUG=adaptivestackstart=0, which the proxy sets for itself); the rest is Go heap (the session, its login and log state, two goroutine descriptors) and the runtime's own overhead. ")
 	if g.FDsPerSession > 2.5 {
 		fmt.Fprintf(&b, "It also holds %.0f fds per session instead of 2: Go's splice takes a pipe pair from its pool before it waits for data, so each idle direction keeps a pipe (2 fds, sized to 1 MiB with F_SETPIPE_SZ, kernel memory outside RSS). Waiting for readability before splicing (or a 1-byte peek) would return them; under RLIMIT_NOFILE 20000 this is what caps one instance at about 3,300 sessions.", g.FDsPerSession)
 	}
