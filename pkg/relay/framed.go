@@ -512,11 +512,10 @@ func (f *framer) clientWriteFailed() {
 	f.client.Close()
 }
 
-// spliceChunk moves the next avail queued bytes of src to dst in the
-// kernel (spliceN). The walker first goes over their packet headers:
-// peeked (copied without being consumed) when a header lies among them,
-// not even looked at when they all belong to the body of the current
-// packet. It returns the bytes taken from src, the walker's error if it
+// spliceChunk moves queued bytes of src to dst in the kernel (spliceN):
+// the rest of the current packet's body when it is large (not looked at),
+// or else the next avail bytes (up to peekSize), whose packet headers the
+// walker first finds by peeking them (copied without being consumed). It returns the bytes taken from src, the walker's error if it
 // rejected a header (the bytes before it were moved), a read error (src
 // failed), and a write error (dst failed: the rest of the walked bytes
 // have been read and dropped, so src stays in step with the walker).
@@ -524,8 +523,10 @@ func (f *framer) clientWriteFailed() {
 // fires, the chunk is let end within StopTimeout.
 func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visitor, avail int) (taken int64, werr, rerr, wrerr error) {
 	var m int
-	if w.inBody() && w.left >= avail {
-		m = avail
+	if w.inBody() && (w.left >= avail || w.left >= spliceMin) {
+		// The rest of a large body first, unseen: peeking it would copy
+		// it for nothing.
+		m = min(w.left, avail)
 		w.skipBody(m, v)
 	} else {
 		bp := peekBufs.Get().(*[]byte)
