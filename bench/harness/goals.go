@@ -92,7 +92,7 @@ func (r *Report) goals() []goal {
 						x.verdict = verdictNoise
 					default:
 						x.verdict = verdictShort
-						x.why = whyRoundTrip(p, c)
+						x.why = whyRoundTrip(p, c) + r.profileRef(profileKey("roundtrip", p, m, c))
 					}
 				}
 				gs = append(gs, x)
@@ -121,7 +121,7 @@ func (r *Report) goals() []goal {
 					x.verdict = verdictNoise
 				default:
 					x.verdict = verdictShort
-					x.why = whyBulk(p, g, h)
+					x.why = whyBulk(p, g, h) + r.profileRef(profileKey("bulk", p, m, 0))
 				}
 			}
 			gs = append(gs, x)
@@ -197,6 +197,12 @@ func (r *Report) goals() []goal {
 		}
 		x := goal{name: fmt.Sprintf("idle ≤ 16 KiB RSS per session — %s", p), known: true}
 		x.measured = fmt.Sprintf("%.1f KiB, %.2f fds per session (%d sessions)", g.RSSPerSession/1024, g.FDsPerSession, g.Held)
+		if g.GoroutinesPer > 0 {
+			x.measured += fmt.Sprintf("; %.2f goroutines, %.1f KiB of stacks, %.1f KiB of heap in use per session", g.GoroutinesPer, g.StackPer/1024, g.HeapInusePer/1024)
+		}
+		if g.RSSPerSession <= 8*1024 {
+			x.measured += "; stretch (≤ 8 KiB) met"
+		}
 		switch {
 		case g.RSSPerSession <= 16*1024:
 			x.verdict = verdictMet
@@ -208,6 +214,8 @@ func (r *Report) goals() []goal {
 		}
 		gs = append(gs, x)
 	}
+	// Issue 16's relay rows (goals_relay.go).
+	gs = append(gs, r.relayGoals()...)
 	// 5. Faster than tdspool on every row it can run (plain mode).
 	for _, p := range tdsgatePaths {
 		if r.rt(p, ModePlain, ClientRaw, 1) == nil || (r.idle(PathTdspool) == nil && r.rt(PathTdspool, ModePlain, ClientRaw, 1) == nil) {
@@ -365,9 +373,9 @@ func whySockmapBulk(k, s *Bulk) string {
 }
 
 func whyRoundTrip(path string, conc int) string {
-	s := "After the login every tdsgate path but the pooled one relays with splice(2), as HAProxy does, yet each direction is a goroutine parked in the Go netpoller: a small packet costs an epoll wake-up and a goroutine switch per direction on top of the splice calls, where HAProxy's event loop handles both directions of many connections per wake-up."
+	s := "A small message costs tdsgate what it costs HAProxy in syscalls — one read and one write per direction (relay/splice.go; HAProxy splices it: two splice(2)), and a read that finds nothing before parking — but each direction is a goroutine parked in the Go netpoller: every message is also an epoll wake-up, a trip through the scheduler (findRunnable, netpoll) and, while the write(2) that hands it to the peer runs, sysmon's polling, where HAProxy's event loop handles many connections per wake-up. Most of the proxy's own time is that write(2): the kernel delivers the segment to the peer inside it, the same for both."
 	if path == PathTdsgatePool {
-		s = "With pooling tdsgate relays through relay.Framed, which reads each packet's 8-byte header (to know where a request and its answer end, so that the connection can go back to the pool) before splicing the body: more syscalls per small packet than HAProxy's plain splice."
+		s = "With pooling tdsgate relays through relay.Framed, which follows the packets through each chunk (one read and one write per small message, as the plain relay) and counts messages under a lock to know where a request and its answer end; the rest is the Go netpoller and scheduler per wake-up, as for the plain relay."
 	}
 	if path == PathTdsgateRedis {
 		s += " This path also spreads its sessions over three tdsgate processes: three Go runtimes, each with its own netpoller and scheduler threads, competing for two cores (most likely why it trails standalone tdsgate at 16 sessions)."
@@ -380,9 +388,9 @@ func whyRoundTrip(path string, conc int) string {
 
 func whyBulk(path string, g, h *Bulk) string {
 	if path == PathTdsgatePool {
-		return fmt.Sprintf("relay.Framed reads every 4 KiB packet's header with its own read(2) and splices the body through a pipe (two more splice(2) calls per packet), where HAProxy splices 64 KiB at a time: %.1f× HAProxy's CPU per GB. Reading headers only at message boundaries (skipping whole packets by their length) or splicing several packets per call would bring it down.", g.CPUPerGB/h.CPUPerGB)
+		return fmt.Sprintf("relay.Framed must see every packet header to know where messages end: it peeks (MSG_PEEK, a copy) up to 256 KiB of what is queued, walks the headers by their lengths, and splices the whole chunk in one go — but with 4 KiB packets the headers are everywhere, so the peek copies every byte once, which HAProxy's splice never does (the peek is about half of the framed relay's CPU in its profile): %.1f× HAProxy's CPU per GB.", g.CPUPerGB/h.CPUPerGB)
 	}
-	return fmt.Sprintf("Both splice after the login (Go's net.TCPConn.ReadFrom: a 1 MiB pipe, one splice(2) in and one out per wake-up). The stand-in writes 4 KiB packets, so the relay often finds the socket drained and parks; each wake-up then goes through the Go netpoller and scheduler, which is where the extra CPU per GB most likely goes (%.2f vs %.2f CPU s/GB; not broken down per syscall here — `strace -c` or `perf` on both during this section would).", g.CPUPerGB, h.CPUPerGB)
+	return fmt.Sprintf("Both splice a run of bytes kernel to kernel (tdsgate: exactly what SIOCINQ says is queued, through a pipe from Go's pool: two splice(2) per wake-up); the wake-ups themselves go through the Go netpoller and scheduler. On a shared 2-core machine the MB/s of one stream through any relay is bound by the client, the stand-in and the kernel's loopback work on the same cores (see the bare relay's row), and the CPU per GB moves by ±0.1 s/GB between passes (%.2f vs %.2f CPU s/GB here).", g.CPUPerGB, h.CPUPerGB)
 }
 
 func whyChurn(path, mode string, r *Report) string {
@@ -433,9 +441,7 @@ func whyIdle(path string, g *Idle) string {
 	} else {
 		b.WriteString("Most of it is goroutine stacks (a session goroutine and the relay's) and per-session buffers. ")
 	}
-	if path != PathTdsgatePool {
-		b.WriteString("The splice relay runs one goroutine per direction beside the session's; running one direction on the session goroutine would save a stack. ")
-	}
+	b.WriteString("An idle session is two goroutines: the session's (4 KiB: it idles below Serve's frame, running one direction) and one for the other direction (2 KiB, with GODEBUG=adaptivestackstart=0, which the proxy sets for itself); the rest is Go heap (the session, its login and log state, two goroutine descriptors) and the runtime's own overhead. ")
 	if g.FDsPerSession > 2.5 {
 		fmt.Fprintf(&b, "It also holds %.0f fds per session instead of 2: Go's splice takes a pipe pair from its pool before it waits for data, so each idle direction keeps a pipe (2 fds, sized to 1 MiB with F_SETPIPE_SZ, kernel memory outside RSS). Waiting for readability before splicing (or a 1-byte peek) would return them; under RLIMIT_NOFILE 20000 this is what caps one instance at about 3,300 sessions.", g.FDsPerSession)
 	}

@@ -29,8 +29,9 @@ type Options struct {
 	WorkDir  string
 	KeepWork bool
 	// ProxyBin and StandinBin are bin/proxy and the stand-in command;
-	// "" = built with `go build` into WorkDir.
-	ProxyBin, StandinBin string
+	// "" = built with `go build` into WorkDir. BareRelayBin is
+	// bench/cmd/barerelay, always built unless given.
+	ProxyBin, StandinBin, BareRelayBin string
 	// PoolYAML is merged into the tdsgate+pool path's bucket (a YAML
 	// mapping; env BENCH_POOL_YAML). Default DefaultPoolYAML; "off" skips
 	// the path.
@@ -45,6 +46,9 @@ type Options struct {
 	// harness; a report from a restricted run says so). Sections:
 	// roundtrip, bulk, churn, idle, admission.
 	Paths, Sections []string
+	// NoProfiles turns off the CPU profiles taken of tdsgate during the
+	// round trips at 16 and 128 sessions and the bulk runs (profile.go).
+	NoProfiles bool
 
 	RoundTripTime time.Duration // per concurrency level and path, all passes together
 	// Passes: round trip, bulk and churn run every path this many times,
@@ -92,7 +96,7 @@ func (o *Options) defaults() {
 		o.GoConcurrency = []int{16}
 	}
 	if o.BulkBytes == 0 {
-		o.BulkBytes = map[bool]int64{true: 256e6, false: 16e6}[full]
+		o.BulkBytes = map[bool]int64{true: 512e6, false: 16e6}[full]
 	}
 	if o.GoBulkBytes == 0 {
 		o.GoBulkBytes = map[bool]int64{true: 208e6, false: 8e6}[full]
@@ -250,7 +254,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		for _, c := range lv.concs {
 			pass(fmt.Sprintf("roundtrip %s c=%d", lv.cl.name(), c), func() {
 				for _, t := range e.targets {
-					r := e.measureRoundTrip(ctx, t, lv.cl, c, o.RoundTripTime/time.Duration(o.Passes))
+					if !t.in("roundtrip") {
+						continue
+					}
+					d := o.RoundTripTime / time.Duration(o.Passes)
+					stop := func() {}
+					if lv.cl == client(raw) && c >= 16 {
+						// The last pass's profile is kept.
+						stop = e.startProfile(ctx, t, profileKey("roundtrip", t.Path, t.Mode, c), d+min(d/5, 500*time.Millisecond), res)
+					}
+					r := e.measureRoundTrip(ctx, t, lv.cl, c, d)
+					stop()
 					o.logf("roundtrip %-26s %s c=%-3d %8.0f/s p50 %v p99 %v %s", t.Name(), lv.cl.name(), c, r.PerSecond, r.Lat.P50, r.Lat.P99, r.Err)
 					keepRT(r)
 				}
@@ -270,7 +284,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		pass("bulk "+cl.name(), func() {
 			for _, t := range e.targets {
+				if !t.in("bulk") {
+					continue
+				}
+				stop := func() {}
+				if cl == client(raw) {
+					// About the transfer's time at the first pass's pace.
+					d := 2 * time.Second
+					if i, ok := bulkAt[t.Name()+cl.name()]; ok && res.Bulks[i].MBps > 0 {
+						d = time.Duration(float64(n)/1e6/res.Bulks[i].MBps*float64(time.Second)) + 200*time.Millisecond
+					}
+					stop = e.startProfile(ctx, t, profileKey("bulk", t.Path, t.Mode, 0), d, res)
+				}
 				r := e.measureBulk(ctx, t, cl, n)
+				stop()
 				o.logf("bulk %-26s %s %6.0f MB/s proxy %.2f CPU-s/GB %s", t.Name(), cl.name(), r.MBps, r.CPUPerGB, r.Err)
 				k := t.Name() + cl.name()
 				i, ok := bulkAt[k]
@@ -292,6 +319,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		passN(o.ChurnPasses, "churn "+cl.name(), func() {
 			for _, t := range e.targets {
+				if !t.in("churn") {
+					continue
+				}
 				r := e.measureChurn(ctx, t, cl, o.ChurnWorkers, o.ChurnTime/time.Duration(o.ChurnPasses))
 				o.logf("churn %-26s %s %6.0f conn/s p99 connect %v %s", t.Name(), cl.name(), r.PerSecond, r.Connect.P99, r.Err)
 				k := t.Name() + cl.name()
@@ -313,7 +343,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		cl.closeAll()
 	}
 	for _, t := range e.targets {
-		if t.Mode != ModePlain || !o.wantSection("idle") {
+		if t.Mode != ModePlain || !o.wantSection("idle") || !t.in("idle") {
 			continue
 		}
 		// Fresh processes: what earlier sections left in a heap is not
@@ -361,7 +391,7 @@ func buildBinaries(ctx context.Context, o *Options, work string) error {
 	for _, b := range []struct {
 		bin *string
 		pkg string
-	}{{&o.ProxyBin, "./cmd/proxy"}, {&o.StandinBin, "./tools/standin"}} {
+	}{{&o.ProxyBin, "./cmd/proxy"}, {&o.StandinBin, "./tools/standin"}, {&o.BareRelayBin, "./bench/cmd/barerelay"}} {
 		if *b.bin != "" {
 			// The processes start in the work dir: the path must not be relative.
 			abs, err := filepath.Abs(*b.bin)

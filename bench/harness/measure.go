@@ -17,6 +17,7 @@ import (
 
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/standin/server"
 	"github.com/tdsgate/tdsgate/tools/tdsclient"
 )
 
@@ -89,6 +90,10 @@ type Bulk struct {
 	// KThreadCPU is the host's kernel threads' CPU seconds over the
 	// transfer (see kthreadCPU), KThreadPerGB per 10^9 bytes.
 	KThreadCPU, KThreadPerGB float64
+	// Spread over the passes: each pass's MB/s and CPU per GB, lowest and
+	// highest.
+	MBpsMin, MBpsMax, CPUPerGBMin, CPUPerGBMax float64
+	Passes                                     int
 }
 
 // add merges another pass of the same path: bytes, time and CPU add up.
@@ -102,6 +107,9 @@ func (b Bulk) add(o Bulk) Bulk {
 	if b.Err != "" || b.Bytes == 0 {
 		return o
 	}
+	b.MBpsMin, b.MBpsMax = min(b.MBpsMin, o.MBpsMin), max(b.MBpsMax, o.MBpsMax)
+	b.CPUPerGBMin, b.CPUPerGBMax = min(b.CPUPerGBMin, o.CPUPerGBMin), max(b.CPUPerGBMax, o.CPUPerGBMax)
+	b.Passes += o.Passes
 	gb0, gb1 := float64(b.Bytes)/1e9, float64(o.Bytes)/1e9
 	backend := b.BackendGB*gb0 + o.BackendGB*gb1
 	b.Bytes += o.Bytes
@@ -186,6 +194,9 @@ type Results struct {
 	Idles      []Idle
 	Limiter    []LimiterCost
 	Rejections []Rejections
+	// Profiles are the tops of the CPU profiles taken during the run, by
+	// profileKey (profile.go).
+	Profiles map[string]string `json:",omitempty"`
 }
 
 func row(t *Target, cl client) Row { return Row{Path: t.Path, Mode: t.Mode, Client: cl.name()} }
@@ -261,11 +272,12 @@ func (e *env) measureRoundTrip(ctx context.Context, t *Target, cl client, conc i
 	return r
 }
 
-// bulkQuery returns a query whose answer is about n bytes: 8000-byte
-// VARCHAR rows from the stand-in's generate_series.
+// bulkQuery returns a batch whose answer is about n bytes: rows of one
+// packet each (value INT, pad VARCHAR), streamed by the stand-in from
+// memory (tools/standin's bulk_source), so that the source is not what a
+// bulk run measures.
 func bulkQuery(n int64) string {
-	rows := max(n/8011, 1)
-	return fmt.Sprintf("SELECT value, CAST(REPLICATE('x', 8000) AS VARCHAR(8000)) AS pad FROM generate_series(1, %d)", rows)
+	return fmt.Sprintf("%s%d", server.BulkPrefix, n)
 }
 
 // measureBulk streams one large result set through t and charges the
@@ -305,6 +317,7 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 	r.BackendGB = (ba.CPU - bb.CPU).Seconds() / gb
 	r.KThreadCPU = (k1 - k0).Seconds()
 	r.KThreadPerGB = r.KThreadCPU / gb
+	r.MBpsMin, r.MBpsMax, r.CPUPerGBMin, r.CPUPerGBMax, r.Passes = r.MBps, r.MBps, r.CPUPerGB, r.CPUPerGB, 1
 	return r
 }
 
@@ -433,6 +446,13 @@ func (e *env) measureIdle(ctx context.Context, t *Target, n int, budget time.Dur
 		got, nerr, err := openMany(ictx, rawClient{timeout: 10 * time.Second}, t, want, 32, max(want/50, 2))
 		if err != nil {
 			time.Sleep(300 * time.Millisecond) // a crash shows in /proc a moment later
+		}
+		// One query each, as an application's connection has run before
+		// it idles: the relay has moved bytes both ways.
+		for _, s := range got {
+			if qerr := s.selectOne(); qerr != nil && err == nil {
+				err = qerr
+			}
 		}
 		ss = append(ss, got...)
 		r.Failed += nerr

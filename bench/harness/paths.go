@@ -26,6 +26,14 @@ const (
 	// PathTdsgateSockmap is tdsgate with relay: sockmap (the kernel
 	// relay; it needs root, else the proxy warns and splices).
 	PathTdsgateSockmap = "tdsgate+sockmap"
+	// PathBare is bench/cmd/barerelay: io.Copy between the two TCP
+	// conns (spliced by Go), TLS passing through: the floor for any
+	// relay written in Go.
+	PathBare = "bare"
+	// PathBareTLS is bench/cmd/barerelay -tls: full TLS terminated on
+	// both legs with crypto/tls, io.Copy between the TLS conns (mode
+	// full-tls only).
+	PathBareTLS = "bare+tls"
 )
 
 // Modes: how the client logs in. ModePlain is plaintext throughout;
@@ -34,7 +42,24 @@ const (
 const (
 	ModePlain    = "plain"
 	ModeLoginTLS = "login-tls"
+	// ModeFullTLS is TLS for the whole session (PRELOGIN ENCRYPT_ON), as
+	// drivers that encrypt by default do; tdsgate terminates it on both
+	// legs. Measured in the bulk section only.
+	ModeFullTLS = "full-tls"
 )
+
+// in reports whether t takes part in a section: full-TLS targets and the
+// bare relays are there for the relay's cost (bulk; the bare relays also
+// for round trips), not for logins.
+func (t *Target) in(section string) bool {
+	switch {
+	case t.Mode == ModeFullTLS:
+		return section == "bulk"
+	case t.Path == PathBare || t.Path == PathBareTLS:
+		return section == "bulk" || section == "roundtrip"
+	}
+	return true
+}
 
 // The stand-in's login, and the login tdspool accepts from clients
 // (tdspool checks it itself; see tdspoolConf).
@@ -78,8 +103,11 @@ func (t *Target) dead() string {
 }
 
 func (t *Target) encrypt() string {
-	if t.Mode == ModeLoginTLS {
+	switch t.Mode {
+	case ModeLoginTLS:
 		return tdsclient.EncryptLogin
+	case ModeFullTLS:
+		return tdsclient.EncryptFull
 	}
 	return tdsclient.EncryptNone
 }
@@ -138,7 +166,7 @@ func (e *env) setup(ctx context.Context) error {
 	if err := e.startStandin(ctx); err != nil {
 		return err
 	}
-	for _, m := range []string{ModePlain, ModeLoginTLS} {
+	for _, m := range []string{ModePlain, ModeLoginTLS, ModeFullTLS} {
 		e.add(e.direct(m))
 	}
 	if ts, err := e.startHAProxy(ctx, "haproxy"); err != nil {
@@ -152,7 +180,12 @@ func (e *env) setup(ctx context.Context) error {
 		e.add(t)
 	}
 	e.skip(PathTdspool, ModeLoginTLS, "tdspool supports no encryption on either leg (FreeTDS user guide, \"TDS Connection Pooling\")")
-	for _, mode := range []string{ModePlain, ModeLoginTLS} {
+	if ts, err := e.startBare(ctx); err != nil {
+		e.skip(PathBare, "*", "%v", err)
+	} else {
+		e.add(ts...)
+	}
+	for _, mode := range []string{ModePlain, ModeLoginTLS, ModeFullTLS} {
 		if t, err := e.startTdsgate(ctx, PathTdsgate, mode, 1, "", nil, ""); err != nil {
 			e.skip(PathTdsgate, mode, "%v", err)
 		} else {
@@ -185,7 +218,7 @@ func (e *env) setup(ctx context.Context) error {
 	} else if err := yaml.Unmarshal([]byte(y), &e.poolExtra); err != nil {
 		e.skip(PathTdsgatePool, "*", "BENCH_POOL_YAML: %v", err)
 	} else {
-		for _, mode := range []string{ModePlain, ModeLoginTLS} {
+		for _, mode := range []string{ModePlain, ModeLoginTLS, ModeFullTLS} {
 			if t, err := e.startTdsgate(ctx, PathTdsgatePool, mode, 1, "", e.poolExtra, ""); err != nil {
 				e.skip(PathTdsgatePool, mode, "%v", err)
 			} else {
@@ -264,6 +297,9 @@ func (e *env) startStandin(ctx context.Context) error {
 		"data_dir":      filepath.Join(e.dir, "standin-data"),
 		"encryption":    "optional",
 		"login_timeout": "30s",
+		// Bulk answers come from memory (tools/standin BulkPrefix), so
+		// that the source outruns every relay.
+		"bulk_source": true,
 	}}}
 	path := filepath.Join(e.dir, "standin.yaml")
 	if err := writeYAML(path, cfg); err != nil {
@@ -329,7 +365,7 @@ backend standin
 		return nil, err
 	}
 	var ts []*Target
-	for _, mode := range []string{ModePlain, ModeLoginTLS} {
+	for _, mode := range []string{ModePlain, ModeLoginTLS, ModeFullTLS} {
 		ts = append(ts, &Target{Path: PathHAProxy, Mode: mode, Addrs: []string{addr}, PIDs: []int{p.pid()}, procs: []*proc{p}, maxSessions: maxconn - 10,
 			User: backendUser, Password: backendPassword, Database: backendDB})
 	}
@@ -426,8 +462,8 @@ func (e *env) tdsgateBucket(id, mode string, maxConns, maxQueue int) map[string]
 		"max_queue_size": maxQueue, "queue_timeout": "30s",
 		"dial_timeout": "5s", "login_timeout": "15s",
 	}
-	if mode == ModeLoginTLS {
-		b["encryption"] = "login"
+	if mode == ModeLoginTLS || mode == ModeFullTLS {
+		b["encryption"] = map[string]string{ModeLoginTLS: "login", ModeFullTLS: "full"}[mode]
 		b["trust_server_certificate"] = true
 		b["server_name"] = "localhost"
 	} else {
@@ -451,9 +487,11 @@ func tdsgateConfig(id, listen, metrics, redisAddr string, buckets ...map[string]
 		"log_level":         "warn",
 		"health_listen":     "",
 		"metrics_listen":    metrics,
-		"pprof":             metrics != "", // the idle section forces a GC through it
-		"buckets":           buckets,
-		"default_bucket":    buckets[0]["id"],
+		// pprof: the idle section forces a GC through it; CPU profiles of
+		// the proxy during the runs (profile.go).
+		"pprof":          metrics != "",
+		"buckets":        buckets,
+		"default_bucket": buckets[0]["id"],
 	}
 	if redisAddr != "" {
 		c["redis"] = map[string]any{"addr": redisAddr}
@@ -522,4 +560,36 @@ func writeYAML(path string, v any) error {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return strings.TrimSpace(l)
+}
+
+// startBare runs bench/cmd/barerelay twice: as a plain io.Copy relay (every
+// mode; TLS passes through) and terminating full TLS (full-tls only).
+func (e *env) startBare(ctx context.Context) ([]*Target, error) {
+	if e.opts.BareRelayBin == "" {
+		return nil, fmt.Errorf("no barerelay binary")
+	}
+	var ts []*Target
+	for _, tc := range []struct {
+		path  string
+		modes []string
+		args  []string
+	}{{PathBare, []string{ModePlain, ModeLoginTLS, ModeFullTLS}, nil}, {PathBareTLS, []string{ModeFullTLS}, []string{"-tls"}}} {
+		ports, err := freePorts(1)
+		if err != nil {
+			return nil, err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+		p, err := e.start(tc.path, nil, e.opts.BareRelayBin, append([]string{"-listen", addr, "-backend", e.backend}, tc.args...)...)
+		if err != nil {
+			return nil, err
+		}
+		if err := waitTCP(ctx, p, addr, 10*time.Second); err != nil {
+			return nil, err
+		}
+		for _, m := range tc.modes {
+			ts = append(ts, &Target{Path: tc.path, Mode: m, Addrs: []string{addr}, PIDs: []int{p.pid()}, procs: []*proc{p},
+				User: backendUser, Password: backendPassword, Database: backendDB})
+		}
+	}
+	return ts, nil
 }

@@ -169,6 +169,9 @@ func readStat(pid int) (procStat, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	s.CPU = time.Duration(ut+st) * time.Second / clockTicks
+	if ns, ok := schedCPU(pid); ok {
+		s.CPU = ns
+	}
 	sf, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return s, err
@@ -289,4 +292,33 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// schedCPU is the time the threads of pid have run, in nanoseconds: the
+// first field of each /proc/<pid>/task/<tid>/schedstat, added up. The
+// 10 ms ticks of /proc/<pid>/stat are too coarse for a transfer of a
+// second or less (a tick is 0.04 s per GB of a 256 MB run). Threads that
+// have exited are not counted; the proxies measured keep theirs.
+func schedCPU(pid int) (time.Duration, bool) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, false
+	}
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 1 {
+			return 0, false
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		total += ns
+	}
+	return time.Duration(total), total > 0
 }

@@ -31,6 +31,9 @@ func TestQuick(t *testing.T) {
 	res := rep.Results
 	// Every path that started has a round trip figure at every level.
 	for _, tg := range rep.Targets {
+		if !tg.in("roundtrip") {
+			continue
+		}
 		for _, c := range rep.Options.Concurrency {
 			if x := rep.rt(tg.Path, tg.Mode, ClientRaw, c); x == nil || x.PerSecond <= 0 {
 				if tg.Path != PathTdspool { // tdspool is a reference we do not own
@@ -60,12 +63,22 @@ func TestQuick(t *testing.T) {
 			t.Errorf("section %s produced no numbers", name)
 		}
 	}
+	// Issue 16's references: the bare relays and full TLS ran in bulk, and
+	// tdsgate was profiled during the runs.
+	for _, x := range []struct{ path, mode string }{{PathBare, ModePlain}, {PathBareTLS, ModeFullTLS}, {PathTdsgate, ModeFullTLS}, {PathDirect, ModeFullTLS}} {
+		if rep.bulk(x.path, x.mode, ClientRaw) == nil {
+			t.Errorf("bulk %s (%s): no figure", x.path, x.mode)
+		}
+	}
+	if _, ok := res.Profiles[profileKey("bulk", PathTdsgate, ModePlain, 0)]; !ok {
+		t.Errorf("no profile of tdsgate's bulk run; have %d profiles", len(res.Profiles))
+	}
 
 	md, err := os.ReadFile(rep.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []string{"## Machine", "## Reproduce", "## Goals", "## Round trip", "## Bulk", "## Churn", "## Idle capacity", "## Admission",
+	for _, h := range []string{"## Machine", "## Reproduce", "## Goals", "## Round trip", "## Bulk", "## Churn", "## Idle capacity", "## Admission", "## Profiles",
 		"kthread CPU µs/rt", "sockmap: idle ≤ 8 KiB RSS per session"} {
 		if !strings.Contains(string(md), h) {
 			t.Errorf("report lacks %q", h)

@@ -170,6 +170,7 @@ func (r *Report) markdown(base string, chartErr error) string {
 	r.writeChurn(&b, base)
 	r.writeIdle(&b, base)
 	r.writeAdmission(&b)
+	r.writeProfiles(&b)
 	if chartErr != nil {
 		w("\nCharts: %v\n", chartErr)
 	}
@@ -188,6 +189,8 @@ func (r *Report) writePaths(b *strings.Builder) {
 		PathTdsgateRedis:   "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in; redis-server's CPU and memory count as the path's",
 		PathTdsgatePool:    "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client) → stand-in",
 		PathTdsgateSockmap: "client → tdsgate with `relay: sockmap` (after the login, a BPF sockhash + sk_skb verdict program moves each segment between the two sockets in the kernel) → stand-in",
+		PathBare:           "client → bench/cmd/barerelay (Go's io.Copy both ways between the two TCP conns, spliced by Go; TLS passes through end to end): the floor for a relay written in Go → stand-in",
+		PathBareTLS:        "client → bench/cmd/barerelay -tls (full TLS terminated on both legs with crypto/tls, io.Copy with 32 KiB buffers between the TLS conns) → stand-in; full-tls only",
 	}
 	seen := map[string]bool{}
 	for _, x := range r.Targets {
@@ -205,7 +208,10 @@ func (r *Report) writePaths(b *strings.Builder) {
 	w("\ntdsgate runs with its defaults but for the bucket (the stand-in, `max_connections` above the idle-session count) and logs at warn; /metrics is on (as by default), the health endpoint off.\n")
 	w("\nModes: **plain** is plaintext on every leg (PRELOGIN ENCRYPT_NOT_SUP). **login-tls** is TLS for LOGIN7 only " +
 		"(ENCRYPT_OFF, what most SQL Server drivers do by default), then plaintext: tdsgate terminates that TLS on both " +
-		"legs (client and backend) and relays the rest with splice(2); HAProxy passes the client↔stand-in handshake through.\n\n")
+		"legs (client and backend) and relays the rest with splice(2); HAProxy passes the client↔stand-in handshake through. " +
+		"**full-tls** is TLS for the whole session (ENCRYPT_ON, what drivers that encrypt by default do): tdsgate and " +
+		"bare+tls decrypt and encrypt every byte, HAProxy and bare pass TLS through; measured in the bulk section only. " +
+		"The bare paths run in the round trip and bulk sections only.\n\n")
 	w("tdspool authenticates clients itself: pool.conf's `user` and `password` are the one login it accepts, compared " +
 		"as plain strings with LOGIN7's (a mismatch is a silent close, no ERROR token); its members log in to the server " +
 		"as `server user` / `server password`. A client keeps the member it was given until it disconnects (session " +
@@ -290,13 +296,13 @@ func (r *Report) writeRoundTrips(b *strings.Builder, base string) {
 func (r *Report) writeBulk(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Bulk: one large result set\n\n")
-	w("`%s` (8000-byte VARCHAR rows, 4096-byte packets): one result set of %.0f MB with the raw client (packets counted, not decoded), %.0f MB with go-mssqldb (every row scanned), "+
+	w("`%s` (the stand-in's bulk source: one row per 4096-byte packet, pre-encoded in memory and written a megabyte at a time, so that the source outruns the relays): one result set of %.0f MB with the raw client (read in 256 KiB chunks, packet headers followed, nothing decoded), %.0f MB with go-mssqldb (every row scanned), "+
 		fmt.Sprintf("in each of %d pass(es) over all the paths; MB/s and CPU are over all passes together. ", r.Options.Passes)+
-		"MB/s counts wire bytes (10^6 B/s). CPU is user+sys of the path's proxy processes from /proc/<pid>/stat (10 ms ticks) over the transfer, per 10^9 bytes relayed; "+
+		"MB/s counts wire bytes (10^6 B/s). CPU is user+sys of the path's proxy processes from /proc/<pid>/task/*/schedstat (nanoseconds) over the transfer, per 10^9 bytes relayed; "+
 		"the stand-in's own CPU per GB is shown for scale, and so is the CPU of every kernel thread on the host over the transfer (kworker, ksoftirqd: where the sockmap relay's forwarding runs; the whole machine's, so other work shows in it too).\n\n",
-		"SELECT value, CAST(REPLICATE('x', 8000) AS VARCHAR(8000)) FROM generate_series(1, N)",
+		"-- standin:bulk N",
 		float64(r.Options.BulkBytes)/1e6, float64(r.Options.GoBulkBytes)/1e6)
-	t := &mdTable{head: []string{"path", "mode", "client", "MB", "MB/s", "proxy CPU s/GB", "kthread CPU s/GB", "stand-in CPU s/GB", "MB/s vs direct", "MB/s vs HAProxy", "CPU/GB vs HAProxy", "note"}}
+	t := &mdTable{head: []string{"path", "mode", "client", "MB", "MB/s", "proxy CPU s/GB", "kthread CPU s/GB", "stand-in CPU s/GB", "MB/s vs direct", "MB/s vs HAProxy", "CPU/GB vs HAProxy", "spread over passes (MB/s; CPU s/GB)", "note"}}
 	find := func(path string, x Bulk) *Bulk {
 		for i := range r.Results.Bulks {
 			y := &r.Results.Bulks[i]
@@ -323,7 +329,14 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 		if x.Err == "" {
 			kc = fmt.Sprintf("%.2f", x.KThreadPerGB)
 		}
-		t.add(x.Path, x.Mode, clientName(x.Client), num(float64(x.Bytes)/1e6), num(x.MBps), cpu, kc, num(x.BackendGB), vd, vh, ch, errCell(x.Err))
+		spread := "—"
+		if x.Passes > 1 {
+			spread = fmt.Sprintf("%s–%s", num(x.MBpsMin), num(x.MBpsMax))
+			if x.Path != PathDirect {
+				spread += fmt.Sprintf("; %.2f–%.2f", x.CPUPerGBMin, x.CPUPerGBMax)
+			}
+		}
+		t.add(x.Path, x.Mode, clientName(x.Client), num(float64(x.Bytes)/1e6), num(x.MBps), cpu, kc, num(x.BackendGB), vd, vh, ch, spread, errCell(x.Err))
 	}
 	b.WriteString(t.String())
 	w("\n![bulk MB/s](%s/bulk-mbps.png)\n\n![bulk CPU per GB](%s/bulk-cpu.png)\n\n", base, base)
@@ -372,7 +385,7 @@ func (r *Report) writeChurn(b *strings.Builder, base string) {
 func (r *Report) writeIdle(b *strings.Builder, base string) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Idle capacity\n\n")
-	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time) and held; RSS (VmRSS) and open fds of the proxy processes read before and 1 s after, divided by the sessions held; tdsgate runs a garbage collection (its `pprof` endpoint, `/debug/pprof/heap?gc=1`) before each reading, so its figures count what the sessions hold, not their logins' garbage. "+
+	w("%d idle logged-in sessions opened (plaintext, raw client, 32 at a time), each running one SELECT 1 (the relay has moved bytes both ways, as an application's connection has before it idles), and held; RSS (VmRSS) and open fds of the proxy processes read before and, 1 s after the last and a garbage collection in each tdsgate process (its `pprof` endpoint, `/debug/pprof/heap?gc=1`), after, divided by the sessions held. "+
 		"TLS-on-login sessions hold the same after login (the TLS state is dropped), so this runs in plain mode only. Each path runs on freshly started processes. "+
 		"For tdsgate, the Go runtime's own figures from its /metrics (goroutines, stack and heap bytes in use) show where the memory goes; "+
 		"heap *in use* counts buffers whose pages were never touched, which RSS does not. The stand-in's RSS per session is shown for scale.\n\n", r.Options.IdleSessions)

@@ -7,6 +7,7 @@ import (
 )
 
 func main() {
+	reexecWithSmallStacks()
 	if len(os.Args) > 1 && os.Args[1] == "hash-password" {
 		if err := hashPassword(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "tdsgate:", err)

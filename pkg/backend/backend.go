@@ -315,7 +315,9 @@ func (c *Conn) Login(ctx context.Context, login7 []byte, clientVersion uint32) (
 			case tds.EnvLanguage:
 				res.Language = tok.EnvChange.NewString()
 			case tds.EnvSQLCollation:
-				res.Collation = tok.EnvChange.New
+				// A copy: a slice of payload would keep the whole
+				// login answer's payload alive with the session.
+				res.Collation = bytes.Clone(tok.EnvChange.New)
 			}
 		case tok.Type == tds.TokenSSPI || tok.Type == tds.TokenFedAuthInfo:
 			return nil, t.fail(StageLogin, errors.New("the server asked for integrated or federated authentication, which tdsgate does not relay"))

@@ -45,11 +45,24 @@ func (s *session) activate(c *pool.Conn, be *backend.Conn, res *backend.LoginRes
 // kernel relay runs without it, see startKernel), framed
 // (message boundaries tracked, RESETCONNECTION on a reused connection's
 // first request) for a pooled one.
+//
+// Each relay runs in a function of its own: a direction of the relay
+// idles on this goroutine, below Serve's frame, and the frames of the
+// paths not taken would only make its stack deeper (stack.go).
 func (s *session) relay(c *pool.Conn) {
-	if !c.Pooled() {
-		s.relayed = relay.Relay(s.out, c.Backend.Conn)
-		return
+	switch {
+	case !c.Pooled():
+		s.relayOwn(c)
+	default:
+		s.relayFramed(c)
 	}
+}
+
+//go:noinline
+func (s *session) relayOwn(c *pool.Conn) { s.relayed = relay.Relay(s.out, c.Backend.Conn) }
+
+//go:noinline
+func (s *session) relayFramed(c *pool.Conn) {
 	r := relay.Framed(s.out, c.Backend.Conn, s.raw, c.Backend.Raw, relay.FramedOptions{
 		Reset: c.NeedsReset(), Version: s.login.TDSVersion, StopTimeout: c.ResetTimeout(),
 	})

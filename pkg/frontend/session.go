@@ -114,7 +114,11 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	s.log.Info("session accepted")
 
 	// 1. Handshake: PRELOGIN, TLS, LOGIN7.
-	login, loginBytes, err := s.handshake(ctx, rt.Settings)
+	// The login's deep calls run on a goroutine of their own (stack.go).
+	var login *tds.Login7
+	var loginBytes []byte
+	var err error
+	onFreshStack(func() { login, loginBytes, err = s.handshake(ctx, rt.Settings) })
 	pendingDone()
 	h.Observer.ClientHandshake(string(s.mode), err)
 	hook("handshake")
@@ -125,7 +129,11 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
 
 	// 2. Route.
-	bucketID, rule, ok := rt.Router.Route(route.Login{ServerName: login.ServerName, Database: login.Database, User: login.UserName, App: login.AppName, Password: login.Password, Source: s.client})
+	var bucketID string
+	var rule int
+	onFreshStack(func() {
+		bucketID, rule, ok = rt.Router.Route(route.Login{ServerName: login.ServerName, Database: login.Database, User: login.UserName, App: login.AppName, Password: login.Password, Source: s.client})
+	})
 	bucket := rt.Buckets[bucketID]
 	if rule == route.RuleThrottled {
 		s.fail(tooManyFailures())
@@ -154,7 +162,8 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.slot.Store(&bucketID)
 	} else {
 		// 4. Admit: a slot under the bucket's limit, maybe after a wait in its queue.
-		ticket, err := s.admit(ctx, bucketID)
+		var ticket limiter.Ticket
+		onFreshStack(func() { ticket, err = s.admit(ctx, bucketID) })
 		if err != nil {
 			s.fail(err)
 			return
@@ -164,7 +173,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 
 		// 5. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's
 		// backend. The connection holds the slot from here on.
-		if conn, err = s.connect(ctx, bucket, login, loginBytes, ticket); err != nil {
+		if onFreshStack(func() { conn, err = s.connect(ctx, bucket, login, loginBytes, ticket) }); err != nil {
 			s.fail(err)
 			return
 		}

@@ -18,10 +18,17 @@
 // # The framed path
 //
 // A pooled session's backend outlives its client, so its relay must know
-// where TDS messages begin and end: Framed (ModeFramed) reads each 8-byte
-// packet header itself and copies the body with an io.LimitedReader around
-// the raw *net.TCPConn — still spliced when both legs are plaintext (small
-// bodies go with their header in one write instead). It counts request
+// where TDS messages begin and end: Framed (ModeFramed) moves each
+// direction a chunk at a time — what one read returns, or what is queued —
+// and follows the packets through the chunks with a walker (walker.go)
+// that parses a header where a packet ends and skips the body by its
+// length, headers split across reads included. A small chunk is one read
+// and one write, whatever packets it holds; when both legs are plaintext
+// and a run of bytes is queued, the chunk's headers are peeked (MSG_PEEK)
+// and the whole chunk, several packets, is spliced through a pipe of the
+// relay's own (pipe.go), which counts exactly what it took, so a client
+// that leaves during a splice leaves the backend at a packet boundary.
+// It counts request
 // messages and completed answers (an ATTENTION's DONE_ATTN brings them
 // level), sets RESETCONNECTION on a reused session's first request and
 // strips the ENVCHANGE 18 that opens its answer, and stops at a packet
@@ -44,10 +51,16 @@
 // closes the descriptors and calls the session's done, exactly once, on
 // every path (ModeSockmap).
 //
-// # Idle sessions hold no pipe
+// # Idle sessions hold no pipe, no buffer, one goroutine per direction
 //
 // ReadFrom holds a pipe pair for as long as it runs, waiting for data
-// included. The splice path therefore waits for readability itself and
-// splices only what is queued (splice.go), so an idle session holds its two
-// sockets and no pipe.
+// included. The splice path therefore waits for the socket itself
+// (splice.go): a non-blocking read into a buffer taken from a pool for the
+// attempt and given back if nothing is there, so that a small message is
+// one read and one write; a run of bytes is spliced, exactly what is
+// queued. An idle session holds its two sockets and no pipe or buffer.
+// Relay runs the server→client direction on the calling goroutine (the
+// session's) and only the other on a goroutine of its own; Framed runs
+// client→server on the caller. A plaintext framed direction waits the
+// same way, without a buffer.
 package relay

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/tds"
@@ -83,14 +84,21 @@ func (r *FramedResult) InFlight() bool {
 	return r.Attention || r.ClientMessages > r.ServerMessages || r.ServerMidMessage
 }
 
-// Framed relays a session packet by packet until the client leaves (or
-// either side fails), tracking message boundaries so that the backend can
-// be reused afterwards. It reads each 8-byte TDS header and copies the
-// body with io.CopyN: from a raw *net.TCPConn into a raw *net.TCPConn the
-// kernel splices bodies (the splice rule allows an io.LimitedReader around
-// a raw TCPConn), through crypto/tls otherwise. client and server are the
-// session's transports (raw or TLS); clientRaw and serverRaw are the TCP
-// connections beneath them.
+// Framed relays a session until the client leaves (or either side fails),
+// tracking TDS packet and message boundaries so that the backend can be
+// reused afterwards. client and server are the session's transports (raw
+// or TLS); clientRaw and serverRaw are the TCP connections beneath them.
+//
+// Each direction moves the bytes as they come, a chunk at a time, and
+// follows the packets through them with a walker (walker.go): a header
+// is parsed where a packet ends, and the packet's body is skipped by its
+// length. A chunk is what one read returns, so a small answer (header and
+// body) is one read and one write, whatever packets it holds. When both
+// legs are plaintext and many bytes are queued, the chunk's headers are
+// peeked (MSG_PEEK, not consumed) and the whole chunk — several packets —
+// is spliced kernel to kernel in one go. While a plaintext direction waits
+// for bytes it holds no buffer and no pipe: it waits for readability (see
+// splice.go), and takes a buffer from a pool only once bytes are queued.
 //
 // When the client leaves, Framed stops the server→client direction at the
 // next packet boundary (waking a read blocked on an idle server with a
@@ -105,6 +113,12 @@ func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o Framed
 	_, cRaw := client.(*net.TCPConn)
 	_, sRaw := server.(*net.TCPConn)
 	f.splice = cRaw && sRaw
+	if f.splice {
+		var err1, err2 error
+		f.clientRC, err1 = clientRaw.SyscallConn()
+		f.serverRC, err2 = serverRaw.SyscallConn()
+		f.splice = err1 == nil && err2 == nil
+	}
 	f.doneLen = 13
 	if o.Version != 0 && o.Version != tds.Version80 && o.Version < tds.Version72 {
 		f.doneLen = 9
@@ -143,13 +157,14 @@ func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o Framed
 }
 
 // framer is one framed relay's state. Counters are written by one
-// direction each and read after both have stopped, except attn and the
-// message counts, which the server direction reads under mu.
+// direction each and read after both have stopped, except attn, resetSent
+// and the message counts, which the server direction reads under mu.
 type framer struct {
 	client, server       net.Conn
 	clientRaw, serverRaw *net.TCPConn
 	o                    FramedOptions
 	splice               bool
+	clientRC, serverRC   syscall.RawConn // the raw conns' descriptors, when splicing
 	doneLen              int
 
 	stopping   atomic.Bool // the client direction has ended
@@ -162,10 +177,10 @@ type framer struct {
 	broken     Broken
 	err        error
 	ended      Side
+	resetSent  bool
 
 	c2s, s2c   int64 // bytes
 	serverMid  bool
-	resetSent  bool
 	resetAcked bool
 }
 
@@ -183,59 +198,30 @@ func (f *framer) fail(b Broken, side Side, err error) {
 	}
 }
 
+// errMARS and the header errors of tds.ParseHeader reject a packet.
+var errMARS = errors.New("the client sent a MARS (SMP) packet; tdsgate answered MARS=0")
+
 // clientToServer copies request packets until the client leaves. It
 // returns when the client has closed (at a packet boundary: clean), or
 // when either side failed.
 func (f *framer) clientToServer() {
-	var hdr [tds.HeaderLen]byte
-	buf := getBuf()
-	defer putBuf(buf)
-	first := true
-	mid := false // inside a client message
-	for {
-		n, err := io.ReadFull(f.client, hdr[:])
-		if err != nil {
-			f.clientGone.Store(true)
-			f.mu.Lock()
-			serverFailed := f.broken != BrokenNone
-			f.mu.Unlock()
-			switch {
-			case serverFailed:
-				// The server direction failed and closed the client.
-			case n == 0 && !mid && (errors.Is(err, io.EOF) || isClosed(err) || isReset(err)):
-				f.mu.Lock()
-				if f.ended == SideNone {
-					f.ended = SideClient
-				}
-				f.mu.Unlock()
-			default:
-				f.fail(BrokenClientPartial, SideClient, err)
+	src := newSource(f.client)
+	defer src.release()
+	var w walker
+	first := f.o.Reset // the first packet may need RESETCONNECTION
+	mid := false       // inside a client message (its last packet had no EOM)
+	v := visitor{
+		header: func(hdr []byte) (tds.Header, error) {
+			if hdr[0] == PacketSMP {
+				return tds.Header{}, errMARS
 			}
-			return
-		}
-		if hdr[0] == PacketSMP {
-			f.clientGone.Store(true)
-			f.fail(BrokenMARS, SideClient, errors.New("the client sent a MARS (SMP) packet; tdsgate answered MARS=0"))
-			f.client.Close()
-			return
-		}
-		h, err := tds.ParseHeader(hdr[:], tds.MaxPacketSize)
-		if err != nil {
-			f.clientGone.Store(true)
-			f.fail(BrokenProtocol, SideClient, err)
-			f.client.Close()
-			return
-		}
-		if first && f.o.Reset && isRequest(h.Type) {
-			if hdr[1]&(tds.StatusResetConnection|tds.StatusResetConnectionSkipTran) == 0 {
-				hdr[1] |= tds.StatusResetConnection
-				f.mu.Lock()
-				f.resetSent = true
-				f.mu.Unlock()
+			return tds.ParseHeader(hdr, tds.MaxPacketSize)
+		},
+		end: func(h tds.Header) {
+			mid = !h.EOM()
+			if !h.EOM() {
+				return
 			}
-		}
-		first = false
-		if h.EOM() {
 			// Counted before the packet leaves, so that an answer can
 			// never be seen before its request.
 			f.mu.Lock()
@@ -245,106 +231,129 @@ func (f *framer) clientToServer() {
 				f.clientMsgs++
 			}
 			f.mu.Unlock()
+		},
+	}
+	for {
+		b, n, avail, err := src.read(0, func() bool { return f.splice && !first })
+		if n == 0 && avail == 0 {
+			f.clientEnded(err, &w, mid)
+			return
 		}
-		body := int64(h.Length) - tds.HeaderLen
-		if err := f.copyPacket(f.server, f.serverRaw, f.client, f.clientRaw, hdr[:], body, buf, false); err != nil {
-			f.clientGone.Store(true)
-			if errors.Is(err, errDstWrite) {
-				f.fail(BrokenServerClosed, SideServer, err)
-			} else {
-				f.fail(BrokenClientPartial, SideClient, err)
+		var werr error
+		if avail > 0 {
+			var moved int64
+			var rerr, wrerr error
+			moved, werr, rerr, wrerr = f.spliceChunk(f.serverRaw, src, &w, &v, avail)
+			f.c2s += moved
+			switch {
+			case wrerr != nil:
+				f.clientGone.Store(true)
+				f.fail(BrokenServerClosed, SideServer, wrerr)
+				f.client.Close()
+				return
+			case rerr != nil:
+				f.clientEnded(rerr, &w, true)
+				return
 			}
+		} else {
+			if first {
+				// RESETCONNECTION goes on the first packet of the
+				// client's first request: its whole header first.
+				if n < tds.HeaderLen {
+					m, err := io.ReadAtLeast(f.client, b[n:], tds.HeaderLen-n)
+					n += m
+					if err != nil {
+						f.clientEnded(err, &w, true)
+						return
+					}
+				}
+				if isRequest(tds.PacketType(b[0])) && b[1]&(tds.StatusResetConnection|tds.StatusResetConnectionSkipTran) == 0 {
+					b[1] |= tds.StatusResetConnection
+					f.mu.Lock()
+					f.resetSent = true
+					f.mu.Unlock()
+				}
+				first = false
+			}
+			k, e := w.walk(b[:n], &v)
+			werr = e
+			if k > 0 {
+				if _, err := f.server.Write(b[:k]); err != nil {
+					f.clientGone.Store(true)
+					f.fail(BrokenServerClosed, SideServer, err)
+					f.client.Close()
+					return
+				}
+				f.c2s += int64(k)
+			}
+			src.idle()
+		}
+		if werr != nil {
+			f.clientGone.Store(true)
+			b := BrokenProtocol
+			if werr == errMARS {
+				b = BrokenMARS
+			}
+			f.fail(b, SideClient, werr)
 			f.client.Close()
 			return
 		}
-		f.c2s += int64(h.Length)
-		mid = !h.EOM()
+	}
+}
+
+// clientEnded records why the client direction ended: a clean close
+// between two messages, or a client that left in the middle of one.
+func (f *framer) clientEnded(err error, w *walker, mid bool) {
+	f.clientGone.Store(true)
+	f.mu.Lock()
+	serverFailed := f.broken != BrokenNone
+	f.mu.Unlock()
+	switch {
+	case serverFailed:
+		// The server direction failed and closed the client.
+	case w.atBoundary() && !mid && (err == nil || errors.Is(err, io.EOF) || isClosed(err) || isReset(err) || errors.Is(err, syscall.ECONNRESET)):
+		f.mu.Lock()
+		if f.ended == SideNone {
+			f.ended = SideClient
+		}
+		f.mu.Unlock()
+	default:
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		f.fail(BrokenClientPartial, SideClient, err)
 	}
 }
 
 // serverToClient copies answer packets to the client. Once the client has
-// gone it stops at the next packet boundary.
+// gone it finishes the packet it is in and stops at its end.
 func (f *framer) serverToClient() {
-	var hdr [tds.HeaderLen]byte
-	buf := getBuf()
-	defer putBuf(buf)
+	src := newSource(f.server)
+	defer src.release()
+	var w walker
 	var tail [13]byte // the last bytes of the server's stream, while an ATTENTION is pending
 	tailLen := 0
+	tracking := false // an ATTENTION was pending when the chunk was read
 	firstAnswer := true
-	for {
-		if f.stopping.Load() {
-			return
-		}
-		n, err := io.ReadFull(f.server, hdr[:])
-		if err != nil {
-			if f.stopping.Load() && isTimeout(err) {
-				if n == 0 {
-					return // stopped at a packet boundary
-				}
-				// Part of a header: finish the packet, then stop.
-				f.serverRaw.SetReadDeadline(time.Now().Add(f.o.StopTimeout))
-				if _, err = io.ReadFull(f.server, hdr[n:]); err != nil {
-					f.fail(BrokenStopTimeout, SideServer, err)
-					return
-				}
-			} else {
-				f.fail(BrokenServerClosed, SideServer, err)
-				f.client.Close()
+	extended := false // the stop deadline was pushed back to let a packet end
+	v := visitor{
+		header: func(hdr []byte) (tds.Header, error) {
+			h, err := tds.ParseHeader(hdr, tds.MaxPacketSize)
+			if err == nil && h.Type != tds.PacketReply {
+				err = errors.New("server packet of a type other than REPLY")
+			}
+			return h, err
+		},
+		body: func(p []byte) {
+			if tracking {
+				tailLen = pushTail(&tail, tailLen, p)
+			}
+		},
+		end: func(h tds.Header) {
+			f.serverMid = !h.EOM()
+			if !h.EOM() {
 				return
 			}
-		}
-		h, err := tds.ParseHeader(hdr[:], tds.MaxPacketSize)
-		if err == nil && h.Type != tds.PacketReply {
-			err = errors.New("server packet of a type other than REPLY")
-		}
-		if err != nil {
-			f.fail(BrokenProtocol, SideServer, err)
-			f.client.Close()
-			return
-		}
-		body := int64(h.Length) - tds.HeaderLen
-		f.mu.Lock()
-		attn := f.attn
-		strip := firstAnswer && f.resetSent
-		f.mu.Unlock()
-		firstAnswer = false
-		discard := f.clientGone.Load()
-		if attn || strip {
-			// Read this packet into user space: to strip the reset
-			// acknowledgement, or to see the DONE_ATTN at its end.
-			p := buf[:tds.HeaderLen+int(body)]
-			if err := f.readFull(p[tds.HeaderLen:]); err != nil {
-				f.fail(f.serverReadBroken(), SideServer, err)
-				f.client.Close()
-				return
-			}
-			payload := p[tds.HeaderLen:]
-			if strip && len(payload) >= len(resetAck) && [6]byte(payload[:6]) == resetAck {
-				f.resetAcked = true
-				payload = payload[len(resetAck):]
-				binary.BigEndian.PutUint16(hdr[2:4], uint16(tds.HeaderLen+len(payload)))
-			}
-			if attn {
-				tailLen = pushTail(&tail, tailLen, payload)
-			}
-			if !discard && (len(payload) > 0 || h.EOM()) {
-				out := p[len(p)-len(payload)-tds.HeaderLen:]
-				copy(out, hdr[:])
-				if _, err := f.client.Write(out); err != nil {
-					f.clientWriteFailed()
-				}
-			}
-		} else if err := f.copyPacket(f.client, f.clientRaw, f.server, f.serverRaw, hdr[:], body, buf, discard); err != nil {
-			if !errors.Is(err, errDstWrite) {
-				f.fail(f.serverReadBroken(), SideServer, err)
-				f.client.Close()
-				return
-			}
-			f.clientWriteFailed() // the packet was read whole: go on, discarding
-		}
-		f.s2c += int64(h.Length)
-		f.serverMid = !h.EOM()
-		if h.EOM() {
 			f.mu.Lock()
 			f.serverMsgs++
 			if f.attn && tailLen >= f.doneLen && isDoneAttn(tail[len(tail)-f.doneLen:]) {
@@ -353,30 +362,149 @@ func (f *framer) serverToClient() {
 				f.attn = false
 				f.serverMsgs = f.clientMsgs
 				tailLen = 0
+				tracking = false
 			}
 			f.mu.Unlock()
+		},
+	}
+	// failed handles a read error; it reports whether to go on.
+	failed := func(err error) bool {
+		if f.stopping.Load() && isTimeout(err) {
+			if w.atBoundary() {
+				return false // stopped at a packet boundary
+			}
+			if !extended {
+				// Part of a packet: let it end, then stop.
+				extended = true
+				f.serverRaw.SetReadDeadline(time.Now().Add(f.o.StopTimeout))
+				return true
+			}
+			f.fail(BrokenStopTimeout, SideServer, err)
+			return false
+		}
+		if f.stopping.Load() && extended {
+			f.fail(BrokenStopTimeout, SideServer, err)
+			return false
+		}
+		f.fail(BrokenServerClosed, SideServer, err)
+		f.client.Close()
+		return false
+	}
+	for {
+		stopping := f.stopping.Load()
+		if stopping && w.atBoundary() {
+			return
+		}
+		limit := 0
+		if stopping {
+			limit = w.rest() // finish this packet, read nothing of the next
+		}
+		var attn, strip bool
+		b, n, avail, err := src.read(limit, func() bool {
+			f.mu.Lock()
+			attn, strip = f.attn, firstAnswer && f.resetSent
+			f.mu.Unlock()
+			return f.splice && !attn && !strip && !f.clientGone.Load() && !stopping
+		})
+		if n == 0 && avail == 0 {
+			if err == nil {
+				err = io.EOF
+			}
+			if failed(err) {
+				continue
+			}
+			return
+		}
+		if avail > 0 {
+			// Only the bytes queued before attn was read are moved: an
+			// acknowledgement of a later ATTENTION cannot be among them.
+			taken, werr, rerr, wrerr := f.spliceChunk(f.clientRaw, src, &w, &v, avail)
+			f.s2c += taken
+			firstAnswer = false
+			if wrerr != nil {
+				f.clientWriteFailed() // the chunk was taken whole: go on, discarding
+			}
+			if rerr != nil {
+				if isTimeout(rerr) && f.stopping.Load() {
+					// spliceChunk already let the chunk end.
+					f.fail(BrokenStopTimeout, SideServer, rerr)
+					return
+				}
+				f.fail(BrokenServerClosed, SideServer, rerr)
+				f.client.Close()
+				return
+			}
+			if werr != nil {
+				f.fail(BrokenProtocol, SideServer, werr)
+				f.client.Close()
+				return
+			}
+			continue
+		}
+		// The bytes are in hand: an ATTENTION sent before now is seen, so
+		// its acknowledgement, if among them, is looked for.
+		f.mu.Lock()
+		attn, strip = f.attn, firstAnswer && f.resetSent
+		f.mu.Unlock()
+		tracking = tracking || attn
+		if strip {
+			// The answer to the first request opens with ENVCHANGE 18:
+			// take it out of the first packet, before the walker sees it.
+			if n, err = f.stripResetAck(b, n); err != nil {
+				if failed(err) {
+					continue
+				}
+				return
+			}
+		}
+		firstAnswer = false
+		k, werr := w.walk(b[:n], &v)
+		if k > 0 && !f.clientGone.Load() {
+			if _, err := f.client.Write(b[:k]); err != nil {
+				f.clientWriteFailed() // the bytes were read: go on, discarding
+			}
+		}
+		f.s2c += int64(k)
+		src.idle()
+		if werr != nil {
+			f.fail(BrokenProtocol, SideServer, werr)
+			f.client.Close()
+			return
 		}
 	}
 }
 
-// serverReadBroken is the reason for a failed read of a server packet's
-// body: a timeout while stopping, or the backend gone.
-func (f *framer) serverReadBroken() Broken {
-	if f.stopping.Load() {
-		return BrokenStopTimeout
+// stripResetAck removes the ENVCHANGE 18 that opens the payload of the
+// server's first packet in b[:n] (the first bytes of the server's first
+// answer), reading on until that packet's first bytes are in, and fixes
+// the packet's length. It returns the new n.
+func (f *framer) stripResetAck(b []byte, n int) (int, error) {
+	need := tds.HeaderLen
+	for {
+		if n < need {
+			m, err := io.ReadAtLeast(f.server, b[n:], need-n)
+			n += m
+			if err != nil {
+				return n, err
+			}
+		}
+		if need > tds.HeaderLen {
+			break
+		}
+		l := int(binary.BigEndian.Uint16(b[2:4]))
+		if l < tds.HeaderLen+len(resetAck) {
+			return n, nil // too short to hold it; the walker judges the header
+		}
+		need = tds.HeaderLen + len(resetAck)
 	}
-	return BrokenServerClosed
-}
-
-// readFull reads a server packet body; once the client is gone, a read
-// woken by the stop deadline gets StopTimeout more to finish the packet.
-func (f *framer) readFull(p []byte) error {
-	n, err := io.ReadFull(f.server, p)
-	if err != nil && f.stopping.Load() && isTimeout(err) {
-		f.serverRaw.SetReadDeadline(time.Now().Add(f.o.StopTimeout))
-		_, err = io.ReadFull(f.server, p[n:])
+	if [6]byte(b[tds.HeaderLen:tds.HeaderLen+6]) != resetAck {
+		return n, nil
 	}
-	return err
+	l := binary.BigEndian.Uint16(b[2:4])
+	copy(b[tds.HeaderLen:], b[tds.HeaderLen+len(resetAck):n])
+	binary.BigEndian.PutUint16(b[2:4], l-uint16(len(resetAck)))
+	f.resetAcked = true
+	return n - len(resetAck), nil
 }
 
 func (f *framer) clientWriteFailed() {
@@ -384,62 +512,157 @@ func (f *framer) clientWriteFailed() {
 	f.client.Close()
 }
 
-// errDstWrite: the packet was read whole from its source, but writing it
-// on failed; the source stream is intact at a packet boundary.
-var errDstWrite = errors.New("relay: write failed")
-
-// copyPacket writes hdr and copies body bytes of the packet from src to
-// dst (or reads and drops them when discard). Small bodies, and every
-// body when a leg is TLS, go with their header in one write; larger
-// plaintext bodies are spliced. An error wrapping errDstWrite means only
-// dst failed and the packet was consumed whole; any other error leaves
-// src's stream broken.
-func (f *framer) copyPacket(dst net.Conn, dstRaw *net.TCPConn, src net.Conn, srcRaw *net.TCPConn, hdr []byte, body int64, buf []byte, discard bool) error {
-	fromServer := src == f.server
-	read := func(p []byte) error {
-		if fromServer {
-			return f.readFull(p)
+// spliceChunk moves queued bytes of src to dst in the kernel (spliceN):
+// the rest of the current packet's body when it is large (not looked at),
+// or else the next avail bytes (up to peekSize), whose packet headers the
+// walker first finds by peeking them (copied without being consumed). It returns the bytes taken from src, the walker's error if it
+// rejected a header (the bytes before it were moved), a read error (src
+// failed), and a write error (dst failed: the rest of the walked bytes
+// have been read and dropped, so src stays in step with the walker).
+// Once the client has gone and the server direction's read deadline
+// fires, the chunk is let end within StopTimeout.
+func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visitor, avail int) (taken int64, werr, rerr, wrerr error) {
+	var m int
+	if w.inBody() && (w.left >= avail || w.left >= spliceMin) {
+		// The rest of a large body first, unseen: peeking it would copy
+		// it for nothing.
+		m = min(w.left, avail)
+		w.skipBody(m, v)
+	} else {
+		bp := peekBufs.Get().(*[]byte)
+		b := *bp
+		k, err := src.w.peek(b[:min(avail, len(b))])
+		if err == nil {
+			m, werr = w.walk(b[:k], v)
 		}
-		_, err := io.ReadFull(src, p)
-		return err
-	}
-	if discard {
-		return read(buf[:body])
-	}
-	if !f.splice || body <= spliceMin {
-		copy(buf, hdr)
-		if err := read(buf[tds.HeaderLen : tds.HeaderLen+body]); err != nil {
-			return err
+		peekBufs.Put(bp)
+		if err != nil {
+			return 0, nil, err, nil
 		}
-		if _, err := dst.Write(buf[:tds.HeaderLen+body]); err != nil {
-			return errors.Join(errDstWrite, err)
-		}
-		return nil
 	}
-	if _, err := dst.Write(hdr); err != nil {
-		if err := read(buf[:body]); err != nil {
-			return err
-		}
-		return errors.Join(errDstWrite, err)
+	if m == 0 {
+		return 0, werr, nil, nil
 	}
-	// (*net.TCPConn).ReadFrom splices from an io.LimitedReader around a
-	// raw *net.TCPConn.
-	lr := &io.LimitedReader{R: srcRaw, N: body}
-	_, err := dstRaw.ReadFrom(lr)
-	if err != nil && fromServer && f.stopping.Load() && isTimeout(err) {
+	drc := f.serverRC
+	if dst == f.clientRaw {
+		drc = f.clientRC
+	}
+	t, _, rerr, wrerr := spliceN(drc, src.w.rc, m)
+	if rerr != nil && src.conn == f.server && f.stopping.Load() && isTimeout(rerr) {
 		f.serverRaw.SetReadDeadline(time.Now().Add(f.o.StopTimeout))
-		_, err = dstRaw.ReadFrom(lr)
+		var t2 int
+		t2, _, rerr, wrerr = spliceN(drc, src.w.rc, m-t)
+		t += t2
 	}
-	if err == nil && lr.N > 0 {
-		err = io.ErrUnexpectedEOF
+	if wrerr != nil && rerr == nil && t < m {
+		// dst failed: take the rest of the walked bytes off src (they
+		// are queued) so that it stays at the walker's place.
+		b := src.buffer()
+		for t < m && rerr == nil {
+			var k int
+			k, rerr = src.conn.Read(b[:min(len(b), m-t)])
+			t += k
+		}
+		src.idle()
 	}
-	return err
+	return int64(t), werr, rerr, wrerr
 }
 
-// spliceMin is the body size from which a plaintext packet is spliced
-// rather than read and written with its header in one write (two
-// syscalls either way; below it the copy is cheaper than the pipe).
-const spliceMin = 2048
+// spliceMin is how many queued bytes make a chunk worth splicing (a peek
+// and two splice(2) calls through a pipe) rather than reading and writing
+// it (two calls, two copies).
+const spliceMin = 16 << 10
+
+// chunkSize is the buffer a direction reads a chunk into: two of the
+// largest packets, four TLS records.
+const chunkSize = 64 << 10
+
+// peekSize bounds a spliced chunk: its bytes are peeked (copied) to find
+// the packet headers among them, then spliced in one go. The bigger, the
+// fewer calls per GB; the copy costs the same per byte.
+const peekSize = 256 << 10
+
+var (
+	chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+	peekBufs  = sync.Pool{New: func() any { b := make([]byte, peekSize); return &b }}
+)
+
+// source is one direction's input. A raw TCP conn is waited on without a
+// buffer (waiter): a small chunk is read into a buffer from a pool taken
+// for the attempt, and a run of bytes is left queued for the caller to
+// splice; the buffer goes back once the chunk is on its way (idle). A TLS
+// conn can only be waited on by reading it, so its buffer, taken at its
+// first bytes, stays until the relay ends.
+type source struct {
+	conn net.Conn
+	w    *waiter // nil: not a raw TCP conn
+	buf  *[]byte
+}
+
+func newSource(c net.Conn) *source {
+	s := &source{conn: c}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if w, err := newWaiter(tc, &chunkBufs); err == nil {
+			s.w = w
+		}
+	}
+	return s
+}
+
+// read waits for the next chunk: n bytes read into b (whose room past n
+// may be read into), or avail bytes queued on a raw conn in a run, left
+// there when canSplice (called once they are queued) says the caller
+// will splice them; neither (n and avail 0) at EOF or on err. limit > 0
+// caps what it reads.
+func (s *source) read(limit int, canSplice func() bool) (b []byte, n, avail int, err error) {
+	if s.w != nil {
+		n, avail, err = s.w.next(limit)
+		if n > 0 {
+			return s.w.buffer(), n, 0, nil
+		}
+		if err != nil || avail == 0 {
+			return nil, 0, 0, err
+		}
+		if canSplice() {
+			return nil, 0, avail, nil
+		}
+	}
+	b = s.buffer()
+	rb := b
+	if limit > 0 && limit < len(rb) {
+		rb = rb[:limit]
+	}
+	n, err = s.conn.Read(rb)
+	if n == 0 && err == nil {
+		err = io.ErrNoProgress
+	}
+	return b, n, 0, err
+}
+
+func (s *source) buffer() []byte {
+	if s.buf == nil {
+		s.buf = chunkBufs.Get().(*[]byte)
+	}
+	return *s.buf
+}
+
+// idle gives the buffers back while the direction waits (raw TCP only).
+func (s *source) idle() {
+	if s.w != nil {
+		s.w.done()
+		s.release()
+	}
+}
+
+func (s *source) release() {
+	if s.w != nil {
+		s.w.done()
+	}
+	if s.buf != nil {
+		chunkBufs.Put(s.buf)
+		s.buf = nil
+	}
+}
 
 // pushTail keeps the last len(tail) bytes seen.
 func pushTail(tail *[13]byte, n int, p []byte) int {
@@ -486,8 +709,3 @@ func isReset(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "read"
 }
-
-var framedBufs = sync.Pool{New: func() any { b := make([]byte, tds.MaxPacketSize+tds.HeaderLen); return &b }}
-
-func getBuf() []byte  { return *(framedBufs.Get().(*[]byte)) }
-func putBuf(b []byte) { framedBufs.Put(&b) }

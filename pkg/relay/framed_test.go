@@ -161,7 +161,7 @@ func TestFramedClientLeavesMidMessage(t *testing.T) {
 	}
 }
 
-// TestFramedLargePackets: bodies above spliceMin are spliced; every byte
+// TestFramedLargePackets: chunks of spliceMin bytes or more are spliced; every byte
 // arrives in order both ways.
 func TestFramedLargePackets(t *testing.T) {
 	h := startFramed(t, FramedOptions{})

@@ -361,3 +361,62 @@ func (c *Conn) Close() error { return c.raw.Close() }
 // NetConn is the TCP connection under the session (for tests that
 // half-close or reset it).
 func (c *Conn) NetConn() net.Conn { return c.raw }
+
+// StreamWire reads one answer as fast as the connection delivers it: it
+// reads into buf (64 KiB or more is best) as much as has arrived and
+// follows the packet headers by their lengths, without decoding a token,
+// until the packet with EOM ends. It returns the answer's wire bytes
+// (headers included). For benchmarks that must not be bound by the
+// client; StreamPackets hands over packet by packet.
+func (c *Conn) StreamWire(buf []byte) (int64, error) {
+	if len(buf) < tds.HeaderLen {
+		buf = make([]byte, 64<<10)
+	}
+	var total int64
+	var hdr [tds.HeaderLen]byte
+	hn, left := 0, 0 // header bytes gathered; body bytes of the packet still to come
+	eom := false
+	for {
+		n, err := c.rw.Read(buf)
+		p := buf[:n]
+		for len(p) > 0 {
+			if hn < tds.HeaderLen {
+				k := copy(hdr[hn:], p)
+				hn += k
+				p = p[k:]
+				total += int64(k)
+				if hn < tds.HeaderLen {
+					break
+				}
+				h, err := tds.ParseHeader(hdr[:], tds.MaxPacketSize)
+				if err != nil {
+					return total, err
+				}
+				if h.Type != tds.PacketReply {
+					return total, fmt.Errorf("tdsclient: packet type 0x%02x in an answer", uint8(h.Type))
+				}
+				c.SPID = h.SPID
+				left, eom = int(h.Length)-tds.HeaderLen, h.EOM()
+			}
+			k := min(left, len(p))
+			left -= k
+			p = p[k:]
+			total += int64(k)
+			if left == 0 {
+				if eom {
+					if len(p) > 0 {
+						return total, fmt.Errorf("tdsclient: %d bytes after the answer's last packet", len(p))
+					}
+					return total, nil
+				}
+				hn = 0
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return total, err
+		}
+	}
+}

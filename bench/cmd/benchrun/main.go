@@ -1,7 +1,7 @@
 // Command benchrun runs the benchmark harness (bench/harness) and writes
 // bench/results/<date>-<sha>.md with its charts and latest.md:
 //
-//	make bench                     # full run, about 6 minutes on 2 cores
+//	make bench                     # full run, several minutes on 2 cores
 //	BENCH_QUICK=1 make bench       # the same sections, small and short
 //	go run ./bench/cmd/benchrun -proxy bin/proxy -out bench/results
 //
@@ -32,8 +32,9 @@ func main() {
 	flag.StringVar(&o.StandinBin, "standin", "", "stand-in binary (default: go build ./tools/standin)")
 	idle := flag.Int("idle", 0, "idle sessions (default 10000; quick 300)")
 	flag.IntVar(&o.ChurnPasses, "churn-passes", 0, "interleaved passes of the churn section (default 4; quick 1); the report lists every pass")
-	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct and haproxy are kept as references")
+	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct, haproxy and the bare relays are kept as references")
 	sections := flag.String("sections", "", "comma-separated sections to run: roundtrip,bulk,churn,idle,admission (default: all)")
+	flag.BoolVar(&o.NoProfiles, "noprofile", false, "take no CPU profiles of tdsgate during the round trips and bulk runs")
 	render := flag.String("render", "", "render the report of a finished run again from its results.json (no benchmark), into -out")
 	flag.Parse()
 	if *render != "" {
@@ -47,7 +48,7 @@ func main() {
 	}
 	o.IdleSessions = *idle
 	if *paths != "" {
-		o.Paths = append(strings.Split(*paths, ","), harness.PathDirect, harness.PathHAProxy)
+		o.Paths = append(strings.Split(*paths, ","), harness.PathDirect, harness.PathHAProxy, harness.PathBare, harness.PathBareTLS)
 	}
 	if *sections != "" {
 		o.Sections = strings.Split(*sections, ",")

@@ -51,6 +51,11 @@ type Config struct {
 	StatsListen string `yaml:"stats_listen"`
 	// LoginTimeout bounds reads until login completes (0: DefaultLoginTimeout).
 	LoginTimeout time.Duration `yaml:"login_timeout"`
+	// BulkSource answers the batch "-- standin:bulk <bytes>" with about
+	// that many bytes of rows streamed from memory (BulkPrefix), for
+	// benchmarks whose source must outrun the relay. Off: the batch is a
+	// comment, and answers nothing.
+	BulkSource bool `yaml:"bulk_source"`
 	// TLS overrides the generated or loaded certificate (tests).
 	TLS *tls.Config `yaml:"-"`
 }

@@ -378,6 +378,9 @@ func (c *conn) request(ctx context.Context, m tds.Message) error {
 	case tds.PacketSQLBatch:
 		var b *tds.SQLBatch
 		if b, err = tds.ParseSQLBatch(m.Data); err == nil {
+			if n, ok := bulkRequest(b.Text); ok && c.srv.cfg.BulkSource {
+				return c.bulk(ctx, n, rp, sk)
+			}
 			err = c.sess.ExecBatch(ctx, b.Text, nil, sk)
 		}
 	case tds.PacketRPC:

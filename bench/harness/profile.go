@@ -1,0 +1,137 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Profiles. Every tdsgate process the harness starts serves pprof on its
+// metrics address (pprof: true). During the round trip runs at
+// 16 and 128 sessions and the raw client's bulk runs, the harness takes a
+// CPU profile of each tdsgate path's first process over the measurement,
+// and keeps the top of it (`go tool pprof -top`) for the report: where
+// the proxy's time went in this very run, beside every row it could
+// explain. The profiles themselves stay in the work directory.
+
+// profileKey names a profile: section, path, mode and, for round trips,
+// the concurrency.
+func profileKey(section, path, mode string, conc int) string {
+	if conc > 0 {
+		return fmt.Sprintf("%s c=%d %s (%s)", section, conc, path, mode)
+	}
+	return fmt.Sprintf("%s %s (%s)", section, path, mode)
+}
+
+// profiled reports whether a target's measurements get a CPU profile.
+func profiled(t *Target) bool {
+	return len(t.metrics) > 0 && t.Path != PathTdsgateSockmap
+}
+
+// startProfile starts a CPU profile of t's first tdsgate process lasting
+// about d (whole seconds, at least 1), and returns a function that waits
+// for it and stores its top in res.Profiles under key. It does nothing
+// for a target without pprof.
+func (e *env) startProfile(ctx context.Context, t *Target, key string, d time.Duration, res *Results) func() {
+	if !profiled(t) || e.opts.NoProfiles {
+		return func() {}
+	}
+	secs := max(int((d+time.Second-1)/time.Second), 1)
+	file := filepath.Join(e.dir, "pprof-"+strings.NewReplacer(" ", "_", "(", "", ")", "", "=", "", "+", "-").Replace(key)+".pb.gz")
+	done := make(chan error, 1)
+	go func() {
+		cl := http.Client{Timeout: time.Duration(secs+30) * time.Second}
+		req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.metrics[0], secs), nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := cl.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("pprof: %s", resp.Status)
+			return
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	// The profile starts when the request arrives: a moment for it.
+	time.Sleep(50 * time.Millisecond)
+	return func() {
+		if err := <-done; err != nil {
+			e.opts.logf("profile %s: %v", key, err)
+			return
+		}
+		top, err := pprofTop(ctx, e.opts.ProxyBin, file, 14)
+		if err != nil {
+			e.opts.logf("profile %s: %v", key, err)
+			return
+		}
+		if res.Profiles == nil {
+			res.Profiles = map[string]string{}
+		}
+		res.Profiles[key] = top
+	}
+}
+
+// pprofTop runs `go tool pprof -top` on a profile and keeps its head: the
+// totals line and the n heaviest functions by cumulative time.
+func pprofTop(ctx context.Context, bin, file string, n int) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", fmt.Sprintf("-nodecount=%d", n), bin, file)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof: %v: %s", err, firstLine(string(out)))
+	}
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(l, "File:"), strings.HasPrefix(l, "Build ID:"), strings.HasPrefix(l, "Type:"), strings.HasPrefix(l, "Time:"), strings.TrimSpace(l) == "":
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n"), nil
+}
+
+// profileRef is the sentence a short row adds when a profile of its
+// target was taken in this run.
+func (r *Report) profileRef(key string) string {
+	if _, ok := r.Results.Profiles[key]; !ok {
+		return ""
+	}
+	return fmt.Sprintf(" Profile of this run: \"%s\" under Profiles.", key)
+}
+
+func (r *Report) writeProfiles(b *strings.Builder) {
+	if len(r.Results.Profiles) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## Profiles\n\nCPU profiles (Go's pprof, `pprof: true`) of the first tdsgate process of each path, taken over the measurement itself: the round trips at 16 and 128 sessions and the raw client's bulk runs (the last pass). `go tool pprof -top -cum`; flat is time in the function itself, cum with what it calls. Time in the kernel (the syscalls' own work: splice, TCP) counts in the function that made the call.\n\n")
+	keys := make([]string, 0, len(r.Results.Profiles))
+	for k := range r.Results.Profiles {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(b, "### %s\n\n```\n%s\n```\n\n", k, r.Results.Profiles[k])
+	}
+}
