@@ -142,8 +142,9 @@ func (nopObserver) Checkout(string, bool)    {}
 func (nopObserver) Reset(string, bool)       {}
 func (nopObserver) Discarded(string, string) {}
 
-// Conn is one backend connection and the slot it holds. Without a Pool
-// (pool_mode none) it is only that: Close closes it and releases the slot.
+// Conn is one pooled backend connection and the slot it holds. Every Conn
+// belongs to a Pool (a session of its own, pool_mode none, is the
+// frontend's dedicated lease and needs no Conn).
 type Conn struct {
 	// Backend is the connection; nil in the login state until Activate.
 	Backend *backend.Conn
@@ -168,17 +169,10 @@ type Conn struct {
 
 // State is the connection's state.
 func (c *Conn) State() State {
-	if c.pool == nil {
-		return StateActive
-	}
 	c.pool.mu.Lock()
 	defer c.pool.mu.Unlock()
 	return c.state
 }
-
-// Pooled reports whether the connection belongs to a pool (its session
-// must use the framed relay and Return).
-func (c *Conn) Pooled() bool { return c.pool != nil }
 
 // NeedsReset reports whether the client's first request must carry
 // RESETCONNECTION (a reused connection).
@@ -186,12 +180,6 @@ func (c *Conn) NeedsReset() bool { return c.reset }
 
 // Ticket is the slot the connection holds.
 func (c *Conn) Ticket() limiter.Ticket { return c.ticket }
-
-// Unpooled wraps a ticket for a session that does not pool: Activate
-// fills in the backend; Close closes it and releases the slot.
-func Unpooled(t limiter.Ticket) *Conn {
-	return &Conn{ticket: t, state: StateLogin, created: time.Now()}
-}
 
 // list is one state's connections in a sub-pool, most recent first.
 type list struct {
@@ -402,10 +390,6 @@ func (p *Pool) Begin(key Key, t limiter.Ticket) *Conn {
 // Activate records the backend login's success: login → active.
 func (c *Conn) Activate(be *backend.Conn, res *backend.LoginResult) {
 	c.Backend, c.Login = be, res
-	if c.pool == nil {
-		c.state = StateActive
-		return
-	}
 	c.pool.mu.Lock()
 	c.pool.move(c, StateActive)
 	c.pool.mu.Unlock()
@@ -416,10 +400,10 @@ func (c *Conn) Activate(be *backend.Conn, res *backend.LoginResult) {
 // credential at once: if the sub-pool knew another (the password was
 // changed at the server), the idle connections accepted under the old one
 // are closed now, and the busy ones when their clients leave. Only a
-// salted hash of the password is kept. Without a pool, or for an empty
-// password (such a connection is closed at Return), it does nothing.
+// salted hash of the password is kept. For an empty password (such a
+// connection is closed at Return), it does nothing.
 func (c *Conn) Accept(password string) {
-	if c.pool == nil || c.cred != nil {
+	if c.cred != nil {
 		return
 	}
 	cred, stale := c.pool.credentialFor(c.sub, password)
@@ -431,22 +415,8 @@ func (c *Conn) Accept(password string) {
 }
 
 // Close closes the connection (if any) and releases its slot, from any
-// state. reason is one of Reasons (ignored without a pool). It is
-// idempotent.
-func (c *Conn) Close(reason string) {
-	if c.pool != nil {
-		c.pool.Close(c, reason)
-		return
-	}
-	if c.state == StateClosed {
-		return
-	}
-	c.state = StateClosed
-	if c.Backend != nil {
-		c.Backend.Close()
-	}
-	c.ticket.Release()
-}
+// state. reason is one of Reasons. It is idempotent.
+func (c *Conn) Close(reason string) { c.pool.Close(c, reason) }
 
 // Close closes c, which must belong to p, for reason.
 func (p *Pool) Close(c *Conn, reason string) {
@@ -751,19 +721,8 @@ func (c *Conn) PacketSize() int {
 }
 
 // Return gives the connection back to its pool after its client left
-// (see Pool.Return). Without a pool it closes the connection.
-func (c *Conn) Return(r *relay.FramedResult, password string) {
-	if c.pool == nil {
-		c.Close(ReasonClosed)
-		return
-	}
-	c.pool.Return(c, r, password)
-}
+// (see Pool.Return).
+func (c *Conn) Return(r *relay.FramedResult, password string) { c.pool.Return(c, r, password) }
 
-// ResetTimeout is the pool's reset_timeout (0 without a pool).
-func (c *Conn) ResetTimeout() time.Duration {
-	if c.pool == nil {
-		return 0
-	}
-	return c.pool.Settings().ResetTimeout
-}
+// ResetTimeout is the pool's reset_timeout.
+func (c *Conn) ResetTimeout() time.Duration { return c.pool.Settings().ResetTimeout }
