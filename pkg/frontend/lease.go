@@ -19,6 +19,8 @@ import (
 //	none         dedicated: the client's own backend login, closed at Release
 //	session      pooled (pooling.go): a pooled connection for the whole
 //	             session, returned to the pool (made safe) at Release
+//	transaction  multiplexed (mux.go): a pooled connection borrowed per
+//	             request or transaction, none held between them
 //
 // Release is the one place a lease gives back what it holds — the slot
 // and the backend connection — and it is called exactly once, by Serve,
@@ -49,6 +51,8 @@ func (s *session) leaseFor(b *Bucket, l *tds.Login7, loginBytes []byte) lease {
 	switch {
 	case b.Pool == nil || !pool.Poolable(l):
 		return &dedicated{s: s, b: b, l: l, loginBytes: loginBytes}
+	case b.Mode == pool.ModeTransaction:
+		return newMultiplexed(s, b, l, loginBytes)
 	}
 	return &pooled{s: s, b: b, l: l, loginBytes: loginBytes}
 }

@@ -167,6 +167,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 
 	// 5. Relay until either side ends (a pooled session: until the client
 	// leaves, or client_idle_timeout closes it); 6. release (deferred).
+	defer s.countClient(bucketID)()
 	hook("relay")
 	idled := func() bool { return false }
 	if it := rt.Settings.ClientIdleTimeout; it > 0 {
@@ -184,6 +185,17 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		}
 	}
 	h.Observer.Relayed(bucketID, s.relayed.Mode.String(), s.relayed.ClientToServer, s.relayed.ServerToClient, time.Since(s.start))
+}
+
+// countClient counts the logged-in session in proxy_client_sessions until
+// the returned function runs.
+func (s *session) countClient(bucket string) func() {
+	o, ok := s.h.Observer.(MuxObserver)
+	if !ok {
+		return func() {}
+	}
+	o.ClientSessions(bucket, 1)
+	return func() { o.ClientSessions(bucket, -1) }
 }
 
 // relayErrorObserver is an optional Observer method for relays that ended
@@ -444,26 +456,33 @@ func (s *session) admit(ctx context.Context, bucket string) (limiter.Ticket, err
 	if err == nil {
 		return t, nil
 	}
+	return nil, s.admitError(ctx, actx, err, bucket)
+}
+
+// admitError turns a failed Acquire into the refusal the client gets (or,
+// when the client left the queue, a plain error: nobody reads an answer).
+// ctx is the caller's, actx the one Acquire waited under.
+func (s *session) admitError(ctx, actx context.Context, err error, bucket string) error {
 	var le *limiter.Error
 	if errors.As(err, &le) {
 		switch le.Number() {
 		case tds.ErrNumQueueTimeout:
 			s.log.Warn("queue timeout", "bucket", bucket, "waited", le.Waited, "max_connections", le.Max)
-			return nil, refuse(CodeQueueTimeout, err, "%s", le.Error())
+			return refuse(CodeQueueTimeout, err, "%s", le.Error())
 		case tds.ErrNumQueueFull:
 			s.log.Warn("queue full, circuit breaker rejected the login", "bucket", bucket, "queued", le.Queue, "max_queue_size", le.MaxQueue)
-			return nil, refuse(CodeQueueFull, err, "%s", le.Error())
+			return refuse(CodeQueueFull, err, "%s", le.Error())
 		case tds.ErrNumNoShare:
 			s.log.Warn("login refused: redis never reached and no share configured", "bucket", bucket)
-			return nil, refuse(CodeNoShare, err, "%s", le.Error())
+			return refuse(CodeNoShare, err, "%s", le.Error())
 		}
-		return nil, refuse(CodeShuttingDown, err, "%s", le.Error())
+		return refuse(CodeShuttingDown, err, "%s", le.Error())
 	}
 	if ctx.Err() == nil && actx.Err() != nil {
 		s.outcome = "left_queue"
-		return nil, fmt.Errorf("client left the queue of bucket %s", bucket)
+		return fmt.Errorf("client left the queue of bucket %s", bucket)
 	}
-	return nil, err
+	return err
 }
 
 // backendLogin dials the bucket's backend and forwards the client's LOGIN7.

@@ -163,7 +163,13 @@ type Conn struct {
 	created time.Time
 	idle    time.Time // when it went idle
 	// reset: the next client's first request must carry RESETCONNECTION.
-	reset      bool
+	reset bool
+	// Owner is the id of the client session that last used the connection
+	// (pool_mode transaction: another borrower resets it first).
+	Owner uint64
+	// OwnerSets is how many of its owner's SET options (replayed after a
+	// reset) the connection has run; the frontend keeps it.
+	OwnerSets  int
 	prev, next *Conn
 }
 
@@ -218,6 +224,12 @@ type subPool struct {
 	key   Key
 	cred  *credential // the password the backend last accepted for Key
 	lists [nStates]list
+	// login is the backend's answer to the first login it accepted under
+	// cred (pool_mode transaction: replayed to every client of the Key).
+	login *backend.LoginResult
+	// waiters are transaction-mode sessions waiting for a connection of
+	// the Key, oldest first (Lend hands them returning connections).
+	waiters []*Waiter
 }
 
 // Pool is one bucket's pool. It is safe for concurrent use.
@@ -357,22 +369,32 @@ func (p *Pool) Checkout(key Key, password string) (*Conn, error) {
 			p.obs.Checkout(p.bucket, false)
 			return nil, nil
 		}
-		p.move(c, StateActive)
-		expired := p.clk.Now().Sub(c.created) >= p.st.MaxLifetime
-		n := p.idle
-		p.mu.Unlock()
-		p.obs.Idle(p.bucket, n)
-		switch {
-		case expired:
-			p.Close(c, ReasonMaxLifetime)
-		case !alive(c.Backend.Raw):
-			p.Close(c, ReasonDead)
-		default:
+		if p.takeIdleLocked(c) {
 			c.Reused++
-			p.obs.Checkout(p.bucket, true)
 			return c, nil
 		}
 	}
+}
+
+// takeIdleLocked moves idle c to active and unlocks p.mu. It reports
+// whether c may be used: one past max_lifetime, or closed by the server,
+// is closed instead.
+func (p *Pool) takeIdleLocked(c *Conn) bool {
+	p.move(c, StateActive)
+	expired := p.clk.Now().Sub(c.created) >= p.st.MaxLifetime
+	n := p.idle
+	p.mu.Unlock()
+	p.obs.Idle(p.bucket, n)
+	switch {
+	case expired:
+		p.Close(c, ReasonMaxLifetime)
+	case !alive(c.Backend.Raw):
+		p.Close(c, ReasonDead)
+	default:
+		p.obs.Checkout(p.bucket, true)
+		return true
+	}
+	return false
 }
 
 // Begin registers a client's own backend login for key, in the login
@@ -450,6 +472,9 @@ func (p *Pool) discard(c *Conn, reason string) {
 // dropSubLocked forgets a sub-pool with no connection left, but keeps
 // its credential while connections are under way.
 func (p *Pool) dropSubLocked(sp *subPool) {
+	if len(sp.waiters) > 0 {
+		return
+	}
 	for _, l := range sp.lists {
 		if l.n > 0 {
 			return
@@ -553,7 +578,7 @@ func (p *Pool) credentialFor(sp *subPool, password string) (*credential, []*Conn
 			p.mu.Unlock()
 			continue // another return installed one meanwhile: check it
 		}
-		sp.cred = made
+		sp.cred, sp.login = made, nil
 		var stale []*Conn
 		for s := sp.lists[StateIdle].head; s != nil; {
 			next := s.next
