@@ -50,22 +50,48 @@ type parser struct {
 	level   int
 	res     Batch
 
-	alter      bool // an ALTER statement is open (until ';'): its SET is not a session SET
-	control    bool // control flow seen: a SET may not have run
-	globalTemp bool // a ##global temp object was named
-	caseDepth  int  // open CASE expressions at statement level: their ELSE is not control flow
+	alter      bool   // an ALTER statement is open (until ';'): its SET is not a session SET
+	jumped     bool   // RETURN, GOTO, BREAK, CONTINUE or THROW seen: later statements may not run
+	globalTemp bool   // a ##global temp object was named
+	caseDepth  int    // open CASE expressions at statement level: their ELSE and END are not control flow
+	blockDepth int    // open BEGIN ... END blocks (including TRY/CATCH)
+	lastStmt   string // the last statement keyword seen at statement level
 }
 
 func scanText(sql string, level int) *parser {
 	p := &parser{src: sql, lx: lexer{src: sql}, level: level}
 	p.run()
-	if p.control && len(p.res.Replay) > 0 {
-		// Inside IF/WHILE/TRY/RETURN/... a SET may or may not have run:
-		// replaying it could give the session a state it never had.
-		p.res.Replay = nil
-		p.pin(SetOption)
-	}
 	return p
+}
+
+// replay records an allow-listed SET, unless it may not have run: the
+// statement governed by IF, ELSE or WHILE, inside a BEGIN ... END block
+// (TRY/CATCH included), or after a RETURN/GOTO/BREAK/CONTINUE/THROW.
+// Replaying such a SET could give the session a state it never had, so it
+// pins instead.
+func (p *parser) replay(stmt string) {
+	switch {
+	case p.jumped, p.blockDepth > 0, p.lastStmt == "IF", p.lastStmt == "ELSE", p.lastStmt == "WHILE":
+		p.pin(SetOption)
+	default:
+		p.res.Replay = append(p.res.Replay, stmt)
+	}
+}
+
+// stmtKeywords start statements. The last one seen at statement level
+// tells whether a SET is governed by IF, ELSE or WHILE.
+var stmtKeywords = map[string]bool{
+	"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true, "MERGE": true,
+	"SET": true, "DECLARE": true, "EXEC": true, "EXECUTE": true, "IF": true,
+	"ELSE": true, "WHILE": true, "BEGIN": true, "END": true, "COMMIT": true,
+	"ROLLBACK": true, "SAVE": true, "PRINT": true, "RAISERROR": true, "THROW": true,
+	"RETURN": true, "USE": true, "CREATE": true, "ALTER": true, "DROP": true,
+	"TRUNCATE": true, "WITH": true, "OPEN": true, "FETCH": true, "CLOSE": true,
+	"DEALLOCATE": true, "GRANT": true, "REVOKE": true, "DENY": true, "WAITFOR": true,
+	"BREAK": true, "CONTINUE": true, "GOTO": true, "DBCC": true, "BULK": true,
+	"KILL": true, "CHECKPOINT": true, "SETUSER": true, "REVERT": true,
+	"RECONFIGURE": true, "BACKUP": true, "RESTORE": true, "READTEXT": true,
+	"WRITETEXT": true, "UPDATETEXT": true,
 }
 
 func (p *parser) dynamicPins() []Reason {
@@ -157,7 +183,12 @@ func (p *parser) run() {
 		if t.depth > 0 || (t.kind != tWord && t.kind != tQuoted) {
 			continue
 		}
-		switch p.word(t) {
+		w := p.word(t)
+		// lastStmt is updated after the switch: set() reads the keyword
+		// before this SET. DROP TABLE IF EXISTS and CASE ... ELSE ... END
+		// are not statements.
+		isStmt := p.caseDepth == 0 && stmtKeywords[w] && !(w == "IF" && dropObject[before])
+		switch w {
 		case "SET":
 			p.set()
 		case "USE":
@@ -184,27 +215,23 @@ func (p *parser) run() {
 			case "DISTRIBUTED":
 				p.pin(DistributedTran)
 				p.res.BeginsTran = true
-			case "TRY", "CATCH":
-				p.control = true
+			case "DIALOG", "CONVERSATION":
+			default: // a block, BEGIN TRY or BEGIN CATCH
+				p.blockDepth++
 			}
 		case "COMMIT", "ROLLBACK":
 			p.res.EndsTran = true
 		case "CASE":
 			p.caseDepth++
 		case "END":
-			if p.caseDepth > 0 {
+			switch {
+			case p.caseDepth > 0:
 				p.caseDepth--
+			case p.blockDepth > 0 && p.word(p.peek(0)) != "CONVERSATION":
+				p.blockDepth--
 			}
-		case "ELSE":
-			if p.caseDepth == 0 {
-				p.control = true
-			}
-		case "IF":
-			if !dropObject[before] { // DROP TABLE IF EXISTS is not control flow
-				p.control = true
-			}
-		case "WHILE", "GOTO", "RETURN", "BREAK", "CONTINUE", "THROW":
-			p.control = true
+		case "RETURN", "GOTO", "BREAK", "CONTINUE", "THROW":
+			p.jumped = true
 		case "INSERT":
 			if p.word(p.peek(0)) == "BULK" {
 				p.pin(BulkLoad)
@@ -225,6 +252,9 @@ func (p *parser) run() {
 				// A batch may start with a procedure call without EXEC.
 				p.procCall(t)
 			}
+		}
+		if isStmt {
+			p.lastStmt = w
 		}
 	}
 }
@@ -437,7 +467,7 @@ func (p *parser) set() {
 		for _, o := range opts {
 			a, ok := replayBool[o]
 			if ok && ((v == "ON" && a.on) || (v == "OFF" && a.off)) {
-				p.res.Replay = append(p.res.Replay, "SET "+o+" "+v)
+				p.replay("SET " + o + " " + v)
 			} else {
 				p.pin(SetOption)
 			}
@@ -467,7 +497,7 @@ func (p *parser) set() {
 			p.pin(Unknown)
 			return
 		}
-		p.res.Replay = append(p.res.Replay, "SET TRANSACTION ISOLATION LEVEL "+level)
+		p.replay("SET TRANSACTION ISOLATION LEVEL " + level)
 	case optCtx:
 		p.pin(ContextInfo)
 	case optOther:
@@ -499,7 +529,7 @@ func (p *parser) setValue(opt string) {
 		p.pin(Unknown)
 		return
 	}
-	p.res.Replay = append(p.res.Replay, "SET "+opt+" "+val)
+	p.replay("SET " + opt + " " + val)
 }
 
 // procReasons maps system procedures (lower case, unqualified) to the pin

@@ -76,9 +76,10 @@ func TestScanBatch(t *testing.T) {
 
 		// SETs that pin
 		{name: "rowcount", sql: "SET ROWCOUNT 10", pins: R{SetOption}},
-		{name: "implicit on", sql: "SET IMPLICIT_TRANSACTIONS ON", pins: R{SetOption}},
-		{name: "ansi defaults on", sql: "SET ANSI_DEFAULTS ON", pins: R{SetOption}},
-		{name: "cursor close on commit on", sql: "SET CURSOR_CLOSE_ON_COMMIT ON", pins: R{SetOption}},
+		{name: "implicit on", sql: "SET IMPLICIT_TRANSACTIONS ON", replay: S{"SET IMPLICIT_TRANSACTIONS ON"}},
+		{name: "ansi defaults on", sql: "SET ANSI_DEFAULTS ON", replay: S{"SET ANSI_DEFAULTS ON"}},
+		{name: "numeric roundabort", sql: "set numeric_roundabort off", replay: S{"SET NUMERIC_ROUNDABORT OFF"}},
+		{name: "arithignore", sql: "SET ARITHIGNORE ON", pins: R{SetOption}},
 		{name: "statistics", sql: "SET STATISTICS IO, TIME ON", pins: R{SetOption}},
 		{name: "identity insert", sql: "SET IDENTITY_INSERT dbo.t ON", pins: R{SetOption}},
 		{name: "fmtonly", sql: "SET FMTONLY ON SELECT * FROM t SET FMTONLY OFF", pins: R{SetOption}},
@@ -101,6 +102,16 @@ func TestScanBatch(t *testing.T) {
 		{name: "else after case is control", sql: "SELECT CASE WHEN a = 1 THEN 1 END IF 1 = 1 SELECT 1 ELSE SET NOCOUNT ON", pins: R{SetOption}},
 		{name: "drop if exists is not control", sql: "DROP TABLE IF EXISTS t; SET NOCOUNT ON", replay: S{"SET NOCOUNT ON"}},
 		{name: "if exists is control", sql: "IF EXISTS (SELECT 1) SET NOCOUNT ON", pins: R{SetOption}},
+		{name: "jtds commit then set", sql: "IF @@TRANCOUNT > 0 COMMIT TRAN\nSET IMPLICIT_TRANSACTIONS OFF", replay: S{"SET IMPLICIT_TRANSACTIONS OFF"}, end: true},
+		{name: "set after if statement", sql: "IF @x = 1 SELECT 1 SET NOCOUNT ON", replay: S{"SET NOCOUNT ON"}},
+		{name: "set governed by else", sql: "IF @x = 1 SELECT 1 ELSE SET NOCOUNT ON", pins: R{SetOption}},
+		{name: "set governed by while", sql: "WHILE @i < 3 SET NOCOUNT ON", pins: R{SetOption}},
+		{name: "set in block", sql: "IF @x = 1 BEGIN SELECT 1 SET NOCOUNT ON END", pins: R{SetOption}},
+		{name: "set after block", sql: "IF @x = 1 BEGIN SELECT 1 END SET NOCOUNT ON", replay: S{"SET NOCOUNT ON"}},
+		{name: "set after block with case", sql: "IF @x = 1 BEGIN SELECT CASE WHEN 1 = 1 THEN 1 ELSE 0 END END SET NOCOUNT ON", replay: S{"SET NOCOUNT ON"}},
+		{name: "set after return", sql: "IF @x = 1 RETURN SET NOCOUNT ON", pins: R{SetOption}},
+		{name: "set in catch", sql: "BEGIN TRY SELECT 1 END TRY BEGIN CATCH SET NOCOUNT ON END CATCH SET XACT_ABORT ON", pins: R{SetOption}, replay: S{"SET XACT_ABORT ON"}},
+		{name: "begin tran is not a block", sql: "BEGIN TRAN SET NOCOUNT ON", replay: S{"SET NOCOUNT ON"}, begin: true},
 		{name: "dbcc traceon", sql: "DBCC TRACEON(3604)", pins: R{SetOption}},
 
 		// other pins
@@ -271,7 +282,7 @@ func TestReplayAllowed(t *testing.T) {
 			t.Errorf("ReplayAllowed(%q) = false", s)
 		}
 	}
-	for _, s := range []string{"SET ROWCOUNT 1", "SET NOCOUNT ON; USE x", "set nocount on", "SET IMPLICIT_TRANSACTIONS ON", "SELECT 1", "SET NOCOUNT ON SET XACT_ABORT ON"} {
+	for _, s := range []string{"SET ROWCOUNT 1", "SET NOCOUNT ON; USE x", "set nocount on", "SET FMTONLY ON", "SELECT 1", "SET NOCOUNT ON SET XACT_ABORT ON"} {
 		if ReplayAllowed(s) {
 			t.Errorf("ReplayAllowed(%q) = true", s)
 		}

@@ -37,37 +37,43 @@ var setOptions = map[string]optKind{
 }
 
 // replayBool is the replay allow-list for ON/OFF options: for each option,
-// which values are safe to replay after RESETCONNECTION. The decision,
-// option by option:
+// which values are safe to replay after RESETCONNECTION. The rule: an
+// option is replayable when it changes only how this session's own
+// statements behave, RESETCONNECTION restores its login default, and
+// whatever it leads to that outlives a request (a transaction) is reported
+// by the server and tracked by the caller. The decision, option by option:
 //
 //   - ANSI_NULLS, ANSI_NULL_DFLT_ON, ANSI_NULL_DFLT_OFF, ANSI_PADDING,
 //     ANSI_WARNINGS, ARITHABORT, CONCAT_NULL_YIELDS_NULL, QUOTED_IDENTIFIER,
-//     NOCOUNT, XACT_ABORT: both values. They change how this session's
-//     statements behave and nothing else; RESETCONNECTION restores the login
-//     defaults, so replaying the session's own SET gives it exactly its state
-//     back and no other session sees it.
-//   - ANSI_DEFAULTS: OFF only. ON also turns IMPLICIT_TRANSACTIONS and
-//     CURSOR_CLOSE_ON_COMMIT on (see below).
-//   - IMPLICIT_TRANSACTIONS: OFF only (the login default, which drivers send
-//     to say "autocommit"). ON opens a transaction with nearly every
-//     statement, which attaches the session to its backend anyway; pinning
-//     it says so plainly instead of replaying a state that defeats borrowing.
-//   - CURSOR_CLOSE_ON_COMMIT: OFF only. ON matters only to a session that has
-//     cursors, which pins for the cursor; OFF is the default drivers send.
-//   - ARITHIGNORE, NUMERIC_ROUNDABORT, FMTONLY, FORCEPLAN, NOEXEC, PARSEONLY,
+//     NOCOUNT, XACT_ABORT: both values, by the rule.
+//   - NUMERIC_ROUNDABORT: both values. Not in the list; added
+//     because tedious sends "set numeric_roundabort off" at every connect.
+//     It is the same kind of option as ARITHABORT.
+//   - IMPLICIT_TRANSACTIONS: both values. OFF is what drivers send for
+//     autocommit. ON is what jTDS (setAutoCommit(false)) and FreeTDS ODBC
+//     (autocommit off, the DB-API default) send: with it, a statement opens
+//     a transaction, the server says so with ENVCHANGE 8, and the session
+//     stays on its backend until COMMIT/ROLLBACK (ENVCHANGE 9/10) like any
+//     transaction. Between transactions the option alone is safe to replay;
+//     pinning it would pin every JDBC session that ever ran a transaction.
+//   - ANSI_DEFAULTS: both values. It is a shorthand for ANSI_NULLS,
+//     ANSI_NULL_DFLT_ON, ANSI_PADDING, ANSI_WARNINGS, QUOTED_IDENTIFIER,
+//     IMPLICIT_TRANSACTIONS and CURSOR_CLOSE_ON_COMMIT, all replayable.
+//   - CURSOR_CLOSE_ON_COMMIT: both values. It matters only to a session
+//     with open cursors, and cursors pin by themselves.
+//   - ARITHIGNORE, FMTONLY, FORCEPLAN, NOEXEC, PARSEONLY,
 //     REMOTE_PROC_TRANSACTIONS, SHOWPLAN_*, NO_BROWSETABLE: never. They are
-//     not in the allow-list, are rare in driver connect batches, and
-//     some change what the server returns (FMTONLY, NOEXEC, SHOWPLAN_*,
-//     NO_BROWSETABLE) in ways a tool expects to last; they pin.
+//     not in the list, no measured driver sends them at connect, and
+//     several change what the server returns (FMTONLY, NOEXEC, SHOWPLAN_*,
+//     NO_BROWSETABLE) for tools that expect it to last; they pin.
 var replayBool = map[string]struct{ on, off bool }{
 	"ANSI_NULLS": {true, true}, "ANSI_NULL_DFLT_ON": {true, true},
 	"ANSI_NULL_DFLT_OFF": {true, true}, "ANSI_PADDING": {true, true},
 	"ANSI_WARNINGS": {true, true}, "ARITHABORT": {true, true},
 	"CONCAT_NULL_YIELDS_NULL": {true, true}, "QUOTED_IDENTIFIER": {true, true},
 	"NOCOUNT": {true, true}, "XACT_ABORT": {true, true},
-	"ANSI_DEFAULTS":          {false, true},
-	"IMPLICIT_TRANSACTIONS":  {false, true},
-	"CURSOR_CLOSE_ON_COMMIT": {false, true},
+	"NUMERIC_ROUNDABORT": {true, true}, "IMPLICIT_TRANSACTIONS": {true, true},
+	"ANSI_DEFAULTS": {true, true}, "CURSOR_CLOSE_ON_COMMIT": {true, true},
 }
 
 // Valued options replayed when their value is a literal: DATEFIRST,
