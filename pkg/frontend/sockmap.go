@@ -4,7 +4,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/tdsgate/tdsgate/pkg/pool"
+	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 )
 
@@ -15,7 +15,7 @@ import (
 func (h *Handler) SetKernelRelay(r relay.Redirector) { h.kernel = r }
 
 // joinKernel joins the session's two sockets in the kernel relay, when
-// there is one and the session qualifies: its own (unpooled) backend, a
+// there is one and the session qualifies: its own backend (pool_mode none), a
 // successful login, and both legs raw TCP after it. It runs after the
 // backend's login answer was read and before it is written to the client,
 // so neither side can be sending (relay.JoinKernel checks it). A session
@@ -23,15 +23,15 @@ func (h *Handler) SetKernelRelay(r relay.Redirector) { h.kernel = r }
 // splice. With client_idle_timeout set (idleTimeout > 0) sessions keep
 // splice too: the idle check reads the client socket's TCP_INFO, and the
 // kernel relay takes that socket out of the session.
-func (s *session) joinKernel(c *pool.Conn, idleTimeout time.Duration) {
-	if s.h.kernel == nil || idleTimeout > 0 || c.Pooled() || !c.Login.OK || c.Backend == nil {
+func (s *session) joinKernel(be *backend.Conn, res *backend.LoginResult, idleTimeout time.Duration) {
+	if s.h.kernel == nil || idleTimeout > 0 || !res.OK || be == nil {
 		return
 	}
 	client, ok := s.out.(*net.TCPConn)
 	if !ok {
 		return
 	}
-	server, ok := c.Backend.Conn.(*net.TCPConn)
+	server, ok := be.Conn.(*net.TCPConn)
 	if !ok {
 		return
 	}
