@@ -50,14 +50,17 @@ func multiplexPoolMode() config.PoolMode {
 	return config.PoolMode("transaction")
 }
 
-// TestMultiplexShort is the make-test version: 30 sessions of each of
-// go-mssqldb, pytds, tedious and jTDS (120) for 12 s over a bucket of max
-// 3, so the same 40:1 ratio as the full run.
+// TestMultiplexShort is the make-test version: 50 sessions of each of
+// go-mssqldb, pytds, tedious and jTDS (200) for 12 s over a bucket of max
+// 5, so the same 40:1 ratio as the full run. The four drivers log in with
+// different application names and LOGIN7 options, so they form four
+// sub-pools: the bucket needs more slots than sub-pools, or every borrow
+// from another sub-pool closes a connection and logs in a new one.
 func TestMultiplexShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("multiplexing scenario: 120 real client sessions for 12 s")
+		t.Skip("multiplexing scenario: 200 real client sessions for 12 s")
 	}
-	runMultiplex(t, multiplexRun{PerClient: 30, Duration: 12 * time.Second, Max: 3, MinMS: 100, MaxMS: 1000, MinRatio: 40})
+	runMultiplex(t, multiplexRun{PerClient: 50, Duration: 12 * time.Second, Max: 5, MinMS: 100, MaxMS: 1000, MinRatio: 40})
 }
 
 // TestMultiplexAtScale is the figure: 1,000 sessions (250 each of
