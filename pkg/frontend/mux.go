@@ -71,10 +71,13 @@ type multiplexed struct {
 	c      *pool.Conn    // attached connection
 	reader chan struct{} // closed when c's answer reader has stopped
 	reqs   int           // requests sent on c whose answers have not ended
-	attn   bool          // an ATTENTION sent on c awaits its DONE_ATTN
-	inTran bool
-	mid    bool // inside a client request message
-	strip  bool // the next answer opens with the ENVCHANGE 18 to strip
+	attn   int           // ATTENTIONs sent on c whose DONE_ATTN has not come
+	// attnBefore: requests sent before the last ATTENTION whose answers
+	// have not ended (its DONE_ATTN ends them).
+	attnBefore int
+	inTran     bool
+	mid        bool // inside a client request message
+	strip      bool // the next answer opens with the ENVCHANGE 18 to strip
 	// hold: keep c after this answer (INSERT BULK: the bulk load follows).
 	hold     bool
 	pinned   pin.Reason
@@ -220,9 +223,6 @@ func (m *multiplexed) Relay(cl client) relay.Result {
 	m.mu.Unlock()
 	res := relay.Result{Mode: relay.ModeFramed}
 	var hdr [tds.HeaderLen]byte
-	bp := muxBufs.Get().(*[]byte)
-	defer muxBufs.Put(bp)
-	buf := *bp
 	for {
 		n, err := io.ReadFull(cl.out, hdr[:])
 		if err != nil {
@@ -252,9 +252,12 @@ func (m *multiplexed) Relay(cl client) relay.Result {
 			res.Err = err
 			break
 		}
-		pkt := buf[:h.Length]
+		// The buffer is taken per packet: an idle session holds none.
+		bp := muxBufs.Get().(*[]byte)
+		pkt := (*bp)[:h.Length]
 		copy(pkt, hdr[:])
 		if _, err := io.ReadFull(cl.out, pkt[tds.HeaderLen:]); err != nil {
+			muxBufs.Put(bp)
 			m.fail(relay.BrokenClientPartial)
 			res.Ended = relay.SideClient
 			break
@@ -265,6 +268,7 @@ func (m *multiplexed) Relay(cl client) relay.Result {
 		} else {
 			err = m.request(h, pkt)
 		}
+		muxBufs.Put(bp)
 		if err != nil {
 			res.Err, res.Ended = err, relay.SideServer
 			break
@@ -332,6 +336,9 @@ func (m *multiplexed) request(h tds.Header, pkt []byte) error {
 		// Before the last packet leaves: the answer may end at once, and
 		// must find the session pinned if this request pins it.
 		m.scanRequest()
+		if cap(m.scan) > 64<<10 {
+			m.scan = nil // a large request's buffer is not kept while idle
+		}
 	}
 	m.mu.Lock()
 	c := m.c
@@ -581,21 +588,19 @@ func (m *multiplexed) attention(pkt []byte) error {
 	m.mu.Lock()
 	c := m.c
 	inFlight := c != nil && (m.reqs > 0 || m.mid)
-	again := m.attn
 	if inFlight {
 		if m.mid {
 			// Cancelled in the middle of its message: the stream's state
 			// is for the server to say; keep the connection.
 			m.pinLocked(pin.Attention, nil)
 		}
-		m.attn = true
+		// The server acknowledges each ATTENTION with a DONE_ATTN that
+		// ends every request sent before it (attnBefore of them); the
+		// connection stays until the last acknowledgement.
+		m.attn++
+		m.attnBefore = m.reqs
 	}
 	m.mu.Unlock()
-	if again {
-		// One is on its way: its DONE_ATTN answers this one too (a second
-		// would come back after the connection was lent).
-		return nil
-	}
 	if !inFlight {
 		m.s.log.Debug("pool: ATTENTION with no request in flight, answered by tdsgate")
 		m.writeClient(tds.AppendPackets(nil, tds.PacketReply, 0, 0, 1, m.ps,
@@ -704,15 +709,20 @@ func (m *multiplexed) answers(c *pool.Conn, done chan struct{}) {
 		if w.broken {
 			m.pinLocked(pin.Unknown, nil)
 		}
-		if m.reqs > 0 {
-			m.reqs--
-		}
-		m.recordReplayLocked(c, w.failed)
-		if m.attn && w.attn {
-			m.attn, m.reqs = false, 0
+		if m.attn > 0 && w.attn {
+			// An acknowledgement: the requests sent before the ATTENTION
+			// are over (this message may also be the last of one of them).
+			m.attn--
+			m.reqs = max(m.reqs-m.attnBefore, 0)
+			m.attnBefore = 0
+			m.pendingReplay = nil
+		} else {
+			m.reqs = max(m.reqs-1, 0)
+			m.attnBefore = max(m.attnBefore-1, 0)
+			m.recordReplayLocked(c, w.failed)
 		}
 		w.endMessage()
-		if m.reqs > 0 || m.attn || m.mid || m.stopping {
+		if m.reqs > 0 || m.attn > 0 || m.mid || m.stopping {
 			m.mu.Unlock()
 			continue
 		}
@@ -819,7 +829,7 @@ func (m *multiplexed) Release() {
 	m.c = nil
 	r := &relay.FramedResult{
 		ClientMessages: int64(m.reqs) + 1, ServerMessages: 1, // +1: something was sent; reset it
-		Attention: m.attn, ServerMidMessage: m.serverMid, Broken: m.broken,
+		Attention: m.attn > 0, ServerMidMessage: m.serverMid, Broken: m.broken,
 	}
 	m.mu.Unlock()
 	if c == nil {
