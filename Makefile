@@ -88,6 +88,10 @@ bench: ## Run the benchmark harness and write bench/results/<date>-<sha>.md (BEN
 	$(GO) build -o $(BIN)/standin ./tools/standin/
 	$(GO) run ./bench/cmd/benchrun -proxy $(BIN)/proxy -standin $(BIN)/standin -out bench/results
 
+.PHONY: bench-multiplex
+bench-multiplex: ## Multiplexing at scale (issue 14): 1,000 real client sessions (go-mssqldb, pytds, tedious, jTDS) for 60 s over one bucket of max 20; report in bench/results/<date>-multiplex.md
+	BENCH_MULTIPLEX=1 $(GO) test -count=1 -timeout 15m -run '^TestMultiplexAtScale$$' -v ./bench/
+
 .PHONY: clean
 clean: ## Remove build and coverage artefacts
 	rm -rf $(BIN)/ coverage.out coverage.html

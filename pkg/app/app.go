@@ -44,10 +44,14 @@ type App struct {
 	// sockmap is the kernel relay (relay: sockmap; sockmap.go); nil: splice.
 	sockmap sockmapRelay
 
-	lns      []net.Listener
-	serveWG  sync.WaitGroup
-	cancel   context.CancelFunc
-	serveErr chan error
+	lns     []net.Listener
+	serveWG sync.WaitGroup
+	cancel  context.CancelFunc
+	// sessCtx is the sessions' serve context (Handler.Serve); sessCancel
+	// ends it when the drain gives up, or after it.
+	sessCtx    context.Context
+	sessCancel context.CancelFunc
+	serveErr   chan error
 }
 
 // New builds an instance from cfg. Nothing listens until Start.
@@ -213,13 +217,16 @@ func (a *App) Start(ctx context.Context) error {
 	a.startCertWatch(cfg)
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	// Sessions get their own context: the listeners stop at the drain's
+	// start, sessions only when the drain gives up (or is done).
+	a.sessCtx, a.sessCancel = context.WithCancel(context.Background())
 	opts := []listener.Option{listener.WithLogger(a.log)}
 	opts = append(opts, a.doorOptions(cfg)...)
 	a.serveErr = make(chan error, 1)
 	a.serveWG.Add(1)
 	go func() {
 		defer a.serveWG.Done()
-		a.serveErr <- listener.Serve(sctx, lns, func(c net.Conn) { a.handler.Serve(context.Background(), c) }, opts...)
+		a.serveErr <- listener.Serve(sctx, lns, func(c net.Conn) { a.handler.Serve(a.sessCtx, c) }, opts...)
 	}()
 	a.log.Info("tdsgate listening", "addr", lns[0].Addr().String(), "listeners", len(lns), "instance_id", cfg.InstanceID,
 		"buckets", len(cfg.Buckets), "proxy_protocol", cfg.ProxyProtocol.Enabled)
@@ -305,12 +312,17 @@ func (a *App) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-timer.C:
 		err = fmt.Errorf("drain timeout: closed %d sessions", a.handler.Active())
+		a.sessCancel()
 		a.handler.CloseAll()
 		<-done
 	case <-ctx.Done():
 		err = ctx.Err()
+		a.sessCancel()
 		a.handler.CloseAll()
 		<-done
+	}
+	if a.sessCancel != nil {
+		a.sessCancel()
 	}
 	a.stopObservability()
 	a.stopCertWatch()

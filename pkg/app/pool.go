@@ -36,7 +36,7 @@ func (a *App) pool(bucket string) *pool.Pool {
 	return nil
 }
 
-// syncPools gives every pool_mode session bucket its pool: the one it had
+// syncPools gives every pool_mode session or transaction bucket its pool: the one it had
 // while its backend stays the same (with the reloaded settings), a new one
 // otherwise. Pools no longer wanted are shut down: their idle connections
 // close now, busy ones when their clients leave. A bucket whose pool
@@ -58,8 +58,13 @@ func (a *App) syncPools(cfg *config.Config, buckets map[string]*frontend.Bucket)
 		b := &cfg.Buckets[i]
 		fb := buckets[b.ID]
 		var p *pool.Pool
-		if b.PoolMode == config.PoolModeSession {
+		mode := pool.ModeNone
+		if b.PoolMode == config.PoolModeSession || b.PoolMode == config.PoolModeTransaction {
+			mode = pool.Mode(b.PoolMode)
 			st := pool.Settings{MinIdle: b.MinIdle, MaxIdle: b.MaxIdle, IdleTimeout: b.IdleTimeout, MaxLifetime: b.MaxLifetime, ResetTimeout: b.ResetTimeout}
+			if mode == pool.ModeTransaction {
+				st.CloseWait = pool.DefaultCloseWait
+			}
 			if p = old[b.ID]; p != nil && a.pools.targets[b.ID] == fb.Target {
 				p.SetSettings(st)
 			} else {
@@ -68,9 +73,9 @@ func (a *App) syncPools(cfg *config.Config, buckets map[string]*frontend.Bucket)
 			}
 			next[b.ID] = p
 		}
-		if fb.Pool != p {
+		if fb.Pool != p || fb.Mode != mode {
 			nb := *fb
-			nb.Pool = p
+			nb.Pool, nb.Mode = p, mode
 			buckets[b.ID] = &nb
 		}
 	}

@@ -131,6 +131,24 @@ const (
 	// with the same login, database, TDS version, packet size and options,
 	// which gets it after a password check and RESETCONNECTION.
 	PoolModeSession PoolMode = "session"
+	// PoolModeTransaction: client sessions hold no backend connection
+	// between requests. Each request (SQLBatch, RPC, TM, bulk load)
+	// borrows an idle connection of its sub-pool (same key as session),
+	// or opens one if the bucket has a free slot, or waits in the bucket's
+	// queue up to queue_timeout (then that request alone gets 50004). The
+	// connection goes back at the end of the answer, unless a transaction
+	// is open (ENVCHANGE 8 until 9/10/17) or the session is pinned: it
+	// changed session state (SET options other than the replayable ones,
+	// USE, #temp tables, prepared statements and cursors, EXECUTE AS,
+	// application roles, session context, application locks, MARS, a
+	// distributed transaction). Replayable SET options (ANSI_*,
+	// ARITHABORT, CONCAT_NULL_YIELDS_NULL, DATEFORMAT, DATEFIRST,
+	// LANGUAGE, LOCK_TIMEOUT, NOCOUNT, QUOTED_IDENTIFIER, TEXTSIZE,
+	// TRANSACTION ISOLATION LEVEL, XACT_ABORT) are replayed after
+	// RESETCONNECTION on a connection another session used last. A client
+	// gets its login answer from the sub-pool once its password verifies;
+	// any other password logs in at the server, which decides.
+	PoolModeTransaction PoolMode = "transaction"
 )
 
 // Encryption is a TDS encryption mode, for the client leg
@@ -557,10 +575,12 @@ type Bucket struct {
 	// Breaker stops dialing a server that keeps failing.
 	Breaker Breaker `yaml:"breaker"`
 
-	// PoolMode is none (each client its own backend login) or session
-	// (backend connections are reused, one client at a time). The other
-	// pool settings apply to session only. Default: DefaultPoolMode; ""
-	// (a config built in code) means none.
+	// PoolMode is none (each client its own backend login), session
+	// (backend connections are reused, one client at a time) or
+	// transaction (many client sessions share few backend connections, one
+	// request or transaction at a time; see PoolModeTransaction). The
+	// other pool settings apply to session and transaction. Default:
+	// DefaultPoolMode; "" (a config built in code) means none.
 	PoolMode PoolMode `yaml:"pool_mode"`
 
 	// MinIdle idle connections are kept through idle_timeout and through

@@ -324,9 +324,9 @@ func (v *validator) bucket(i int, b *Bucket, ids, envNames map[string]int) {
 	switch b.PoolMode {
 	case "", PoolModeNone:
 		return // the pool settings are unused ("" is none, for configs built in code)
-	case PoolModeSession:
+	case PoolModeSession, PoolModeTransaction:
 	default:
-		v.add(p+"pool_mode", "unknown mode %q (want none or session)", b.PoolMode)
+		v.add(p+"pool_mode", "unknown mode %q (want none, session or transaction)", b.PoolMode)
 		return
 	}
 	if b.MinIdle < 0 {

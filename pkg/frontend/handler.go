@@ -65,8 +65,11 @@ type Bucket struct {
 	Target  *backend.Target
 	Breaker *backend.Breaker
 	// Pool keeps the bucket's backend connections for reuse (pool_mode
-	// session); nil: each client gets its own backend login.
+	// session or transaction); nil: each client gets its own backend login.
 	Pool *pool.Pool
+	// Mode is the bucket's pool_mode; with a Pool, anything but
+	// pool.ModeTransaction is session pooling.
+	Mode pool.Mode
 }
 
 // Router maps a login to a bucket.

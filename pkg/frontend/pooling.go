@@ -1,95 +1,118 @@
 package frontend
 
 import (
+	"context"
+
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/tds"
 )
 
+// pooled is pool_mode session: one pooled backend connection for the
+// whole session — an idle one already logged in with the client's login
+// (reuse), or the client's own new login — relayed framed and returned to
+// the pool, made safe, at Release. The slot goes with the connection.
+type pooled struct {
+	s          *session
+	b          *Bucket
+	l          *tds.Login7
+	loginBytes []byte
+
+	c *pool.Conn
+	// framed is what the framed relay left (nil: the client left before).
+	framed *relay.FramedResult
+}
+
+func (p *pooled) open(ctx context.Context) (err error) {
+	defer releaseOnFailure(p, &err)
+	// Reuse: an idle backend already logged in as this client, if the
+	// password is the one it was accepted with.
+	if p.c = p.reuse(); p.c != nil {
+		p.s.holdSlot(p.b.ID, nil)
+		return nil
+	}
+	ticket, err := p.s.admit(ctx, p.b.ID)
+	if err != nil {
+		return err
+	}
+	p.s.holdSlot(p.b.ID, ticket)
+	p.c = p.b.Pool.Begin(pool.KeyOf(p.l, string(p.b.Target.Encryption)), ticket)
+	hook("connect")
+	be, res, err := p.s.backendLogin(ctx, p.b, p.l, p.loginBytes)
+	if err != nil {
+		return err
+	}
+	p.activate(be, res)
+	return nil
+}
+
 // reuse checks out an idle pooled backend connection for the client's
-// login (pool_mode session). It returns nil when there is none, or when
-// the password does not match the one the pooled connections were
-// accepted with: the client then logs in at the backend, which decides
-// (a wrong password gets the server's own refusal; a changed one that the
-// server accepts becomes the pool's credential, see activate).
-func (s *session) reuse(b *Bucket, l *tds.Login7) (*pool.Conn, error) {
-	if b.Pool == nil || !pool.Poolable(l) {
-		return nil, nil
+// login. It returns nil when there is none, or when the password does not
+// match the one the pooled connections were accepted with: the client then
+// logs in at the backend, which decides (a wrong password gets the
+// server's own refusal; a changed one that the server accepts becomes the
+// pool's credential, see activate).
+func (p *pooled) reuse() *pool.Conn {
+	c, _ := p.b.Pool.Checkout(pool.KeyOf(p.l, string(p.b.Target.Encryption)), p.l.Password)
+	if c == nil {
+		return nil
 	}
-	c, err := b.Pool.Checkout(pool.KeyOf(l, string(b.Target.Encryption)), l.Password)
-	if err != nil || c == nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.backend = c.Backend.Raw
-	s.mu.Unlock()
-	s.reused = true
-	s.log.Info("pool: reusing a backend connection", "spid", c.Login.SPID, "reused", c.Reused)
-	return c, nil
+	p.s.setBackend(c.Backend)
+	p.s.log.Info("pool: reusing a backend connection", "spid", c.Login.SPID, "reused", c.Reused)
+	return c
 }
 
 // activate records the backend's answer to the client's own login on its
-// connection. A pooled login the server accepted makes the client's
-// password the sub-pool's credential at once (as a salted hash): after a
-// password change, the new password reuses from the next login on, and
-// idle connections accepted under the old one are closed.
-func (s *session) activate(c *pool.Conn, be *backend.Conn, res *backend.LoginResult) {
-	c.Activate(be, res)
-	if res.OK && c.Pooled() {
-		c.Accept(s.login.Password)
+// connection. A login the server accepted makes the client's password the
+// sub-pool's credential at once (as a salted hash): after a password
+// change, the new password reuses from the next login on, and idle
+// connections accepted under the old one are closed.
+func (p *pooled) activate(be *backend.Conn, res *backend.LoginResult) {
+	p.c.Activate(be, res)
+	if res.OK {
+		p.c.Accept(p.l.Password)
 	}
 }
 
-// relay runs the relay: splice or TLS for a connection of its own (the
-// kernel relay runs without it, see startKernel), framed
-// (message boundaries tracked, RESETCONNECTION on a reused connection's
-// first request) for a pooled one.
-//
-// Each relay runs in a function of its own: a direction of the relay
-// idles on this goroutine, below Serve's frame, and the frames of the
-// paths not taken would only make its stack deeper (stack.go).
-func (s *session) relay(c *pool.Conn) {
-	switch {
-	case !c.Pooled():
-		s.relayOwn(c)
-	default:
-		s.relayFramed(c)
-	}
-}
+func (p *pooled) Login() *backend.LoginResult { return p.c.Login }
 
-//go:noinline
-func (s *session) relayOwn(c *pool.Conn) { s.relayed = relay.Relay(s.out, c.Backend.Conn) }
-
-//go:noinline
-func (s *session) relayFramed(c *pool.Conn) {
-	r := relay.Framed(s.out, c.Backend.Conn, s.raw, c.Backend.Raw, relay.FramedOptions{
-		Reset: c.NeedsReset(), Version: s.login.TDSVersion, StopTimeout: c.ResetTimeout(),
+// Relay runs the framed relay: message boundaries tracked, RESETCONNECTION
+// on a reused connection's first request.
+func (p *pooled) Relay(c client) relay.Result {
+	r := relay.Framed(c.out, p.c.Backend.Conn, c.raw, p.c.Backend.Raw, relay.FramedOptions{
+		Reset: p.c.NeedsReset(), Version: p.l.TDSVersion, StopTimeout: p.c.ResetTimeout(),
 	})
-	s.framed = &r
-	s.relayed = r.Result
+	p.framed = &r
+	return r.Result
 }
 
-// release ends the session's hold on its backend connection: a pooled one
-// goes back to its pool, made safe first (its slot stays with it while it
-// is idle); any other is closed and its slot released.
-func (s *session) release(c *pool.Conn) {
-	defer s.slot.Store(nil)
+// Release returns the connection to its pool, made safe first (its slot
+// stays with it while it is idle); a connection whose login failed, or
+// whose session was shed, is closed and its slot released.
+func (p *pooled) Release() {
+	c := p.c
+	if c == nil {
+		return
+	}
+	p.c = nil
+	defer p.s.slot.Store(nil)
+	s := p.s
 	if s.shed.Load() {
 		c.Close("lease_shed")
 		s.log.Info("slot release", "shed", true)
 		return
 	}
-	if !c.Pooled() || !c.Login.OK {
+	if c.Login == nil || !c.Login.OK {
 		c.Close(pool.ReasonLoginFailed)
 		s.log.Info("slot release")
 		return
 	}
-	r := s.framed
+	r := p.framed
 	if r == nil {
 		r = &relay.FramedResult{} // the client left before the relay: nothing was sent
 	}
-	c.Return(r, s.login.Password)
+	c.Return(r, p.l.Password)
 	if st := c.State(); st == pool.StateIdle {
 		s.log.Info("pool: backend connection idle", "spid", c.Login.SPID)
 	} else {

@@ -15,7 +15,6 @@ import (
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/limiter"
 	"github.com/tdsgate/tdsgate/pkg/listener"
-	"github.com/tdsgate/tdsgate/pkg/pool"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 	"github.com/tdsgate/tdsgate/pkg/route"
 	"github.com/tdsgate/tdsgate/pkg/tds"
@@ -33,6 +32,8 @@ type session struct {
 	// PROXY header); the login deadline counts from it.
 	accepted time.Time
 	log      *slog.Logger
+	// st is the settings the session started with.
+	st *Settings
 
 	client string // the client's address (from the PROXY header when there is one)
 	mode   Mode   // the client's encryption mode
@@ -44,10 +45,6 @@ type session struct {
 	bucket  string
 	outcome string
 	relayed relay.Result
-	// framed is what the framed relay of a pooled session left; reused
-	// says the backend connection came from the pool.
-	framed *relay.FramedResult
-	reused bool
 	// kernel is the session's sockmap relay when it joined one before the
 	// login reply (sockmap.go); replied is the reply's length.
 	kernel  *relay.Kernel
@@ -55,6 +52,8 @@ type session struct {
 	// detached: the session went on in the kernel relay without this
 	// goroutine, whose deferred end steps then do not run (sockmap.go).
 	detached bool
+	// uncount takes the session out of proxy_client_sessions (countClient).
+	uncount func()
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -65,13 +64,18 @@ type session struct {
 	shed atomic.Bool
 }
 
-// Serve runs one client session: handshake → route → reuse or (admit →
-// connect) → login reply → relay → release. The slot taken in admit
-// belongs to the backend connection from then on: the deferred release
-// gives it back exactly once, however the session ends — or, with
-// pooling, keeps it with the connection in the pool. With relay: sockmap,
-// Serve returns once the session is in the kernel relay, whose end runs
-// the remaining steps in the same order (sockmap.go).
+// Serve runs one client session: handshake → route → lease → login reply
+// → relay → release, with no branch on the bucket's pool_mode: the lease
+// (lease.go) is the strategy. The deferred Release gives back the slot and
+// backend the lease holds exactly once, however the session ends — or,
+// pooling, keeps the slot with the connection in the pool.
+//
+// With relay: sockmap, Serve returns once the session is in the kernel
+// relay, whose end runs the remaining steps in the same order
+// (sockmap.go).
+//
+// ctx is the serve context: it ends when the instance gives up draining,
+// and with it any wait in a bucket's queue and any backend login.
 //
 // c is the accepted connection: a *net.TCPConn, or the listener's
 // *listener.Conn when the PROXY protocol is on, whose RemoteAddr is the
@@ -97,7 +101,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	if pc, ok := c.(*listener.Conn); ok && !pc.Accepted().IsZero() {
 		s.accepted = pc.Accepted()
 	}
-	s.out = raw
+	s.out, s.st = raw, rt.Settings
 	h.track(s)
 	defer s.unlessDetached(func() { h.untrack(s) })
 	defer raw.Close()
@@ -151,42 +155,19 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	// 3. Reuse: with pool_mode session, an idle backend already logged in
-	// as this client, if the password is the one it was accepted with.
-	conn, err := s.reuse(bucket, login)
-	if err != nil {
+	// 3. Lease: a slot and a backend connection (or, pooling, the
+	// sub-pool's), as the bucket's pool_mode says (lease.go). Release
+	// gives back whatever it holds, once, however the session ends.
+	ls := s.leaseFor(bucket, login, loginBytes)
+	defer s.unlessDetached(ls.Release)
+	if onFreshStack(func() { err = ls.open(ctx) }); err != nil {
 		s.fail(err)
 		return
 	}
-	if conn != nil {
-		s.slot.Store(&bucketID)
-	} else {
-		// 4. Admit: a slot under the bucket's limit, maybe after a wait in its queue.
-		var ticket limiter.Ticket
-		onFreshStack(func() { ticket, err = s.admit(ctx, bucketID) })
-		if err != nil {
-			s.fail(err)
-			return
-		}
-		s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
-		s.slot.Store(&bucketID)
 
-		// 5. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's
-		// backend. The connection holds the slot from here on.
-		if onFreshStack(func() { conn, err = s.connect(ctx, bucket, login, loginBytes, ticket) }); err != nil {
-			s.fail(err)
-			return
-		}
-	}
-	// The slot goes with the backend connection: back to the pool (made
-	// safe first), or closed and released.
-	defer s.unlessDetached(func() { s.release(conn) })
-
-	// 6. The login answer goes to the client as the backend framed it; a
-	// reused connection replays the answer to its own login.
-	res := conn.Login
-	s.joinKernel(conn, rt.Settings.ClientIdleTimeout) // relay: sockmap: before the client can send (sockmap.go)
-	defer s.leaveKernel()
+	// 4. The login answer goes to the client as the backend framed it (or
+	// as the pool replays it).
+	res := ls.Login()
 	n, err := s.out.Write(res.Response)
 	if err != nil {
 		s.outcome = "client_gone"
@@ -201,20 +182,22 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	// 7. Relay until either side ends (a pooled session: until the client
-	// leaves, or client_idle_timeout closes it).
+	// 5. Relay until either side ends (a pooled session: until the client
+	// leaves, or client_idle_timeout closes it); 6. release (deferred).
+	s.uncount = s.countClient(bucketID)
+	defer s.unlessDetached(s.uncount)
 	hook("relay")
 	if s.kernel != nil {
 		// relay: sockmap: the session goes on with no goroutine; its end
 		// runs relayEnded and the deferred steps above (sockmap.go).
-		s.startKernel(conn)
+		s.startKernel(ls)
 		return
 	}
 	idled := func() bool { return false }
 	if it := rt.Settings.ClientIdleTimeout; it > 0 {
 		idled = s.watchIdle(it)
 	}
-	s.relay(conn)
+	s.relayed = ls.Relay(client{out: s.out, raw: s.raw})
 	s.relayEnded(idled())
 }
 
@@ -233,6 +216,17 @@ func (s *session) relayEnded(idled bool) {
 		}
 	}
 	h.Observer.Relayed(s.bucket, s.relayed.Mode.String(), s.relayed.ClientToServer, s.relayed.ServerToClient, time.Since(s.start))
+}
+
+// countClient counts the logged-in session in proxy_client_sessions until
+// the returned function runs.
+func (s *session) countClient(bucket string) func() {
+	o, ok := s.h.Observer.(MuxObserver)
+	if !ok {
+		return func() {}
+	}
+	o.ClientSessions(bucket, 1)
+	return func() { o.ClientSessions(bucket, -1) }
 }
 
 // relayErrorObserver is an optional Observer method for relays that ended
@@ -260,6 +254,17 @@ func (s *session) logClosed() {
 		}
 	}
 	s.log.Info("session closed", attrs...)
+}
+
+// setBackend records the backend connection the session is on, for abort
+// (nil: none).
+func (s *session) setBackend(be *backend.Conn) {
+	s.mu.Lock()
+	s.backend = nil
+	if be != nil {
+		s.backend = be.Raw
+	}
+	s.mu.Unlock()
 }
 
 // abort closes both legs (drain deadline).
@@ -482,60 +487,33 @@ func (s *session) admit(ctx context.Context, bucket string) (limiter.Ticket, err
 	if err == nil {
 		return t, nil
 	}
+	return nil, s.admitError(ctx, actx, err, bucket)
+}
+
+// admitError turns a failed Acquire into the refusal the client gets (or,
+// when the client left the queue, a plain error: nobody reads an answer).
+// ctx is the caller's, actx the one Acquire waited under.
+func (s *session) admitError(ctx, actx context.Context, err error, bucket string) error {
 	var le *limiter.Error
 	if errors.As(err, &le) {
 		switch le.Number() {
 		case tds.ErrNumQueueTimeout:
 			s.log.Warn("queue timeout", "bucket", bucket, "waited", le.Waited, "max_connections", le.Max)
-			return nil, refuse(CodeQueueTimeout, err, "%s", le.Error())
+			return refuse(CodeQueueTimeout, err, "%s", le.Error())
 		case tds.ErrNumQueueFull:
 			s.log.Warn("queue full, circuit breaker rejected the login", "bucket", bucket, "queued", le.Queue, "max_queue_size", le.MaxQueue)
-			return nil, refuse(CodeQueueFull, err, "%s", le.Error())
+			return refuse(CodeQueueFull, err, "%s", le.Error())
 		case tds.ErrNumNoShare:
 			s.log.Warn("login refused: redis never reached and no share configured", "bucket", bucket)
-			return nil, refuse(CodeNoShare, err, "%s", le.Error())
+			return refuse(CodeNoShare, err, "%s", le.Error())
 		}
-		return nil, refuse(CodeShuttingDown, err, "%s", le.Error())
+		return refuse(CodeShuttingDown, err, "%s", le.Error())
 	}
 	if ctx.Err() == nil && actx.Err() != nil {
 		s.outcome = "left_queue"
-		return nil, fmt.Errorf("client left the queue of bucket %s", bucket)
+		return fmt.Errorf("client left the queue of bucket %s", bucket)
 	}
-	return nil, err
-}
-
-// connect reaches the bucket's backend and logs the client in there. The
-// returned connection holds ticket (in its pool, when the bucket pools and
-// the login may be pooled); on error the ticket is released.
-func (s *session) connect(ctx context.Context, b *Bucket, l *tds.Login7, loginBytes []byte, ticket limiter.Ticket) (*pool.Conn, error) {
-	var conn *pool.Conn
-	if b.Pool != nil && pool.Poolable(l) {
-		conn = b.Pool.Begin(pool.KeyOf(l, string(b.Target.Encryption)), ticket)
-	} else {
-		conn = pool.Unpooled(ticket)
-	}
-	var be *backend.Conn
-	defer func() {
-		// A panic before the connection is handed over: close the backend
-		// and release the slot here, once, and let Serve's recover see
-		// the panic.
-		if r := recover(); r != nil {
-			if be != nil {
-				be.Close()
-			}
-			conn.Close(pool.ReasonLoginFailed)
-			panic(r)
-		}
-	}()
-	hook("connect")
-	be, res, err := s.backendLogin(ctx, b, l, loginBytes)
-	if err != nil {
-		conn.Close(pool.ReasonLoginFailed)
-		s.log.Info("slot release")
-		return nil, err
-	}
-	s.activate(conn, be, res)
-	return conn, nil
+	return err
 }
 
 // backendLogin dials the bucket's backend and forwards the client's LOGIN7.
@@ -551,9 +529,7 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 		return nil, nil, unavailable(b.ID, err)
 	}
 	b.Breaker.Success()
-	s.mu.Lock()
-	s.backend = be.Raw
-	s.mu.Unlock()
+	s.setBackend(be)
 	// Forward the client's LOGIN7, changing only what must change: a TDS
 	// 8.0 client's version when the backend leg is not strict.
 	if l.TDSVersion == tds.Version80 && b.Target.Encryption != backend.EncryptStrict {

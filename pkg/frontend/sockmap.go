@@ -4,7 +4,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/tdsgate/tdsgate/pkg/pool"
+	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/relay"
 )
 
@@ -15,7 +15,7 @@ import (
 func (h *Handler) SetKernelRelay(r relay.Redirector) { h.kernel = r }
 
 // joinKernel joins the session's two sockets in the kernel relay, when
-// there is one and the session qualifies: its own (unpooled) backend, a
+// there is one and the session qualifies: its own backend (pool_mode none), a
 // successful login, and both legs raw TCP after it. It runs after the
 // backend's login answer was read and before it is written to the client,
 // so neither side can be sending (relay.JoinKernel checks it). A session
@@ -23,15 +23,15 @@ func (h *Handler) SetKernelRelay(r relay.Redirector) { h.kernel = r }
 // splice. With client_idle_timeout set (idleTimeout > 0) sessions keep
 // splice too: the idle check reads the client socket's TCP_INFO, and the
 // kernel relay takes that socket out of the session.
-func (s *session) joinKernel(c *pool.Conn, idleTimeout time.Duration) {
-	if s.h.kernel == nil || idleTimeout > 0 || c.Pooled() || !c.Login.OK || c.Backend == nil {
+func (s *session) joinKernel(be *backend.Conn, res *backend.LoginResult, idleTimeout time.Duration) {
+	if s.h.kernel == nil || idleTimeout > 0 || !res.OK || be == nil {
 		return
 	}
 	client, ok := s.out.(*net.TCPConn)
 	if !ok {
 		return
 	}
-	server, ok := c.Backend.Conn.(*net.TCPConn)
+	server, ok := be.Conn.(*net.TCPConn)
 	if !ok {
 		return
 	}
@@ -58,10 +58,10 @@ func (s *session) leaveKernel() {
 // holds no goroutine (its ends are watched by one epoll for all
 // sessions). When both directions have ended, on a short-lived goroutine,
 // the rest of Serve runs in Serve's own order: relayEnded, then its
-// deferred steps (release, recover, logClosed, untrack; the conns are
+// deferred steps (uncount, release, recover, logClosed, untrack; the conns are
 // closed already and pendingDone has run), which Serve's goroutine skips
 // once detached is set.
-func (s *session) startKernel(conn *pool.Conn) {
+func (s *session) startKernel(ls lease) {
 	s.detached = true
 	s.kernel.Start(s.replied, func(res relay.Result) {
 		defer s.h.untrack(s)
@@ -71,7 +71,8 @@ func (s *session) startKernel(conn *pool.Conn) {
 				s.recovered(r)
 			}
 		}()
-		defer s.release(conn)
+		defer ls.Release()
+		defer s.uncount()
 		s.relayed = res
 		s.relayEnded(false)
 	})

@@ -36,6 +36,9 @@
 //	proxy_pool_resets_total            counter   returned backends made safe (ATTENTION if needed, rollback with RESETCONNECTION)
 //	proxy_pool_reset_failures_total    counter   returned backends that could not be made safe within reset_timeout (closed)
 //	proxy_pool_discarded_total{reason} counter   pooled backends closed: login_failed, not_pooled, broken, mars, reset_failed, max_idle, max_lifetime, idle_timeout, pressure, dead, credential_changed, closed
+//	proxy_client_sessions              gauge     logged-in client sessions (every mode); over proxy_connections_active: the multiplexing ratio
+//	proxy_sessions_pinned_total{reason} counter  pool_mode transaction sessions pinned to their backend, by first reason (PinReasons; other)
+//	proxy_borrow_wait_duration_seconds histogram a pool_mode transaction request's wait for a backend connection
 //	proxy_ebpf_backend_connections     gauge     backend connections open, counted by the kernel (only while eBPF runs, for watched buckets)
 //	proxy_ebpf_drift                   gauge     kernel count − slots this instance holds (the limiter's InUse); sampled
 //

@@ -41,6 +41,9 @@ var help = map[string]string{
 	NamePoolResets:        "Pooled backends made safe for reuse after their client left: ATTENTION if needed, rollback with RESETCONNECTION (connections).",
 	NamePoolResetFailures: "Pooled backends that could not be made safe within reset_timeout and were closed (connections).",
 	NamePoolDiscarded:     "Pooled backend connections closed, by reason (connections).",
+	NameClientSessions:    "Logged-in client sessions of the bucket on this instance; with pool_mode transaction, divided by proxy_connections_active it is the multiplexing ratio (sessions).",
+	NameSessionsPinned:    "Client sessions of a pool_mode transaction bucket pinned to their backend connection until they leave, by the first reason (sessions).",
+	NameBorrowWait:        "Time a request of a pool_mode transaction session waited for a backend connection of its sub-pool, refused requests excluded (seconds).",
 	NameEBPFConnections:   "TCP connections open from this host's cgroup to the bucket's backend, counted by the kernel's eBPF tracker; present only while it runs (connections).",
 	NameEBPFDrift:         "proxy_ebpf_backend_connections minus the slots this instance holds; nonzero means connections the proxy lost track of (connections).",
 	// Instance-wide.

@@ -98,6 +98,7 @@ type bucketMetrics struct {
 	breaker    *vm.Gauge
 	rejections [lastCode - firstCode + 1]*vm.Counter
 	pool       poolMetrics // pool.go
+	mux        muxMetrics  // pool.go
 }
 
 // EBPFSource reads, per bucket, the kernel's count of open backend
@@ -205,6 +206,7 @@ func (m *Metrics) newBucket(id string) *bucketMetrics {
 		b.rejections[i] = m.set.NewCounter(fmt.Sprintf(`%s{bucket="%s",code="%d"}`, NameRejections, escape(id), firstCode+i))
 	}
 	b.pool = m.newPoolMetrics(id)
+	b.mux = m.newMuxMetrics(id)
 	return b
 }
 

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -33,6 +34,8 @@ const (
 	DefaultIdleTimeout  = 5 * time.Minute
 	DefaultMaxLifetime  = 30 * time.Minute
 	DefaultResetTimeout = 2 * time.Second
+	// DefaultCloseWait is Settings.CloseWait with pool_mode transaction.
+	DefaultCloseWait = 500 * time.Millisecond
 	// PressureHold is how long a pressure signal (clients waiting for a
 	// slot of the bucket, here or on another instance) keeps returning
 	// connections from going idle above min_idle.
@@ -56,6 +59,10 @@ type Settings struct {
 	MaxLifetime time.Duration
 	// ResetTimeout bounds making a connection safe after its client left.
 	ResetTimeout time.Duration
+	// CloseWait, when > 0, makes closing a connection wait (at most this
+	// long) for the server to close its side before the slot is released
+	// (pool_mode transaction: DefaultCloseWait). 0: close at once.
+	CloseWait time.Duration
 	// Clock times idle_timeout, max_lifetime, pressure and the janitor's
 	// tick (every janitorInterval): tests advance a clock.Fake instead of
 	// sleeping. Fixed at New; nil: clock.Real.
@@ -142,8 +149,9 @@ func (nopObserver) Checkout(string, bool)    {}
 func (nopObserver) Reset(string, bool)       {}
 func (nopObserver) Discarded(string, string) {}
 
-// Conn is one backend connection and the slot it holds. Without a Pool
-// (pool_mode none) it is only that: Close closes it and releases the slot.
+// Conn is one pooled backend connection and the slot it holds. Every Conn
+// belongs to a Pool (a session of its own, pool_mode none, is the
+// frontend's dedicated lease and needs no Conn).
 type Conn struct {
 	// Backend is the connection; nil in the login state until Activate.
 	Backend *backend.Conn
@@ -162,23 +170,22 @@ type Conn struct {
 	created time.Time
 	idle    time.Time // when it went idle
 	// reset: the next client's first request must carry RESETCONNECTION.
-	reset      bool
+	reset bool
+	// Owner is the id of the client session that last used the connection
+	// (pool_mode transaction: another borrower resets it first).
+	Owner uint64
+	// OwnerSets is how many of its owner's SET options (replayed after a
+	// reset) the connection has run; the frontend keeps it.
+	OwnerSets  int
 	prev, next *Conn
 }
 
 // State is the connection's state.
 func (c *Conn) State() State {
-	if c.pool == nil {
-		return StateActive
-	}
 	c.pool.mu.Lock()
 	defer c.pool.mu.Unlock()
 	return c.state
 }
-
-// Pooled reports whether the connection belongs to a pool (its session
-// must use the framed relay and Return).
-func (c *Conn) Pooled() bool { return c.pool != nil }
 
 // NeedsReset reports whether the client's first request must carry
 // RESETCONNECTION (a reused connection).
@@ -186,12 +193,6 @@ func (c *Conn) NeedsReset() bool { return c.reset }
 
 // Ticket is the slot the connection holds.
 func (c *Conn) Ticket() limiter.Ticket { return c.ticket }
-
-// Unpooled wraps a ticket for a session that does not pool: Activate
-// fills in the backend; Close closes it and releases the slot.
-func Unpooled(t limiter.Ticket) *Conn {
-	return &Conn{ticket: t, state: StateLogin, created: time.Now()}
-}
 
 // list is one state's connections in a sub-pool, most recent first.
 type list struct {
@@ -230,6 +231,12 @@ type subPool struct {
 	key   Key
 	cred  *credential // the password the backend last accepted for Key
 	lists [nStates]list
+	// login is the backend's answer to the first login it accepted under
+	// cred (pool_mode transaction: replayed to every client of the Key).
+	login *backend.LoginResult
+	// waiters are transaction-mode sessions waiting for a connection of
+	// the Key, oldest first (Lend hands them returning connections).
+	waiters []*Waiter
 }
 
 // Pool is one bucket's pool. It is safe for concurrent use.
@@ -369,22 +376,32 @@ func (p *Pool) Checkout(key Key, password string) (*Conn, error) {
 			p.obs.Checkout(p.bucket, false)
 			return nil, nil
 		}
-		p.move(c, StateActive)
-		expired := p.clk.Now().Sub(c.created) >= p.st.MaxLifetime
-		n := p.idle
-		p.mu.Unlock()
-		p.obs.Idle(p.bucket, n)
-		switch {
-		case expired:
-			p.Close(c, ReasonMaxLifetime)
-		case !alive(c.Backend.Raw):
-			p.Close(c, ReasonDead)
-		default:
+		if p.takeIdleLocked(c) {
 			c.Reused++
-			p.obs.Checkout(p.bucket, true)
 			return c, nil
 		}
 	}
+}
+
+// takeIdleLocked moves idle c to active and unlocks p.mu. It reports
+// whether c may be used: one past max_lifetime, or closed by the server,
+// is closed instead.
+func (p *Pool) takeIdleLocked(c *Conn) bool {
+	p.move(c, StateActive)
+	expired := p.clk.Now().Sub(c.created) >= p.st.MaxLifetime
+	n := p.idle
+	p.mu.Unlock()
+	p.obs.Idle(p.bucket, n)
+	switch {
+	case expired:
+		p.Close(c, ReasonMaxLifetime)
+	case !alive(c.Backend.Raw):
+		p.Close(c, ReasonDead)
+	default:
+		p.obs.Checkout(p.bucket, true)
+		return true
+	}
+	return false
 }
 
 // Begin registers a client's own backend login for key, in the login
@@ -402,10 +419,6 @@ func (p *Pool) Begin(key Key, t limiter.Ticket) *Conn {
 // Activate records the backend login's success: login → active.
 func (c *Conn) Activate(be *backend.Conn, res *backend.LoginResult) {
 	c.Backend, c.Login = be, res
-	if c.pool == nil {
-		c.state = StateActive
-		return
-	}
 	c.pool.mu.Lock()
 	c.pool.move(c, StateActive)
 	c.pool.mu.Unlock()
@@ -416,10 +429,10 @@ func (c *Conn) Activate(be *backend.Conn, res *backend.LoginResult) {
 // credential at once: if the sub-pool knew another (the password was
 // changed at the server), the idle connections accepted under the old one
 // are closed now, and the busy ones when their clients leave. Only a
-// salted hash of the password is kept. Without a pool, or for an empty
-// password (such a connection is closed at Return), it does nothing.
+// salted hash of the password is kept. For an empty password (such a
+// connection is closed at Return), it does nothing.
 func (c *Conn) Accept(password string) {
-	if c.pool == nil || c.cred != nil {
+	if c.cred != nil {
 		return
 	}
 	cred, stale := c.pool.credentialFor(c.sub, password)
@@ -431,22 +444,8 @@ func (c *Conn) Accept(password string) {
 }
 
 // Close closes the connection (if any) and releases its slot, from any
-// state. reason is one of Reasons (ignored without a pool). It is
-// idempotent.
-func (c *Conn) Close(reason string) {
-	if c.pool != nil {
-		c.pool.Close(c, reason)
-		return
-	}
-	if c.state == StateClosed {
-		return
-	}
-	c.state = StateClosed
-	if c.Backend != nil {
-		c.Backend.Close()
-	}
-	c.ticket.Release()
-}
+// state. reason is one of Reasons. It is idempotent.
+func (c *Conn) Close(reason string) { c.pool.Close(c, reason) }
 
 // Close closes c, which must belong to p, for reason.
 func (p *Pool) Close(c *Conn, reason string) {
@@ -469,7 +468,10 @@ func (p *Pool) Close(c *Conn, reason string) {
 // discard closes a connection already out of every list.
 func (p *Pool) discard(c *Conn, reason string) {
 	if c.Backend != nil {
-		c.Backend.Close()
+		p.mu.Lock()
+		wait := p.st.CloseWait
+		p.mu.Unlock()
+		closeBackend(c.Backend.Raw, wait)
 	}
 	c.ticket.Release()
 	p.obs.Discarded(p.bucket, reason)
@@ -477,9 +479,27 @@ func (p *Pool) discard(c *Conn, reason string) {
 		"age", p.clk.Now().Sub(c.created).Round(time.Millisecond), "reused", c.Reused)
 }
 
+// closeBackend closes a backend connection. With wait > 0 the server
+// sees it end before its slot goes to someone else: FIN, then the
+// server's own close (read to EOF, at most wait), then close. A slot
+// released at once lets a new login reach the server while it still
+// counts the old session: with transaction pooling, which closes and
+// opens connections often, the server's count went one past
+// max_connections.
+func closeBackend(raw *net.TCPConn, wait time.Duration) {
+	if wait > 0 && raw.CloseWrite() == nil {
+		raw.SetReadDeadline(time.Now().Add(wait))
+		io.Copy(io.Discard, raw)
+	}
+	raw.Close()
+}
+
 // dropSubLocked forgets a sub-pool with no connection left, but keeps
 // its credential while connections are under way.
 func (p *Pool) dropSubLocked(sp *subPool) {
+	if len(sp.waiters) > 0 {
+		return
+	}
 	for _, l := range sp.lists {
 		if l.n > 0 {
 			return
@@ -583,7 +603,7 @@ func (p *Pool) credentialFor(sp *subPool, password string) (*credential, []*Conn
 			p.mu.Unlock()
 			continue // another return installed one meanwhile: check it
 		}
-		sp.cred = made
+		sp.cred, sp.login = made, nil
 		var stale []*Conn
 		for s := sp.lists[StateIdle].head; s != nil; {
 			next := s.next
@@ -753,19 +773,8 @@ func (c *Conn) PacketSize() int {
 }
 
 // Return gives the connection back to its pool after its client left
-// (see Pool.Return). Without a pool it closes the connection.
-func (c *Conn) Return(r *relay.FramedResult, password string) {
-	if c.pool == nil {
-		c.Close(ReasonClosed)
-		return
-	}
-	c.pool.Return(c, r, password)
-}
+// (see Pool.Return).
+func (c *Conn) Return(r *relay.FramedResult, password string) { c.pool.Return(c, r, password) }
 
-// ResetTimeout is the pool's reset_timeout (0 without a pool).
-func (c *Conn) ResetTimeout() time.Duration {
-	if c.pool == nil {
-		return 0
-	}
-	return c.pool.Settings().ResetTimeout
-}
+// ResetTimeout is the pool's reset_timeout.
+func (c *Conn) ResetTimeout() time.Duration { return c.pool.Settings().ResetTimeout }

@@ -326,17 +326,14 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
-func TestUnpooled(t *testing.T) {
-	tk := &ticket{}
-	c := Unpooled(tk)
-	be, _ := fakeBackend(t)
-	c.Activate(be, &backend.LoginResult{OK: true})
-	if c.Pooled() || c.State() != StateActive {
-		t.Fatal("unpooled connection")
-	}
+// TestCloseReleasesOnce: Close from any state releases the slot once,
+// however often it is called.
+func TestCloseReleasesOnce(t *testing.T) {
+	p, _ := newPool(t, Settings{})
+	c, tk, _ := login(t, p, key)
 	c.Close(ReasonClosed)
 	c.Close(ReasonClosed)
-	if tk.released.Load() != 1 {
+	if tk.released.Load() != 1 || c.State() != StateClosed {
 		t.Fatal("slot not released once")
 	}
 }

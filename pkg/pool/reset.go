@@ -64,19 +64,26 @@ func cleanUp(conn net.Conn, r *relay.FramedResult, version uint32, packetSize in
 			return fmt.Errorf("waiting for DONE_ATTN: %w", err)
 		}
 	}
-	var batch []byte
+	return ResetAndRun(conn, version, packetSize, RollbackSQL)
+}
+
+// ResetAndRun sends sql as a batch with RESETCONNECTION on conn (a backend
+// session's transport, at a message boundary with nothing owed) and reads
+// its answer to the end: it fails unless the answer acknowledges the reset
+// (ENVCHANGE 18) and carries no ERROR. The caller bounds it with a
+// deadline. pool_mode transaction replays a session's SET options this
+// way on a connection another session used last.
+func ResetAndRun(conn net.Conn, version uint32, packetSize int, sql string) error {
+	batch := tds.AppendSQLBatch(nil, nil, sql)
 	if version != tds.Version80 && version < tds.Version72 {
-		batch = tds.AppendSQLBatch(nil, nil, RollbackSQL)
 		batch = batch[len((&tds.AllHeaders{}).Append(nil)):] // TDS 7.1: no ALL_HEADERS
-	} else {
-		batch = tds.AppendSQLBatch(nil, nil, RollbackSQL)
 	}
 	if _, err := conn.Write(tds.AppendPackets(nil, tds.PacketSQLBatch, tds.StatusResetConnection, 0, 1, packetSize, batch)); err != nil {
-		return fmt.Errorf("sending the rollback: %w", err)
+		return fmt.Errorf("sending the batch: %w", err)
 	}
 	m, err := tds.NewMessageReader(conn, tds.MaxPacketSize, 1<<20).ReadMessage()
 	if err != nil {
-		return fmt.Errorf("reading the rollback's answer: %w", err)
+		return fmt.Errorf("reading the batch's answer: %w", err)
 	}
 	tv := version
 	if tv == tds.Version80 {
@@ -87,17 +94,17 @@ func cleanUp(conn net.Conn, r *relay.FramedResult, version uint32, packetSize in
 	for tr.More() {
 		tok, err := tr.Next()
 		if err != nil {
-			return fmt.Errorf("the rollback's answer: %w", err)
+			return fmt.Errorf("the batch's answer: %w", err)
 		}
 		switch {
 		case tok.EnvChange != nil && tok.EnvChange.Type == tds.EnvResetConnAck:
 			acked = true
 		case tok.Type == tds.TokenError:
-			return fmt.Errorf("the rollback failed: %w", tok.Error)
+			return fmt.Errorf("the batch failed: %w", tok.Error)
 		}
 	}
 	if !acked {
-		return errors.New("the rollback's answer did not acknowledge RESETCONNECTION")
+		return errors.New("the batch's answer did not acknowledge RESETCONNECTION")
 	}
 	return nil
 }

@@ -226,6 +226,11 @@ func NewTokenReader(b []byte, version uint32) *TokenReader {
 	return &TokenReader{b: b, Version: version}
 }
 
+// Continue makes r read b from its start, keeping the last COLMETADATA:
+// a token stream that arrives in pieces is read by handing r each piece
+// with the bytes of an unfinished token in front.
+func (r *TokenReader) Continue(b []byte) { r.b, r.off = b, 0 }
+
 // More reports whether bytes remain.
 func (r *TokenReader) More() bool { return r.off < len(r.b) }
 

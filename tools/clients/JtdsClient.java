@@ -45,19 +45,30 @@ import javax.net.ssl.TrustManagerFactory;
 
 public class JtdsClient {
     public static void main(String[] args) throws Exception {
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        InputStream in = System.in;
-        byte[] b = new byte[8192];
-        for (int n; (n = in.read(b)) > 0; ) buf.write(b, 0, n);
-        @SuppressWarnings("unchecked")
-        Map<String, Object> spec = (Map<String, Object>) new Json(buf.toString(StandardCharsets.UTF_8)).value();
-        // jTDS may print to stdout through DriverManager logging; keep stdout for the result.
-        PrintStream out = new PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), true, StandardCharsets.UTF_8);
-        System.setOut(System.err);
+        Map<String, Object> spec = readSpec();
+        PrintStream out = resultOut();
         Map<String, Object> res = run(spec);
         out.println(Json.write(res));
         out.flush();
         System.exit(0);
+    }
+
+    // readSpec reads the JSON spec on stdin.
+    @SuppressWarnings("unchecked")
+    static Map<String, Object> readSpec() throws java.io.IOException {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        InputStream in = System.in;
+        byte[] b = new byte[8192];
+        for (int n; (n = in.read(b)) > 0; ) buf.write(b, 0, n);
+        return (Map<String, Object>) new Json(buf.toString(StandardCharsets.UTF_8)).value();
+    }
+
+    // resultOut returns the real stdout for the JSON result and sends
+    // System.out to stderr: jTDS may print through DriverManager logging.
+    static PrintStream resultOut() {
+        PrintStream out = new PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), true, StandardCharsets.UTF_8);
+        System.setOut(System.err);
+        return out;
     }
 
     static double ms(long t0) {

@@ -134,6 +134,13 @@ func jtdsClasspath() (string, error) {
 }
 
 func buildJavaClient() (string, error) {
+	return buildJava("jtds", "JtdsClient", "JtdsClient.java")
+}
+
+// buildJava compiles srcs (paths under tools/clients) against the jTDS jar
+// into a cache directory keyed by their hash and returns the classpath that
+// runs mainClass.
+func buildJava(kind, mainClass string, srcs ...string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
@@ -142,33 +149,36 @@ func buildJavaClient() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	src := filepath.Join(root, "tools", "clients", "JtdsClient.java")
-	key, err := hashFiles(jar, src, jar)
+	var paths []string
+	for _, s := range srcs {
+		paths = append(paths, filepath.Join(root, "tools", "clients", s))
+	}
+	key, err := hashFiles(jar, append(paths, jar)...)
 	if err != nil {
 		return "", fmt.Errorf("clients: hash java client inputs: %w", err)
 	}
-	dir, _ := cacheDir("jtds", key)
+	dir, _ := cacheDir(kind, key)
 	cp := dir + string(os.PathListSeparator) + jar
-	if _, err := os.Stat(filepath.Join(dir, "JtdsClient.class")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, mainClass+".class")); err == nil {
 		return cp, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "jtds-build-")
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), kind+"-build-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "javac", "-nowarn", "-encoding", "UTF-8", "-cp", jar, "-d", tmp, src)
-	out, err := cmd.CombinedOutput()
+	args := append([]string{"-nowarn", "-encoding", "UTF-8", "-cp", jar, "-d", tmp}, paths...)
+	out, err := exec.CommandContext(ctx, "javac", args...).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("clients: javac JtdsClient.java: %v\n%s", err, out)
+		return "", fmt.Errorf("clients: javac %s: %v\n%s", strings.Join(srcs, " "), err, out)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		if _, statErr := os.Stat(filepath.Join(dir, "JtdsClient.class")); statErr != nil {
+		if _, statErr := os.Stat(filepath.Join(dir, mainClass+".class")); statErr != nil {
 			return "", err
 		}
 	}

@@ -237,13 +237,7 @@ func Run(ctx context.Context, name Name, spec Spec) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("clients: encode spec: %w", err)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd := newCmd(ctx, argv, env)
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Stdout = &stdout
-	cmd.Stderr = &capWriter{buf: &stderr, max: maxStderr}
-	runErr := cmd.Run()
-	errText := stderr.String()
+	stdout, errText, runErr := runProgram(ctx, argv, env, in)
 	if ctx.Err() != nil {
 		return Result{Client: name, Stderr: errText}, fmt.Errorf("clients: %s: %w (hard timeout %s); stderr:\n%s", name, ctx.Err(), hardTimeout(spec), errText)
 	}
@@ -278,6 +272,18 @@ func hardTimeout(spec Spec) time.Duration {
 		d += time.Duration(s.MS+s.AfterMS)*time.Millisecond + time.Duration(spec.TimeoutS)*time.Second
 	}
 	return d
+}
+
+// runProgram runs argv with in on stdin and returns its stdout, its stderr
+// (capped at maxStderr) and the error of its run.
+func runProgram(ctx context.Context, argv, env []string, in []byte) (*bytes.Buffer, string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := newCmd(ctx, argv, env)
+	cmd.Stdin = bytes.NewReader(in)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &capWriter{buf: &stderr, max: maxStderr}
+	err := cmd.Run()
+	return &stdout, stderr.String(), err
 }
 
 // newCmd makes a command in its own process group; on ctx done the whole

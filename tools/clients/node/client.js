@@ -11,14 +11,7 @@
 const fs = require('fs');
 const { Connection, Request, TYPES } = require('tedious');
 
-function readStdin() {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    process.stdin.on('data', (c) => chunks.push(c));
-    process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    process.stdin.on('error', reject);
-  });
-}
+const { readStdin } = require('./stdin');
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const rnd = (x) => Math.round(x * 100) / 100;
