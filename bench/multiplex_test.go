@@ -87,7 +87,8 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 	b.MaxConnections = m.Max
 	b.MaxQueueSize = total
 	b.QueueTimeout = 30 * time.Second
-	b.IdleTimeout, b.MaxLifetime, b.ResetTimeout = config.DefaultIdleTimeout, config.DefaultMaxLifetime, config.DefaultResetTimeout
+	b.IdleTimeout, b.MaxLifetime = config.DefaultIdleTimeout, config.DefaultMaxLifetime
+	loadedMachine(cfg)
 	addr := srv.Addr()
 	if !m.Direct {
 		addr = testenv.Proxy(t, cfg).Addr()
@@ -201,6 +202,19 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 		if err := os.WriteFile(m.Report, []byte(rep.String()), 0o644); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// loadedMachine gives the scenario's proxy the timeouts of a real
+// deployment instead of testenv's short ones: these scenarios start
+// hundreds of sessions and several JVMs on a shared two-core machine, where
+// a client can take seconds between connect and LOGIN7 and a
+// RESETCONNECTION (with SET replay) seconds to answer.
+func loadedMachine(cfg *config.Config) {
+	cfg.LoginTimeout = 30 * time.Second
+	for i := range cfg.Buckets {
+		cfg.Buckets[i].LoginTimeout = 30 * time.Second
+		cfg.Buckets[i].ResetTimeout = 10 * time.Second
 	}
 }
 
