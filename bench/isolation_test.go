@@ -3,14 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/tdsgate/tdsgate/pkg/config"
 	"github.com/tdsgate/tdsgate/tools/clients"
-	"github.com/tdsgate/tdsgate/tools/standin/server"
 	"github.com/tdsgate/tdsgate/tools/testenv"
 )
 
@@ -36,22 +33,9 @@ func TestMultiplexIsolation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("isolation scenario with real clients")
 	}
-	if err := clients.Check(); err != nil {
-		t.Fatalf("real SQL Server clients are missing (run tools/deps.sh as root):\n%v", err)
-	}
-	srv := testenv.Buckets(t, 1, nil)[0]
-	cfg := testenv.Config(t, []*server.Server{srv})
-	b := &cfg.Buckets[0]
-	b.PoolMode = multiplexPoolMode()
-	b.MaxConnections, b.MaxQueueSize, b.QueueTimeout = 8, 100, 30*time.Second
-	b.IdleTimeout, b.MaxLifetime = config.DefaultIdleTimeout, config.DefaultMaxLifetime
-	loadedMachine(cfg)
-	a := testenv.Proxy(t, cfg)
-	port := a.Addr()[strings.LastIndexByte(a.Addr(), ':')+1:]
-	var p int
-	fmt.Sscan(port, &p)
+	srv, host, p, _ := muxSetup(t, 8, 100, false)
 	spec := func(steps ...clients.Step) clients.Spec {
-		return clients.Spec{Host: "127.0.0.1", Port: p, User: "sa", Password: testenv.Passwords[0], Database: "tenant_db", TimeoutS: 30, Steps: steps}
+		return clients.Spec{Host: host, Port: p, User: "sa", Password: testenv.Passwords[0], Database: "tenant_db", TimeoutS: 30, Steps: steps}
 	}
 	q := func(sql string) clients.Step { return clients.Step{Op: clients.OpQuery, SQL: sql} }
 	pause := clients.Step{Op: clients.OpSleep, MS: 4000}

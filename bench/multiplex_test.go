@@ -76,27 +76,8 @@ func TestMultiplexAtScale(t *testing.T) {
 }
 
 func runMultiplex(t *testing.T, m multiplexRun) {
-	if err := clients.Check(); err != nil {
-		t.Fatalf("real SQL Server clients are missing (run tools/deps.sh as root):\n%v", err)
-	}
 	total := m.PerClient * len(clients.LoadClients)
-	srv := testenv.Buckets(t, 1, nil)[0]
-	cfg := testenv.Config(t, []*server.Server{srv})
-	b := &cfg.Buckets[0]
-	b.PoolMode = multiplexPoolMode()
-	b.MaxConnections = m.Max
-	b.MaxQueueSize = total
-	b.QueueTimeout = 30 * time.Second
-	b.IdleTimeout, b.MaxLifetime = config.DefaultIdleTimeout, config.DefaultMaxLifetime
-	loadedMachine(cfg)
-	addr := srv.Addr()
-	if !m.Direct {
-		addr = testenv.Proxy(t, cfg).Addr()
-	} else {
-		b.PoolMode = "direct, no tdsgate"
-	}
-	host, portS, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portS)
+	srv, host, port, mode := muxSetup(t, m.Max, total, m.Direct)
 	srv.ResetPeak()
 	before := srv.Stats()
 
@@ -146,7 +127,7 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 	after := srv.Stats()
 
 	var rep strings.Builder
-	fmt.Fprintf(&rep, "# Multiplexing at scale: %d client sessions over a bucket of max %d (pool_mode: %s)\n\n", total, m.Max, b.PoolMode)
+	fmt.Fprintf(&rep, "# Multiplexing at scale: %d client sessions over a bucket of max %d (pool_mode: %s)\n\n", total, m.Max, mode)
 	fmt.Fprintf(&rep, "%d sessions of each of %d clients, held open for the whole run; each sends `SELECT 1` or a driver-API transaction (begin, one INSERT, commit), 50/50, every %d–%d ms at random for %s. tdsgate and the stand-in run in the test process (`go test -run TestMultiplex ./bench/`), the drivers in their own processes (one JVM, one node, one python; go-mssqldb in the test process). Machine: %s.\n\n",
 		m.PerClient, len(clients.LoadClients), m.MinMS, m.MaxMS, m.Duration, machine())
 	rep.WriteString("| client | sessions | queries | transactions | failed | errors | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -203,6 +184,30 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 			t.Error(err)
 		}
 	}
+}
+
+// muxSetup checks the real clients, starts a stand-in and, unless direct,
+// tdsgate in front of it with one bucket of multiplexPoolMode, max slots
+// and room for queue waiters, and returns where clients connect.
+func muxSetup(t *testing.T, max, queue int, direct bool) (srv *server.Server, host string, port int, mode string) {
+	t.Helper()
+	if err := clients.Check(); err != nil {
+		t.Fatalf("real SQL Server clients are missing (run tools/deps.sh as root):\n%v", err)
+	}
+	srv = testenv.Buckets(t, 1, nil)[0]
+	addr, mode := srv.Addr(), "direct, no tdsgate"
+	if !direct {
+		cfg := testenv.Config(t, []*server.Server{srv})
+		b := &cfg.Buckets[0]
+		b.PoolMode = multiplexPoolMode()
+		b.MaxConnections, b.MaxQueueSize, b.QueueTimeout = max, queue, 30*time.Second
+		b.IdleTimeout, b.MaxLifetime = config.DefaultIdleTimeout, config.DefaultMaxLifetime
+		loadedMachine(cfg)
+		addr, mode = testenv.Proxy(t, cfg).Addr(), string(b.PoolMode)
+	}
+	h, p, _ := net.SplitHostPort(addr)
+	port, _ = strconv.Atoi(p)
+	return srv, h, port, mode
 }
 
 // loadedMachine gives the scenario's proxy the timeouts of a real
