@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/config"
+	"github.com/tdsgate/tdsgate/pkg/tds"
+	"github.com/tdsgate/tdsgate/tools/clients"
 	"github.com/tdsgate/tdsgate/tools/standin/server"
+	"github.com/tdsgate/tdsgate/tools/tdsclient"
 	"github.com/tdsgate/tdsgate/tools/testenv"
 )
 
@@ -126,4 +129,183 @@ func TestMuxManySessionsFewBackends(t *testing.T) {
 	}
 	t.Logf("%d client sessions over a peak of %d backend sessions (%d logins at the stand-in); %d of %d sessions saw more than one @@SPID",
 		sessions, st.Peak, st.Total, moved, sessions)
+}
+
+// muxRPC sends one RPC call on c and reads its answer.
+func muxRPC(t testing.TB, c *tdsclient.Conn, call tds.RPCCall) *tdsclient.Result {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if err := c.SendMessage(tds.PacketRPC, 0, tds.AppendRPC(nil, nil, []tds.RPCCall{call})); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func rpcInt(v int64) tds.RPCParam {
+	return tds.RPCParam{Type: tds.TypeInfo{Type: tds.TypeIntN, Size: 4}, Value: tds.EncodeInt(v, 4)}
+}
+
+func rpcNVarChar(v string) tds.RPCParam {
+	return tds.RPCParam{Type: tds.TypeInfo{Type: tds.TypeNVarChar, Size: 8000, Collation: tds.DefaultCollation}, Value: tds.EncodeUCS2(v)}
+}
+
+// TestMuxIsolationPerPinReason: five go-mssqldb and raw-TDS sessions each
+// set one kind of session state and stay connected — a #temp table, SET
+// LANGUAGE (replayed, not pinned), an open transaction with an
+// uncommitted insert, a prepared statement (sp_prepare), EXECUTE AS —
+// while every real client runs requests on the same bucket (max 5). No
+// real client sees any of that state; afterwards each holder still has
+// its own: the pinned ones on the same backend (same @@SPID), the
+// language on whatever backend its request lands on (SET replay).
+func TestMuxIsolationPerPinReason(t *testing.T) {
+	if err := clients.Check(); err != nil {
+		t.Fatal(err)
+	}
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := muxConfig(t, buckets, 5)
+	cfg.MetricsListen = "127.0.0.1:0"
+	a := testenv.Proxy(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	defer cancel()
+	tag := fmt.Sprintf("pin-%d", time.Now().UnixNano())
+	db := goDB(t, a.Addr(), "mux-pin", 5)
+	hold := func() *sql.Conn {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	scalar := func(c *sql.Conn, q string, args ...any) any {
+		t.Helper()
+		var v any
+		if err := c.QueryRowContext(ctx, q, args...).Scan(&v); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return v
+	}
+	exec := func(c *sql.Conn, q string) {
+		t.Helper()
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+
+	temp := hold()
+	exec(temp, "CREATE TABLE #pin (a int); INSERT INTO #pin VALUES (7)")
+	tempSPID := scalar(temp, "SELECT @@SPID")
+
+	lang := hold()
+	exec(lang, "SET LANGUAGE Deutsch")
+
+	tran := hold()
+	tx, err := tran.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO test_table (name, value) VALUES (@p1, 1)", tag); err != nil {
+		t.Fatal(err)
+	}
+
+	execAs := hold()
+	execAs.ExecContext(ctx, "EXECUTE AS USER = 'dbo'") // the stand-in may refuse it; the session pins on the text
+	execAsSPID := scalar(execAs, "SELECT @@SPID")
+
+	prep, err := tdsclient.Dial(ctx, tdsclient.Options{Addr: a.Addr(), User: "sa", Password: testenv.Passwords[0], Database: "tenant_db", App: "mux-pin", Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prep.Close()
+	r := muxRPC(t, prep, tds.RPCCall{ProcID: tds.ProcPrepare, Params: []tds.RPCParam{
+		{Name: "@handle", Status: tds.ParamByRef, Type: tds.TypeInfo{Type: tds.TypeIntN, Size: 4}},
+		rpcNVarChar("@P0 INT"), rpcNVarChar("SELECT @P0 * 2 AS y, @@SPID AS spid"), rpcInt(1),
+	}})
+	var handle int64
+	for _, tok := range r.Tokens {
+		if tok.Return != nil {
+			v, _ := tds.DecodeValue(&tok.Return.Type, tok.Return.Value)
+			handle, _ = v.(int64)
+		}
+	}
+	if handle == 0 {
+		t.Fatalf("sp_prepare: no handle (%v)", r.Errors)
+	}
+	prepSPID := mustExec(t, prep, "SELECT @@SPID").Scalar()
+
+	// Every real client, on the same bucket, sees none of it.
+	host, port := hostPort(t, a.Addr())
+	for _, name := range clients.All {
+		spec := clients.Spec{Host: host, Port: port, User: "sa", Password: testenv.Passwords[0], Database: "tenant_db", App: "mux-pin",
+			Steps: []clients.Step{
+				{Op: clients.OpQuery, SQL: "SELECT a FROM #pin"},
+				{Op: clients.OpQuery, SQL: "SELECT @@LANGUAGE AS lang"},
+				{Op: clients.OpQuery, SQL: fmt.Sprintf("SELECT COUNT(*) AS n FROM test_table WITH (NOLOCK) WHERE name = '%s'", tag)},
+				{Op: clients.OpQuery, SQL: "SELECT @@TRANCOUNT AS tc"},
+				{Op: clients.OpQuery, SQL: "SELECT SUSER_NAME() AS u"},
+			}}
+		res, err := clients.Run(ctx, name, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Connected {
+			t.Fatalf("%s: %v (stderr %s)", name, res.Err(), res.Stderr)
+		}
+		if e := res.Steps[0].Error; e == nil || e.Number != 208 {
+			t.Errorf("%s sees another session's #temp table: %+v %v", name, e, res.Rows(0))
+		}
+		if l := res.Scalar(1); l != "us_english" {
+			t.Errorf("%s: @@LANGUAGE %v", name, l)
+		}
+		if n := num(res.Scalar(2)); n != 0 {
+			t.Errorf("%s sees another session's uncommitted insert (%v rows)", name, n)
+		}
+		if n := num(res.Scalar(3)); n != 0 {
+			t.Errorf("%s: @@TRANCOUNT %v", name, n)
+		}
+		for _, i := range []int{1, 2, 3, 4} {
+			if err := res.StepErr(i); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+	}
+
+	// Each holder still has its state.
+	if n := scalar(temp, "SELECT COUNT(*) FROM #pin"); num(n) != 1 {
+		t.Errorf("the #temp holder lost its table (%v rows)", n)
+	}
+	if s := scalar(temp, "SELECT @@SPID"); num(s) != num(tempSPID) {
+		t.Errorf("the #temp holder moved from SPID %v to %v: not pinned", tempSPID, s)
+	}
+	if l := scalar(lang, "SELECT @@LANGUAGE"); l != "Deutsch" {
+		t.Errorf("the SET LANGUAGE session has %v after other sessions used the backends (not replayed)", l)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM test_table WHERE name = @p1", tag).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the transaction lost its insert: %d rows, %v", n, err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Errorf("rollback: %v", err)
+	}
+	if s := scalar(execAs, "SELECT @@SPID"); num(s) != num(execAsSPID) {
+		t.Errorf("the EXECUTE AS session moved from SPID %v to %v: not pinned", execAsSPID, s)
+	}
+	r = muxRPC(t, prep, tds.RPCCall{ProcID: tds.ProcExecute, Params: []tds.RPCParam{rpcInt(handle), rpcInt(21)}})
+	if len(r.Errors) > 0 || len(r.Rows) != 1 || num(r.Rows[0][0]) != 42 || num(r.Rows[0][1]) != num(prepSPID) {
+		t.Errorf("sp_execute of the prepared handle: %v %v (prepared on SPID %v)", r.Rows, r.Errors, prepSPID)
+	}
+	if st := buckets[0].Stats(); st.Peak > 5 {
+		t.Errorf("the stand-in had %d sessions at once, max 5", st.Peak)
+	}
+	m := scrapeMetrics(t, a)
+	for _, reason := range []string{"temp_table", "prepared", "execute_as"} {
+		if v := m[fmt.Sprintf(`proxy_sessions_pinned_total{bucket="bucket-001",reason=%q}`, reason)]; v < 1 {
+			t.Errorf("pinned by %s: %v", reason, v)
+		}
+	}
 }

@@ -540,6 +540,7 @@ func (m *multiplexed) attention(pkt []byte) error {
 	m.mu.Lock()
 	c := m.c
 	inFlight := c != nil && (m.reqs > 0 || m.mid)
+	again := m.attn
 	if inFlight {
 		if m.mid {
 			// Cancelled in the middle of its message: the stream's state
@@ -549,6 +550,11 @@ func (m *multiplexed) attention(pkt []byte) error {
 		m.attn = true
 	}
 	m.mu.Unlock()
+	if again {
+		// One is on its way: its DONE_ATTN answers this one too (a second
+		// would come back after the connection was lent).
+		return nil
+	}
 	if !inFlight {
 		m.s.log.Debug("pool: ATTENTION with no request in flight, answered by tdsgate")
 		m.writeClient(tds.AppendPackets(nil, tds.PacketReply, 0, 0, 1, m.ps,
