@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -48,6 +49,16 @@ func multiplexPoolMode() config.PoolMode {
 		return config.PoolMode(m)
 	}
 	return config.PoolMode("transaction")
+}
+
+// insertRatio is the share of requests that are insert transactions:
+// BENCH_MULTIPLEX_INSERT_RATIO, default 0.5.
+func insertRatio() float64 {
+	var r float64
+	if _, err := fmt.Sscan(os.Getenv("BENCH_MULTIPLEX_INSERT_RATIO"), &r); err == nil && r >= 0 && r <= 1 {
+		return r
+	}
+	return 0.5
 }
 
 // TestMultiplexShort is the make-test version: 50 sessions of each of
@@ -117,7 +128,7 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 			results[i], errs[i] = clients.Load(context.Background(), name, clients.LoadSpec{
 				Host: host, Port: port, User: "sa", Password: testenv.Passwords[0], Database: "tenant_db",
 				Sessions: m.PerClient, StartAtMS: start.UnixMilli(), EndAtMS: end.UnixMilli(),
-				MinMS: m.MinMS, MaxMS: m.MaxMS, InsertRatio: 0.5, Tag: tag + "-" + string(name), Seed: int64(i + 1),
+				MinMS: m.MinMS, MaxMS: m.MaxMS, InsertRatio: insertRatio(), Tag: tag + "-" + string(name), Seed: int64(i + 1),
 			})
 		}()
 	}
@@ -127,16 +138,22 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 	after := srv.Stats()
 
 	var rep strings.Builder
+	var failures []string
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		failures = append(failures, strings.SplitN(msg, "\n", 2)[0])
+		t.Error(msg)
+	}
 	fmt.Fprintf(&rep, "# Multiplexing at scale: %d client sessions over a bucket of max %d (pool_mode: %s)\n\n", total, m.Max, mode)
-	fmt.Fprintf(&rep, "%d sessions of each of %d clients, held open for the whole run; each sends `SELECT 1` or a driver-API transaction (begin, one INSERT, commit), 50/50, every %d–%d ms at random for %s. tdsgate and the stand-in run in the test process (`go test -run TestMultiplex ./bench/`), the drivers in their own processes (one JVM, one node, one python; go-mssqldb in the test process). Machine: %s.\n\n",
-		m.PerClient, len(clients.LoadClients), m.MinMS, m.MaxMS, m.Duration, machine())
+	fmt.Fprintf(&rep, "%d sessions of each of %d clients, held open for the whole run; each sends `SELECT 1` or (with probability %.2f) a driver-API transaction (begin, one INSERT, commit), every %d–%d ms at random for %s. tdsgate and the stand-in run in the test process (`go test -run TestMultiplex ./bench/`), the drivers in their own processes (one JVM, one node, one python; go-mssqldb in the test process). Machine: %s.\n\n",
+		m.PerClient, len(clients.LoadClients), insertRatio(), m.MinMS, m.MaxMS, m.Duration, machine())
 	rep.WriteString("| client | sessions | queries | transactions | failed | errors | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|---|---|\n")
 	var sessions, requests, failed int64
 	db := standinDB(t, srv)
 	for i, r := range results {
 		name := clients.LoadClients[i]
 		if errs[i] != nil {
-			t.Errorf("%s: %v", name, errs[i])
+			fail("%s: %v", name, errs[i])
 			continue
 		}
 		sessions += r.Sessions
@@ -145,22 +162,22 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 		p50, p99, mx := quantiles(r.LatMS)
 		fmt.Fprintf(&rep, "| %s | %d | %d | %d | %d | %s | %.1f | %.1f | %.1f |\n", name, r.Sessions, r.Queries, r.Inserts, r.Failed, errorCounts(r.Errors), p50, p99, mx)
 		if r.Sessions != int64(m.PerClient) || r.Failed != 0 {
-			t.Errorf("%s: %d of %d sessions logged in, %d requests failed %v; first error: %s\n%s", name, r.Sessions, m.PerClient, r.Failed, r.Errors, r.FirstError, tail(r.Stderr))
+			fail("%s: %d of %d sessions logged in, %d requests failed %v; first error: %s\n%s", name, r.Sessions, m.PerClient, r.Failed, r.Errors, r.FirstError, tail(r.Stderr))
 		}
 		if r.Errors["50004"] != 0 {
-			t.Errorf("%s: %d queue timeouts (50004)", name, r.Errors["50004"])
+			fail("%s: %d queue timeouts (50004)", name, r.Errors["50004"])
 		}
 		// The schedule is best effort (a loaded machine stretches every
 		// request), but the sessions must have been busy.
 		if r.Queries+r.Inserts < int64(m.PerClient) {
-			t.Errorf("%s: only %d requests succeeded for %d sessions", name, r.Queries+r.Inserts, m.PerClient)
+			fail("%s: only %d requests succeeded for %d sessions", name, r.Queries+r.Inserts, m.PerClient)
 		}
 		// Every committed insert is in the table exactly once.
 		var n int64
 		if err := db.QueryRow("SELECT COUNT(*) FROM test_table WHERE name = '" + tag + "-" + string(name) + "'").Scan(&n); err != nil {
-			t.Errorf("%s: counting its rows on the stand-in: %v", name, err)
+			fail("%s: counting its rows on the stand-in: %v", name, err)
 		} else if n != r.Inserts {
-			t.Errorf("%s: %d transactions committed, %d rows in test_table", name, r.Inserts, n)
+			fail("%s: %d transactions committed, %d rows in test_table", name, r.Inserts, n)
 		}
 	}
 	peak := after.Peak
@@ -169,16 +186,23 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 	fmt.Fprintf(&rep, "| client sessions held | %d |\n| requests succeeded | %d (%.0f/s) |\n| requests failed | %d |\n", sessions, requests, float64(requests)/m.Duration.Seconds(), failed)
 	fmt.Fprintf(&rep, "| stand-in peak concurrent sessions | %d (cap %d) |\n| stand-in logins during the run | %d |\n| stand-in RESETCONNECTIONs | %d |\n", peak, m.Max, after.Total-before.Total, after.Resets-before.Resets)
 	fmt.Fprintf(&rep, "| stand-in sessions, median of %d samples | %d |\n| client sessions per backend connection | %.1f : 1 (goal ≥ %.0f : 1) |\n", len(samples), median(samples), ratio, m.MinRatio)
-	t.Log("\n" + rep.String())
 	if m.Direct {
 		return
 	}
 	if peak > int64(m.Max) {
-		t.Errorf("the stand-in saw %d concurrent sessions; the bucket's max is %d", peak, m.Max)
+		fail("the stand-in saw %d concurrent sessions; the bucket's max is %d", peak, m.Max)
 	}
 	if ratio < m.MinRatio {
-		t.Errorf("%d client sessions over a peak of %d backend sessions: %.1f:1, want ≥ %.0f:1", sessions, peak, ratio, m.MinRatio)
+		fail("%d client sessions over a peak of %d backend sessions: %.1f:1, want ≥ %.0f:1", sessions, peak, ratio, m.MinRatio)
 	}
+	rep.WriteString("\n## Outcome\n\n")
+	if len(failures) == 0 {
+		rep.WriteString("Every assertion met: every session logged in, every request succeeded, no 50004, the stand-in's peak within the cap, the ratio at or above the goal, every committed row in the table once.\n")
+	}
+	for _, f := range failures {
+		fmt.Fprintf(&rep, "- FAILED: %s\n", f)
+	}
+	t.Log("\n" + rep.String())
 	if m.Report != "" {
 		if err := os.WriteFile(m.Report, []byte(rep.String()), 0o644); err != nil {
 			t.Error(err)
@@ -284,8 +308,11 @@ func machine() string {
 		}
 	}
 	load := ""
+	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		load = ", commit " + strings.TrimSpace(string(out))
+	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = ", load average " + strings.Join(strings.Fields(string(b))[:3], " ")
+		load += ", load average at the end " + strings.Join(strings.Fields(string(b))[:3], " ")
 	}
 	return fmt.Sprintf("%s%s", cpu, load)
 }
