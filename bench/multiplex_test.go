@@ -66,12 +66,18 @@ func insertRatio() float64 {
 // 5, so the same 40:1 ratio as the full run. The four drivers log in with
 // different application names and LOGIN7 options, so they form four
 // sub-pools: the bucket needs more slots than sub-pools, or every borrow
-// from another sub-pool closes a connection and logs in a new one.
+// from another sub-pool closes a connection and logs in a new one. Under
+// the race detector (make test), which slows tdsgate and the stand-in in
+// this process several times, it runs 15 of each (60 sessions, 12:1).
 func TestMultiplexShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multiplexing scenario: 200 real client sessions for 12 s")
 	}
-	runMultiplex(t, multiplexRun{PerClient: 50, Duration: 12 * time.Second, Max: 5, MinMS: 100, MaxMS: 1000, MinRatio: 40})
+	m := multiplexRun{PerClient: 50, Duration: 12 * time.Second, Max: 5, MinMS: 100, MaxMS: 1000, MinRatio: 40}
+	if raceEnabled {
+		m.PerClient, m.MinRatio = 15, 12
+	}
+	runMultiplex(t, m)
 }
 
 // TestMultiplexAtScale is the figure: 1,000 sessions (250 each of
@@ -95,6 +101,9 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 	// Logins first (a JVM and 250 logins take a while on a loaded machine),
 	// then every session's requests in the same window.
 	login := 10*time.Second + time.Duration(m.PerClient)*40*time.Millisecond
+	if raceEnabled {
+		login *= 3
+	}
 	start := time.Now().Add(login)
 	end := start.Add(m.Duration)
 	tag := fmt.Sprintf("mux-%d", time.Now().UnixNano())
