@@ -309,3 +309,139 @@ func TestMuxIsolationPerPinReason(t *testing.T) {
 		}
 	}
 }
+
+// TestMuxQueueTimeoutPerRequest: max_connections 1, queue_timeout 300ms.
+// One go-mssqldb session holds the only backend in a transaction; another
+// session's query gets 50004 after the queue timeout — that request only:
+// the same connection's next query, once the transaction ended, succeeds.
+func TestMuxQueueTimeoutPerRequest(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := muxConfig(t, buckets, 1)
+	cfg.Buckets[0].QueueTimeout = 300 * time.Millisecond
+	a := testenv.Proxy(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db := goDB(t, a.Addr(), "mux-50004", 2)
+	holder, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	waiter, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiter.Close()
+	tx, err := holder.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO test_table (name, value) VALUES ('mux-50004', 1)"); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	err = waiter.QueryRowContext(ctx, "SELECT 1").Scan(&v)
+	if n := errNumber(err); n != 50004 {
+		t.Fatalf("a request while the only backend is in another session's transaction: %v (number %d), want 50004", err, n)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waiter.QueryRowContext(ctx, "SELECT 7").Scan(&v); err != nil || v != 7 {
+		t.Fatalf("the session after its 50004: %v %v", v, err)
+	}
+	if st := buckets[0].Stats(); st.Peak > 1 {
+		t.Errorf("stand-in peak %d, max 1", st.Peak)
+	}
+}
+
+// TestMuxAttention: an ATTENTION with no request in flight is answered
+// DONE_ATTN by tdsgate (the backend never sees it); one sent while a
+// request runs goes to that request's backend, which cancels it; the
+// session then goes on, and go-mssqldb's own cancel (a context deadline)
+// works the same way.
+func TestMuxAttention(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	a := testenv.Proxy(t, muxConfig(t, buckets, 2))
+	c, err := tdsclient.Dial(context.Background(), tdsclient.Options{Addr: a.Addr(), User: "sa", Password: testenv.Passwords[0], Database: "tenant_db", App: "mux-attn", Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	mustExec(t, c, "SELECT 1")
+
+	// No request in flight.
+	attns := buckets[0].Stats().Attns
+	if err := c.Attention(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Read()
+	if err != nil || !r.Attention {
+		t.Fatalf("ATTENTION with nothing in flight: %+v %v", r, err)
+	}
+	if n := buckets[0].Stats().Attns; n != attns {
+		t.Errorf("the backend saw %d ATTENTIONs, want none (tdsgate answers)", n-attns)
+	}
+	if v := mustExec(t, c, "SELECT 2").Scalar(); num(v) != 2 {
+		t.Fatalf("after the ATTENTION: %v", v)
+	}
+
+	// A request in flight: WAITFOR 10 s, cancelled.
+	start := time.Now()
+	if err := c.Send("WAITFOR DELAY '00:00:10'; SELECT 3", 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := c.Attention(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := c.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Attention {
+			break
+		}
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("the cancelled WAITFOR took %v", d)
+	}
+	if n := buckets[0].Stats().Attns; n != attns+1 {
+		t.Errorf("the backend saw %d ATTENTIONs, want 1", n-attns)
+	}
+	if v := mustExec(t, c, "SELECT 4").Scalar(); num(v) != 4 {
+		t.Fatalf("after the cancel: %v", v)
+	}
+
+	// go-mssqldb cancels with ATTENTION when its context ends (and then
+	// drops its connection, as it does against the stand-in directly: the
+	// next query logs in again).
+	attns = buckets[0].Stats().Attns
+	db := goDB(t, a.Addr(), "mux-attn-go", 1)
+	gc, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	qctx, qcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err = gc.ExecContext(qctx, "WAITFOR DELAY '00:00:10'")
+	qcancel()
+	gc.Close()
+	if err == nil {
+		t.Fatal("the cancelled WAITFOR succeeded")
+	}
+	var v int
+	if err := db.QueryRowContext(context.Background(), "SELECT 5").Scan(&v); err != nil || v != 5 {
+		t.Fatalf("go-mssqldb after its cancel: %v %v", v, err)
+	}
+	if n := buckets[0].Stats().Attns; n != attns+1 {
+		t.Errorf("go-mssqldb's cancel: the backend saw %d ATTENTIONs, want 1", n-attns)
+	}
+	if v := mustExec(t, c, "SELECT 6").Scalar(); num(v) != 6 {
+		t.Fatalf("the raw session after go-mssqldb's cancel: %v", v)
+	}
+	if st := buckets[0].Stats(); st.Peak > 2 {
+		t.Errorf("stand-in peak %d, max 2", st.Peak)
+	}
+}

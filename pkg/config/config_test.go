@@ -526,3 +526,25 @@ func TestSplitServerName(t *testing.T) {
 		}
 	}
 }
+
+func TestAddDemoMultiplexed(t *testing.T) {
+	c := Demo()
+	if err := AddDemoMultiplexed(c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Buckets) != 4 || len(c.Routes) != 4 {
+		t.Fatalf("%d buckets, %d routes", len(c.Buckets), len(c.Routes))
+	}
+	b := c.Buckets[3]
+	if b.ID != DemoMuxBucket || b.PoolMode != PoolModeTransaction || b.Address != c.Buckets[0].Address || b.MaxConnections != DemoMuxMax {
+		t.Errorf("the multiplexed bucket: %+v", b)
+	}
+	if r := c.Routes[0]; r.Bucket != DemoMuxBucket || r.User != DemoMuxUser || strings.Contains(r.PasswordHash, DemoMuxPassword) {
+		t.Errorf("its route: %+v", r)
+	}
+	for _, b := range c.Buckets[:3] {
+		if b.PoolMode != DefaultPoolMode {
+			t.Errorf("%s: pool_mode %s", b.ID, b.PoolMode)
+		}
+	}
+}

@@ -94,3 +94,32 @@ func Demo() *Config {
 	}
 	return c
 }
+
+// The demo's fourth login: user DemoMuxUser with DemoMuxPassword (a login
+// of the first stand-in, added by `make demo`) goes to bucket DemoMuxBucket,
+// in front of the same server as bucket-001, with pool_mode transaction
+// and max_connections DemoMuxMax: many client sessions over few backend
+// connections (see proxy_client_sessions against proxy_connections_active).
+const (
+	DemoMuxUser     = "mux"
+	DemoMuxPassword = "YourStr0ngP@ssword4"
+	DemoMuxBucket   = "bucket-mux"
+	DemoMuxMax      = 5
+)
+
+// AddDemoMultiplexed adds the demo's fourth login to c (a Demo config):
+// bucket DemoMuxBucket with pool_mode transaction at bucket-001's address,
+// and a credential route for DemoMuxUser to it, first, so that the
+// password routes as for the other three.
+func AddDemoMultiplexed(c *Config) error {
+	h, err := passhash.New(DemoMuxPassword)
+	if err != nil {
+		return err
+	}
+	b := c.Buckets[0]
+	b.ID, b.PoolMode, b.MaxConnections, b.MaxQueueSize = DemoMuxBucket, PoolModeTransaction, DemoMuxMax, 1000
+	c.Buckets = append(c.Buckets, b)
+	c.Routes = append([]Route{{Bucket: DemoMuxBucket, User: DemoMuxUser, Database: DemoDatabase, PasswordHash: h}}, c.Routes...)
+	c.applyDerived()
+	return c.Validate()
+}

@@ -1,17 +1,38 @@
 // Package frontend owns one client session, from the first byte to the
 // release of its slot, as one linear function (Handler.Serve):
 //
-//	handshake → route → reuse or (admit → connect) → login reply → relay → release
+//	handshake → route → lease → login reply → relay → release
 //
-// With pool_mode session (pkg/pool), reuse hands the client an idle backend
-// already logged in with its login, if its password matches the one that
-// connection was accepted with; any other password is a miss and logs in
-// at the backend (admit → connect), which decides: tdsgate never refuses a
-// password itself. A pooled login the backend accepts makes its password
-// the pool's credential at once (activate). A reused connection's login
-// reply is the backend's own answer to its login, replayed; the relay is
-// the framed one, and release returns the backend to its pool, made safe
-// first. The slot belongs to the backend connection throughout.
+// The lease (lease.go) is the bucket's pool_mode, as a strategy with no
+// branch in Serve: open takes what the session needs, Login is the answer
+// to the client's LOGIN7, Relay serves the client until it leaves, and
+// Release — the one place a slot or backend connection is given back —
+// runs once, deferred, however the session ends.
+//
+//   - none (dedicated): admit → connect: the client's own backend login,
+//     relayed with splice (or in the kernel, sockmap.go), closed at the end.
+//   - session (pooling.go, pkg/pool): an idle backend already logged in
+//     with the client's login, if its password matches the one that
+//     connection was accepted with; any other password is a miss and logs
+//     in at the backend (admit → connect), which decides: tdsgate never
+//     refuses a password itself. A pooled login the backend accepts makes
+//     its password the pool's credential at once. A reused connection's
+//     login reply is the backend's own answer to its login, replayed; the
+//     relay is the framed one, and release returns the backend to its
+//     pool, made safe first. The slot belongs to the backend connection.
+//   - transaction (mux.go): the login is answered by the sub-pool once the
+//     password verifies (same rule as session); the session then holds no
+//     backend between requests. Each request borrows a connection of its
+//     sub-pool, or opens one within the bucket's cap, or waits in the
+//     bucket's queue (a timeout answers that request 50004, the session
+//     stays); the connection goes back at the end of the answer unless a
+//     transaction is open (ENVCHANGE 8 until 9/10/17) or the session is
+//     pinned (pkg/pin on the request text, ENVCHANGEs of the answer). A
+//     connection another session used last gets RESETCONNECTION (the
+//     ENVCHANGE 18 stripped) or the session's SET options replayed after
+//     a reset. ATTENTION goes to the request's connection, or is answered
+//     DONE_ATTN by tdsgate when nothing is in flight. mux.go documents the
+//     client-side states and their transitions.
 //
 // Refusals tell a client that has not logged in nothing internal: 50002
 // names only the bucket (the backend's address and the cause go to the
@@ -39,6 +60,7 @@
 //
 // Handler.ShedSessions(bucket, keep) is the one way in from outside a
 // session: it closes the bucket's newest sessions that hold a slot until
-// keep remain (a shed pooled backend is closed, not pooled). The app calls
+// keep remain (a shed pooled backend is closed, not pooled; a transaction
+// session holds a slot only while a backend is attached to it). The app calls
 // it when the Redis limiter loses its lease with redis.lease_loss close.
 package frontend

@@ -83,10 +83,16 @@ type multiplexed struct {
 	// c's stream is unusable.
 	serverMid bool
 	broken    relay.Broken
-	// replay is the session's SET options (pin.Batch.Replay), in order.
-	replay []string
-	// curReplay: the request being answered set replayable options.
-	curReplay bool
+	// replay is the session's SET history (pin.MergeReplay of the
+	// Batch.Replay of its batches that ended without error); replayGen
+	// counts its changes (Conn.OwnerSets holds the one a connection ran).
+	replay    []string
+	replayGen int
+	// pendingReplay is the Replay of the batch being answered, recorded
+	// if its answer ends without DONE_ERROR; curLang: it holds a SET
+	// LANGUAGE literal (whose ENVCHANGE then does not pin).
+	pendingReplay []string
+	curLang       bool
 
 	// The request being read (client goroutine only).
 	discard error // answer the request with this refusal instead
@@ -116,26 +122,25 @@ const (
 	// maxScan is the most of a request message kept for pkg/pin; a
 	// longer SQL batch or RPC pins its session (reason unscanned).
 	maxScan = 1 << 20
-	// maxReplay bounds the SET statements a session replays; past it the
-	// session pins (reason set_option).
+	// maxReplay bounds the SET statements a session replays (one per
+	// option, pin.MergeReplay); past it the session pins (set_option).
 	maxReplay = 64
 )
 
-// Pin reasons of the multiplexed relay itself (pkg/pin gives those of the
-// request text).
+// Pin reasons of the multiplexed relay beyond pkg/pin's (which it uses
+// for what both see: pin.UseDatabase for a database ENVCHANGE, pin.Language
+// for a language ENVCHANGE no replayable SET LANGUAGE explains,
+// pin.DistributedTran for a DTC ENVCHANGE or TM request, pin.MARS,
+// pin.Attention, pin.Unknown for an answer it cannot follow).
 const (
-	PinDatabase      pin.Reason = "database"    // ENVCHANGE 1 (USE, or a procedure that changed it)
-	PinLanguage      pin.Reason = "language"    // ENVCHANGE 2 from something other than a replayable SET LANGUAGE
-	PinSessionEnv    pin.Reason = "session_env" // ENVCHANGE 3-7: packet size, collation, sort order
-	PinDistributed   pin.Reason = "distributed" // a promoted or distributed (DTC) transaction, or a TM request for one
-	PinMARS          pin.Reason = "mars"        // the client sent MARS (SMP) packets
-	PinAttention     pin.Reason = "attention"   // an ATTENTION in the middle of a request message
-	PinUnscanned     pin.Reason = "unscanned"   // a request too long, or too malformed, to scan
-	PinUnparsed      pin.Reason = "unparsed"    // an answer whose tokens tdsgate could not follow
-	PinUnshareable   pin.Reason = "unshareable" // a login whose connection cannot be shared (no password)
-	PinReplayOverrun pin.Reason = "set_option"  // more SET statements than maxReplay
-	pinNone          pin.Reason = ""
+	PinSessionEnv  pin.Reason = "session_env" // ENVCHANGE 3-7: packet size, collation, sort order
+	PinUnscanned   pin.Reason = "unscanned"   // a request too long, or too malformed, to scan
+	PinUnshareable pin.Reason = "unshareable" // a login whose connection cannot be shared (no password)
+	pinNone        pin.Reason = ""
 )
+
+// PinReasons lists every reason a multiplexed session may pin for.
+var PinReasons = append(append([]pin.Reason{}, pin.Reasons...), PinSessionEnv, PinUnscanned, PinUnshareable)
 
 // resetAckTok is the ENVCHANGE 18 at the head of the answer to a request
 // sent with RESETCONNECTION.
@@ -233,7 +238,7 @@ func (m *multiplexed) Relay(cl client) relay.Result {
 			break
 		}
 		if hdr[0] == relay.PacketSMP {
-			m.pin(PinMARS)
+			m.pin(pin.MARS)
 			m.fail(relay.BrokenMARS)
 			res.Err = errors.New("the client sent a MARS (SMP) packet; tdsgate answered MARS=0")
 			break
@@ -365,10 +370,13 @@ func (m *multiplexed) acquire() error {
 		return err
 	}
 	strip := false
-	if c.Owner != m.s.id || c.OwnerSets != len(m.replay) {
-		if len(m.replay) == 0 {
+	m.mu.Lock()
+	gen, replay := m.replayGen, m.replay
+	m.mu.Unlock()
+	if c.Owner != m.s.id || c.OwnerSets != gen {
+		if len(replay) == 0 {
 			strip = true
-		} else if err := m.resetReplay(c); err != nil {
+		} else if err := m.resetReplay(c, replay); err != nil {
 			m.s.log.Warn("pool: replaying the session's SET options after a reset failed; connection closed", "err", err)
 			c.Close(pool.ReasonResetFailed)
 			m.mu.Lock()
@@ -377,7 +385,7 @@ func (m *multiplexed) acquire() error {
 			return unavailable(m.b.ID, err)
 		}
 	}
-	c.Owner, c.OwnerSets = m.s.id, len(m.replay)
+	c.Owner, c.OwnerSets = m.s.id, gen
 	m.mu.Lock()
 	m.strip = strip
 	m.reqs = 1
@@ -447,12 +455,12 @@ func (m *multiplexed) borrow() (*pool.Conn, error) {
 	return c, nil
 }
 
-// resetReplay resets c and runs the session's SET options on it.
-func (m *multiplexed) resetReplay(c *pool.Conn) error {
+// resetReplay resets c and runs the session's SET history on it.
+func (m *multiplexed) resetReplay(c *pool.Conn, replay []string) error {
 	be := c.Backend
 	be.Raw.SetDeadline(time.Now().Add(c.ResetTimeout()))
 	defer be.Raw.SetDeadline(time.Time{})
-	return pool.ResetAndRun(be.Conn, m.l.TDSVersion, m.ps, strings.Join(m.replay, "\n"))
+	return pool.ResetAndRun(be.Conn, m.l.TDSVersion, m.ps, strings.Join(replay, "\n"))
 }
 
 // attachLocked makes c the session's connection and starts reading its
@@ -485,8 +493,13 @@ func (m *multiplexed) scanRequest() {
 				break
 			}
 			sb := pin.ScanBatch(b.Text)
-			reasons, replay = sb.Pins, sb.Replay
+			replay = sb.Replay
 			hold = isInsertBulk(b.Text)
+			for _, r := range sb.Pins {
+				if r != pin.BulkLoad || !hold { // the load keeps the connection (hold), not the session
+					reasons = append(reasons, r)
+				}
+			}
 		case tds.PacketRPC:
 			r, err := tds.ParseRPC(m.scan)
 			if err != nil {
@@ -495,6 +508,11 @@ func (m *multiplexed) scanRequest() {
 			}
 			for _, call := range r.Calls {
 				reasons = append(reasons, pin.ScanRPC(call.ProcName, call.ProcID)...)
+				if isExecuteSQL(call) && len(call.Params) > 0 {
+					// Session state made inside dynamic SQL that outlives
+					// it: global cursors, app locks, ##temp, CONTEXT_INFO.
+					reasons = append(reasons, pin.ScanDynamic(tds.DecodeUCS2(call.Params[0].Value))...)
+				}
 			}
 		case tds.PacketTransMgrReq:
 			r, err := tds.ParseTransMgrReq(m.scan)
@@ -504,26 +522,49 @@ func (m *multiplexed) scanRequest() {
 			}
 			switch r.Type {
 			case tds.TMGetDTCAddress, tds.TMPropagateXact, tds.TMPromoteXact:
-				reasons = append(reasons, PinDistributed)
+				reasons = append(reasons, pin.DistributedTran)
 			}
 		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.hold = hold
-	m.curReplay = len(replay) > 0
-	if len(replay) > 0 {
-		if len(m.replay)+len(replay) > maxReplay {
-			reasons = append(reasons, PinReplayOverrun)
-		} else {
-			m.replay = append(m.replay, replay...)
-			if m.c != nil {
-				m.c.OwnerSets = len(m.replay) // it runs them now
-			}
+	m.pendingReplay, m.curLang = replay, false
+	for _, r := range replay {
+		if strings.Contains(strings.ToUpper(r), "LANGUAGE") {
+			m.curLang = true
 		}
 	}
 	if len(reasons) > 0 {
 		m.pinLocked(reasons[0], reasons)
+	}
+}
+
+// isExecuteSQL: the call is sp_executesql (by id or name).
+func isExecuteSQL(c tds.RPCCall) bool {
+	return c.ProcID == tds.ProcExecuteSQL || strings.EqualFold(strings.TrimPrefix(strings.ToLower(c.ProcName), "sys."), "sp_executesql")
+}
+
+// recordReplayLocked adds the answered batch's SET statements to the
+// session's history, once its answer ended without error (a SET after a
+// failed statement may not have run); c, which ran them, is marked as
+// having the new history. Called with mu held.
+func (m *multiplexed) recordReplayLocked(c *pool.Conn, failed bool) {
+	replay := m.pendingReplay
+	m.pendingReplay = nil
+	if len(replay) == 0 || failed {
+		return
+	}
+	h := pin.MergeReplay(m.replay, replay)
+	if len(h) > maxReplay {
+		m.pinLocked(pin.SetOption, nil)
+		return
+	}
+	upToDate := c.OwnerSets == m.replayGen
+	m.replay = h
+	m.replayGen++
+	if upToDate {
+		c.OwnerSets = m.replayGen // it ran them
 	}
 }
 
@@ -545,7 +586,7 @@ func (m *multiplexed) attention(pkt []byte) error {
 		if m.mid {
 			// Cancelled in the middle of its message: the stream's state
 			// is for the server to say; keep the connection.
-			m.pinLocked(PinAttention, nil)
+			m.pinLocked(pin.Attention, nil)
 		}
 		m.attn = true
 	}
@@ -639,7 +680,7 @@ func (m *multiplexed) answers(c *pool.Conn, done chan struct{}) {
 				binary.BigEndian.PutUint16(pkt[2:4], uint16(len(pkt)))
 			} else {
 				m.s.log.Warn("pool: an answer to a request sent with RESETCONNECTION did not acknowledge it; session pinned")
-				m.pinLocked(PinUnparsed, nil)
+				m.pinLocked(pin.Unknown, nil)
 			}
 		}
 		firstOfAnswer = h.EOM()
@@ -661,11 +702,12 @@ func (m *multiplexed) answers(c *pool.Conn, done chan struct{}) {
 		m.mu.Lock()
 		m.serverMid = false
 		if w.broken {
-			m.pinLocked(PinUnparsed, nil)
+			m.pinLocked(pin.Unknown, nil)
 		}
 		if m.reqs > 0 {
 			m.reqs--
 		}
+		m.recordReplayLocked(c, w.failed)
 		if m.attn && w.attn {
 			m.attn, m.reqs = false, 0
 		}
@@ -703,12 +745,12 @@ func (m *multiplexed) envLocked(e *tds.EnvChange) {
 	case tds.EnvCommitTran, tds.EnvRollbackTran, tds.EnvTranEnded:
 		m.inTran = false
 	case tds.EnvEnlistDTC, tds.EnvDefectTran, tds.EnvPromoteTran, tds.EnvTranMgrAddr:
-		m.pinLocked(PinDistributed, nil)
+		m.pinLocked(pin.DistributedTran, nil)
 	case tds.EnvDatabase:
-		m.pinLocked(PinDatabase, nil)
+		m.pinLocked(pin.UseDatabase, nil)
 	case tds.EnvLanguage:
-		if !m.curReplay {
-			m.pinLocked(PinLanguage, nil)
+		if !m.curLang {
+			m.pinLocked(pin.Language, nil)
 		}
 	case tds.EnvCharset, tds.EnvPacketSize, tds.EnvSortLocale, tds.EnvSortFlags, tds.EnvSQLCollation:
 		m.pinLocked(PinSessionEnv, nil)

@@ -18,8 +18,9 @@ type tokenWatch struct {
 	pending []byte
 	// broken: the answer could not be read.
 	broken bool
-	// attn: a DONE with DONE_ATTN was seen in the message.
-	attn bool
+	// attn: a DONE with DONE_ATTN was seen in the message; failed: its
+	// last DONE carried DONE_ERROR (or it could not be read).
+	attn, failed bool
 }
 
 func newTokenWatch(version uint32) *tokenWatch {
@@ -43,15 +44,16 @@ func (w *tokenWatch) feed(p []byte, eom bool, env func(*tds.EnvChange)) {
 			tok, err := w.tr.Next()
 			if err != nil {
 				if eom || len(b)-w.tr.Offset() > maxPendingToken {
-					w.broken = true
+					w.broken, w.failed = true, true
 				}
 				break
 			}
 			switch {
 			case tok.EnvChange != nil:
 				env(tok.EnvChange)
-			case tok.Done != nil && tok.Done.Status&tds.DoneAttn != 0:
-				w.attn = true
+			case tok.Done != nil:
+				w.attn = w.attn || tok.Done.Status&tds.DoneAttn != 0
+				w.failed = tok.Done.Status&(tds.DoneError|tds.DoneSrvError) != 0
 			}
 		}
 		if !w.broken && !eom {
@@ -67,4 +69,4 @@ func (w *tokenWatch) feed(p []byte, eom bool, env func(*tds.EnvChange)) {
 }
 
 // endMessage forgets the message's flags (after its end was handled).
-func (w *tokenWatch) endMessage() { w.broken, w.attn = false, false }
+func (w *tokenWatch) endMessage() { w.broken, w.attn, w.failed = false, false, false }

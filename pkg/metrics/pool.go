@@ -6,6 +6,7 @@ import (
 
 	vm "github.com/VictoriaMetrics/metrics"
 
+	"github.com/tdsgate/tdsgate/pkg/pin"
 	"github.com/tdsgate/tdsgate/pkg/pool"
 )
 
@@ -90,13 +91,15 @@ const (
 )
 
 // PinReasons are the reasons proxy_sessions_pinned_total has series for
-// from the start (pkg/pin's and the multiplexed relay's); any other is
-// counted as PinOther.
-var PinReasons = []string{
-	"set_option", "use", "temp_table", "prepared", "cursor", "app_role", "execute_as", "context_info",
-	"session_context", "app_lock", "attention", "mars", "database", "language", "session_env",
-	"distributed", "unscanned", "unparsed", "unshareable", PinOther,
-}
+// from the start: pkg/pin's, and the multiplexed relay's own
+// (frontend.PinReasons); any other is counted as PinOther.
+var PinReasons = func() []string {
+	var out []string
+	for _, r := range pin.Reasons {
+		out = append(out, string(r))
+	}
+	return append(out, "session_env", "unscanned", "unshareable", PinOther)
+}()
 
 // BorrowWaitBuckets run from an idle connection at hand (µs) to a wait in
 // the bucket's queue up to the default queue_timeout.

@@ -69,4 +69,24 @@
 // byte. The client's first request goes out with RESETCONNECTION (relay.Framed
 // sets the status bit) and the ENVCHANGE 18 that opens its answer is
 // stripped, so the client sees a fresh session; only @@SPID tells.
+//
+// # Transaction pooling
+//
+// With pool_mode transaction (mux.go) the same sub-pools and states serve
+// client sessions that hold no connection between requests. The first
+// login of a Key logs in at the backend (Open, Activate); Adopt makes its
+// password the credential and its answer the sub-pool's login answer,
+// which LoginAnswer then gives every client whose password verifies. A
+// request borrows an idle connection (Borrow: idle → active) or waits
+// (Wait) for whichever comes first: a connection Lend hands it (active →
+// active, to the oldest waiter of its Key), or a slot of the bucket, on
+// which it opens a connection as the client. Lend takes a connection back
+// at a message boundary with nothing owed and no transaction: to a waiter,
+// to idle, or closed (max_lifetime, max_idle, the pool closed, or — under
+// pressure — when borrowers of another Key wait for a slot). A connection
+// records its last borrower (Conn.Owner): another one resets it first, in
+// the frontend. A session that ends while holding one returns it with
+// Return, made safe as above. Closing a connection waits (CloseWait) for
+// the server's own close before the slot is released, so the server never
+// counts more sessions than the cap.
 package pool

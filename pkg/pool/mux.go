@@ -157,7 +157,11 @@ func (p *Pool) Lend(c *Conn) {
 	case reason != "":
 	case st.MaxIdle > 0 && p.idle >= st.MaxIdle:
 		reason = ReasonMaxIdle
-	case p.pressuredLocked() && p.idle >= st.MinIdle:
+	case p.pressuredLocked() && p.idle >= st.MinIdle && p.waitingElsewhereLocked(c.sub):
+		// Borrowers of another sub-pool wait for a slot: this one's
+		// goes to them. (Waiters of its own were handed it above; with
+		// none anywhere, idle connections of the bucket are shed by
+		// Pressure itself, for the logins that wait.)
 		reason = ReasonPressure
 	}
 	if reason == "" {
@@ -178,4 +182,15 @@ func (p *Pool) Lend(c *Conn) {
 func (p *Pool) Busy() int {
 	s := p.Stats()
 	return s.Active + s.Login + s.Resetting
+}
+
+// waitingElsewhereLocked reports whether a sub-pool other than sp has
+// borrowers waiting. Called with p.mu held.
+func (p *Pool) waitingElsewhereLocked(sp *subPool) bool {
+	for _, o := range p.subs {
+		if o != sp && len(o.waiters) > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -26,6 +26,9 @@ func main() {
 
 func run() error {
 	cfg := config.Demo()
+	if err := config.AddDemoMultiplexed(cfg); err != nil {
+		return err
+	}
 	logFile, err := os.CreateTemp("", "tdsgate-demo-*.log")
 	if err != nil {
 		return err
@@ -33,7 +36,11 @@ func run() error {
 	log := app.NewLogger(cfg, logFile)
 	quiet := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for i := 1; i <= 3; i++ {
-		s, err := server.Start(server.RunbookConfig(i, fmt.Sprintf("127.0.0.1:%d", 14330+i)), quiet)
+		sc := server.RunbookConfig(i, fmt.Sprintf("127.0.0.1:%d", 14330+i))
+		if i == 1 {
+			sc.Logins[config.DemoMuxUser] = config.DemoMuxPassword // the fourth login (pool_mode transaction)
+		}
+		s, err := server.Start(sc, quiet)
 		if err != nil {
 			return fmt.Errorf("stand-in %d: %w (is something already on port %d? stop it, or run `make stack-down`)", i, err, 14330+i)
 		}
@@ -53,6 +60,8 @@ func run() error {
   bucket-001  stand-in sqlserver-bucket-1  127.0.0.1:14331  sa / YourStr0ngP@ssword1
   bucket-002  stand-in sqlserver-bucket-2  127.0.0.1:14332  sa / YourStr0ngP@ssword2
   bucket-003  stand-in sqlserver-bucket-3  127.0.0.1:14333  sa / YourStr0ngP@ssword3
+  bucket-mux  stand-in sqlserver-bucket-1  127.0.0.1:14331  mux / YourStr0ngP@ssword4
+              pool_mode transaction, max_connections 5: many sessions share few backends
 
 The password routes the login to its bucket. Try, with FreeTDS tsql (apt-get install freetds-bin):
 
@@ -62,6 +71,9 @@ The password routes the login to its bucket. Try, with FreeTDS tsql (apt-get ins
 
   echo "SELECT TOP 5 * FROM test_table ORDER BY id DESC
 go" | tsql -H 127.0.0.1 -p 1433 -U sa -P 'YourStr0ngP@ssword2' -D tenant_db
+
+Transaction pooling: log in as mux and watch proxy_client_sessions{bucket="bucket-mux"} against
+proxy_connections_active{bucket="bucket-mux"} on http://127.0.0.1:9091/metrics.
 
 Limits: max_connections 20 per bucket, max_queue_size 10, queue_timeout 30s (errors 50004/50005).
 Logs: %s

@@ -39,6 +39,7 @@ type conn struct {
 	cancel  context.CancelFunc // of the running request
 	readSeq uint64             // request messages read so far
 	attnSeq uint64             // readSeq when the last ATTENTION arrived
+	left    sync.Once          // leave ran
 }
 
 // request is a message with its sequence number among the requests read.
@@ -60,12 +61,15 @@ func (c *conn) serve() {
 	if !ok {
 		return
 	}
-	defer c.srv.leave()
+	defer c.leave()
 	defer c.sess.Close()
 	c.log.Info("standin session", "spid", c.spid, "user", c.login.UserName, "database", c.sess.Database(), "tds_version", fmt.Sprintf("0x%08x", c.version))
 	err = c.requests()
 	c.log.Info("standin session closed", "spid", c.spid, "err", err)
 }
+
+// leave uncounts the session, once.
+func (c *conn) leave() { c.left.Do(c.srv.leave) }
 
 // handshake runs PRELOGIN, TLS and LOGIN7. ok means a session was
 // admitted and counted.
@@ -326,6 +330,9 @@ func (c *conn) requests() error {
 		}
 	}()
 	defer func() {
+		// Uncounted before the client can see the close: a proxy that
+		// waits for it before reusing the slot must find the count down.
+		c.leave()
 		c.raw.Close()
 		for range msgs {
 		}
