@@ -23,13 +23,14 @@ import (
 //     us_english, #iso_tmp does not exist (error 208), the uncommitted row
 //     is not there;
 //   - movers (two unpinned sessions of every client at once) run SELECT
-//     @@SPID twelve times: for every client, a session's requests land on
+//     @@SPID forty times: for every client, a session's requests land on
 //     more than one backend, or two sessions share one (which of the two
 //     depends on contention: an idle connection goes to the next borrower);
 //     a transaction of their own, counted back, shows exactly their row.
 //
 // EXECUTE AS and cursors are not in it: the stand-in supports neither.
 func TestMultiplexIsolation(t *testing.T) {
+	const moverRequests = 40
 	if testing.Short() {
 		t.Skip("isolation scenario with real clients")
 	}
@@ -134,8 +135,11 @@ func TestMultiplexIsolation(t *testing.T) {
 		for k := 0; k < 2; k++ {
 			tag := fmt.Sprintf("iso-mover-%s-%d", name, k)
 			var steps []clients.Step
-			for i := 0; i < 12; i++ {
-				steps = append(steps, q("SELECT @@SPID AS spid"), clients.Step{Op: clients.OpSleep, MS: 40})
+			// 40 requests 100 ms apart: long enough that the two
+			// movers of a client overlap despite process start-up
+			// jitter (a JVM takes seconds on a loaded machine).
+			for i := 0; i < moverRequests; i++ {
+				steps = append(steps, q("SELECT @@SPID AS spid"), clients.Step{Op: clients.OpSleep, MS: 100})
 			}
 			steps = append(steps, clients.Step{Op: clients.OpBegin}, q("INSERT INTO test_table (name, value) VALUES ('"+tag+"', 1)"),
 				clients.Step{Op: clients.OpCommit}, q("SELECT COUNT(*) FROM test_table WHERE name = '"+tag+"'"))
@@ -144,7 +148,7 @@ func TestMultiplexIsolation(t *testing.T) {
 					return err
 				}
 				spids := map[string]bool{}
-				for i := 0; i < 24; i += 2 {
+				for i := 0; i < 2*moverRequests; i += 2 {
 					spids[scalar(r, i)] = true
 				}
 				moveMu.Lock()
