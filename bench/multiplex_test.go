@@ -135,7 +135,7 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 		go func() {
 			defer wg.Done()
 			results[i], errs[i] = clients.Load(context.Background(), name, clients.LoadSpec{
-				Host: host, Port: port, User: "sa", Password: testenv.Passwords[0], Database: "tenant_db",
+				Host: host, Port: port, User: "sa", Password: testenv.Passwords[0], Database: muxDatabase(name),
 				Sessions: m.PerClient, StartAtMS: start.UnixMilli(), EndAtMS: end.UnixMilli(),
 				MinMS: m.MinMS, MaxMS: m.MaxMS, InsertRatio: insertRatio(), Tag: tag + "-" + string(name), Seed: int64(i + 1),
 			})
@@ -154,11 +154,10 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 		t.Error(msg)
 	}
 	fmt.Fprintf(&rep, "# Multiplexing at scale: %d client sessions over a bucket of max %d (pool_mode: %s)\n\n", total, m.Max, mode)
-	fmt.Fprintf(&rep, "%d sessions of each of %d clients, held open for the whole run; each sends `SELECT 1` or (with probability %.2f) a driver-API transaction (begin, one INSERT, commit), every %d–%d ms at random for %s. tdsgate and the stand-in run in the test process (`go test -run TestMultiplex ./bench/`), the drivers in their own processes (one JVM, one node, one python; go-mssqldb in the test process). Machine: %s.\n\n",
+	fmt.Fprintf(&rep, "%d sessions of each of %d clients (each driver its own database on the one stand-in: SQLite has one writer per database), held open for the whole run; each sends `SELECT 1` or (with probability %.2f) a driver-API transaction (begin, one INSERT, commit), every %d–%d ms at random for %s. tdsgate and the stand-in run in the test process (`go test -run TestMultiplex ./bench/`), the drivers in their own processes (one JVM, one node, one python; go-mssqldb in the test process). Machine: %s.\n\n",
 		m.PerClient, len(clients.LoadClients), insertRatio(), m.MinMS, m.MaxMS, m.Duration, machine())
 	rep.WriteString("| client | sessions | queries | transactions | failed | errors | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|---|---|\n")
 	var sessions, requests, failed int64
-	db := standinDB(t, srv)
 	for i, r := range results {
 		name := clients.LoadClients[i]
 		if errs[i] != nil {
@@ -183,7 +182,7 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 		}
 		// Every committed insert is in the table exactly once.
 		var n int64
-		if err := db.QueryRow("SELECT COUNT(*) FROM test_table WHERE name = '" + tag + "-" + string(name) + "'").Scan(&n); err != nil {
+		if err := standinDB(t, srv, muxDatabase(name)).QueryRow("SELECT COUNT(*) FROM test_table WHERE name = '" + tag + "-" + string(name) + "'").Scan(&n); err != nil {
 			fail("%s: counting its rows on the stand-in: %v", name, err)
 		} else if n != r.Inserts {
 			fail("%s: %d transactions committed, %d rows in test_table", name, r.Inserts, n)
@@ -219,6 +218,21 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 	}
 }
 
+// muxDatabase is the database a load client's sessions use: each driver its
+// own, on the one stand-in behind the one bucket. The stand-in executes on
+// SQLite, which has one writer per database file at a time (a writer waits
+// up to 5 s, then gets 1205); SQL Server locks rows, and independent INSERTs
+// of different applications do not wait for each other. A database per
+// driver keeps the stand-in's single writer from turning the scenario into a
+// lock-queue test. The drivers form a sub-pool each anyway (application
+// name and LOGIN7 options differ), so this adds no sub-pool.
+func muxDatabase(name clients.Name) string {
+	if name == clients.GoMSSQL {
+		return "tenant_db"
+	}
+	return "tenant_db_" + string(name)
+}
+
 // muxSetup checks the real clients, starts a stand-in and, unless direct,
 // tdsgate in front of it with one bucket of multiplexPoolMode, max slots
 // and room for queue waiters, and returns where clients connect.
@@ -227,7 +241,11 @@ func muxSetup(t *testing.T, max, queue int, direct bool) (srv *server.Server, ho
 	if err := clients.Check(); err != nil {
 		t.Fatalf("real SQL Server clients are missing (run tools/deps.sh as root):\n%v", err)
 	}
-	srv = testenv.Buckets(t, 1, nil)[0]
+	srv = testenv.Buckets(t, 1, func(_ int, c *server.Config) {
+		for _, name := range clients.LoadClients {
+			c.Databases[muxDatabase(name)] = server.TenantDBInit
+		}
+	})[0]
 	addr, mode := srv.Addr(), "direct, no tdsgate"
 	if !direct {
 		cfg := testenv.Config(t, []*server.Server{srv})
@@ -258,9 +276,9 @@ func loadedMachine(cfg *config.Config) {
 
 // standinDB opens a go-mssqldb pool straight to the stand-in (not through
 // tdsgate), to check what the run left in the table.
-func standinDB(t *testing.T, srv *server.Server) *sql.DB {
+func standinDB(t *testing.T, srv *server.Server, database string) *sql.DB {
 	u := url.URL{Scheme: "sqlserver", User: url.UserPassword("sa", testenv.Passwords[0]), Host: srv.Addr(),
-		RawQuery: url.Values{"database": {"tenant_db"}, "encrypt": {"disable"}}.Encode()}
+		RawQuery: url.Values{"database": {database}, "encrypt": {"disable"}}.Encode()}
 	db, err := sql.Open("sqlserver", u.String())
 	if err != nil {
 		t.Fatal(err)
