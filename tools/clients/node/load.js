@@ -51,13 +51,17 @@ async function main() {
       },
     });
     conn.on('error', () => {});
+    let loginToken = null; // the server's ERROR token, whose number a login failure does not carry
+    const onErrToken = (t) => { loginToken = t; };
+    conn.on('errorMessage', onErrToken);
     const loginErr = await new Promise((resolve) => {
       conn.once('connect', (err) => resolve(err || null));
       conn.connect();
     });
+    conn.removeListener('errorMessage', onErrToken);
     if (loginErr) {
       res.login_errors++;
-      fail(codeOf(loginErr), 'login: ' + loginErr.message);
+      fail(loginToken && loginToken.number ? String(loginToken.number) : codeOf(loginErr), 'login: ' + loginErr.message);
       return;
     }
     res.sessions++;
