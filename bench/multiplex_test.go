@@ -88,7 +88,11 @@ func TestMultiplexAtScale(t *testing.T) {
 	if os.Getenv("BENCH_MULTIPLEX") == "" {
 		t.Skip("set BENCH_MULTIPLEX=1 (make bench-multiplex): 1,000 real client sessions for 60 s")
 	}
-	report := filepath.Join("results", time.Now().UTC().Format("2006-01-02")+"-multiplex.md")
+	name := time.Now().UTC().Format("2006-01-02") + "-multiplex"
+	if r := insertRatio(); r != 0.5 {
+		name += fmt.Sprintf("-insert%.2f", r)
+	}
+	report := filepath.Join("results", name+".md")
 	runMultiplex(t, multiplexRun{PerClient: 250, Duration: 60 * time.Second, Max: 20, MinMS: 100, MaxMS: 1000, MinRatio: 40, Report: report})
 }
 

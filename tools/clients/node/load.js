@@ -102,8 +102,9 @@ async function main() {
   const all = [];
   for (let i = 0; i < spec.sessions; i++) all.push(session(i));
   await Promise.all(all);
-  process.stdout.write(JSON.stringify(res) + '\n');
-  process.exit(0);
+  // Exit only once the result is written: a pipe takes a large write
+  // asynchronously, and exiting at once truncates it.
+  process.stdout.write(JSON.stringify(res) + '\n', () => process.exit(0));
 }
 
 main().catch((e) => {
