@@ -15,7 +15,8 @@ const (
 	// Language: SET LANGUAGE @variable, or a language ENVCHANGE the caller
 	// could not tie to a replayable SET LANGUAGE literal.
 	Language Reason = "language"
-	// TempTable: a #local or ##global temporary table or procedure.
+	// TempTable: a #local or ##global temporary table created (CREATE
+	// TABLE, SELECT ... INTO) or a temporary procedure (CREATE PROC #p).
 	TempTable Reason = "temp_table"
 	// Prepared: sp_prepare, sp_prepexec, sp_prepexecrpc, sp_execute,
 	// sp_unprepare (handles live in the backend session).

@@ -155,7 +155,9 @@ func (p *parser) isVar(t token) bool {
 
 func (p *parser) run() {
 	first := true
-	prev := ""
+	prev := ""       // the previous token, upper-cased if a word
+	intro := ""      // the word before the current dotted name
+	prevDot := false // the previous token was '.'
 	for {
 		t := p.next()
 		before := prev
@@ -167,13 +169,22 @@ func (p *parser) run() {
 			p.pin(Unknown)
 			return
 		case tWord, tQuoted:
-			if n := name(p.src, t); strings.HasPrefix(n, "#") {
+			if !prevDot {
+				intro = before
+			}
+			// A temporary table is created by CREATE TABLE #t and
+			// SELECT ... INTO #t (INSERT INTO #t and DROP TABLE #t pin
+			// too, harmlessly). Merely naming one does not pin: if it
+			// exists, this session created it and is pinned already; if
+			// not, the statement fails (208) and leaves nothing behind.
+			if n := name(p.src, t); strings.HasPrefix(n, "#") && (intro == "INTO" || intro == "TABLE") {
 				p.pin(TempTable)
 				if strings.HasPrefix(n, "##") {
 					p.globalTemp = true
 				}
 			}
 		}
+		prevDot = p.isPunct(t, '.')
 		if p.isPunct(t, ';') {
 			p.alter = false
 			continue

@@ -52,6 +52,7 @@ func TestScanBatch(t *testing.T) {
 		{name: "string with comment start", sql: "SELECT '/*' ; SELECT 1"},
 		{name: "comment in string in comment", sql: "/* ' */ SELECT 1"},
 		{name: "hash in string", sql: "SELECT '#tmp'"},
+		{name: "temp in comment", sql: "/* CREATE TABLE #t (a int) */ SELECT 1 -- SELECT 1 INTO #u\n"},
 		{name: "dash dash in string", sql: "SELECT '--', 'x' ; USE db2", pins: R{UseDatabase}},
 
 		// replayable SETs
@@ -121,7 +122,10 @@ func TestScanBatch(t *testing.T) {
 		{name: "temp global", sql: "CREATE TABLE ##g (a int)", pins: R{TempTable}},
 		{name: "temp select into", sql: "SELECT a INTO #x FROM t", pins: R{TempTable}},
 		{name: "temp bracketed", sql: "CREATE TABLE [#x] (a int)", pins: R{TempTable}},
-		{name: "temp reference in subquery", sql: "SELECT * FROM (SELECT a FROM #x) q", pins: R{TempTable}},
+		{name: "temp reference does not pin", sql: "SELECT * FROM (SELECT a FROM #x) q JOIN ##g ON 1 = 1"},
+		{name: "temp insert into", sql: "INSERT INTO #x VALUES (1)", pins: R{TempTable}},
+		{name: "temp qualified", sql: "CREATE TABLE tempdb.dbo.#x (a int)", pins: R{TempTable}},
+		{name: "temp select into after top", sql: "SELECT TOP 0 * INTO [#x] FROM t", pins: R{TempTable}},
 		{name: "temp proc", sql: "CREATE PROCEDURE #p AS SELECT 1", pins: R{TempTable}},
 		{name: "proc body does not run", sql: "CREATE PROCEDURE dbo.p AS SET NOCOUNT ON; CREATE TABLE #t (a int); USE x"},
 		{name: "create or alter proc", sql: "CREATE OR ALTER PROC p WITH EXECUTE AS OWNER AS SET ROWCOUNT 1"},

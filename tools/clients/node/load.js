@@ -51,13 +51,17 @@ async function main() {
       },
     });
     conn.on('error', () => {});
+    let loginToken = null; // the server's ERROR token, whose number a login failure does not carry
+    const onErrToken = (t) => { loginToken = t; };
+    conn.on('errorMessage', onErrToken);
     const loginErr = await new Promise((resolve) => {
       conn.once('connect', (err) => resolve(err || null));
       conn.connect();
     });
+    conn.removeListener('errorMessage', onErrToken);
     if (loginErr) {
       res.login_errors++;
-      fail(codeOf(loginErr), 'login: ' + loginErr.message);
+      fail(loginToken && loginToken.number ? String(loginToken.number) : codeOf(loginErr), 'login: ' + loginErr.message);
       return;
     }
     res.sessions++;
@@ -98,8 +102,9 @@ async function main() {
   const all = [];
   for (let i = 0; i < spec.sessions; i++) all.push(session(i));
   await Promise.all(all);
-  process.stdout.write(JSON.stringify(res) + '\n');
-  process.exit(0);
+  // Exit only once the result is written: a pipe takes a large write
+  // asynchronously, and exiting at once truncates it.
+  process.stdout.write(JSON.stringify(res) + '\n', () => process.exit(0));
 }
 
 main().catch((e) => {
