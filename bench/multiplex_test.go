@@ -225,7 +225,7 @@ func runMultiplex(t *testing.T, m multiplexRun) {
 // muxDatabase is the database a load client's sessions use: each driver its
 // own, on the one stand-in behind the one bucket. The stand-in executes on
 // SQLite, which has one writer per database file at a time (a writer waits
-// up to 5 s, then gets 1205); SQL Server locks rows, and independent INSERTs
+// for the other's transaction, up to engine.LockWait); SQL Server locks rows, and independent INSERTs
 // of different applications do not wait for each other. A database per
 // driver keeps the stand-in's single writer from turning the scenario into a
 // lock-queue test. The drivers form a sub-pool each anyway (application

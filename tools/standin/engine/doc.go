@@ -10,14 +10,14 @@
 // # Model
 //
 // An Engine owns databases (one SQLite file each, WAL journal, busy_timeout
-// 5000 ms) in Config.Dir; "master" and "tempdb" always exist. Each database's
+// LockWait) in Config.Dir; "master" and "tempdb" always exist. Each database's
 // init SQL runs once, through the engine, when its file is first created.
 // A Session is one client connection. It takes a *sql.Conn from its
 // database's pool lazily, on first use, and gives it back after each batch
 // unless a transaction or a #temp table must survive; a connection that held
 // #temp tables is closed rather than pooled, so #temp tables never leak
 // between sessions. Transactions are real SQLite transactions on that
-// connection (deferred BEGIN; a writer waits up to busy_timeout for another
+// connection (deferred BEGIN; a writer waits up to LockWait for another
 // session's write transaction, then gets error 1205).
 //
 // ExecBatch streams: each row goes to Sink.Row as SQLite produces it (a

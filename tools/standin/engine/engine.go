@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Config configures an Engine.
@@ -77,6 +78,14 @@ func Open(cfg Config) (*Engine, error) {
 
 // createDatabase opens (creating if needed) a database and runs initSQL if
 // it has not run before.
+// LockWait is how long a writer waits for another session's write
+// transaction (SQLite's busy_timeout) before it gets error 1205. SQL
+// Server waits for a lock as long as it takes by default (LOCK_TIMEOUT -1)
+// and locks rows, not databases; SQLite has one writer per database, so a
+// short wait would turn a busy load of independent inserts into 1205s a
+// SQL Server would not send.
+const LockWait = 60 * time.Second
+
 func (e *Engine) createDatabase(name, initSQL string) error {
 	if !validDBName.MatchString(name) {
 		return fmt.Errorf("engine: invalid database name %q", name)
@@ -89,7 +98,7 @@ func (e *Engine) createDatabase(name, initSQL string) error {
 	}
 	path := filepath.Join(e.dir, key+".db")
 	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", LockWait.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(1)")
