@@ -451,6 +451,7 @@ func tdsgateConfig(id, listen, metrics, redisAddr string, buckets ...map[string]
 		"log_level":         "warn",
 		"health_listen":     "",
 		"metrics_listen":    metrics,
+		"admin_listen":      "",
 		"buckets":           buckets,
 		"default_bucket":    buckets[0]["id"],
 	}

@@ -24,6 +24,10 @@ package coord
 //	proxy:instance:<id>:fence      hash inc, at (ms), parked (0/1): when and how
 //	                               far the reaper fenced the id
 //	proxy:route:<key>              string: optional route directory, key → bucket id
+//	proxy:admin:commands           pub/sub channel: fleet-wide admin commands
+//	                               (pause, resume, drain a bucket on every instance)
+//	proxy:admin:ack:<request>      list with a TTL: each instance's JSON answer
+//	                               to the fleet command <request>
 //
 // Invariant kept by the scripts: for every bucket, count equals the sum
 // over instances of their conns field for that bucket, and 0 <= count. The
@@ -69,6 +73,14 @@ func KeyIncarnation(instance string) string { return "proxy:instance:" + instanc
 
 // KeyFence is the reaper's record of a fenced instance.
 func KeyFence(instance string) string { return "proxy:instance:" + instance + ":fence" }
+
+// ChanAdmin is the channel of fleet-wide admin commands (the admin API's
+// ?fleet=1): every instance subscribes and answers on KeyAdminAck.
+const ChanAdmin = "proxy:admin:commands"
+
+// KeyAdminAck is the list the instances push their answers to fleet
+// command req onto.
+func KeyAdminAck(req string) string { return "proxy:admin:ack:" + req }
 
 // KeyRoute is the route directory entry of key.
 func KeyRoute(key string) string { return "proxy:route:" + key }

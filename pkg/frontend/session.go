@@ -60,6 +60,8 @@ type session struct {
 	// Handler.ShedSessions; shed says ShedSessions closed it.
 	slot atomic.Pointer[string]
 	shed atomic.Bool
+
+	admin adminState // the session table's view and the kill (sessions.go)
 }
 
 // Serve runs one client session: handshake → route → reuse or (admit →
@@ -93,6 +95,8 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.accepted = pc.Accepted()
 	}
 	s.out = raw
+	ctx, endCtx := s.withAdmin(ctx)
+	defer endCtx()
 	h.track(s)
 	defer h.untrack(s)
 	defer raw.Close()
@@ -117,6 +121,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.fail(err)
 		return
 	}
+	s.noteLogin(login)
 	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
 
 	// 2. Route.
@@ -131,6 +136,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 	s.bucket = bucketID
+	s.noteBucket(bucketID)
 	s.log = s.log.With("bucket", bucketID, "rule", rule)
 
 	if h.draining.Load() {
@@ -156,6 +162,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		}
 		s.log.Info("slot acquire", "waited", ticket.Waited().Round(time.Microsecond))
 		s.slot.Store(&bucketID)
+		s.setState(StateConnecting, "")
 
 		// 5. Connect: dial, PRELOGIN, TLS and LOGIN7 to the bucket's
 		// backend. The connection holds the slot from here on.
@@ -173,6 +180,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	res := conn.Login
 	s.joinKernel(conn, rt.Settings.ClientIdleTimeout) // relay: sockmap: before the client can send (sockmap.go)
 	defer s.leaveKernel()
+	s.enterRelay(conn)
 	n, err := s.out.Write(res.Response)
 	if err != nil {
 		s.outcome = "client_gone"
@@ -222,6 +230,9 @@ func errString(err error) string {
 }
 
 func (s *session) logClosed() {
+	if o := s.killedOutcome(); o != "" {
+		s.outcome = o
+	}
 	if s.outcome == "" {
 		s.outcome = "closed"
 	}
@@ -252,6 +263,7 @@ func (s *session) abort() {
 // ERROR + DONE for the client once it has sent LOGIN7; before that there
 // is no message it could read, and the connection is only closed.
 func (s *session) fail(err error) {
+	err = s.killedErr(err)
 	var r *Refusal
 	if !errors.As(err, &r) {
 		s.outcome = "handshake_error"

@@ -122,6 +122,9 @@ type Queue struct {
 	obs    Observer
 
 	n atomic.Int32 // waiters in the list, readable without mu
+	// paused: no slot is taken or handed over, so every newcomer queues
+	// (pause.go).
+	paused atomic.Bool
 
 	mu          sync.Mutex
 	head, tail  *waiter
@@ -326,7 +329,7 @@ func (q *Queue) dispatchLocked(self *waiter) waitState {
 			break
 		}
 		q.mu.Unlock()
-		ok := q.src.TryTake()
+		ok := !q.paused.Load() && q.src.TryTake()
 		q.mu.Lock()
 		if ok {
 			if h := q.head; h != nil && !q.closed {
@@ -376,7 +379,7 @@ func (q *Queue) dispatchLocked(self *waiter) waitState {
 // arrival whose try failed just before the slot went back).
 func (q *Queue) putBack() {
 	q.mu.Lock()
-	if h := q.head; h != nil && !q.closed && q.src.CanHandOff() {
+	if h := q.head; h != nil && !q.closed && !q.paused.Load() && q.src.CanHandOff() {
 		q.finishLocked(h, wGranted)
 		q.mu.Unlock()
 		return
