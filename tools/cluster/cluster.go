@@ -103,6 +103,8 @@ type Bucket struct {
 	MaxConnections int
 	MaxQueueSize   int
 	QueueTimeout   time.Duration
+	// PoolMode is pool_mode (none or session); "" leaves the default.
+	PoolMode string
 }
 
 // RedisTLS is the redis.tls section.
@@ -153,8 +155,15 @@ type Config struct {
 	LogLevel string
 	// Metrics serves /metrics on a free loopback port (Proxy.MetricsAddr).
 	Metrics bool
+	// Admin serves the admin API on a free port (Proxy.AdminAddr), bound
+	// to AdminHost (default 127.0.0.1; a non-loopback host needs
+	// AdminTokenFile, admin_auth.token_file).
+	Admin          bool
+	AdminHost      string
+	AdminTokenFile string
 
 	metricsListen string
+	adminListen   string
 }
 
 // YAML renders c as a tdsgate config listening on listen.
@@ -173,6 +182,12 @@ func (c Config) YAML(listen string) string {
 	}
 	fmt.Fprintf(&b, "log_level: %s\nhealth_listen: \"\"\nmetrics_listen: %q\n", lvl, c.metricsListen)
 	old := OldConfig()
+	if !old {
+		fmt.Fprintf(&b, "admin_listen: %q\n", c.adminListen)
+		if c.AdminTokenFile != "" {
+			fmt.Fprintf(&b, "admin_auth:\n  token_file: %q\n", c.AdminTokenFile)
+		}
+	}
 	b.WriteString("redis:\n")
 	if c.Sentinel == nil || old {
 		fmt.Fprintf(&b, "  addr: %q\n", c.RedisAddr)
@@ -215,6 +230,9 @@ func (c Config) YAML(listen string) string {
 		fmt.Fprintf(&b, "  - id: %s\n    address: %s\n    encryption: login\n    trust_server_certificate: true\n    server_name: localhost\n", k.ID, k.Address)
 		fmt.Fprintf(&b, "    max_connections: %d\n    max_queue_size: %d\n    queue_timeout: %s\n    dial_timeout: 2s\n    login_timeout: 10s\n",
 			k.MaxConnections, k.MaxQueueSize, d(k.QueueTimeout, 30*time.Second))
+		if k.PoolMode != "" {
+			fmt.Fprintf(&b, "    pool_mode: %s\n", k.PoolMode)
+		}
 		b.WriteString("    breaker:\n      failures: 50\n      probe_interval: 200ms\n")
 	}
 	def := c.DefaultBucket
@@ -294,6 +312,13 @@ func StartErr(t testing.TB, c Config) (*Proxy, error) {
 			c.metricsListen = pick()
 		}
 	}
+	if c.Admin {
+		c.adminListen = pick()
+		if h := c.AdminHost; h != "" {
+			_, port, _ := net.SplitHostPort(c.adminListen)
+			c.adminListen = net.JoinHostPort(h, port)
+		}
+	}
 	for _, l := range hold {
 		l.Close()
 	}
@@ -356,6 +381,9 @@ func (p *Proxy) Restart() *Proxy {
 
 // MetricsAddr is the address of /metrics ("" without Config.Metrics).
 func (p *Proxy) MetricsAddr() string { return p.Config.metricsListen }
+
+// AdminAddr is the admin API's listen address ("" without Config.Admin).
+func (p *Proxy) AdminAddr() string { return p.Config.adminListen }
 
 // Pid is the process id.
 func (p *Proxy) Pid() int { return p.proc.Pid }
