@@ -79,4 +79,11 @@
 // mod N, and no more than it held plus its exact share of the free slots.
 // An instance that never reached Redis uses ExpectedInstances (floor only)
 // or, with 0, refuses with CodeNoShare (TDS error 50011).
+//
+// # Pause
+//
+// A bucket's queue can be paused (Pauser, pause.go; the admin API's pause
+// and resume): it then takes no slot and hands none over, so new logins
+// queue as if the bucket were full, under its max_queue_size and
+// queue_timeout, until resumed.
 package limiter

@@ -69,4 +69,11 @@
 // byte. The client's first request goes out with RESETCONNECTION (relay.Framed
 // sets the status bit) and the ENVCHANGE 18 that opens its answer is
 // stripped, so the client sees a fresh session; only @@SPID tells.
+//
+// # Admin
+//
+// admin.go: SubPools lists the sub-pools with their connections by state
+// (GET /admin/pools); Drain closes every idle connection at once, min_idle
+// notwithstanding, and gives their slots back (reason "drained"; the admin
+// API's drain, after a backend failover).
 package pool
