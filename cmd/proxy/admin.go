@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -411,11 +410,4 @@ func renderReload(w io.Writer, v admin.Reload) {
 		t.row(dash(e.Path), e.Message)
 	}
 	t.flush()
-}
-
-// bytesOf is for tests: a render func's output.
-func bytesOf(render func(io.Writer)) []byte {
-	var b bytes.Buffer
-	render(&b)
-	return b.Bytes()
 }
