@@ -249,7 +249,14 @@ func ConsoleHandler(c Console, a *Auth, log *slog.Logger) http.Handler {
 		}
 		return res, nil
 	})
-	return a.Require(mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.check(r, false) == deny {
+			log.Warn("admin: request refused: no valid credentials (admin_auth)", "method", r.Method, "path", r.URL.Path, "from", r.RemoteAddr)
+			a.challenge(w)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 var errReloadFailed = errors.New("reload failed")
