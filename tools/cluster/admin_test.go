@@ -181,75 +181,9 @@ func TestClusterAdminConsole(t *testing.T) {
 		}
 	})
 
-	t.Run("sessions and kill", func(t *testing.T) {
-		before := e.standin.Stats().Current
-		type res struct {
-			r   clients.Result
-			err error
-		}
-		done := make(chan res, 1)
-		go func() {
-			r, err := clients.Run(context.Background(), clients.GoMSSQL, clients.Spec{
-				Host: "127.0.0.1", Port: portOf(t, p2.Addr), User: "sa", Password: password, Database: "tenant_db",
-				Encrypt: clients.EncryptNone, App: "admin-kill-test", TimeoutS: 20,
-				Steps: []clients.Step{{Op: clients.OpHold, SQL: "WAITFOR DELAY '00:00:08'"}},
-			})
-			done <- res{r, err}
-		}()
-		var s admin.Session
-		waitFor(t, 20*time.Second, "the client's session, active, in proxy admin sessions", func() bool {
-			for _, x := range cliJSON[[]admin.Session](t, e, p2, "sessions", "--user", "sa", "--bucket", bucketID, "--state", "active") {
-				if x.App == "admin-kill-test" {
-					s = x
-					return true
-				}
-			}
-			return false
-		})
-		if s.User != "sa" || s.Bucket != bucketID || s.Database != "tenant_db" || s.RelayMode == "" || !strings.HasPrefix(s.Client, "127.0.0.1:") {
-			t.Fatalf("session row %+v", s)
-		}
-		if table := string(e.cli(t, p2, "sessions")); !strings.Contains(table, "admin-kill-test") || !strings.Contains(table, "active") {
-			t.Fatalf("sessions table lacks the client:\n%s", table)
-		}
-		waitFor(t, 5*time.Second, "redis count 4", func() bool { return e.count(t) == 4 })
-		// Let the WAITFOR reach the backend: the request is in flight.
-		time.Sleep(300 * time.Millisecond)
-		out := string(e.cli(t, p2, "kill", strconv.FormatUint(s.ID, 10)))
-		if !strings.Contains(out, "killed session "+strconv.FormatUint(s.ID, 10)) || !strings.Contains(out, "error 50012") {
-			t.Fatalf("kill printed %q", out)
-		}
-		var r res
-		select {
-		case r = <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatal("the killed client did not return")
-		}
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		if !r.r.Connected || len(r.r.Steps) != 1 || r.r.Steps[0].Error == nil || r.r.Steps[0].Error.Number != 50012 {
-			t.Fatalf("client result %+v (stderr %s): want its request to fail with error 50012", r.r, r.r.Stderr)
-		}
-		if !strings.Contains(r.r.Steps[0].Error.Message, "administrator") {
-			t.Fatalf("client read %q", r.r.Steps[0].Error.Message)
-		}
-		// The slot went back once: the count is the three held sessions.
-		waitFor(t, 5*time.Second, "redis count back to 3", func() bool { return e.count(t) == 3 })
-		// The stand-in ends the killed session's backend login when its
-		// WAITFOR (8 s) ends: it does not read the socket meanwhile.
-		waitFor(t, 15*time.Second, "stand-in session gone", func() bool { return e.standin.Stats().Current == before })
-		time.Sleep(500 * time.Millisecond)
-		if c := e.count(t); c != 3 {
-			t.Fatalf("redis count %d after the kill settled, want 3 (released once)", c)
-		}
-		if got := e.held(t, "proxy-2"); got != 1 {
-			t.Fatalf("proxy-2 holds %d, want 1", got)
-		}
-		if !slices.ContainsFunc(p2.LogLines("session killed by an administrator"), func(l string) bool { return strings.Contains(l, "by=127.0.0.1:") }) {
-			t.Fatalf("no kill log line naming the caller:\n%s", p2.Tail(30))
-		}
-	})
+	for _, enc := range []string{clients.EncryptNone, clients.EncryptFull} {
+		t.Run("sessions and kill "+enc, func(t *testing.T) { e.killRealClient(t, p2, enc) })
+	}
 
 	t.Run("pause fleet then resume", func(t *testing.T) {
 		out := cliJSON[admin.Action](t, e, p1, "pause", bucketID, "--fleet")
@@ -295,6 +229,30 @@ func TestClusterAdminConsole(t *testing.T) {
 		if c := e.count(t); c != 3 {
 			t.Fatalf("redis count %d while paused, want 3", c)
 		}
+		// A queued login killed: its client reads 50012 as the login answer.
+		victim := make(chan error, 1)
+		go func() {
+			c, err := dialApp(p2.Addr, "queued-victim")
+			if err == nil {
+				c.Close()
+			}
+			victim <- err
+		}()
+		var vs admin.Session
+		waitFor(t, 10*time.Second, "the victim queued", func() bool {
+			for _, x := range cliJSON[[]admin.Session](t, e, p2, "sessions", "--state", "queued") {
+				if x.App == "queued-victim" {
+					vs = x
+					return true
+				}
+			}
+			return false
+		})
+		e.cli(t, p2, "kill", strconv.FormatUint(vs.ID, 10))
+		if err := <-victim; errNumber(err) != 50012 {
+			t.Fatalf("killed while queued: %v, want login error 50012", err)
+		}
+		waitFor(t, 5*time.Second, "proxy-2's queue back to 1", func() bool { return bucketRow(t, e, p2, bucketID).Queued == 1 })
 		// Logged into the "all instances" table too.
 		if rows := string(e.cli(t, p1, "buckets")); !strings.Contains(rows, "yes") {
 			t.Fatalf("buckets table shows no paused bucket:\n%s", rows)
@@ -396,6 +354,86 @@ func TestClusterAdminConsole(t *testing.T) {
 func dialApp(addr, app string) (*tdsclient.Conn, error) {
 	return tdsclient.Dial(context.Background(), tdsclient.Options{Addr: addr, User: "sa", Password: password,
 		Database: "tenant_db", App: app, Timeout: 10 * time.Second})
+}
+
+// killRealClient runs a go-mssqldb client through p with a long WAITFOR,
+// finds its session with `proxy admin sessions`, kills it, and checks
+// that the client read error 50012 and that the slot went back once.
+func (e *adminEnv) killRealClient(t *testing.T, p *cluster.Proxy, enc string) {
+	before, count := e.standin.Stats().Current, e.count(t)
+	app := "admin-kill-" + enc
+	type res struct {
+		r   clients.Result
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		r, err := clients.Run(context.Background(), clients.GoMSSQL, clients.Spec{
+			Host: "127.0.0.1", Port: portOf(t, p.Addr), User: "sa", Password: password, Database: "tenant_db",
+			Encrypt: enc, App: app, TimeoutS: 20,
+			Steps: []clients.Step{{Op: clients.OpHold, SQL: "WAITFOR DELAY '00:00:08'"}},
+		})
+		done <- res{r, err}
+	}()
+	var s admin.Session
+	waitFor(t, 20*time.Second, "the client's session, active, in proxy admin sessions", func() bool {
+		for _, x := range cliJSON[[]admin.Session](t, e, p, "sessions", "--user", "sa", "--bucket", bucketID, "--state", "active") {
+			if x.App == app {
+				s = x
+				return true
+			}
+		}
+		return false
+	})
+	wantRelay := map[string]string{clients.EncryptNone: "splice", clients.EncryptFull: "tls"}[enc]
+	if s.User != "sa" || s.Bucket != bucketID || s.Database != "tenant_db" || s.RelayMode != wantRelay ||
+		s.Encryption != enc || !strings.HasPrefix(s.Client, "127.0.0.1:") || s.BytesFromClient == 0 || s.BytesToClient == 0 {
+		t.Fatalf("session row %+v (want relay %s)", s, wantRelay)
+	}
+	if table := string(e.cli(t, p, "sessions")); !strings.Contains(table, app) || !strings.Contains(table, "active") {
+		t.Fatalf("sessions table lacks the client:\n%s", table)
+	}
+	waitFor(t, 5*time.Second, "redis count +1", func() bool { return e.count(t) == count+1 })
+	// Let the WAITFOR reach the backend: the request is in flight.
+	time.Sleep(300 * time.Millisecond)
+	id := strconv.FormatUint(s.ID, 10)
+	out := string(e.cli(t, p, "kill", id))
+	if !strings.Contains(out, "killed session "+id) || !strings.Contains(out, "error 50012") {
+		t.Fatalf("kill printed %q", out)
+	}
+	var r res
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the killed client did not return")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.r.Connected || len(r.r.Steps) != 1 || r.r.Steps[0].Error == nil || r.r.Steps[0].Error.Number != 50012 ||
+		!strings.Contains(r.r.Steps[0].Error.Message, "administrator") {
+		t.Fatalf("client result %+v (stderr %s): want its request to fail with error 50012", r.r, r.r.Stderr)
+	}
+	if r.r.Steps[0].MS > 7000 {
+		t.Fatalf("the client's request returned after %.0f ms: the kill did not end it", r.r.Steps[0].MS)
+	}
+	// The slot went back once.
+	waitFor(t, 5*time.Second, "redis count back", func() bool { return e.count(t) == count })
+	// The stand-in ends the killed session's backend login when its
+	// WAITFOR (8 s) ends at the latest.
+	waitFor(t, 15*time.Second, "stand-in session gone", func() bool { return e.standin.Stats().Current == before })
+	time.Sleep(500 * time.Millisecond)
+	if c := e.count(t); c != count {
+		t.Fatalf("redis count %d after the kill settled, want %d (released once)", c, count)
+	}
+	if _, err := e.cliErr(t, p, true, "kill", id); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("killing it again: %v, want a 404", err)
+	}
+	if !slices.ContainsFunc(p.LogLines("session killed by an administrator"), func(l string) bool {
+		return strings.Contains(l, "session="+id+" ") && strings.Contains(l, "by=127.0.0.1:")
+	}) {
+		t.Fatalf("no kill log line naming the caller:\n%s", p.Tail(30))
+	}
 }
 
 // nonLoopbackIP is an address of this machine that is not loopback (the
