@@ -78,7 +78,16 @@ type adminState struct {
 	cancel   context.CancelFunc     // ends the session's context (queued, connecting)
 	sent     sync.Once              // the kill's ERROR goes out once
 	sentOK   bool                   // written in sent
+	// backend is the backend leg the relay carries (enterRelay): the kill
+	// sends it an ATTENTION.
+	backend atomic.Pointer[backendLeg]
 }
+
+type backendLeg struct{ conn net.Conn }
+
+// killGrace is how long a killed relaying session's legs stay open after
+// the ATTENTION, for the server to stop the request; then both close.
+const killGrace = 2 * time.Second
 
 func (s *session) viewNow() sessionView {
 	if v := s.admin.view.Load(); v != nil {
@@ -127,6 +136,9 @@ func (s *session) enterRelay(c *pool.Conn) {
 		m = relay.ModeSockmap
 	case !c.Pooled() && c.Backend != nil:
 		m = relay.ModeFor(s.out, c.Backend.Conn)
+	}
+	if c.Backend != nil {
+		s.admin.backend.Store(&backendLeg{c.Backend.Conn})
 	}
 	s.updateView(func(v *sessionView) { v.state, v.relayMode = StateActive, m })
 	if s.admin.killedBy.Load() != nil {
@@ -258,7 +270,8 @@ type KillResult struct {
 // context ended and is refused with ERROR 50012 as its login answer. A
 // relaying one is sent a REPLY message with ERROR 50012 and DONE_ERROR —
 // which a client with a request in flight reads as that request's answer
-// — then both legs are closed. Its slot is released once, by the session's
+// — its backend an ATTENTION (the server stops the request now), and
+// both legs are closed once the server answers (killGrace at most). Its slot is released once, by the session's
 // own release (a pooled backend connection is closed, not reused). A
 // session still in its handshake is closed: its client has sent no login
 // it could read an answer to.
@@ -290,16 +303,64 @@ func (h *Handler) Kill(id uint64, by string) (KillResult, error) {
 		s.admin.cancel()
 		r.ErrorSent = true
 	default:
+		// The ERROR goes into the client socket first, so that it is the
+		// answer the client reads: whatever the server sends after the
+		// ATTENTION queues behind it. The socket is corked meanwhile, so
+		// that the client cannot read the ERROR and hang up before the
+		// ATTENTION is out: the relay would pass its hang-up on by
+		// half-closing the backend leg, which the ATTENTION could then no
+		// longer reach. Then the client's half-close, which the server's
+		// answer meets, ending the relay.
+		cork(s.raw, true)
 		r.ErrorSent = s.sendKilled(v.relayMode)
-		s.abort()
+		attended := s.attendBackend(v.relayMode)
+		cork(s.raw, false)
+		s.raw.CloseWrite()
+		if attended {
+			// Both legs close in any case after a grace.
+			time.AfterFunc(killGrace, s.abort)
+		} else {
+			s.abort()
+		}
 	}
 	return r, nil
 }
 
+// cork sets TCP_CORK on c: while it is on, the kernel holds partial
+// segments (for up to 200 ms); turning it off sends them.
+func cork(c *net.TCPConn, on bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v) })
+}
+
+// attendBackend sends the backend an ATTENTION, so that the server stops
+// the killed session's request now rather than when it next writes to a
+// closed connection. It reports whether it could: not when the kernel
+// relay carries the session, nor before the relay.
+func (s *session) attendBackend(m relay.Mode) bool {
+	leg := s.admin.backend.Load()
+	if m == relay.ModeSockmap || leg == nil {
+		return false
+	}
+	leg.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := leg.conn.Write(tds.AppendPackets(nil, tds.PacketAttention, 0, 0, 1, tds.DefaultPacketSize, nil))
+	if err != nil {
+		s.log.Info("kill: could not send the backend an ATTENTION; it stops the request when it notices the closed connection", "err", err)
+	}
+	return err == nil
+}
+
 // sendKilled writes the kill's ERROR reply to a relaying session's client
-// and half-closes the client's socket so that the reply is followed by a
-// clean FIN. It cannot when the kernel relay carries the session (its
-// sockets left the Go runtime).
+// (the caller then half-closes the client's socket, so that the reply is
+// followed by a clean FIN). It cannot when the kernel relay carries the
+// session (its sockets left the Go runtime).
 func (s *session) sendKilled(m relay.Mode) bool {
 	if m == relay.ModeSockmap {
 		return false
@@ -316,6 +377,5 @@ func (s *session) writeKilled() bool {
 	msg := tds.LoginFailureMessage(int32(CodeKilled), 1, 16, killedMessage, s.h.Runtime().Settings.ServerName, v, tds.DefaultPacketSize)
 	s.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_, err := s.out.Write(msg)
-	s.raw.CloseWrite()
 	return err == nil
 }

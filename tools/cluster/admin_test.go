@@ -274,7 +274,10 @@ func TestClusterAdminConsole(t *testing.T) {
 	})
 
 	t.Run("drain", func(t *testing.T) {
-		base := e.standin.Stats().Current
+		// The sessions of the earlier subtests have ended at the stand-in:
+		// the three held on bucket-001 remain.
+		const base = 3
+		waitFor(t, 10*time.Second, "stand-in back to the 3 held sessions", func() bool { return e.standin.Stats().Current == base })
 		// Three pooled clients on proxy-3 log in, query and leave: their
 		// backend connections stay idle in the pool, each with its slot.
 		var cs []interface{ Close() error }
@@ -419,9 +422,14 @@ func (e *adminEnv) killRealClient(t *testing.T, p *cluster.Proxy, enc string) {
 	}
 	// The slot went back once.
 	waitFor(t, 5*time.Second, "redis count back", func() bool { return e.count(t) == count })
-	// The stand-in ends the killed session's backend login when its
-	// WAITFOR (8 s) ends at the latest.
-	waitFor(t, 15*time.Second, "stand-in session gone", func() bool { return e.standin.Stats().Current == before })
+	// The kill sent the backend an ATTENTION: the stand-in stops the
+	// WAITFOR (8 s) and its session ends well before it would have.
+	attns := e.standin.Stats().Attns
+	took := waitFor(t, 15*time.Second, "stand-in session gone", func() bool { return e.standin.Stats().Current == before })
+	if took > 4*time.Second {
+		t.Fatalf("the stand-in's session lasted %s after the kill: the backend request was not stopped", took)
+	}
+	t.Logf("%s: stand-in session gone %s after the client returned; stand-in ATTENTIONs served so far %d", enc, took.Round(time.Millisecond), attns)
 	time.Sleep(500 * time.Millisecond)
 	if c := e.count(t); c != count {
 		t.Fatalf("redis count %d after the kill settled, want %d (released once)", c, count)
