@@ -70,6 +70,11 @@ func (s *session) release(c *pool.Conn) {
 		s.log.Info("slot release", "shed", true)
 		return
 	}
+	if s.killedOutcome() != "" { // an administrator's kill (sessions.go): never pooled again
+		c.Close(pool.ReasonKilled)
+		s.log.Info("slot release", "killed", true)
+		return
+	}
 	if !c.Pooled() || !c.Login.OK {
 		c.Close(pool.ReasonLoginFailed)
 		s.log.Info("slot release")

@@ -305,11 +305,45 @@ func TestClusterAdminConsole(t *testing.T) {
 		if i < 0 || pools[i].Idle != 3 || len(pools[i].SubPools) != 1 || pools[i].SubPools[0].User != "sa" || pools[i].SubPools[0].Idle != 3 {
 			t.Fatalf("pools %+v", pools)
 		}
-		out := cliJSON[admin.Action](t, e, p3, "drain", poolBucket)
-		if len(out.Acks) != 1 || out.Acks[0].Closed != 3 {
-			t.Fatalf("drain: %+v, want 3 closed", out)
+		// A pooled session killed mid-request (it reuses one of the idle
+		// connections): the client reads 50012, and its backend
+		// connection is closed, not pooled again.
+		k, err := dialApp(p3.Addr, pooledApp)
+		if err != nil {
+			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "stand-in session count drops by 3", func() bool { return e.standin.Stats().Current == base })
+		defer k.Close()
+		if err := k.Send("WAITFOR DELAY '00:00:08'", 0); err != nil {
+			t.Fatal(err)
+		}
+		var ks admin.Session
+		waitFor(t, 10*time.Second, "the pooled session, active", func() bool {
+			for _, x := range cliJSON[[]admin.Session](t, e, p3, "sessions", "--bucket", poolBucket, "--state", "active") {
+				ks = x
+				return x.RelayMode == "framed"
+			}
+			return false
+		})
+		time.Sleep(300 * time.Millisecond)
+		e.cli(t, p3, "kill", strconv.FormatUint(ks.ID, 10))
+		k.SetDeadline(time.Now().Add(10 * time.Second))
+		kr, err := k.Read()
+		if err != nil || len(kr.Errors) == 0 || kr.Errors[0].Number != 50012 {
+			t.Fatalf("pooled client after the kill: %+v, %v; want error 50012", kr, err)
+		}
+		waitFor(t, 10*time.Second, "the killed pooled connection gone at the stand-in", func() bool { return e.standin.Stats().Current == base+2 })
+		if b := bucketRow(t, e, p3, poolBucket); b.IdlePooled != 2 || b.Held != 2 {
+			t.Fatalf("after the pooled kill: %+v, want the 2 other idle connections only", b)
+		}
+		if !slices.ContainsFunc(p3.LogLines("slot release"), func(l string) bool { return strings.Contains(l, "killed=true") }) {
+			t.Fatalf("no killed slot release:\n%s", p3.Tail(20))
+		}
+
+		out := cliJSON[admin.Action](t, e, p3, "drain", poolBucket)
+		if len(out.Acks) != 1 || out.Acks[0].Closed != 2 {
+			t.Fatalf("drain: %+v, want 2 closed", out)
+		}
+		waitFor(t, 5*time.Second, "stand-in session count drops by 2", func() bool { return e.standin.Stats().Current == base })
 		waitFor(t, 5*time.Second, "pool bucket's redis count 0", func() bool {
 			return redistest.Int(t, e.rc, "GET", limiter.KeyCount(poolBucket)) == 0
 		})
