@@ -532,7 +532,9 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 	be, err := backend.Connect(ctx, b.Target)
 	if err != nil {
 		s.h.Observer.BackendConnected(b.ID, time.Since(start), err)
-		b.Breaker.Failure(err)
+		if ctx.Err() == nil { // not a kill during the dial (sessions.go)
+			b.Breaker.Failure(err)
+		}
 		return nil, nil, unavailable(b.ID, err)
 	}
 	b.Breaker.Success()
