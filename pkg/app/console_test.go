@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -99,6 +101,34 @@ func TestAdminAPIStandalone(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("after resume: %v", err)
 	}
+
+	// A connection that has sent nothing is in its handshake; killing it
+	// closes it, and once every client is gone the table is empty.
+	raw, err := net.Dial("tcp", a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var hs admin.Session
+	testenv.WaitUntil(t, func() bool {
+		ss, _ := adminCall[[]admin.Session](t, "GET", base+"/admin/sessions?state=handshake")
+		if len(ss) == 1 {
+			hs = ss[0]
+		}
+		return len(ss) == 1
+	})
+	if k, code := adminCall[admin.Killed](t, "POST", fmt.Sprintf("%s/admin/sessions/%d/kill", base, hs.ID)); code != 200 || k.State != "handshake" || k.ErrorSent {
+		t.Fatalf("kill in handshake: %d %+v", code, k)
+	}
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := raw.Read(make([]byte, 1)); err == nil || n != 0 {
+		t.Fatalf("the killed handshake's connection is still open: %d %v", n, err)
+	}
+	c.Close()
+	testenv.WaitUntil(t, func() bool {
+		ss, _ := adminCall[[]admin.Session](t, "GET", base+"/admin/sessions")
+		return len(ss) == 0
+	})
 
 	// Reload: a bad config answers by YAML path, the running one stays.
 	a.SetReloader(func() (*config.Config, error) {
