@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/admin"
 	"github.com/tdsgate/tdsgate/pkg/config"
+	"github.com/tdsgate/tdsgate/pkg/listener"
 	"github.com/tdsgate/tdsgate/tools/tdsclient"
 	"github.com/tdsgate/tdsgate/tools/testenv"
 )
@@ -149,4 +151,29 @@ func TestAdminAPIStandalone(t *testing.T) {
 	if bs, _ := adminCall[[]admin.Bucket](t, "GET", base+"/admin/buckets"); bs[0].Max != 7 {
 		t.Fatalf("after the reload: %+v", bs[0])
 	}
+}
+
+// Behind a balancer that sends PROXY v2 headers, /admin/sessions shows the
+// real client's address from the header, and the session's login once it
+// is in.
+func TestAdminSessionsProxyV2Client(t *testing.T) {
+	buckets := testenv.Buckets(t, 1, nil)
+	cfg := testenv.Config(t, buckets)
+	cfg.AdminListen = "127.0.0.1:0"
+	cfg.ProxyProtocol = config.ProxyProtocol{Enabled: true, Trusted: []string{"127.0.0.1/32"}}
+	a := testenv.Proxy(t, cfg)
+	base := "http://" + a.AdminAddr()
+	c, err := net.Dial("tcp", a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := netip.MustParseAddrPort("203.0.113.7:4242")
+	if _, err := c.Write(listener.AppendProxyHeader(nil, false, client, netip.MustParseAddrPort("192.0.2.1:1433"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, func() bool {
+		ss, _ := adminCall[[]admin.Session](t, "GET", base+"/admin/sessions")
+		return len(ss) == 1 && ss[0].Client == "203.0.113.7:4242" && ss[0].State == "handshake"
+	})
 }
