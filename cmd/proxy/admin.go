@@ -389,9 +389,12 @@ func renderKilled(w io.Writer, v admin.Killed) {
 func renderAction(w io.Writer, v admin.Action) {
 	scope := "this instance"
 	if v.Fleet {
-		scope = fmt.Sprintf("fleet: %d instances reached, %d answered", v.Receivers, len(v.Acks))
+		scope = fmt.Sprintf("fleet: %d live instances, %d reached, %d answered", v.Live, v.Receivers, len(v.Acks))
 	}
 	fmt.Fprintf(w, "%s %s (%s)\n", v.Action, v.Bucket, scope)
+	if v.Fleet && (len(v.Acks) < v.Live || v.Receivers < v.Live) {
+		fmt.Fprintf(w, "WARNING: %d of %d live instances did not answer: run the command on them directly\n", v.Live-len(v.Acks), v.Live)
+	}
 	t := newTable(w, "INSTANCE", "OK", "PAUSED", "CLOSED", "ERROR")
 	for _, a := range v.Acks {
 		t.row(a.Instance, yesNo(a.OK), yesNo(a.Paused), itoa(a.Closed), dash(a.Error))

@@ -152,8 +152,11 @@ type Action struct {
 	Action string `json:"action"`
 	Bucket string `json:"bucket"`
 	Fleet  bool   `json:"fleet"`
-	// Receivers is how many instances the fleet command reached (Redis
-	// PUBLISH's count); Acks holds the answers that came back in time.
+	// Live is how many instances Redis lists as live (proxy:instances)
+	// when a fleet command goes out; Receivers how many it reached (Redis
+	// PUBLISH's count: fewer means an instance is not subscribed, e.g. cut
+	// off from Redis); Acks holds the answers that came back in time.
+	Live      int   `json:"live,omitempty"`
 	Receivers int   `json:"receivers,omitempty"`
 	Acks      []Ack `json:"acks"`
 }

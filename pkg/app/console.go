@@ -289,7 +289,12 @@ func (c console) BucketCommand(ctx context.Context, action, bucket string, fleet
 		return res, fmt.Errorf("redis: publish: %w", err)
 	}
 	res.Receivers = int(n)
-	a.log.Warn("admin: fleet command published", "action", action, "bucket", bucket, "by", by, "request", req, "receivers", n)
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if live, err := rc.Do(sctx, rc.B().Scard().Key(coord.KeyInstances).Build()).AsInt64(); err == nil {
+		res.Live = int(live)
+	}
+	cancel()
+	a.log.Warn("admin: fleet command published", "action", action, "bucket", bucket, "by", by, "request", req, "receivers", n, "live", res.Live)
 	deadline := time.Now().Add(fleetAckWait)
 	for {
 		lctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -187,7 +187,7 @@ func TestClusterAdminConsole(t *testing.T) {
 
 	t.Run("pause fleet then resume", func(t *testing.T) {
 		out := cliJSON[admin.Action](t, e, p1, "pause", bucketID, "--fleet")
-		if out.Receivers != 3 || len(out.Acks) != 3 {
+		if out.Receivers != 3 || out.Live != 3 || len(out.Acks) != 3 {
 			t.Fatalf("pause --fleet: %+v, want 3 acks", out)
 		}
 		for _, a := range out.Acks {
