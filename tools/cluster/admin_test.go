@@ -305,9 +305,10 @@ func TestClusterAdminConsole(t *testing.T) {
 		if i < 0 || pools[i].Idle != 3 || len(pools[i].SubPools) != 1 || pools[i].SubPools[0].User != "sa" || pools[i].SubPools[0].Idle != 3 {
 			t.Fatalf("pools %+v", pools)
 		}
-		// A pooled session killed mid-request (it reuses one of the idle
-		// connections): the client reads 50012, and its backend
-		// connection is closed, not pooled again.
+		// A pooled session killed mid-request (it usually reuses one of
+		// the idle connections): the client reads 50012, and its backend
+		// connection is closed, not pooled again: what is left at the
+		// stand-in is the idle connections, 2 or 3 of them.
 		k, err := dialApp(p3.Addr, pooledApp)
 		if err != nil {
 			t.Fatal(err)
@@ -331,19 +332,21 @@ func TestClusterAdminConsole(t *testing.T) {
 		if err != nil || len(kr.Errors) == 0 || kr.Errors[0].Number != 50012 {
 			t.Fatalf("pooled client after the kill: %+v, %v; want error 50012", kr, err)
 		}
-		waitFor(t, 10*time.Second, "the killed pooled connection gone at the stand-in", func() bool { return e.standin.Stats().Current == base+2 })
-		if b := bucketRow(t, e, p3, poolBucket); b.IdlePooled != 2 || b.Held != 2 {
-			t.Fatalf("after the pooled kill: %+v, want the 2 other idle connections only", b)
-		}
+		var idle int
+		waitFor(t, 15*time.Second, "the killed pooled connection gone at the stand-in", func() bool {
+			b := bucketRow(t, e, p3, poolBucket)
+			idle = b.IdlePooled
+			return b.Held == int64(idle) && (idle == 2 || idle == 3) && e.standin.Stats().Current == base+int64(idle)
+		})
 		if !slices.ContainsFunc(p3.LogLines("slot release"), func(l string) bool { return strings.Contains(l, "killed=true") }) {
 			t.Fatalf("no killed slot release:\n%s", p3.Tail(20))
 		}
 
 		out := cliJSON[admin.Action](t, e, p3, "drain", poolBucket)
-		if len(out.Acks) != 1 || out.Acks[0].Closed != 2 {
-			t.Fatalf("drain: %+v, want 2 closed", out)
+		if len(out.Acks) != 1 || out.Acks[0].Closed != idle {
+			t.Fatalf("drain: %+v, want %d closed", out, idle)
 		}
-		waitFor(t, 5*time.Second, "stand-in session count drops by 2", func() bool { return e.standin.Stats().Current == base })
+		waitFor(t, 5*time.Second, "stand-in session count drops to the held sessions", func() bool { return e.standin.Stats().Current == base })
 		waitFor(t, 5*time.Second, "pool bucket's redis count 0", func() bool {
 			return redistest.Int(t, e.rc, "GET", limiter.KeyCount(poolBucket)) == 0
 		})
