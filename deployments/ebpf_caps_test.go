@@ -332,6 +332,7 @@ func startNonroot(t *testing.T, dir, bin, cg, backend string, ambient, bound []s
 listen: %s
 health_listen: %s
 metrics_listen: %s
+admin_listen: ""
 log_level: info
 log_format: text
 drain_timeout: 2s

@@ -490,6 +490,7 @@ func tdsgateConfig(id, listen, metrics, redisAddr string, buckets ...map[string]
 		// pprof: the idle section forces a GC through it; CPU profiles of
 		// the proxy during the runs (profile.go).
 		"pprof":          metrics != "",
+		"admin_listen":   "",
 		"buckets":        buckets,
 		"default_bucket": buckets[0]["id"],
 	}

@@ -93,6 +93,7 @@ listen: %s
 listeners: 2
 health_listen: ""
 metrics_listen: ""
+admin_listen: ""
 drain_timeout: 5s
 buckets:
   - id: bucket-001

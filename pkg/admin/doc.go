@@ -1,6 +1,7 @@
 // Package admin serves tdsgate's HTTP endpoints: health on health_listen
-// (default 0.0.0.0:8081) and Prometheus metrics on metrics_listen
-// (default 0.0.0.0:9091). An empty address disables that server.
+// (default 0.0.0.0:8081), Prometheus metrics on metrics_listen (default
+// 0.0.0.0:9091) and the admin API on admin_listen (default
+// 127.0.0.1:9092). An empty address disables that server.
 //
 // # GET /health/live
 //
@@ -71,4 +72,17 @@
 //     health_requires_auth, 401 instead;
 //   - /health/live stays open (liveness probes carry no credentials, and it
 //     tells nothing).
+//
+// # The admin API (admin_listen, default 127.0.0.1:9092)
+//
+// console.go: GET /admin/buckets, /admin/sessions (?bucket= ?user=
+// ?state=), /admin/pools, /admin/instances; POST
+// /admin/sessions/{id}/kill, /admin/buckets/{id}/{pause,resume,drain}
+// (?fleet=1), /admin/reload. The application implements Console; the JSON
+// types (Bucket, Session, Pool, Instances, Killed, Action, Reload) are the
+// stable API, documented field by field in the README ("Admin API"), and
+// `proxy admin` decodes them. Authentication is Auth (admin_auth): with
+// credentials set every /admin request needs them (401 otherwise); the
+// config refuses a non-loopback admin_listen without a token. Every
+// request is logged with the caller's address, actions at Warn.
 package admin

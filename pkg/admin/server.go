@@ -19,6 +19,11 @@ type Options struct {
 	HealthAddr string
 	// MetricsAddr serves /metrics (and pprof if Pprof); "" disables it.
 	MetricsAddr string
+	// AdminAddr serves the admin API (/admin/…, console.go) from Console;
+	// "" disables it.
+	AdminAddr string
+	// Console answers the admin API (required with AdminAddr).
+	Console Console
 	// Health answers the health endpoints (required with HealthAddr).
 	Health *Health
 	// Metrics writes the Prometheus text exposition (required with
@@ -45,6 +50,7 @@ type Server struct {
 	lns     []net.Listener
 	health  net.Listener
 	metrics net.Listener
+	admin   net.Listener
 	wg      sync.WaitGroup
 }
 
@@ -56,38 +62,48 @@ func Start(o Options) (*Server, error) {
 	}
 	s := &Server{log: o.Log}
 	var handlers []http.Handler
-	if o.HealthAddr != "" {
-		if o.Health == nil {
-			return nil, errors.New("admin: health address set without a Health")
+	// bind listens on addr for h; need is the missing part's error.
+	bind := func(addr string, missing bool, need string, h func() http.Handler) (net.Listener, error) {
+		if missing {
+			s.closeListeners()
+			return nil, errors.New("admin: " + need)
 		}
-		ln, err := net.Listen("tcp", o.HealthAddr)
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
+			s.closeListeners()
 			return nil, err
 		}
-		s.health = ln
 		s.lns = append(s.lns, ln)
-		h := o.Health.HandlerWithAuth(o.Auth)
-		if o.PeerLease != nil {
-			mux := http.NewServeMux()
-			mux.Handle(PeerLeasePath, o.Auth.Require(PeerHandler(o.PeerLease)))
-			mux.Handle("/", h)
-			h = mux
+		handlers = append(handlers, h())
+		return ln, nil
+	}
+	var err error
+	if o.HealthAddr != "" {
+		if s.health, err = bind(o.HealthAddr, o.Health == nil, "health address set without a Health",
+			func() http.Handler {
+				h := o.Health.HandlerWithAuth(o.Auth)
+				if o.PeerLease != nil {
+					mux := http.NewServeMux()
+					mux.Handle(PeerLeasePath, o.Auth.Require(PeerHandler(o.PeerLease)))
+					mux.Handle("/", h)
+					h = mux
+				}
+				return h
+			}); err != nil {
+			return nil, err
 		}
-		handlers = append(handlers, h)
 	}
 	if o.MetricsAddr != "" {
-		if o.Metrics == nil {
-			s.closeListeners()
-			return nil, errors.New("admin: metrics address set without a Metrics writer")
-		}
-		ln, err := net.Listen("tcp", o.MetricsAddr)
-		if err != nil {
-			s.closeListeners()
+		if s.metrics, err = bind(o.MetricsAddr, o.Metrics == nil, "metrics address set without a Metrics writer",
+			func() http.Handler { return o.Auth.Require(MetricsHandler(o.Metrics, o.Pprof)) }); err != nil {
 			return nil, err
 		}
-		s.metrics = ln
-		s.lns = append(s.lns, ln)
-		handlers = append(handlers, o.Auth.Require(MetricsHandler(o.Metrics, o.Pprof)))
+	}
+	if o.AdminAddr != "" {
+		if s.admin, err = bind(o.AdminAddr, o.Console == nil, "admin address set without a Console",
+			func() http.Handler { return ConsoleHandler(o.Console, o.Auth, o.Log) }); err != nil {
+			return nil, err
+		}
 	}
 	for i, ln := range s.lns {
 		srv := &http.Server{
@@ -129,6 +145,14 @@ func (s *Server) MetricsAddr() string {
 		return ""
 	}
 	return s.metrics.Addr().String()
+}
+
+// AdminAddr is the bound admin API address, or "" when disabled.
+func (s *Server) AdminAddr() string {
+	if s == nil || s.admin == nil {
+		return ""
+	}
+	return s.admin.Addr().String()
 }
 
 // Shutdown stops the servers, letting requests in flight finish until

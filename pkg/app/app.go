@@ -44,6 +44,12 @@ type App struct {
 	// sockmap is the kernel relay (relay: sockmap; sockmap.go); nil: splice.
 	sockmap sockmapRelay
 
+	// reloader reads the config file again (SetReloader; console.go);
+	// fleetStop and fleetWG run the fleet-command subscription.
+	reloader  func() (*config.Config, error)
+	fleetStop context.CancelFunc
+	fleetWG   sync.WaitGroup
+
 	lns     []net.Listener
 	serveWG sync.WaitGroup
 	cancel  context.CancelFunc
@@ -215,6 +221,7 @@ func (a *App) Start(ctx context.Context) error {
 	a.startSockmap(cfg)
 	a.startPressure()
 	a.startCertWatch(cfg)
+	a.startFleet()
 	sctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	// Sessions get their own context: the listeners stop at the drain's
@@ -325,6 +332,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.sessCancel()
 	}
 	a.stopObservability()
+	a.stopFleet()
 	a.stopCertWatch()
 	a.ebpf.close()
 	// Every session has ended: the kernel relay's map is empty.

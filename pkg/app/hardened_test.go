@@ -56,7 +56,7 @@ func TestHardenedProfile(t *testing.T) {
 	}
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte("hardened-token\n"), 0o600)
-	cfg.Listen, cfg.HealthListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Listen, cfg.HealthListen, cfg.MetricsListen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	cfg.AdminAuth.TokenFile = tokenFile
 	cfg.EBPF.Enabled = false

@@ -114,6 +114,8 @@ func (a *App) startObservability(lns []net.Listener) error {
 		HealthAddr:  a.cfg.HealthListen,
 		MetricsAddr: a.cfg.MetricsListen,
 		Pprof:       a.cfg.Pprof,
+		AdminAddr:   a.cfg.AdminListen,
+		Console:     console{a},
 		Health:      a.obs.health,
 		Metrics:     a.obs.metrics.Write,
 		Auth:        a.obs.auth,
@@ -132,6 +134,9 @@ func (a *App) startObservability(lns []net.Listener) error {
 	}
 	if m := srv.MetricsAddr(); m != "" {
 		a.log.Info("metrics endpoint listening", "addr", m, "path", "/metrics")
+	}
+	if m := srv.AdminAddr(); m != "" {
+		a.log.Info("admin API listening", "addr", m, "paths", "/admin/buckets /admin/sessions /admin/pools /admin/instances", "auth", a.obs.auth.Enabled())
 	}
 	return nil
 }
@@ -161,6 +166,10 @@ func (a *App) stopObservability() {
 // HealthAddr is the bound address of /health (after Start), or "" when
 // health_listen is empty.
 func (a *App) HealthAddr() string { return a.obs.srv.HealthAddr() }
+
+// AdminAddr is the bound address of the admin API (after Start), or ""
+// when admin_listen is empty.
+func (a *App) AdminAddr() string { return a.obs.srv.AdminAddr() }
 
 // MetricsAddr is the bound address of /metrics (after Start), or "" when
 // metrics_listen is empty.

@@ -28,6 +28,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func(
 	if err != nil {
 		return err
 	}
+	a.SetReloader(reload)
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
@@ -40,17 +41,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, reload func(
 			return a.Shutdown(context.Background())
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				if reload == nil {
-					log.Warn("SIGHUP: no config file to reload")
-					continue
-				}
-				nc, err := reload()
-				if err == nil {
-					err = a.Reload(nc)
-				}
-				if err != nil {
-					log.Error("SIGHUP: reload failed, keeping the running config", "err", err)
-				}
+				a.ReloadFile("SIGHUP") // logs its outcome
 				continue
 			}
 			log.Info("signal: shutting down", "signal", s.String())

@@ -32,6 +32,9 @@ const (
 	DefaultHealthListen = "0.0.0.0:8081"
 	// DefaultMetricsListen is the default of Config.MetricsListen.
 	DefaultMetricsListen = "0.0.0.0:9091"
+	// DefaultAdminListen is the default of Config.AdminListen: loopback
+	// only, so a fresh install needs no token for the admin API.
+	DefaultAdminListen = "127.0.0.1:9092"
 	// DefaultEBPFEnabled is the default of EBPF.Enabled: on, wherever the
 	// tracker can load.
 	DefaultEBPFEnabled = true
@@ -290,6 +293,13 @@ type Config struct {
 	// idle memory after one). Read at start, like metrics_listen.
 	// Default: false.
 	Pprof bool `yaml:"pprof"`
+	// AdminListen is the address of the admin API (/admin/…: buckets,
+	// sessions, pools, instances, kill, pause, resume, drain, reload; the
+	// `proxy admin` command talks to it). An explicit empty string
+	// disables it. A non-loopback address requires admin_auth.token_file:
+	// the API can kill sessions and stop admissions. Default:
+	// DefaultAdminListen. Env: ADMIN_ADDR.
+	AdminListen string `yaml:"admin_listen"`
 
 	// Redis coordinates the limits of all instances. Without an address
 	// the instance runs standalone, with local limits only.

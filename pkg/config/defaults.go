@@ -39,6 +39,7 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	str(&c.LogFormat, "log_format", DefaultLogFormat)
 	str(&c.HealthListen, "health_listen", DefaultHealthListen)
 	str(&c.MetricsListen, "metrics_listen", DefaultMetricsListen)
+	str(&c.AdminListen, "admin_listen", DefaultAdminListen)
 	if !has("ebpf.enabled") {
 		c.EBPF.Enabled = DefaultEBPFEnabled
 	}
@@ -111,6 +112,7 @@ const (
 	EnvLogLevel      = "LOG_LEVEL"
 	EnvHealthListen  = "HEALTH_ADDR"
 	EnvMetricsListen = "METRICS_ADDR"
+	EnvAdminListen   = "ADMIN_ADDR"
 	EnvRedisAddr     = "REDIS_ADDR"
 	EnvRedisPassword = "REDIS_PASSWORD"
 	EnvRedisUsername = "REDIS_USERNAME"
@@ -186,6 +188,7 @@ func (c *Config) applyEnv() []error {
 	}
 	str(EnvHealthListen, &c.HealthListen, "health_listen")
 	str(EnvMetricsListen, &c.MetricsListen, "metrics_listen")
+	str(EnvAdminListen, &c.AdminListen, "admin_listen")
 	if v := os.Getenv(EnvEBPFEnabled); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -51,6 +51,7 @@ func Demo() *Config {
 		LogFormat:        DefaultLogFormat,
 		HealthListen:     "127.0.0.1:8081",
 		MetricsListen:    "127.0.0.1:9091",
+		AdminListen:      DefaultAdminListen,
 		Redis: Redis{
 			HeartbeatTTL:      DefaultHeartbeatTTL,
 			HeartbeatInterval: DefaultHeartbeatInterval,

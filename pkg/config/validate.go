@@ -98,6 +98,15 @@ func (c *Config) validate() []error {
 	v.sameListen("health_listen", c.HealthListen, "listen", c.Listen)
 	v.sameListen("metrics_listen", c.MetricsListen, "listen", c.Listen)
 	v.sameListen("metrics_listen", c.MetricsListen, "health_listen", c.HealthListen)
+	if c.AdminListen != "" {
+		v.listenAddr("admin_listen", c.AdminListen)
+		if !LoopbackAddr(c.AdminListen) && c.AdminAuth.TokenFile == "" {
+			v.add("admin_auth.token_file", "required when admin_listen (%q) is not a loopback address: the admin API kills sessions and stops admissions", c.AdminListen)
+		}
+	}
+	v.sameListen("admin_listen", c.AdminListen, "listen", c.Listen)
+	v.sameListen("admin_listen", c.AdminListen, "health_listen", c.HealthListen)
+	v.sameListen("admin_listen", c.AdminListen, "metrics_listen", c.MetricsListen)
 
 	v.redis(&c.Redis)
 	v.security()
@@ -384,4 +393,18 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// LoopbackAddr reports whether a listen address binds loopback only
+// (127.0.0.0/8, ::1 or "localhost"); an empty host binds every address.
+func LoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

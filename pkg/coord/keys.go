@@ -36,6 +36,10 @@ package coord
 //	proxy:instance:<id>:epoch      string int: the register epoch, raised by each
 //	                               register; a release carrying an older one is
 //	                               ignored (a stale release delivered late)
+//	proxy:admin:commands           pub/sub channel: fleet-wide admin commands
+//	                               (pause, resume, drain a bucket on every instance)
+//	proxy:admin:ack:<request>      list with a TTL: each instance's JSON answer
+//	                               to the fleet command <request>
 //
 // Invariant kept by the scripts: for every bucket, count equals the sum
 // over instances of their conns field for that bucket, and 0 <= count. The
@@ -92,6 +96,14 @@ func KeyEpoch(instance string) string { return "proxy:instance:" + instance + ":
 
 // KeyFence is the reaper's record of a fenced instance.
 func KeyFence(instance string) string { return "proxy:instance:" + instance + ":fence" }
+
+// ChanAdmin is the channel of fleet-wide admin commands (the admin API's
+// ?fleet=1): every instance subscribes and answers on KeyAdminAck.
+const ChanAdmin = "proxy:admin:commands"
+
+// KeyAdminAck is the list the instances push their answers to fleet
+// command req onto.
+func KeyAdminAck(req string) string { return "proxy:admin:ack:" + req }
 
 // KeyRoute is the route directory entry of key.
 func KeyRoute(key string) string { return "proxy:route:" + key }

@@ -71,4 +71,14 @@
 // keep remain (a shed pooled backend is closed, not pooled; a transaction
 // session holds a slot only while a backend is attached to it). The app calls
 // it when the Redis limiter loses its lease with redis.lease_loss close.
+//
+// The session table (sessions.go) is the admin API's view: Handler.Sessions
+// lists every live session with its state (handshake, queued, connecting,
+// active, idle-in-transaction, pinned with a reason, closing; SessionState
+// documents the transitions), login, bucket, relay mode and the client
+// socket's byte counts; Handler.Kill ends one on an administrator's behalf
+// with TDS error 50012 (CodeKilled) — as the login answer of a queued or
+// connecting session, as the answer to the request in flight of a relaying
+// one — and its slot goes back once through the session's own release.
+// Serve reports into the table through a few hooks and nothing else.
 package frontend

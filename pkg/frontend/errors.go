@@ -35,6 +35,9 @@ const (
 	// instance has never reached, and it has no configured share
 	// (redis.expected_instances 0).
 	CodeNoShare Code = 50011
+	// CodeKilled: an administrator ended the session (POST
+	// /admin/sessions/{id}/kill, `proxy admin kill`).
+	CodeKilled Code = 50012
 )
 
 func (c Code) String() string {
@@ -61,6 +64,8 @@ func (c Code) String() string {
 		return "too_many_failures"
 	case CodeNoShare:
 		return "no_share"
+	case CodeKilled:
+		return "killed"
 	}
 	return fmt.Sprintf("code_%d", int32(c))
 }

@@ -114,6 +114,7 @@ func (s *session) holdSlot(bucket string, t limiter.Ticket) {
 		s.log.Info("slot acquire", "waited", t.Waited().Round(time.Microsecond))
 	}
 	s.slot.Store(&bucket)
+	s.setState(StateConnecting, "")
 }
 
 // releaseOnFailure, deferred by open, releases the lease when open fails

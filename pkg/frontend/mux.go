@@ -731,11 +731,13 @@ func (m *multiplexed) answers(c *pool.Conn, done chan struct{}) {
 			m.state = muxPinned
 		case m.inTran:
 			m.state = muxTransaction
+			m.s.setState(StateIdleInTransaction, "")
 		case m.hold:
 			// INSERT BULK answered: its data comes next, to this connection.
 		default:
 			m.c = nil
 			m.state = muxIdle
+			m.s.setState(StateActive, "")
 			m.s.slot.Store(nil)
 			m.s.setBackend(nil)
 			m.mu.Unlock()
@@ -789,6 +791,7 @@ func (m *multiplexed) pinLocked(r pin.Reason, all []pin.Reason) {
 		attrs = append(attrs, "reasons", all)
 	}
 	m.s.log.Info("pool: session pinned to its backend connection", attrs...)
+	m.s.setState(StatePinned, string(r))
 	if o, ok := m.s.h.Observer.(MuxObserver); ok {
 		o.Pinned(m.b.ID, string(r))
 	}
@@ -839,6 +842,8 @@ func (m *multiplexed) Release() {
 	switch {
 	case m.s.shed.Load():
 		c.Close("lease_shed")
+	case m.s.killedOutcome() != "": // an administrator's kill (sessions.go): never lent again
+		c.Close(pool.ReasonKilled)
 	case c.Login == nil || !c.Login.OK:
 		c.Close(pool.ReasonLoginFailed)
 	default:

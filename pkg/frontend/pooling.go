@@ -103,6 +103,11 @@ func (p *pooled) Release() {
 		s.log.Info("slot release", "shed", true)
 		return
 	}
+	if s.killedOutcome() != "" { // an administrator's kill (sessions.go): never pooled again
+		c.Close(pool.ReasonKilled)
+		s.log.Info("slot release", "killed", true)
+		return
+	}
 	if c.Login == nil || !c.Login.OK {
 		c.Close(pool.ReasonLoginFailed)
 		s.log.Info("slot release")

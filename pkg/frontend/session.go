@@ -62,6 +62,8 @@ type session struct {
 	// Handler.ShedSessions; shed says ShedSessions closed it.
 	slot atomic.Pointer[string]
 	shed atomic.Bool
+
+	admin adminState // the session table's view and the kill (sessions.go)
 }
 
 // Serve runs one client session: handshake → route → lease → login reply
@@ -102,6 +104,8 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.accepted = pc.Accepted()
 	}
 	s.out, s.st = raw, rt.Settings
+	ctx, endCtx := s.withAdmin(ctx)
+	defer endCtx()
 	h.track(s)
 	defer s.unlessDetached(func() { h.untrack(s) })
 	defer raw.Close()
@@ -130,6 +134,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.fail(err)
 		return
 	}
+	s.noteLogin(login)
 	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
 
 	// 2. Route.
@@ -148,6 +153,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 	s.bucket = bucketID
+	s.noteBucket(bucketID)
 	s.log = s.log.With("bucket", bucketID, "rule", rule)
 
 	if h.draining.Load() {
@@ -168,6 +174,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	// 4. The login answer goes to the client as the backend framed it (or
 	// as the pool replays it).
 	res := ls.Login()
+	s.enterRelay(ls)
 	n, err := s.out.Write(res.Response)
 	if err != nil {
 		s.outcome = "client_gone"
@@ -243,6 +250,9 @@ func errString(err error) string {
 }
 
 func (s *session) logClosed() {
+	if o := s.killedOutcome(); o != "" {
+		s.outcome = o
+	}
 	if s.outcome == "" {
 		s.outcome = "closed"
 	}
@@ -284,6 +294,7 @@ func (s *session) abort() {
 // ERROR + DONE for the client once it has sent LOGIN7; before that there
 // is no message it could read, and the connection is only closed.
 func (s *session) fail(err error) {
+	err = s.killedErr(err)
 	var r *Refusal
 	if !errors.As(err, &r) {
 		s.outcome = "handshake_error"
@@ -525,7 +536,9 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 	be, err := backend.Connect(ctx, b.Target)
 	if err != nil {
 		s.h.Observer.BackendConnected(b.ID, time.Since(start), err)
-		b.Breaker.Failure(err)
+		if ctx.Err() == nil { // not a kill during the dial (sessions.go)
+			b.Breaker.Failure(err)
+		}
 		return nil, nil, unavailable(b.ID, err)
 	}
 	b.Breaker.Success()

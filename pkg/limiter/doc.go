@@ -173,4 +173,11 @@
 // the waiting hash, proxy:pressure), when Redis, the lease or a connection
 // is lost, and on Close: redis_linger.go. So count = the sum of the hashes
 // = the sessions open + the warm slots.
+//
+// # Pause
+//
+// A bucket's queue can be paused (Pauser, pause.go; the admin API's pause
+// and resume): it then takes no slot and hands none over, so new logins
+// queue as if the bucket were full, under its max_queue_size and
+// queue_timeout, until resumed.
 package limiter

@@ -140,6 +140,9 @@ type Queue struct {
 
 	n  atomic.Int32 // waiters in the list, readable without mu
 	nq atomic.Int32 // of which wQueued (found the source full), readable without mu
+	// paused: no slot is taken or handed over, so every newcomer queues
+	// (pause.go).
+	paused atomic.Bool
 
 	mu          sync.Mutex
 	head, tail  *waiter
@@ -350,7 +353,9 @@ func (q *Queue) dispatchLocked(self *waiter) waitState {
 		}
 		q.mu.Unlock()
 		got := 0
-		if q.batch != nil {
+		if q.paused.Load() {
+			// paused (pause.go): nothing is taken
+		} else if q.batch != nil {
 			got = q.batch.TryTakeN(want)
 		} else if q.src.TryTake() {
 			got = 1
@@ -413,7 +418,7 @@ func (q *Queue) dispatchLocked(self *waiter) waitState {
 // arrival whose try failed just before the slot went back).
 func (q *Queue) putBack() {
 	q.mu.Lock()
-	if h := q.head; h != nil && !q.closed && q.src.CanHandOff() {
+	if h := q.head; h != nil && !q.closed && !q.paused.Load() && q.src.CanHandOff() {
 		q.finishLocked(h, wGranted)
 		q.mu.Unlock()
 		return

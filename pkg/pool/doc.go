@@ -89,4 +89,11 @@
 // Return, made safe as above. Closing a connection waits (CloseWait) for
 // the server's own close before the slot is released, so the server never
 // counts more sessions than the cap.
+//
+// # Admin
+//
+// admin.go: SubPools lists the sub-pools with their connections by state
+// (GET /admin/pools); Drain closes every idle connection at once, min_idle
+// notwithstanding, and gives their slots back (reason "drained"; the admin
+// API's drain, after a backend failover).
 package pool

@@ -124,11 +124,13 @@ const (
 	ReasonDead              = "dead"               // the server closed it while idle
 	ReasonCredentialChanged = "credential_changed" // the backend accepted another password for its login
 	ReasonClosed            = "closed"             // the pool was closed (reload, shutdown, draining)
+	ReasonDrained           = "drained"            // an operator drained the bucket (admin API, admin.go)
+	ReasonKilled            = "killed"             // an operator killed its session (admin API)
 )
 
 // Reasons lists every close reason, for metrics created up front.
 var Reasons = []string{ReasonLoginFailed, ReasonNotPooled, ReasonBroken, ReasonMARS, ReasonResetFailed, ReasonMaxIdle,
-	ReasonMaxLifetime, ReasonIdleTimeout, ReasonPressure, ReasonDead, ReasonCredentialChanged, ReasonClosed}
+	ReasonMaxLifetime, ReasonIdleTimeout, ReasonPressure, ReasonDead, ReasonCredentialChanged, ReasonClosed, ReasonDrained, ReasonKilled}
 
 // Observer receives pool events, for metrics. Methods must be quick.
 type Observer interface {

@@ -103,6 +103,8 @@ type Bucket struct {
 	MaxConnections int
 	MaxQueueSize   int
 	QueueTimeout   time.Duration
+	// PoolMode is pool_mode (none or session); "" leaves the default.
+	PoolMode string
 }
 
 // RedisTLS is the redis.tls section.
@@ -159,7 +161,14 @@ type Config struct {
 	// the redis.peer_address it advertises.
 	NoHealth bool
 
-	metricsListen, healthListen string
+	// Admin serves the admin API on a free port (Proxy.AdminAddr), bound
+	// to AdminHost (default 127.0.0.1; a non-loopback host needs
+	// AdminTokenFile, admin_auth.token_file).
+	Admin          bool
+	AdminHost      string
+	AdminTokenFile string
+
+	metricsListen, healthListen, adminListen string
 }
 
 // YAML renders c as a tdsgate config listening on listen.
@@ -178,6 +187,12 @@ func (c Config) YAML(listen string) string {
 	}
 	fmt.Fprintf(&b, "log_level: %s\nhealth_listen: %q\nmetrics_listen: %q\n", lvl, c.healthListen, c.metricsListen)
 	old := OldConfig()
+	if !old {
+		fmt.Fprintf(&b, "admin_listen: %q\n", c.adminListen)
+		if c.AdminTokenFile != "" {
+			fmt.Fprintf(&b, "admin_auth:\n  token_file: %q\n", c.AdminTokenFile)
+		}
+	}
 	b.WriteString("redis:\n")
 	if c.Sentinel == nil || old {
 		fmt.Fprintf(&b, "  addr: %q\n", c.RedisAddr)
@@ -220,6 +235,9 @@ func (c Config) YAML(listen string) string {
 		fmt.Fprintf(&b, "  - id: %s\n    address: %s\n    encryption: login\n    trust_server_certificate: true\n    server_name: localhost\n", k.ID, k.Address)
 		fmt.Fprintf(&b, "    max_connections: %d\n    max_queue_size: %d\n    queue_timeout: %s\n    dial_timeout: 2s\n    login_timeout: 10s\n",
 			k.MaxConnections, k.MaxQueueSize, d(k.QueueTimeout, 30*time.Second))
+		if k.PoolMode != "" {
+			fmt.Fprintf(&b, "    pool_mode: %s\n", k.PoolMode)
+		}
 		b.WriteString("    breaker:\n      failures: 50\n      probe_interval: 200ms\n")
 	}
 	def := c.DefaultBucket
@@ -307,6 +325,13 @@ func StartErr(t testing.TB, c Config) (*Proxy, error) {
 	if !c.NoHealth {
 		c.healthListen = pickOther()
 	}
+	if c.Admin {
+		c.adminListen = pick()
+		if h := c.AdminHost; h != "" {
+			_, port, _ := net.SplitHostPort(c.adminListen)
+			c.adminListen = net.JoinHostPort(h, port)
+		}
+	}
 	for _, l := range hold {
 		l.Close()
 	}
@@ -373,6 +398,9 @@ func (p *Proxy) MetricsAddr() string { return p.Config.metricsListen }
 // HealthAddr is the address of /health and /peer/lease ("" with
 // Config.NoHealth).
 func (p *Proxy) HealthAddr() string { return p.Config.healthListen }
+
+// AdminAddr is the admin API's listen address ("" without Config.Admin).
+func (p *Proxy) AdminAddr() string { return p.Config.adminListen }
 
 // Pid is the process id.
 func (p *Proxy) Pid() int { return p.proc.Pid }

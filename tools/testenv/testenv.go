@@ -73,14 +73,14 @@ func hash(t testing.TB, pw string) string {
 
 // Config returns a proxy config in front of the stand-ins: listen on a
 // free port, bucket-00i for each, credential routes for the runbook's
-// passwords, health and metrics off.
+// passwords, health, metrics and the admin API off.
 func Config(t testing.TB, buckets []*server.Server) *config.Config {
 	t.Helper()
 	cfg := config.Demo()
 	cfg.InstanceID = "test-proxy"
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Listeners = 2
-	cfg.HealthListen, cfg.MetricsListen = "", ""
+	cfg.HealthListen, cfg.MetricsListen, cfg.AdminListen = "", "", ""
 	cfg.LoginTimeout = 5 * time.Second
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.Buckets, cfg.Routes = nil, nil
