@@ -32,10 +32,17 @@ type Window struct {
 	From, To time.Duration // since the watch started
 	Peak     int64
 	Max      int64
+	// Spike: no sample saw it, only the stand-in's exact peak (shorter
+	// than the sampling interval).
+	Spike bool
 }
 
 func (w Window) String() string {
-	return fmt.Sprintf("%.3fs–%.3fs peak %d (max %d)", w.From.Seconds(), w.To.Seconds(), w.Peak, w.Max)
+	s := fmt.Sprintf("%.3fs–%.3fs peak %d (max %d)", w.From.Seconds(), w.To.Seconds(), w.Peak, w.Max)
+	if w.Spike {
+		s += " (spike between two samples: exact peak only)"
+	}
+	return s
 }
 
 // BucketReport is what the Oracle saw of one bucket.
@@ -126,7 +133,7 @@ func (o *Oracle) run(every time.Duration) {
 				at := time.Since(o.start)
 				w.mu.Lock()
 				if len(w.windows) < 1000 {
-					w.windows = append(w.windows, Window{From: max(at-every, 0), To: at, Peak: seen, Max: m})
+					w.windows = append(w.windows, Window{From: max(at-every, 0), To: at, Peak: seen, Max: m, Spike: true})
 				}
 				w.mu.Unlock()
 			}
@@ -143,7 +150,7 @@ func (o *Oracle) run(every time.Duration) {
 				}
 				if n := len(w.windows); n > 0 && at-w.windows[n-1].To < 50*time.Millisecond {
 					last := &w.windows[n-1]
-					last.To, last.Peak = at, max(last.Peak, seen)
+					last.To, last.Peak, last.Spike = at, max(last.Peak, seen), false
 				} else if n < 1000 {
 					w.windows = append(w.windows, Window{From: at, To: at, Peak: seen, Max: m})
 				}
