@@ -32,10 +32,17 @@ type Window struct {
 	From, To time.Duration // since the watch started
 	Peak     int64
 	Max      int64
+	// Spike: no sample saw it, only the stand-in's exact peak (shorter
+	// than the sampling interval).
+	Spike bool
 }
 
 func (w Window) String() string {
-	return fmt.Sprintf("%.3fs–%.3fs peak %d (max %d)", w.From.Seconds(), w.To.Seconds(), w.Peak, w.Max)
+	s := fmt.Sprintf("%.3fs–%.3fs peak %d (max %d)", w.From.Seconds(), w.To.Seconds(), w.Peak, w.Max)
+	if w.Spike {
+		s += " (spike between two samples: exact peak only)"
+	}
+	return s
 }
 
 // BucketReport is what the Oracle saw of one bucket.
@@ -50,7 +57,9 @@ type BucketReport struct {
 	Peak int64
 	// Overs are the first samples above max (up to 100).
 	Overs []Over
-	// Windows are the stretches above max (up to 1000).
+	// Windows are the stretches above max (up to 1000), including spikes
+	// shorter than the sampling interval that only the stand-in's exact
+	// peak saw (a window of one interval, no sample above).
 	Windows []Window
 }
 
@@ -76,6 +85,7 @@ type watched struct {
 	Backend
 	max                   atomic.Int64
 	samples, over, maxVal atomic.Int64
+	lastPeak              int64 // the stand-in's exact peak at the last sample (run goroutine only)
 	mu                    sync.Mutex
 	overs                 []Over
 	windows               []Window
@@ -109,8 +119,25 @@ func (o *Oracle) run(every time.Duration) {
 		case <-tk.C:
 		}
 		for _, w := range o.bs {
-			v, m := w.Server.Stats().Current, w.max.Load()
+			st := w.Server.Stats()
+			v, m := st.Current, w.max.Load()
 			w.samples.Add(1)
+			seen := v // the highest count since the last sample: v, or the exact peak if it rose
+			if st.Peak > w.lastPeak {
+				seen = max(v, st.Peak)
+			}
+			if seen > m && v <= m {
+				// A spike above max shorter than the sampling interval: no
+				// sample saw it, the stand-in's exact peak did. Record it as
+				// a window between the two samples (not as a sample above).
+				at := time.Since(o.start)
+				w.mu.Lock()
+				if len(w.windows) < 1000 {
+					w.windows = append(w.windows, Window{From: max(at-every, 0), To: at, Peak: seen, Max: m, Spike: true})
+				}
+				w.mu.Unlock()
+			}
+			w.lastPeak = max(w.lastPeak, st.Peak)
 			if v > w.maxVal.Load() {
 				w.maxVal.Store(v)
 			}
@@ -123,9 +150,9 @@ func (o *Oracle) run(every time.Duration) {
 				}
 				if n := len(w.windows); n > 0 && at-w.windows[n-1].To < 50*time.Millisecond {
 					last := &w.windows[n-1]
-					last.To, last.Peak = at, max(last.Peak, v)
+					last.To, last.Peak, last.Spike = at, max(last.Peak, seen), false
 				} else if n < 1000 {
-					w.windows = append(w.windows, Window{From: at, To: at, Peak: v, Max: m})
+					w.windows = append(w.windows, Window{From: at, To: at, Peak: seen, Max: m})
 				}
 				w.mu.Unlock()
 			}
