@@ -52,8 +52,10 @@ type session struct {
 	// detached: the session went on in the kernel relay without this
 	// goroutine, whose deferred end steps then do not run (sockmap.go).
 	detached bool
-	// uncount takes the session out of proxy_client_sessions (countClient).
-	uncount func()
+	// uncount takes the session out of proxy_client_sessions (countClient);
+	// endCtx ends the session's context (withAdmin). Both run at the end,
+	// also of a detached session.
+	uncount, endCtx func()
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -105,10 +107,11 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	}
 	s.out, s.st = raw, rt.Settings
 	ctx, endCtx := s.withAdmin(ctx)
-	defer endCtx()
+	s.endCtx = endCtx
+	defer s.unlessDetached(endCtx)
 	h.track(s)
 	defer s.unlessDetached(func() { h.untrack(s) })
-	defer raw.Close()
+	defer s.unlessDetached(func() { raw.Close() })
 	s.log = h.Log.With("session", s.id, "client", s.client)
 	defer s.unlessDetached(s.logClosed)
 	// A panic ends this session only. Deferred after logClosed and before
@@ -173,9 +176,18 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 
 	// 4. The login answer goes to the client as the backend framed it (or
 	// as the pool replays it).
+	// Its calls (the session table, metrics) run on a fresh stack too:
+	// this goroutine idles in the relay next, and keeps whatever stack
+	// it has grown to by then (stack.go).
 	res := ls.Login()
-	s.enterRelay(ls)
-	n, err := s.out.Write(res.Response)
+	var n int
+	onFreshStack(func() {
+		s.enterRelay(ls)
+		n, err = s.out.Write(res.Response)
+		if err == nil && res.OK {
+			s.uncount = s.countClient(bucketID)
+		}
+	})
 	if err != nil {
 		s.outcome = "client_gone"
 		return
@@ -191,7 +203,6 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 
 	// 5. Relay until either side ends (a pooled session: until the client
 	// leaves, or client_idle_timeout closes it); 6. release (deferred).
-	s.uncount = s.countClient(bucketID)
 	defer s.unlessDetached(s.uncount)
 	hook("relay")
 	if s.kernel != nil {
@@ -200,9 +211,35 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.startKernel(ls)
 		return
 	}
+	// Every other relay runs on a goroutine of its own, started with the
+	// smallest stack: Serve's frame, big with the login's locals, would
+	// otherwise sit below the direction that idles for the session's life
+	// (stack.go). Its end runs the deferred steps above, as the kernel
+	// relay's does.
+	s.detached = true
+	go s.relayDetached(ls, rt.Settings.ClientIdleTimeout)
+}
+
+// relayDetached relays the logged-in session until either side ends, then
+// runs Serve's end steps in Serve's order (relayEnded; uncount, release,
+// recover, logClosed, the client's close, the admin context, untrack).
+//
+//go:noinline
+func (s *session) relayDetached(ls lease, idleTimeout time.Duration) {
+	defer s.h.untrack(s)
+	defer s.endCtx()
+	defer s.raw.Close()
+	defer s.logClosed()
+	defer func() {
+		if r := recover(); r != nil {
+			s.recovered(r)
+		}
+	}()
+	defer ls.Release()
+	defer s.uncount()
 	idled := func() bool { return false }
-	if it := rt.Settings.ClientIdleTimeout; it > 0 {
-		idled = s.watchIdle(it)
+	if idleTimeout > 0 {
+		idled = s.watchIdle(idleTimeout)
 	}
 	s.relayed = ls.Relay(client{out: s.out, raw: s.raw})
 	s.relayEnded(idled())

@@ -65,6 +65,7 @@ func (s *session) startKernel(ls lease) {
 	s.detached = true
 	s.kernel.Start(s.replied, func(res relay.Result) {
 		defer s.h.untrack(s)
+		defer s.endCtx()
 		defer s.logClosed()
 		defer func() {
 			if r := recover(); r != nil {
