@@ -35,7 +35,10 @@ const MinWaitTimeout = time.Millisecond
 // (a rueidis dedicated client: rueidis would send WAIT, a blocking
 // command, on another pooled connection, where it would count nothing of
 // the script's writes), by WAIT replicas waitFor. Replicas in the result
-// is WAIT's reply: how many replicas acknowledged the script's writes. With
+// is WAIT's reply: how many replicas acknowledged the script's writes; a
+// grant fewer acknowledged also carries INFO server and INFO replication
+// of the granting server (ServerInfo, ReplicationInfo), read on the same
+// connection. With
 // replicas <= 0 it is AcquireSlots (no WAIT, no extra round trip) and
 // Replicas is 0. waitFor is clamped to at least MinWaitTimeout; keep it
 // below ctx's deadline so WAIT answers before the context gives up.
@@ -72,6 +75,17 @@ func AcquireSlotsConfirmed(ctx context.Context, c rueidis.Client, instance, buck
 			return fmt.Errorf("acquire: WAIT: %w", err)
 		}
 		out.Replicas = n
+		if out.Status == AcquireGranted && n < int64(replicas) {
+			// Short: which server granted it, and with how many replicas?
+			// Asked on the same connection, so it is the server that
+			// granted, even if the client follows a new primary meanwhile.
+			res = d.DoMulti(ctx, d.B().Info().Section("server").Build(), d.B().Info().Section("replication").Build())
+			server, err1 := res[0].ToString()
+			repl, err2 := res[1].ToString()
+			if err1 == nil && err2 == nil {
+				out.ServerInfo, out.ReplicationInfo = server, repl
+			}
+		}
 		return nil
 	})
 	return out, err

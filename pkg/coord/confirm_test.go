@@ -73,6 +73,9 @@ func TestAcquireConfirmedByReplica(t *testing.T) {
 	if r.Status != AcquireGranted || r.Granted != 2 || r.Replicas != 0 {
 		t.Fatalf("stopped replica: %+v, want granted 2 acknowledged by 0", r)
 	}
+	if !strings.Contains(r.ServerInfo, "run_id:") || !strings.Contains(r.ReplicationInfo, "connected_slaves:1") {
+		t.Fatalf("short WAIT: granting server's INFO missing: %q / %q", r.ServerInfo, r.ReplicationInfo)
+	}
 	released, count, err := ReleaseSlotsAt(ctx(), c, "i1", "b", 0, int(r.Granted))
 	if err != nil || released != 2 || count != 4 {
 		t.Fatalf("give back: released %d count %d err %v, want 2, 4", released, count, err)

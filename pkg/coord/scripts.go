@@ -233,6 +233,10 @@ type AcquireResult struct {
 	// Replicas is how many replicas acknowledged the script's writes
 	// (WAIT's reply; AcquireSlotsConfirmed only, else 0).
 	Replicas int64
+	// ServerInfo and ReplicationInfo are INFO server and INFO replication
+	// of the server that granted, when fewer replicas than asked for
+	// acknowledged (AcquireSlotsConfirmed; "" if they could not be read).
+	ServerInfo, ReplicationInfo string
 }
 
 // AcquireSlot runs the acquire script: one slot of bucket for instance if

@@ -98,6 +98,17 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 	if r.Status != coord.AcquireGranted || r.Replicas >= int64(need) {
 		return r, nil
 	}
+	if r.ServerInfo != "" {
+		// The granting server's run_id and replicas, read on the acquire's
+		// connection: a different primary (a failover done: its replicas
+		// are what it reports) is believed at once, without waiting for a
+		// poll, which an instance flapping between fallback and connected
+		// might never run; a replica gone past the hold too.
+		l.noteReplicas(r.ServerInfo, r.ReplicationInfo)
+		if r.Replicas >= int64(l.replicasRequired()) {
+			return r, nil
+		}
+	}
 	ctx, cancel = l.opCtx()
 	released, count, rerr := coord.ReleaseSlotsAt(ctx, l.client, l.InstanceID(), b.id, l.regEpoch.Load(), int(r.Granted))
 	cancel()
