@@ -13,7 +13,7 @@ package limiter
 // register on the way back makes Redis agree with what it holds.
 //
 // Required replicas: min(WaitReplicas, K), K the replicas the primary was
-// last seen with (connected_slaves of INFO replication at each poll, and
+// last seen with (replicas online in INFO replication at each poll, and
 // each WAIT's reply), where a drop of K is believed only after it has been
 // seen for ReplicaHold. The hold is what keeps the failover exact: at the
 // promotion the old primary reports 0 replicas while clients still write

@@ -124,3 +124,16 @@ func TestReplicaView(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlineReplicas: a replica still in its initial sync is not counted.
+func TestOnlineReplicas(t *testing.T) {
+	info := "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n" +
+		"slave0:ip=127.0.0.1,port=1,state=online,offset=10,lag=0\r\n" +
+		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\nmaster_repl_offset:10\r\n"
+	if n, ok := onlineReplicas(info); !ok || n != 1 {
+		t.Fatalf("onlineReplicas = %d, %v; want 1, true", n, ok)
+	}
+	if _, ok := onlineReplicas("# Server\r\nrun_id:x\r\n"); ok {
+		t.Fatal("not a replication section: ok")
+	}
+}

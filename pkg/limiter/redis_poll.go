@@ -271,14 +271,13 @@ func (l *Redis) subscribe() {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// noteReplicas records the replicas the primary reports (INFO
-// replication's connected_slaves) for the confirmed grants
-// (redis_confirm.go).
+// noteReplicas records the replicas the primary reports online (INFO
+// replication) for the confirmed grants (redis_confirm.go).
 func (l *Redis) noteReplicas(server, repl string) {
 	if l.o.WaitReplicas <= 0 {
 		return
 	}
-	n, ok := infoInt(repl, "connected_slaves:")
+	n, ok := onlineReplicas(repl)
 	if !ok {
 		return
 	}
@@ -287,13 +286,19 @@ func (l *Redis) noteReplicas(server, repl string) {
 	l.replicas.note(strings.TrimSpace(id), n, time.Now(), l.o.ReplicaHold)
 }
 
-// infoInt is the integer after field in an INFO reply.
-func infoInt(info, field string) (int, bool) {
-	_, rest, ok := strings.Cut(info, field)
-	if !ok {
+// onlineReplicas counts the "slaveN:...,state=online,..." lines of INFO
+// replication: a replica still in its initial sync (connected_slaves
+// counts it) acknowledges nothing, and Sentinel would not promote it.
+// false: not an INFO replication reply of a primary.
+func onlineReplicas(repl string) (int, bool) {
+	if !strings.Contains(repl, "connected_slaves:") {
 		return 0, false
 	}
-	v, _, _ := strings.Cut(rest, "\r\n")
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	return n, err == nil
+	n := 0
+	for _, line := range strings.Split(repl, "\n") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+			n++
+		}
+	}
+	return n, true
 }
