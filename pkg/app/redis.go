@@ -56,8 +56,8 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
 		ExpectedInstances: rc.ExpectedInstances, LeaseLossKeep: rc.LeaseLoss == config.LeaseLossKeep,
 		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter, SlotLinger: rc.SlotLinger,
-		HeartbeatInterval: rc.HeartbeatInterval,
-		PeerAddr:          cfg.PeerAddr(), ProbePeer: a.obs.peer.Probe,
+		HeartbeatInterval: rc.HeartbeatInterval, WaitReplicas: rc.WaitReplicasN(),
+		PeerAddr: cfg.PeerAddr(), ProbePeer: a.obs.peer.Probe,
 		Log: log,
 		OnStateChange: func(from, to limiter.RedisState) {
 			log.Debug("redis: limiter state", "from", from.String(), "to", to.String())

@@ -61,6 +61,10 @@ const (
 	// 0, refuse logins until Redis was first reached (a new instance
 	// cannot know how many others share the cap).
 	DefaultExpectedInstances = 0
+	// DefaultWaitReplicasSentinel is redis.wait_replicas when it is absent
+	// and Redis is reached through Sentinel: each grant is confirmed by one
+	// replica (without Sentinel the default is 0: no WAIT).
+	DefaultWaitReplicasSentinel = 1
 	// DefaultSlotLinger is the default of Redis.SlotLinger: 100 ms. 20 ms
 	// was tried first: on a loaded host the scheduling stalls of the proxy
 	// and its clients are longer than that, and a warm slot expires in the
@@ -403,6 +407,18 @@ type Redis struct {
 	// Sentinel, with a master set, finds the primary through Redis
 	// Sentinel and follows its failovers. Addr must then be empty.
 	Sentinel RedisSentinel `yaml:"sentinel"`
+	// WaitReplicas confirms each granted acquire with WAIT on the
+	// acquire's connection: a grant fewer than min(wait_replicas, the
+	// replicas the primary was seen with) replicas acknowledged within
+	// op_timeout is given back and not admitted on (the instance falls
+	// back), so a Sentinel failover cannot lose a grant and grant the slot
+	// twice. A replica that goes down is believed only after it has been
+	// missing for 10 s (limiter.DefaultReplicaHold): until then acquires
+	// fail their WAIT and the instance admits on its fallback share; after
+	// that it waits for the replicas left. Costs a round trip per grant.
+	// nil (absent): DefaultWaitReplicasSentinel with Sentinel, 0 (no WAIT)
+	// otherwise; see WaitReplicasN.
+	WaitReplicas *int `yaml:"wait_replicas"`
 
 	// LeaseLoss is the policy for the sessions open when this instance's
 	// lease ends (its heartbeat could not be renewed in time, or another
@@ -475,6 +491,18 @@ func (c *Config) PeerAddr() string {
 // renewed (interval + op_timeout) within TTL minus this margin.
 func LeaseMargin(ttl, opTimeout time.Duration) time.Duration {
 	return min(max(ttl/10, 100*time.Millisecond, 2*opTimeout), ttl/2)
+}
+
+// WaitReplicasN is redis.wait_replicas, defaulted: the value set, else
+// DefaultWaitReplicasSentinel with Sentinel, else 0.
+func (r *Redis) WaitReplicasN() int {
+	if r.WaitReplicas != nil {
+		return *r.WaitReplicas
+	}
+	if r.Sentinel.MasterSet != "" {
+		return DefaultWaitReplicasSentinel
+	}
+	return 0
 }
 
 // Enabled reports whether Redis coordinates this instance: an address or

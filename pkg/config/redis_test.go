@@ -15,6 +15,9 @@ func TestRedisFaultToleranceKeys(t *testing.T) {
 		r.TLS.On() || r.Sentinel.MasterSet != "" || r.Username != "" || r.Enabled() {
 		t.Fatalf("redis defaults: %+v", r)
 	}
+	if n := r.WaitReplicasN(); n != 0 {
+		t.Fatalf("wait_replicas without sentinel: %d, want 0", n)
+	}
 
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
@@ -32,6 +35,15 @@ redis:
 		r.TLS.ServerName != "redis.test" || r.Sentinel.MasterSet != "main" || len(r.Sentinel.Addrs) != 2 || !r.Enabled() {
 		t.Fatalf("redis: %+v", r)
 	}
+	if n := r.WaitReplicasN(); n != DefaultWaitReplicasSentinel {
+		t.Fatalf("wait_replicas with sentinel: %d, want %d", n, DefaultWaitReplicasSentinel)
+	}
+	if n := mustLoad(t, minimal+"redis: {sentinel: {master_set: m, addrs: [127.0.0.1:26379]}, wait_replicas: 0}\n").Redis.WaitReplicasN(); n != 0 {
+		t.Fatalf("wait_replicas 0 with sentinel: %d", n)
+	}
+	if n := mustLoad(t, minimal+"redis: {addr: 127.0.0.1:6379, wait_replicas: 2}\n").Redis.WaitReplicasN(); n != 2 {
+		t.Fatalf("wait_replicas 2: %d", n)
+	}
 	if c.Redacted().Redis.Sentinel.Addrs[0] != "127.0.0.1:26379" {
 		t.Fatal("Redacted lost the sentinel addrs")
 	}
@@ -45,6 +57,7 @@ redis:
 	cases := []struct{ yaml, path string }{
 		{"redis: {lease_loss: drop}", "redis.lease_loss"},
 		{"redis: {expected_instances: -1}", "redis.expected_instances"},
+		{"redis: {wait_replicas: -1}", "redis.wait_replicas"},
 		{"redis: {tls: {ca_file: " + ca + ", cert_file: " + ca + "}}", "redis.tls.cert_file"},
 		{"redis: {tls: {server_name: x}}", "redis.tls"},
 		{"redis: {tls: {ca_file: /nonexistent/ca.pem}}", "redis.tls.ca_file"},

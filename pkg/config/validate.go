@@ -245,6 +245,9 @@ func (v *validator) redis(r *Redis) {
 	if r.ForgetAfter < 0 {
 		v.add("redis.forget_after", "must be >= 0 (got %s)", r.ForgetAfter)
 	}
+	if r.WaitReplicas != nil && *r.WaitReplicas < 0 {
+		v.add("redis.wait_replicas", "must be >= 0 (got %d); 0 confirms no grant with WAIT", *r.WaitReplicas)
+	}
 	if r.SlotLinger < 0 || r.SlotLinger > time.Second {
 		v.add("redis.slot_linger", "must be between 0 (off) and 1s (got %s)", r.SlotLinger)
 	}

@@ -52,7 +52,11 @@ import (
 // ahead of it, so free slots are never refused. Entries not
 // refreshed for ARGV[5] ms (an instance that died or stopped waiting) are
 // dropped.
-var acquireScript = rueidis.NewLuaScript(`
+var acquireScript = rueidis.NewLuaScript(acquireLua)
+
+// acquireLua is acquireScript's body (AcquireSlotsConfirmed sends it by
+// hand: EVALSHA and WAIT on one connection).
+const acquireLua = `
 local mv = redis.call('GET', KEYS[2])
 local m
 if not mv then
@@ -128,7 +132,7 @@ elseif q > 0 then
   redis.call('HDEL', KEYS[5], me)
 end
 return {1, c, m, n, others()}
-`)
+`
 
 // waitingScript sets (n > 0) or clears (n == 0) an instance's entry in a
 // bucket's waiting hash (see acquireScript), keeping its "since": called
@@ -226,6 +230,13 @@ type AcquireResult struct {
 	// OthersWaiting is how many other instances have an entry in the
 	// bucket's waiting hash (clients queued there) after the script.
 	OthersWaiting int64
+	// Replicas is how many replicas acknowledged the script's writes
+	// (WAIT's reply; AcquireSlotsConfirmed only, else 0).
+	Replicas int64
+	// ServerInfo and ReplicationInfo are INFO server and INFO replication
+	// of the server that granted, when fewer replicas than asked for
+	// acknowledged (AcquireSlotsConfirmed; "" if they could not be read).
+	ServerInfo, ReplicationInfo string
 }
 
 // AcquireSlot runs the acquire script: one slot of bucket for instance if

@@ -73,6 +73,15 @@
 //   - A different Redis answering (run_id: a Sentinel failover, a restart)
 //     makes the instance re-register at once, so that count = the sum of the
 //     hashes = the sessions open.
+//   - Replication is asynchronous: a slot the old primary granted just
+//     before a promotion may be missing on the new primary, which would
+//     grant it again. With RedisOptions.WaitReplicas (config
+//     redis.wait_replicas; 1 by default with Sentinel) a grant is
+//     confirmed by WAIT on the acquire's connection; one that too few
+//     replicas acknowledged within the op timeout is given back and
+//     treated as an acquire error (fallback, then register). The replicas
+//     required and the trade-off for a replica that is down:
+//     redis_confirm.go.
 //   - A register that finds the instance unlisted (coord.Registration.Fresh:
 //     Redis restarted empty or failed over without it, or a reaper took
 //     the id out) starts a settle time, also when it is the one that ends

@@ -27,6 +27,11 @@ const (
 	// and retries its waiters: the safety net under pub/sub wake-ups and
 	// cache invalidations, and the health check when idle.
 	DefaultRedisPollInterval = time.Second
+	// DefaultReplicaHold is RedisOptions.ReplicaHold: longer than a
+	// Sentinel failover takes from the promotion to the clients following
+	// the new primary (the old primary, its replica promoted, reports 0
+	// replicas meanwhile; its grants must still be refused).
+	DefaultReplicaHold = 10 * time.Second
 	// DefaultRedisProbeInterval is how often a limiter in fallback tries Redis.
 	DefaultRedisProbeInterval = 250 * time.Millisecond
 	// DefaultRedisSettleTime is how long a limiter stays reconciling (on its
@@ -95,6 +100,19 @@ type RedisOptions struct {
 	// Sentinel (config redis.sentinel); Addr is then unused.
 	SentinelMasterSet string
 	SentinelAddrs     []string
+
+	// WaitReplicas, if > 0, confirms every granted acquire with WAIT on
+	// the acquire's connection (config redis.wait_replicas): a grant fewer
+	// than min(WaitReplicas, the replicas seen) replicas acknowledged
+	// within the op timeout is given back and not admitted on (see
+	// redis_confirm.go). 0: no WAIT (no extra round trip). The config
+	// default is 1 with Sentinel, 0 otherwise; a RedisOptions built in
+	// code gets what it sets.
+	WaitReplicas int
+	// ReplicaHold is how long a drop in the replicas seen (a replica down)
+	// is ignored before fewer acknowledgements are required.
+	// Default DefaultReplicaHold.
+	ReplicaHold time.Duration
 
 	// Client, if set, is the Redis client to use (the app's one owner of
 	// it; see package redisconn): Addr, Username, Password, DB, TLSConfig
@@ -195,6 +213,9 @@ func (o *RedisOptions) setDefaults() {
 	if o.HeartbeatInterval <= 0 {
 		o.HeartbeatInterval = o.HeartbeatTTL / 6
 	}
+	if o.ReplicaHold <= 0 {
+		o.ReplicaHold = DefaultReplicaHold
+	}
 	if o.PeerProbeInterval <= 0 {
 		o.PeerProbeInterval = DefaultPeerProbeInterval
 	}
@@ -291,6 +312,8 @@ type Redis struct {
 	// redisSuspect: a connection to Redis dropped and no poll has since
 	// seen this instance registered on the same server: no slot linger.
 	redisSuspect atomic.Bool
+	// replicas: see redis_confirm.go.
+	replicas replicaView
 
 	closed atomic.Bool
 	ctx    context.Context

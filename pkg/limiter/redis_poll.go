@@ -31,7 +31,8 @@ func (l *Redis) poll() {
 	for _, b := range bs {
 		cmds = append(cmds, c.B().Get().Key(coord.KeyCount(b.id)).Build())
 	}
-	cmds = append(cmds, c.B().Info().Section("server").Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
+	cmds = append(cmds, c.B().Info().Section("server").Build(), c.B().Hgetall().Key(coord.KeyPeers).Build(),
+		c.B().Info().Section("replication").Build())
 	// Who waits for each bucket (the slot linger keeps no slot warm while
 	// another instance's clients do), judged by Redis's clock.
 	wait0 := len(cmds)
@@ -62,15 +63,18 @@ func (l *Redis) poll() {
 	if l.o.SlotLinger > 0 {
 		l.noteWaiting(bs, res[wait0:])
 	}
-	if info, err := res[wait0-2].ToString(); err == nil {
+	if info, err := res[wait0-3].ToString(); err == nil {
 		l.checkRunID(info)
+		if repl, err := res[wait0-1].ToString(); err == nil {
+			l.noteReplicas(info, repl)
+		}
 		if !l.resync.Load() {
 			// Registered, on the server we knew: lingering is safe again.
 			l.redisSuspect.Store(false)
 		}
 	}
 	if ids, err := res[1].AsStrSlice(); err == nil {
-		addrs, _ := res[wait0-1].AsStrMap()
+		addrs, _ := res[wait0-2].AsStrMap()
 		l.noteMembers(ids, addrs)
 	}
 	var maxRes []rueidis.RedisResult
@@ -266,3 +270,35 @@ func (l *Redis) subscribe() {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// noteReplicas records the replicas the primary reports online (INFO
+// replication) for the confirmed grants (redis_confirm.go).
+func (l *Redis) noteReplicas(server, repl string) {
+	if l.o.WaitReplicas <= 0 {
+		return
+	}
+	n, ok := onlineReplicas(repl)
+	if !ok {
+		return
+	}
+	_, rest, _ := strings.Cut(server, "run_id:")
+	id, _, _ := strings.Cut(rest, "\r\n")
+	l.replicas.note(strings.TrimSpace(id), n, time.Now(), l.o.ReplicaHold)
+}
+
+// onlineReplicas counts the "slaveN:...,state=online,..." lines of INFO
+// replication: a replica still in its initial sync (connected_slaves
+// counts it) acknowledges nothing, and Sentinel would not promote it.
+// false: not an INFO replication reply of a primary.
+func onlineReplicas(repl string) (int, bool) {
+	if !strings.Contains(repl, "connected_slaves:") {
+		return 0, false
+	}
+	n := 0
+	for _, line := range strings.Split(repl, "\n") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+			n++
+		}
+	}
+	return n, true
+}

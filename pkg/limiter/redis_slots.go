@@ -36,9 +36,7 @@ func (b *redisBucket) TryTakeN(n int) int {
 			return got
 		}
 		queued := int(b.q.n.Load()) // the clients in our list, those we try for included
-		ctx, cancel := l.opCtx()
-		r, err := coord.AcquireSlots(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting())
-		cancel()
+		r, err := b.acquireConfirmed(queued, want)
 		l.op("acquire", err)
 		if err == nil && r.Status != coord.AcquireUnregistered {
 			b.max.Store(r.Max)
@@ -65,8 +63,9 @@ func (b *redisBucket) TryTakeN(n int) int {
 		if err == nil {
 			err = errUnregistered
 		}
-		// The outcome is unknown (the script may have run): the reconcile
-		// on the way back sets Redis to what we really hold.
+		// The outcome is unknown (the script may have run), or the grant
+		// was not confirmed by enough replicas (given back, in doubt): the
+		// reconcile on the way back sets Redis to what we really hold.
 		l.toFallback("acquire", b.id, err)
 	}
 }

@@ -134,6 +134,9 @@ type Config struct {
 	Sentinel      *Sentinel
 	// LeaseLoss is redis.lease_loss (close or keep); "" leaves the default.
 	LeaseLoss string
+	// WaitReplicas is redis.wait_replicas (nil: not written, the default:
+	// 1 with Sentinel, 0 otherwise).
+	WaitReplicas *int
 	// ExpectedInstances is redis.expected_instances (0: not written).
 	ExpectedInstances int
 	// ReclaimAfter and ForgetAfter are redis.reclaim_after and
@@ -206,6 +209,9 @@ func (c Config) YAML(listen string) string {
 	if !old {
 		if c.LeaseLoss != "" {
 			fmt.Fprintf(&b, "  lease_loss: %s\n", c.LeaseLoss)
+		}
+		if c.WaitReplicas != nil {
+			fmt.Fprintf(&b, "  wait_replicas: %d\n", *c.WaitReplicas)
 		}
 		if c.ExpectedInstances > 0 {
 			fmt.Fprintf(&b, "  expected_instances: %d\n", c.ExpectedInstances)

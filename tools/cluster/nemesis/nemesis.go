@@ -324,7 +324,11 @@ func (r *run) setup() {
 			LeaseLoss: r.o.LeaseLoss, ExpectedInstances: r.o.Instances,
 			DrainTimeout: time.Second, Buckets: buckets, AppRoutes: routes, DefaultBucket: bucketIDs[0], Metrics: true}
 		if i == 1 {
+			// Not through Sentinel, but replicated all the same: its grants
+			// are confirmed by the replica too (redis.wait_replicas).
 			c.RedisAddr = r.nf.Addr()
+			one := 1
+			c.WaitReplicas = &one
 		} else {
 			c.RedisAddr = r.sn.Master() // used only by an older binary (cluster.EnvOldConfig)
 			c.Sentinel = &cluster.Sentinel{MasterSet: r.sn.MasterSet, Addrs: r.sn.Addrs()}

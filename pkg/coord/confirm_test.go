@@ -1,0 +1,110 @@
+package coord
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
+)
+
+// startReplicated runs a primary and one replica and waits until the
+// replica's link is up.
+func startReplicated(t *testing.T) (primary, replica *redistest.Server) {
+	t.Helper()
+	primary = redistest.Start(t)
+	replica = redistest.StartWith(t, redistest.Options{ReplicaOf: primary.Addr()})
+	rc := replica.Client(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, _ := redistest.Do(t, rc, "INFO", "replication").ToString()
+		if strings.Contains(info, "master_link_status:up") {
+			return primary, replica
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica link not up: %s", info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAcquireConfirmedByReplica: with the replica attached, a grant (one
+// slot, then an acquire n of three) is acknowledged by it (WAIT 1 on the
+// script's connection) and the grant is on the replica. With the replica
+// stopped (SIGSTOP) the grant is acknowledged by none; ReleaseSlotsAt
+// gives it back and the count is where it was.
+func TestAcquireConfirmedByReplica(t *testing.T) {
+	primary, replica := startReplicated(t)
+	c := primary.Client(t)
+	rc := replica.Client(t)
+	register(t, c, "i1")
+	ctx := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+
+	r, err := AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 0, 1, time.Second, 1, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != AcquireGranted || r.Granted != 1 || r.Replicas < 1 {
+		t.Fatalf("attached replica: %+v, want granted 1 confirmed by >= 1 replica", r)
+	}
+	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 3, 3, time.Second, 1, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != AcquireGranted || r.Granted != 3 || r.Replicas < 1 || r.Count != 4 {
+		t.Fatalf("acquire n: %+v, want 3 granted, count 4, confirmed", r)
+	}
+	// Acknowledged means on the replica already: no sleep needed.
+	if n := redistest.Int(t, rc, "GET", KeyCount("b")); n != 4 {
+		t.Fatalf("replica count %d right after a confirmed grant, want 4", n)
+	}
+
+	replica.Pause()
+	defer replica.Resume()
+	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 2, 2, time.Second, 1, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != AcquireGranted || r.Granted != 2 || r.Replicas != 0 {
+		t.Fatalf("stopped replica: %+v, want granted 2 acknowledged by 0", r)
+	}
+	if !strings.Contains(r.ServerInfo, "run_id:") || !strings.Contains(r.ReplicationInfo, "connected_slaves:1") {
+		t.Fatalf("short WAIT: granting server's INFO missing: %q / %q", r.ServerInfo, r.ReplicationInfo)
+	}
+	released, count, err := ReleaseSlotsAt(ctx(), c, "i1", "b", 0, int(r.Granted))
+	if err != nil || released != 2 || count != 4 {
+		t.Fatalf("give back: released %d count %d err %v, want 2, 4", released, count, err)
+	}
+	if n := redistest.Int(t, c, "GET", KeyCount("b")); n != 4 {
+		t.Fatalf("count %d after the unconfirmed grant was given back, want 4", n)
+	}
+	if n := redistest.Int(t, c, "HGET", KeyConns("i1"), "b"); n != 4 {
+		t.Fatalf("hash %d, want 4", n)
+	}
+
+	// replicas 0: plain AcquireSlots, no WAIT (Replicas 0 even with a replica).
+	replica.Resume()
+	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 0, 1, time.Second, 0, time.Second)
+	if err != nil || r.Status != AcquireGranted || r.Replicas != 0 {
+		t.Fatalf("replicas 0: %+v %v", r, err)
+	}
+}
+
+// TestAcquireConfirmedNoScript: the hand-built EVALSHA falls back to EVAL
+// on a server that never saw the script (SCRIPT FLUSH: a restart, a
+// failover), still with WAIT on the same connection.
+func TestAcquireConfirmedNoScript(t *testing.T) {
+	primary, _ := startReplicated(t)
+	c := primary.Client(t)
+	register(t, c, "i1")
+	redistest.Do(t, c, "SCRIPT", "FLUSH")
+	r, err := AcquireSlotsConfirmed(context.Background(), c, "i1", "b", 10, 0, 1, time.Second, 1, 2*time.Second)
+	if err != nil || r.Status != AcquireGranted || r.Replicas < 1 {
+		t.Fatalf("after SCRIPT FLUSH: %+v %v", r, err)
+	}
+}

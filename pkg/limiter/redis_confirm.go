@@ -1,0 +1,120 @@
+package limiter
+
+// Confirmed grants (config redis.wait_replicas; issue 12): Redis
+// replicates asynchronously, so in a Sentinel failover a slot the old
+// primary granted just before its replica was promoted can be missing on
+// the new primary, which then grants it again: the backend is one session
+// over max until the instances re-assert their holdings. With
+// WaitReplicas > 0 the acquire script is followed, on the same connection,
+// by WAIT (coord.AcquireSlotsConfirmed). A grant that fewer replicas than
+// required acknowledged within the op timeout is given back at once
+// (coord.ReleaseSlotsAt) and treated as an acquire error: the limiter
+// falls back (see fallback.go), never admitting on that grant, and the
+// register on the way back makes Redis agree with what it holds.
+//
+// Required replicas: min(WaitReplicas, K), K the replicas the primary was
+// last seen with (replicas online in INFO replication at each poll, and
+// each WAIT's reply), where a drop of K is believed only after it has been
+// seen for ReplicaHold. The hold is what keeps the failover exact: at the
+// promotion the old primary reports 0 replicas while clients still write
+// to it; those grants must still wait (and fail). The cost, the trade-off:
+// when a replica really goes down, every acquire fails its WAIT (the
+// instance flaps into fallback, admitting on its local share) for up to
+// ReplicaHold; after that the instance waits only for the replicas left
+// (none: no WAIT), i.e. it trades the failover guarantee for availability
+// while the primary has no replica, which is also when Sentinel has no
+// replica to promote. A different primary (new run_id: a failover done)
+// is believed at once: its replicas are what it reports.
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/coord"
+)
+
+// errUnconfirmed: a granted acquire that too few replicas acknowledged.
+var errUnconfirmed = errors.New("acquire not confirmed by enough replicas (WAIT)")
+
+// replicaView is K of the file comment.
+type replicaView struct {
+	mu    sync.Mutex
+	known bool
+	k     int
+	at    time.Time
+	runID string
+}
+
+// note records that the primary (runID; "": the current one) was seen
+// with n replicas at now.
+func (v *replicaView) note(runID string, n int, now time.Time, hold time.Duration) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	newServer := runID != "" && v.runID != "" && runID != v.runID
+	if runID != "" {
+		v.runID = runID
+	}
+	if !v.known || newServer || n >= v.k || now.Sub(v.at) >= hold {
+		v.known, v.k, v.at = true, n, now
+	}
+}
+
+// required is min(want, K); want while K is not known yet.
+func (v *replicaView) required(want int) int {
+	if want <= 0 {
+		return 0
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.known {
+		return want
+	}
+	return min(want, v.k)
+}
+
+// replicasRequired is how many replicas must acknowledge a grant now.
+func (l *Redis) replicasRequired() int { return l.replicas.required(l.o.WaitReplicas) }
+
+// waitFor is WAIT's timeout: within the op timeout, with room for the
+// round trip.
+func (l *Redis) waitFor() time.Duration { return max(l.o.OpTimeout*3/5, coord.MinWaitTimeout) }
+
+// acquireConfirmed runs the acquire script, confirmed by WAIT when
+// replicas are required. An unconfirmed grant is given back and reported
+// as errUnconfirmed. Called with l.mu held shared, connected.
+func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, error) {
+	l := b.l
+	need := l.replicasRequired()
+	ctx, cancel := l.opCtx()
+	r, err := coord.AcquireSlotsConfirmed(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
+		need, l.waitFor())
+	cancel()
+	if err != nil || need == 0 {
+		return r, err
+	}
+	l.replicas.note("", int(r.Replicas), time.Now(), l.o.ReplicaHold)
+	if r.Status != coord.AcquireGranted || r.Replicas >= int64(need) {
+		return r, nil
+	}
+	if r.ServerInfo != "" {
+		// The granting server's run_id and replicas, read on the acquire's
+		// connection: a different primary (a failover done: its replicas
+		// are what it reports) is believed at once, without waiting for a
+		// poll, which an instance flapping between fallback and connected
+		// might never run; a replica gone past the hold too.
+		l.noteReplicas(r.ServerInfo, r.ReplicationInfo)
+		if r.Replicas >= int64(l.replicasRequired()) {
+			return r, nil
+		}
+	}
+	ctx, cancel = l.opCtx()
+	released, count, rerr := coord.ReleaseSlotsAt(ctx, l.client, l.InstanceID(), b.id, l.regEpoch.Load(), int(r.Granted))
+	cancel()
+	l.op("release", rerr)
+	l.log.Warn("redis: a grant was not confirmed by enough replicas; gave it back, not admitting on it",
+		"bucket", b.id, "granted", r.Granted, "replicas_acked", r.Replicas, "required", need,
+		"given_back", released, "count", count, "release_err", rerr)
+	return r, fmt.Errorf("%w: %d of %d acknowledged", errUnconfirmed, r.Replicas, need)
+}

@@ -1,0 +1,139 @@
+package limiter
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tdsgate/tdsgate/pkg/coord"
+	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
+)
+
+// TestRedisWaitReplicas: with wait_replicas 1 and the replica attached,
+// acquires (one, then concurrent ones sharing an acquire n) are granted
+// and confirmed. With the replica stopped (SIGSTOP: its link stays open,
+// it acknowledges nothing), an acquire is not granted: the grant WAIT did
+// not confirm is given back (Redis' count is back where it was) and the
+// instance falls back, admitting nothing past what Redis counts for it
+// (lease_loss close). With the replica resumed, acquires are granted again.
+func TestRedisWaitReplicas(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.StartWith(t, redistest.Options{ReplicaOf: primary.Addr()})
+	rc := replica.Client(t)
+	waitCond(t, 20*time.Second, "replica link up", func() bool {
+		info, _ := redistest.Do(t, rc, "INFO", "replication").ToString()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	c := primary.Client(t)
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}}
+	l := newRedisLimiter(t, primary.Addr(), "w1", bs, func(o *RedisOptions) { o.WaitReplicas = 1 })
+
+	held := acquireN(t, l, "b", 1)
+	// Concurrent acquires: the queue batches them (acquire n), all confirmed.
+	done := make(chan Ticket, 3)
+	for range 3 {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			tk, err := l.Acquire(ctx, "b")
+			if err != nil {
+				t.Error(err)
+			}
+			done <- tk
+		}()
+	}
+	for range 3 {
+		if tk := <-done; tk != nil {
+			held = append(held, tk)
+		}
+	}
+	if len(held) != 4 {
+		t.Fatalf("held %d, want 4", len(held))
+	}
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("count %d, want 4", n)
+	}
+	if n := redistest.Int(t, rc, "GET", coord.KeyCount("b")); n != 4 {
+		t.Fatalf("replica count %d right after confirmed grants, want 4", n)
+	}
+	if l.State() != StateConnected {
+		t.Fatalf("state %s, want connected", l.State())
+	}
+
+	replica.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			replica.Resume()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	tk, err := l.Acquire(ctx, "b")
+	cancel()
+	if err == nil {
+		tk.Release()
+		t.Fatal("acquire granted while the replica acknowledged nothing")
+	}
+	// The limiter keeps trying (fallback, re-register, settle, acquire,
+	// WAIT fails, give back), so a grant may be outstanding at any moment
+	// on the primary, never admitted on: between two tries the count and
+	// the hash are back at 4.
+	waitCond(t, 5*time.Second, "count and hash back at 4 (unconfirmed grants given back)", func() bool {
+		return redistest.Int(t, c, "GET", coord.KeyCount("b")) == 4 && redistest.Int(t, c, "HGET", coord.KeyConns("w1"), "b") == 4
+	})
+
+	replica.Resume()
+	resumed = true
+	held = append(held, acquireN(t, l, "b", 1)...)
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 5 {
+		t.Fatalf("count %d after the replica came back, want 5", n)
+	}
+	releaseAll(held)
+	waitCond(t, 5*time.Second, "count back to 0", func() bool {
+		return redistest.Int(t, c, "GET", coord.KeyCount("b")) == 0
+	})
+}
+
+// TestReplicaView: a drop in the replicas seen is believed only after the
+// hold; a rise, or a different primary, at once.
+func TestReplicaView(t *testing.T) {
+	var v replicaView
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		runID       string
+		seen        int
+		at          time.Duration
+		want, wantN int
+		what        string
+	}{
+		{"", -1, 0, 1, 1, "unknown"},
+		{"a", 1, 0, 1, 1, "one replica"},
+		{"a", 0, 5 * time.Second, 1, 1, "drop within the hold"},
+		{"", 0, 11 * time.Second, 1, 0, "drop past the hold"},
+		{"a", 2, 12 * time.Second, 3, 2, "rise"},
+		{"b", 0, 13 * time.Second, 1, 0, "new primary with no replica"},
+		{"", -1, 0, 0, 0, "wait_replicas 0"},
+	}
+	for _, s := range steps {
+		if s.seen >= 0 {
+			v.note(s.runID, s.seen, t0.Add(s.at), 10*time.Second)
+		}
+		if n := v.required(s.want); n != s.wantN {
+			t.Fatalf("%s: required(%d) = %d, want %d", s.what, s.want, n, s.wantN)
+		}
+	}
+}
+
+// TestOnlineReplicas: a replica still in its initial sync is not counted.
+func TestOnlineReplicas(t *testing.T) {
+	info := "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n" +
+		"slave0:ip=127.0.0.1,port=1,state=online,offset=10,lag=0\r\n" +
+		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\nmaster_repl_offset:10\r\n"
+	if n, ok := onlineReplicas(info); !ok || n != 1 {
+		t.Fatalf("onlineReplicas = %d, %v; want 1, true", n, ok)
+	}
+	if _, ok := onlineReplicas("# Server\r\nrun_id:x\r\n"); ok {
+		t.Fatal("not a replication section: ok")
+	}
+}
