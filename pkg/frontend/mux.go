@@ -690,38 +690,43 @@ func (m *multiplexed) answers(c *pool.Conn, done chan struct{}) {
 		}
 		firstOfAnswer = h.EOM()
 		w.feed(pkt[tds.HeaderLen:], h.EOM(), m.envLocked)
-		m.mu.Unlock()
+		// The answer's accounting is done before its last packet goes to
+		// the client, and the client's write lock is taken before mu is
+		// let go: a client that has read the end of its answer and sends
+		// an ATTENTION finds nothing in flight (tdsgate answers it), and
+		// that DONE_ATTN cannot overtake the answer's last packet.
+		eom := h.EOM()
+		m.serverMid = !eom
+		if eom {
+			if w.broken {
+				m.pinLocked(pin.Unknown, nil)
+			}
+			if m.attn > 0 && w.attn {
+				// An acknowledgement: the requests sent before the ATTENTION
+				// are over (this message may also be the last of one of them).
+				m.attn--
+				m.reqs = max(m.reqs-m.attnBefore, 0)
+				m.attnBefore = 0
+				m.pendingReplay = nil
+			} else {
+				m.reqs = max(m.reqs-1, 0)
+				m.attnBefore = max(m.attnBefore-1, 0)
+				m.recordReplayLocked(c, w.failed)
+			}
+			w.endMessage()
+		}
 		m.wmu.Lock()
+		m.mu.Unlock()
 		_, werr := m.out.out.Write(pkt)
 		m.s2c += int64(len(pkt))
 		m.wmu.Unlock()
 		if werr != nil {
 			m.out.out.Close() // the client is gone; the session ends and returns c
 		}
-		if !h.EOM() {
-			m.mu.Lock()
-			m.serverMid = true
-			m.mu.Unlock()
+		if !eom {
 			continue
 		}
 		m.mu.Lock()
-		m.serverMid = false
-		if w.broken {
-			m.pinLocked(pin.Unknown, nil)
-		}
-		if m.attn > 0 && w.attn {
-			// An acknowledgement: the requests sent before the ATTENTION
-			// are over (this message may also be the last of one of them).
-			m.attn--
-			m.reqs = max(m.reqs-m.attnBefore, 0)
-			m.attnBefore = 0
-			m.pendingReplay = nil
-		} else {
-			m.reqs = max(m.reqs-1, 0)
-			m.attnBefore = max(m.attnBefore-1, 0)
-			m.recordReplayLocked(c, w.failed)
-		}
-		w.endMessage()
 		if m.reqs > 0 || m.attn > 0 || m.mid || m.stopping {
 			m.mu.Unlock()
 			continue
