@@ -1,5 +1,5 @@
 // Package coord owns the Redis side of the shared caps in one small place:
-// the key layout (keys.go, DESIGN.md section 3, the runbook's keys), and
+// the key layout (keys.go: the runbook's keys), and
 // the Lua scripts every instance runs on them with their Go wrappers —
 // acquire, release and the fairness entry (scripts.go); the lease
 // scripts: register, heartbeat renewal, and the reaper's reclaim steps

@@ -1,6 +1,6 @@
 package coord
 
-// Redis key layout, DESIGN.md section 3. The runbook's redis-cli commands
+// Redis key layout. The runbook's redis-cli commands
 // (sections 11, 13, 14, 19) read and write these keys as written, so the
 // names are part of the operator interface: change none of them.
 //

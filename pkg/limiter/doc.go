@@ -23,7 +23,7 @@
 //     Queue per bucket over an in-memory counter, reloadable with Update;
 //   - Redis, the implementation whose caps are shared by every proxy
 //     instance: the same Queue over a SlotSource that runs Lua scripts
-//     (package coord) on the keys of DESIGN.md section 3. Waiters wake on a release anywhere (pub/sub from the
+//     (package coord) on the keys of pkg/coord (keys.go). Waiters wake on a release anywhere (pub/sub from the
 //     release script), on a change of max (client-side cache invalidation)
 //     and on a slow poll. When Redis does not answer it keeps admitting on
 //     a local share and reconciles when Redis is back, even empty: the

@@ -239,7 +239,7 @@ func MinSettleTime(probeInterval, probeTimeout time.Duration) time.Duration {
 }
 
 // Redis is the Limiter whose caps are shared by every instance through
-// Redis (DESIGN.md section 3): each bucket's Queue (FIFO within this
+// Redis (the layout in pkg/coord/keys.go): each bucket's Queue (FIFO within this
 // instance) draws from a SlotSource whose TryTake runs the acquire script
 // and whose Give runs the release script. Waiters wake on a release
 // anywhere (pub/sub from the release script), on a change of max (client-

@@ -1,5 +1,5 @@
 // Package registry keeps this instance's lease among the live tdsgate
-// instances in Redis (DESIGN.md section 3) and reclaims the slots of dead
+// instances in Redis (the layout in pkg/coord/keys.go) and reclaims the slots of dead
 // ones (the scripts are package coord's):
 //
 //   - heartbeat: every heartbeat_interval it renews

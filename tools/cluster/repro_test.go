@@ -25,7 +25,7 @@ import (
 // TDSGATE_CLUSTER_PROXY=/path/to/proxy TDSGATE_CLUSTER_OLDCONFIG=1 to see
 // them fail there.
 
-// Redis keys as the runbook spells them (DESIGN.md section 3).
+// Redis keys as the runbook spells them (the layout in pkg/coord/keys.go).
 func keyCount(b string) string  { return "proxy:bucket:" + b + ":count" }
 func keyMax(b string) string    { return "proxy:bucket:" + b + ":max" }
 func keyConns(id string) string { return "proxy:instance:" + id + ":conns" }
