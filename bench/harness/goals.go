@@ -110,17 +110,7 @@ func (r *Report) goals() []goal {
 			if h != nil {
 				x.known = true
 				x.measured = fmt.Sprintf("%.0f vs %.0f MB/s; %.2f vs %.2f CPU s/GB", g.MBps, h.MBps, g.CPUPerGB, h.CPUPerGB)
-				fast, lean := g.MBps >= h.MBps, g.CPUPerGB <= h.CPUPerGB
-				// Noise band: 5 % of MB/s; CPU/GB within 15 % or 0.1 s/GB
-				// (10 ms ticks over a second or two of transfer).
-				fastN, leanN := g.MBps >= 0.95*h.MBps, g.CPUPerGB <= max(1.15*h.CPUPerGB, h.CPUPerGB+0.1)
-				switch {
-				case fast && lean:
-					x.verdict = verdictMet
-				case fastN && leanN:
-					x.verdict = verdictNoise
-				default:
-					x.verdict = verdictShort
+				if x.verdict = bulkVerdict(g, h, 1); x.verdict == verdictShort {
 					x.why = whyBulk(p, g, h) + r.profileRef(profileKey("bulk", p, m, 0))
 				}
 			}
@@ -505,4 +495,19 @@ func (r *Report) writeGoals(b *strings.Builder) {
 		}
 	}
 	fmt.Fprintf(b, "\n")
+}
+
+// bulkVerdict compares a bulk row g with HAProxy's h: met when g moves at
+// least ratio × h's MB/s at no more CPU per GB; within noise when it is
+// within 5 % of that MB/s and within 15 % or 0.1 s/GB of that CPU.
+func bulkVerdict(g, h *Bulk, ratio float64) string {
+	fast, lean := g.MBps >= ratio*h.MBps, g.CPUPerGB <= h.CPUPerGB
+	fastN, leanN := g.MBps >= (ratio-0.05)*h.MBps, g.CPUPerGB <= max(1.15*h.CPUPerGB, h.CPUPerGB+0.1)
+	switch {
+	case fast && lean:
+		return verdictMet
+	case fastN && leanN:
+		return verdictNoise
+	}
+	return verdictShort
 }

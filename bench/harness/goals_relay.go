@@ -33,15 +33,7 @@ func (r *Report) relayGoals() []goal {
 		if h != nil {
 			x.known = true
 			x.measured = fmt.Sprintf("%.0f vs %.0f MB/s (%.2f×); %.2f vs %.2f CPU s/GB%s", g.MBps, h.MBps, g.MBps/h.MBps, g.CPUPerGB, h.CPUPerGB, spreadNote(g, h))
-			fast, lean := g.MBps >= 1.5*h.MBps, g.CPUPerGB <= h.CPUPerGB
-			fastN, leanN := g.MBps >= 1.45*h.MBps, g.CPUPerGB <= max(1.15*h.CPUPerGB, h.CPUPerGB+0.1)
-			switch {
-			case fast && lean:
-				x.verdict = verdictMet
-			case fastN && leanN:
-				x.verdict = verdictNoise
-			default:
-				x.verdict = verdictShort
+			if x.verdict = bulkVerdict(g, h, 1.5); x.verdict == verdictShort {
 				x.why = whyBulkFast(r, g, h) + r.profileRef(profileKey("bulk", p, ModePlain, 0))
 			}
 		}
