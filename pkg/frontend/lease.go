@@ -37,6 +37,10 @@ type lease interface {
 	Relay(c client) relay.Result
 	// Release gives back the slot and backend connection held. Idempotent.
 	Release()
+	// leg is the backend connection the session holds for its whole life
+	// (nil: none between requests, pool_mode transaction) and the relay
+	// mode it will be relayed with, for the session table (sessions.go).
+	leg(out net.Conn) (net.Conn, relay.Mode)
 }
 
 // client is the client side of a session, as a relay needs it.
@@ -85,6 +89,13 @@ func (d *dedicated) open(ctx context.Context) (err error) {
 }
 
 func (d *dedicated) Login() *backend.LoginResult { return d.res }
+
+func (d *dedicated) leg(out net.Conn) (net.Conn, relay.Mode) {
+	if d.be == nil {
+		return nil, relay.ModeFramed
+	}
+	return d.be.Conn, relay.ModeFor(out, d.be.Conn)
+}
 
 // Relay splices (or relays TLS) until either side ends. A session in the
 // kernel relay (relay: sockmap) never gets here: Serve hands it to

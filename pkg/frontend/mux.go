@@ -826,6 +826,9 @@ func (m *multiplexed) stopReader() {
 	c.Backend.Raw.SetReadDeadline(time.Time{})
 }
 
+// leg: a multiplexed session holds no backend between its requests.
+func (m *multiplexed) leg(net.Conn) (net.Conn, relay.Mode) { return nil, relay.ModeFramed }
+
 // Release returns an attached connection to the pool, made safe (an
 // ATTENTION and its DONE_ATTN if an answer is owed, then a reset that
 // rolls back); one whose stream broke, whose login failed, or whose

@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"context"
+	"net"
 
 	"github.com/tdsgate/tdsgate/pkg/backend"
 	"github.com/tdsgate/tdsgate/pkg/pool"
@@ -76,6 +77,13 @@ func (p *pooled) activate(be *backend.Conn, res *backend.LoginResult) {
 }
 
 func (p *pooled) Login() *backend.LoginResult { return p.c.Login }
+
+func (p *pooled) leg(net.Conn) (net.Conn, relay.Mode) {
+	if p.c == nil || p.c.Backend == nil {
+		return nil, relay.ModeFramed
+	}
+	return p.c.Backend.Conn, relay.ModeFramed
+}
 
 // Relay runs the framed relay: message boundaries tracked, RESETCONNECTION
 // on a reused connection's first request.

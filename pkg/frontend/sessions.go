@@ -133,19 +133,7 @@ func (s *session) noteBucket(bucket string) {
 // ATTENTION) is the session's own connection; a multiplexed session
 // (pool_mode transaction) has none between its requests.
 func (s *session) enterRelay(ls lease) {
-	m := relay.ModeFramed
-	var be net.Conn
-	switch l := ls.(type) {
-	case *dedicated:
-		if l.be != nil {
-			be = l.be.Conn
-			m = relay.ModeFor(s.out, be)
-		}
-	case *pooled:
-		if l.c != nil && l.c.Backend != nil {
-			be = l.c.Backend.Conn
-		}
-	}
+	be, m := ls.leg(s.out)
 	if s.kernel != nil {
 		m = relay.ModeSockmap
 	}
