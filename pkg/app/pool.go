@@ -61,10 +61,8 @@ func (a *App) syncPools(cfg *config.Config, buckets map[string]*frontend.Bucket)
 		mode := pool.ModeNone
 		if b.PoolMode == config.PoolModeSession || b.PoolMode == config.PoolModeTransaction {
 			mode = pool.Mode(b.PoolMode)
-			st := pool.Settings{MinIdle: b.MinIdle, MaxIdle: b.MaxIdle, IdleTimeout: b.IdleTimeout, MaxLifetime: b.MaxLifetime, ResetTimeout: b.ResetTimeout}
-			if mode == pool.ModeTransaction {
-				st.CloseWait = pool.DefaultCloseWait
-			}
+			st := pool.Settings{MinIdle: b.MinIdle, MaxIdle: b.MaxIdle, IdleTimeout: b.IdleTimeout, MaxLifetime: b.MaxLifetime, ResetTimeout: b.ResetTimeout,
+				CloseWait: pool.DefaultCloseWait}
 			if p = old[b.ID]; p != nil && a.pools.targets[b.ID] == fb.Target {
 				p.SetSettings(st)
 			} else {

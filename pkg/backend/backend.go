@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/tds"
@@ -34,6 +35,13 @@ const (
 const (
 	DefaultDialTimeout  = 5 * time.Second
 	DefaultLoginTimeout = 15 * time.Second
+	// DefaultCloseWait bounds how long Hangup waits for the server to
+	// close its side of a connection tdsgate ends before the connection's
+	// slot may go to another login. A server that has read the FIN closes
+	// at once (the stand-in in microseconds; SQL Server when it has ended
+	// the session); one that does not within it is not waited for longer,
+	// so a session's end never hangs on a misbehaving backend.
+	DefaultCloseWait = time.Second
 )
 
 // Target is one bucket's backend.
@@ -120,8 +128,52 @@ type Conn struct {
 // TLS reports whether the session after login runs over TLS.
 func (c *Conn) TLS() bool { return c.Conn != net.Conn(c.Raw) }
 
-// Close closes the connection.
+// Close closes the connection at once. A connection whose slot is given
+// back after it is ended with Hangup instead.
 func (c *Conn) Close() error { return c.Raw.Close() }
+
+// Hangup ends the connection the way its slot may be given back after
+// it: see Hangup.
+func (c *Conn) Hangup(wait time.Duration) { Hangup(c.Raw, wait) }
+
+// Hangup ends a backend connection so that the server has let go of the
+// session when it returns: FIN (CloseWrite), then the server's own close
+// read (everything it still sends is discarded, up to its EOF or reset),
+// for at most wait, then Close. A slot released right after a plain Close
+// lets a new login reach the server while the server still counts the
+// old session (it sees the FIN only when its reader next runs), one past
+// max_connections for a few milliseconds: the backend is the oracle of a
+// cap, and SQL Server too keeps the session until it has processed the
+// close. wait <= 0 closes at once. The connection may have been
+// half-closed already (HalfClose in pkg/relay: the relay's abort); a
+// closed one returns at once.
+func Hangup(raw *net.TCPConn, wait time.Duration) {
+	defer raw.Close()
+	if wait <= 0 {
+		return
+	}
+	// A second CloseWrite, or one after the server's FIN and ours
+	// crossed, may fail (ENOTCONN): the read below still sees the end.
+	if err := raw.CloseWrite(); errors.Is(err, net.ErrClosed) {
+		return
+	}
+	end := time.Now().Add(wait)
+	buf := make([]byte, 8<<10)
+	for {
+		if raw.SetReadDeadline(end) != nil {
+			return
+		}
+		_, err := raw.Read(buf)
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(end):
+			// Another goroutine's deadline (an abort's HalfClose racing
+			// this end), not ours.
+		default:
+			return // the server's close (EOF, reset), or wait is up
+		}
+	}
+}
 
 func (t *Target) fail(stage Stage, err error) *Error {
 	return &Error{Bucket: t.Bucket, Address: t.Address, Stage: stage, Err: err}

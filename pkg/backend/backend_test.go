@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -204,4 +205,79 @@ func TestBreakerOnFakeClock(t *testing.T) {
 	if probes.Load() != 2 {
 		t.Fatalf("%d probes, want 2", probes.Load())
 	}
+}
+
+// Hangup returns once the server has closed its side (FIN, the server's
+// close, then ours), and, against a server that never closes, gives up
+// after wait: a session's end never hangs on a misbehaving backend.
+func TestHangup(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pair := func(t *testing.T) (*net.TCPConn, net.Conn) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); s.Close() })
+		return c.(*net.TCPConn), s
+	}
+	for _, racing := range []bool{false, true} {
+		name := "server closes"
+		if racing {
+			// An abort's HalfClose (relay.HalfClose) sets a deadline in the
+			// past while Hangup waits: not the server's close.
+			name += ", deadline set meanwhile"
+		}
+		t.Run(name, func(t *testing.T) {
+			c, s := pair(t)
+			var closed atomic.Bool
+			go func() {
+				buf := make([]byte, 16)
+				for {
+					if _, err := s.Read(buf); err != nil {
+						break
+					}
+				}
+				time.Sleep(100 * time.Millisecond) // the server takes its time to let go
+				closed.Store(true)
+				s.Close()
+			}()
+			if racing {
+				time.AfterFunc(20*time.Millisecond, func() { c.SetDeadline(time.Now()) })
+			}
+			backend.Hangup(c, 10*time.Second)
+			if !closed.Load() {
+				t.Error("Hangup returned before the server closed its side")
+			}
+		})
+	}
+	t.Run("server never closes", func(t *testing.T) {
+		c, _ := pair(t)
+		done := make(chan struct{})
+		go func() { backend.Hangup(c, 100*time.Millisecond); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Hangup still waiting 10 s after its 100 ms bound")
+		}
+	})
+	t.Run("half-closed already", func(t *testing.T) {
+		c, s := pair(t)
+		c.CloseWrite()
+		go func() { io.Copy(io.Discard, s); s.Close() }()
+		done := make(chan struct{})
+		go func() { backend.Hangup(c, 10*time.Second); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Hangup of a half-closed connection did not see the server's close")
+		}
+	})
 }

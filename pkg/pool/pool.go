@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -34,8 +33,9 @@ const (
 	DefaultIdleTimeout  = 5 * time.Minute
 	DefaultMaxLifetime  = 30 * time.Minute
 	DefaultResetTimeout = 2 * time.Second
-	// DefaultCloseWait is Settings.CloseWait with pool_mode transaction.
-	DefaultCloseWait = 500 * time.Millisecond
+	// DefaultCloseWait is Settings.CloseWait of a pooled bucket
+	// (pool_mode session and transaction): backend.DefaultCloseWait.
+	DefaultCloseWait = backend.DefaultCloseWait
 	// PressureHold is how long a pressure signal (clients waiting for a
 	// slot of the bucket, here or on another instance) keeps returning
 	// connections from going idle above min_idle.
@@ -61,7 +61,7 @@ type Settings struct {
 	ResetTimeout time.Duration
 	// CloseWait, when > 0, makes closing a connection wait (at most this
 	// long) for the server to close its side before the slot is released
-	// (pool_mode transaction: DefaultCloseWait). 0: close at once.
+	// (backend.Hangup; the app sets DefaultCloseWait). 0: close at once.
 	CloseWait time.Duration
 	// Clock times idle_timeout, max_lifetime, pressure and the janitor's
 	// tick (every janitorInterval): tests advance a clock.Fake instead of
@@ -473,27 +473,12 @@ func (p *Pool) discard(c *Conn, reason string) {
 		p.mu.Lock()
 		wait := p.st.CloseWait
 		p.mu.Unlock()
-		closeBackend(c.Backend.Raw, wait)
+		backend.Hangup(c.Backend.Raw, wait)
 	}
 	c.ticket.Release()
 	p.obs.Discarded(p.bucket, reason)
 	p.log.Debug("pool: backend connection closed", "reason", reason, "user", c.key.User, "database", c.key.Database,
 		"age", p.clk.Now().Sub(c.created).Round(time.Millisecond), "reused", c.Reused)
-}
-
-// closeBackend closes a backend connection. With wait > 0 the server
-// sees it end before its slot goes to someone else: FIN, then the
-// server's own close (read to EOF, at most wait), then close. A slot
-// released at once lets a new login reach the server while it still
-// counts the old session: with transaction pooling, which closes and
-// opens connections often, the server's count went one past
-// max_connections.
-func closeBackend(raw *net.TCPConn, wait time.Duration) {
-	if wait > 0 && raw.CloseWrite() == nil {
-		raw.SetReadDeadline(time.Now().Add(wait))
-		io.Copy(io.Discard, raw)
-	}
-	raw.Close()
 }
 
 // dropSubLocked forgets a sub-pool with no connection left, but keeps
