@@ -81,6 +81,7 @@ func (d *dedicated) open(ctx context.Context) (err error) {
 	}
 	d.s.holdSlot(d.b.ID, d.ticket)
 	hook("connect")
+	d.s.ownBackend()
 	if d.be, d.res, err = d.s.backendLogin(ctx, d.b, d.l, d.loginBytes); err != nil {
 		return err
 	}
@@ -104,17 +105,24 @@ func (d *dedicated) Relay(c client) relay.Result {
 	return relay.Relay(c.out, d.be.Conn)
 }
 
+// Release hangs up the backend first and gives the slot back only once
+// the server has let go of the session (backend.Hangup: FIN, then the
+// server's own close, at most backend.DefaultCloseWait): released
+// earlier, the slot could let a new login reach the server while it
+// still counts this session, one past the cap.
 func (d *dedicated) Release() {
 	d.s.leaveKernel()
+	var local string
 	if d.be != nil {
-		d.be.Close()
+		local = d.be.Raw.LocalAddr().String()
+		d.be.Hangup(backend.DefaultCloseWait)
 		d.be = nil
 	}
 	if d.ticket != nil {
 		d.ticket.Release()
 		d.ticket = nil
 		d.s.slot.Store(nil)
-		d.s.log.Info("slot release", "shed", d.s.shed.Load())
+		d.s.log.Info("slot release", "shed", d.s.shed.Load(), "backend_local", local)
 	}
 }
 

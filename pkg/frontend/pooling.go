@@ -27,6 +27,7 @@ type pooled struct {
 
 func (p *pooled) open(ctx context.Context) (err error) {
 	defer releaseOnFailure(p, &err)
+	p.s.ownBackend()
 	// Reuse: an idle backend already logged in as this client, if the
 	// password is the one it was accepted with.
 	if p.c = p.reuse(); p.c != nil {
@@ -97,7 +98,8 @@ func (p *pooled) Relay(c client) relay.Result {
 
 // Release returns the connection to its pool, made safe first (its slot
 // stays with it while it is idle); a connection whose login failed, or
-// whose session was shed, is closed and its slot released.
+// whose session was shed, killed or aborted, is closed and its slot
+// released once the server has let go (the pool's CloseWait).
 func (p *pooled) Release() {
 	c := p.c
 	if c == nil {
@@ -119,6 +121,11 @@ func (p *pooled) Release() {
 	if c.Login == nil || !c.Login.OK {
 		c.Close(pool.ReasonLoginFailed)
 		s.log.Info("slot release")
+		return
+	}
+	if s.backendHalfClosed() { // abort (drain's end): ended, never pooled again
+		c.Close(pool.ReasonBroken)
+		s.log.Info("slot release", "aborted", true)
 		return
 	}
 	r := p.framed

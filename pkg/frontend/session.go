@@ -59,6 +59,12 @@ type session struct {
 
 	mu      sync.Mutex
 	backend net.Conn
+	// own: the backend connection is held for the whole session (pool_mode
+	// none or session): abort half-closes it (relay.HalfClose; halfClosed)
+	// instead of closing it, so that the lease's Release can wait for the
+	// server to let go before the slot goes back (backend.Hangup). A
+	// multiplexed session's borrowed connection is closed.
+	own, halfClosed bool
 
 	// slot is the bucket this session holds a slot of (nil: none), for
 	// Handler.ShedSessions; shed says ShedSessions closed it.
@@ -314,12 +320,36 @@ func (s *session) setBackend(be *backend.Conn) {
 	s.mu.Unlock()
 }
 
-// abort closes both legs (drain deadline).
+// ownBackend records that the session holds its backend connection for
+// its whole life (dedicated, lease.go; pooled, pooling.go).
+func (s *session) ownBackend() {
+	s.mu.Lock()
+	s.own = true
+	s.mu.Unlock()
+}
+
+// backendHalfClosed reports whether abort half-closed the session's own
+// backend connection: it is ended, never to be pooled again.
+func (s *session) backendHalfClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.halfClosed
+}
+
+// abort ends both legs (drain deadline, shed, kill): the client's is
+// closed; the session's own backend leg is half-closed, whatever reads or
+// writes it woken, and closed by the lease's Release once the server has
+// let go (backend.Hangup); a pooled one is closed.
 func (s *session) abort() {
 	s.raw.Close()
 	s.mu.Lock()
 	if s.backend != nil {
-		s.backend.Close()
+		if s.own {
+			relay.HalfClose(s.backend)
+			s.halfClosed = true
+		} else {
+			s.backend.Close()
+		}
 	}
 	if s.kernel != nil {
 		s.kernel.Stop() // the kernel relay ends the session
@@ -590,7 +620,9 @@ func (s *session) backendLogin(ctx context.Context, b *Bucket, l *tds.Login7, lo
 	res, err := be.Login(ctx, loginBytes, l.TDSVersion)
 	s.h.Observer.BackendConnected(b.ID, time.Since(start), err)
 	if err != nil {
-		be.Close()
+		// The server may have counted the login (its answer was lost or
+		// late): its slot goes back once the server has let go.
+		be.Hangup(backend.DefaultCloseWait)
 		var bee *backend.Error
 		if errors.As(err, &bee) && bee.Stage == backend.StageLogin && !isNetErr(err) {
 			return nil, nil, protocolError(b.ID, err)

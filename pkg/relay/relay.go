@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
 )
 
 // Mode is the path a session's bytes took.
@@ -92,8 +94,10 @@ type closeWriter interface{ CloseWrite() error }
 // end, and returns the counts. When one direction ends cleanly (EOF), the
 // other side's write half is closed so it sees the end too, and the other
 // direction keeps going until its own end (half-close). When a direction
-// fails, both conns are closed so the other direction ends at once.
-// Relay does not close the conns on a clean end; the caller does.
+// fails, the client conn is closed and the server conn half-closed
+// (HalfClose), so the other direction ends at once. The server conn is
+// never closed here: the caller closes it, after the server has let go
+// of the session (backend.Hangup), and only then gives its slot back.
 //
 // The server→client direction runs on the calling goroutine and only
 // client→server on a goroutine of its own, so an idle session costs two
@@ -107,7 +111,7 @@ func Relay(client, server net.Conn) Result {
 		from Side
 	}
 	done := make(chan dirResult, 2)
-	var first sync.Once
+	var first, abort sync.Once
 	var panicked [2]*PanicError
 	copyDir := func(dst, src net.Conn, from Side) {
 		defer catchPanic(func(p *PanicError) {
@@ -127,8 +131,10 @@ func Relay(client, server net.Conn) Result {
 				cw.CloseWrite()
 			}
 		} else {
-			client.Close()
-			server.Close()
+			abort.Do(func() {
+				client.Close()
+				HalfClose(server)
+			})
 		}
 		done <- dirResult{n, err, from}
 	}
@@ -153,8 +159,31 @@ func Relay(client, server net.Conn) Result {
 	return res
 }
 
+// isClosed: the end of a direction that is no error of its own: a clean
+// EOF, or the close or HalfClose (its deadline) that the other
+// direction's failure made.
 func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// HalfClose ends tdsgate's side of a backend leg without letting go of
+// the socket: whatever reads or writes it returns at once (a deadline in
+// the past), and the server gets a FIN. The server still holds the
+// session until it has read that FIN and closed its side; the caller
+// closes the socket with backend.Hangup, which waits for that, before the
+// session's slot may go to another login. c is the leg as relayed: a raw
+// *net.TCPConn, or a *tls.Conn over one (whose CloseWrite would wait for
+// a writer's lock, so the TCP conn under it is half-closed instead).
+func HalfClose(c net.Conn) {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = nc.NetConn()
+	}
+	c.SetDeadline(time.Now())
+	if cw, ok := c.(closeWriter); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
 }
 
 // onlyWriter and onlyReader hide ReadFrom/WriteTo so that io.CopyBuffer
