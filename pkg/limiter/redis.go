@@ -272,6 +272,7 @@ type Redis struct {
 	// the moment the lease is known lost until the register script ran.
 	keyID     atomic.Pointer[string]
 	epoch     time.Time
+	start     time.Time // NewRedis, on the limiter's clock (unreachedGrowAt)
 	leaseSent atomic.Int64
 	leaseOK   atomic.Bool
 	runID     string // run_id of the Redis last polled; supervisor goroutine only
@@ -381,6 +382,7 @@ func NewRedis(o RedisOptions, buckets []BucketConfig, opts ...Option) (*Redis, e
 	}
 	l := &Redis{o: o, opts: buildOptions(opts), log: o.Log, retired: map[string]*redisBucket{}, kick: make(chan struct{}, 1)}
 	l.epoch = l.opts.clock.Now().Add(-time.Second) // leaseSent 0 means "never renewed"
+	l.start = l.opts.clock.Now()
 	id := o.InstanceID
 	l.keyID.Store(&id)
 	l.rank.Store(-1)

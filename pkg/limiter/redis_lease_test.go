@@ -217,7 +217,11 @@ func TestDuplicateIDRunsAsSibling(t *testing.T) {
 
 // TestNeverReachedRefusesOrUsesExpected: Redis down at start: with
 // expected_instances 0 every login is refused at once with CodeNoShare
-// (50011); with 3, floor(max/3).
+// (50011); with 3, floor(max/3): at once with lease_loss keep, and with
+// close only from unreachedGrowAt on (start + heartbeat_ttl +
+// reclaim_after + heartbeat_interval, on the limiter's clock: a FakeClock
+// here), when the instances that lost Redis before it have shed to their
+// shares.
 func TestNeverReachedRefusesOrUsesExpected(t *testing.T) {
 	rs := redistest.Start(t)
 	addr := rs.Addr()
@@ -231,17 +235,30 @@ func TestNeverReachedRefusesOrUsesExpected(t *testing.T) {
 		t.Fatalf("never reached, expected_instances 0: %v (%s)", err, time.Since(start))
 	}
 	t.Logf("refusal: %v", err)
-	e := newRedisLimiter(t, addr, "e", bs, func(o *RedisOptions) { o.ExpectedInstances = 3 })
-	got := 0
-	for range 5 {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		if _, err := e.Acquire(ctx, "b"); err == nil {
-			got++
+	try := func(e *Redis) int {
+		got := 0
+		for range 5 {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			if _, err := e.Acquire(ctx, "b"); err == nil {
+				got++
+			}
+			cancel()
 		}
-		cancel()
+		return got
 	}
-	if got != 3 {
-		t.Fatalf("expected_instances 3, max 10: admitted %d, want 3", got)
+	k := newRedisLimiter(t, addr, "k", bs, func(o *RedisOptions) { o.ExpectedInstances, o.LeaseLossKeep = 3, true })
+	if got := try(k); got != 3 {
+		t.Fatalf("lease_loss keep, expected_instances 3, max 10: admitted %d, want 3", got)
+	}
+	clk := NewFakeClock(time.Now())
+	e := newRedisLimiter(t, addr, "e", bs, func(o *RedisOptions) { o.ExpectedInstances = 3 }, WithClock(clk))
+	if got := try(e); got != 0 {
+		t.Fatalf("lease_loss close, expected_instances 3, before its peers can have shed: admitted %d, want 0", got)
+	}
+	clk.Advance(e.unreachedGrowAt().Sub(clk.Now()))
+	waitCond(t, 2*time.Second, "admitting on its share", e.Grown)
+	if got := try(e); got != 3 {
+		t.Fatalf("lease_loss close, expected_instances 3, max 10, past its grow time: admitted %d, want 3", got)
 	}
 	// Once Redis is reached, the refusing instance admits.
 	rs.Restart()

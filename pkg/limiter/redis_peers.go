@@ -139,6 +139,40 @@ func (l *Redis) growAt() time.Time {
 	return dl.Add(l.o.ReclaimAfter + l.o.HeartbeatInterval)
 }
 
+// unreachedGrowAt is when an instance that never reached Redis may admit
+// on its share (lease_loss close): its start + HeartbeatTTL + ReclaimAfter
+// + HeartbeatInterval. Every instance that lost Redis before this one
+// started had its last renewal before that start, so it has closed what
+// it held over its own share by then (its lease deadline + ReclaimAfter,
+// the fence), with a heartbeat interval to spare; until then those
+// sessions may still be open, and a share taken at once would add to
+// them (TestReproStartDuringOutageWhilePeersHold: 3 sessions for a max of
+// 2). Peers cannot be asked: their addresses are in Redis.
+func (l *Redis) unreachedGrowAt() time.Time {
+	return l.start.Add(l.o.HeartbeatTTL + l.o.ReclaimAfter + l.o.HeartbeatInterval)
+}
+
+// growUnreached raises the shares of an instance that never reached Redis
+// to its floor shares, once past unreachedGrowAt (still in fallback).
+func (l *Redis) growUnreached() {
+	l.mu.Lock()
+	if l.State() != StateFallback || l.everConnected.Load() || l.grown.Load() {
+		l.mu.Unlock()
+		return
+	}
+	shares := map[string]int64{}
+	for _, b := range *l.buckets.Load() {
+		s := b.exact.Load()
+		b.share.Store(s)
+		shares[b.id] = s
+	}
+	l.grown.Store(true)
+	l.mu.Unlock()
+	l.log.Warn("fallback: redis never reached, and every instance that lost it before this one started has shed to its share by now: admitting on this instance's share",
+		"divisor", l.divisor(), "shares", formatShares(shares))
+	l.wakeAll()
+}
+
 // watchPeers is the full-outage check, in its own goroutine so that no
 // Redis call delays it: in fallback with lease_loss close, every
 // PeerProbeInterval once past growAt, it asks every peer whether its
@@ -161,7 +195,14 @@ func (l *Redis) watchPeers() {
 // peerRound is one round of watchPeers; it returns when to look again.
 func (l *Redis) peerRound(now time.Time) time.Duration {
 	every := l.o.PeerProbeInterval
-	if l.o.LeaseLossKeep || !l.everConnected.Load() || l.State() != StateFallback {
+	if l.o.LeaseLossKeep || l.State() != StateFallback {
+		return every
+	}
+	if !l.everConnected.Load() {
+		if at := l.unreachedGrowAt(); now.Before(at) {
+			return min(every, max(at.Sub(now), time.Millisecond))
+		}
+		l.growUnreached()
 		return every
 	}
 	peers := l.Peers()

@@ -42,6 +42,12 @@ func (l *Redis) toFallback(op, bucket string, cause error) {
 // the exact share only when every peer confirms the outage (redis_peers.go).
 // With keep the share is the exact share capped at what it held plus its
 // exact share of the slots that were free (fallbackShare).
+//
+// An instance that never reached Redis has its floor share (rank
+// unknown) of expected_instances; with lease_loss close, only from
+// unreachedGrowAt on (0 before: growUnreached raises it), since the
+// instances that lost Redis before it started may still hold more than
+// their own shares until they shed.
 func (l *Redis) fixSharesLocked() map[string]int64 {
 	d := l.divisor()
 	rank := int(l.rank.Load())
@@ -62,6 +68,8 @@ func (l *Redis) fixSharesLocked() map[string]int64 {
 		b.counted.Store(counted)
 		var s int64
 		switch {
+		case !ever && !l.o.LeaseLossKeep && l.opts.clock.Now().Before(l.unreachedGrowAt()):
+			s = 0 // admits on its share only once its peers have shed (unreachedGrowAt)
 		case !ever:
 			s = exact
 		case l.o.LeaseLossKeep:

@@ -25,7 +25,7 @@ func testLog() *slog.Logger {
 
 // newRedisLimiter starts a Redis limiter for instance id with quick probe
 // and settle times, closed at cleanup.
-func newRedisLimiter(t testing.TB, addr, id string, buckets []BucketConfig, tweak func(*RedisOptions)) *Redis {
+func newRedisLimiter(t testing.TB, addr, id string, buckets []BucketConfig, tweak func(*RedisOptions), opts ...Option) *Redis {
 	t.Helper()
 	o := RedisOptions{Addr: addr, InstanceID: id, OpTimeout: 300 * time.Millisecond, HeartbeatTTL: time.Minute,
 		PollInterval: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond, SettleTime: 300 * time.Millisecond,
@@ -33,7 +33,7 @@ func newRedisLimiter(t testing.TB, addr, id string, buckets []BucketConfig, twea
 	if tweak != nil {
 		tweak(&o)
 	}
-	l, err := NewRedis(o, buckets)
+	l, err := NewRedis(o, buckets, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,12 +289,13 @@ func TestRedisFallbackAndReconcile(t *testing.T) {
 }
 
 // TestRedisStartsInFallback: Redis down at start: the limiter serves on its
-// share and reconciles once Redis appears.
+// share and reconciles once Redis appears. (lease_loss keep: with close the
+// share waits for unreachedGrowAt, TestNeverReachedRefusesOrUsesExpected.)
 func TestRedisStartsInFallback(t *testing.T) {
 	rs := redistest.Start(t)
 	rs.Kill()
 	bs := []BucketConfig{{ID: "b", MaxConnections: 6, MaxQueueSize: 1, QueueTimeout: 20 * time.Millisecond}}
-	l := newRedisLimiter(t, rs.Addr(), "solo", bs, func(o *RedisOptions) { o.FallbackDivisor = 2 })
+	l := newRedisLimiter(t, rs.Addr(), "solo", bs, func(o *RedisOptions) { o.FallbackDivisor, o.LeaseLossKeep = 2, true })
 	if !l.InFallback() {
 		t.Fatal("not in fallback with Redis down")
 	}

@@ -824,3 +824,49 @@ func TestFreezeBeyondReclaimAfter(t *testing.T) {
 	}
 	closeAll(bHeld)
 }
+
+// TestReproStartDuringOutageWhilePeersHold: max 2, two instances with
+// lease_loss close and expected_instances 2. A holds both slots when Redis
+// dies; B is then restarted during the outage (the nemesis's
+// outage-start). B never reached Redis, so its share is floor(max/N) = 1,
+// but A's two sessions are still open: A admits nothing more (its share
+// is min(exact, counted) = 1), yet it closes what it holds over that share
+// only at its lease's end + reclaim_after. Before the fix B admitted its
+// share at once and the backend held 3 sessions for a max of 2 until A's
+// fence (in the nemesis, with sessions of 0–200 ms, a +1 window of a few
+// ms after an outage-start). Now B admits on its share only once every
+// instance that lost Redis before B started has shed down to its own
+// (B's start + heartbeat_ttl + reclaim_after + heartbeat_interval), and
+// then does.
+func TestReproStartDuringOutageWhilePeersHold(t *testing.T) {
+	const maxConns = 2
+	rs := redistest.Start(t)
+	si := backend(t)
+	c := cluster.Config{RedisAddr: rs.Addr(), HeartbeatTTL: 3 * time.Second, HeartbeatInterval: 500 * time.Millisecond,
+		ReaperInterval: time.Second, LeaseLoss: "close", ExpectedInstances: 2,
+		Buckets: []cluster.Bucket{bucket(maxConns, 10, 10*time.Second, si.Addr())}}
+	ca, cb := c, c
+	ca.InstanceID, cb.InstanceID = "proxy-a", "proxy-b"
+	a, b := cluster.Start(t, ca), cluster.Start(t, cb)
+	rc := rs.Client(t)
+	waitFor(t, 5*time.Second, "both registered", func() bool {
+		n, err := getInt(rc, "SCARD", keyInstances)
+		return err == nil && n == 2
+	})
+	if held := openN(t, a.Addr, maxConns, 5*time.Second); len(held) != maxConns {
+		t.Fatalf("A holds %d sessions, want %d", len(held), maxConns)
+	}
+	time.Sleep(1500 * time.Millisecond) // both have seen 2 live instances
+	o := watchOne(t, si, maxConns)
+	rs.Kill()
+	b.Kill()
+	start := time.Now()
+	b = cluster.Start(t, cb)
+	got := openN(t, b.Addr, 1, 10*time.Second)
+	t.Logf("B, restarted during the outage, admitted %d session(s) %s after its start; stand-in current %d, peak %d",
+		len(got), time.Since(start).Round(time.Millisecond), si.Stats().Current, si.Stats().Peak)
+	checkOracle(t, o)
+	if len(got) != 1 {
+		t.Errorf("B admitted %d sessions on its share of 1 once A had shed", len(got))
+	}
+}
