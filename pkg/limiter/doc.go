@@ -96,9 +96,21 @@
 // Fallback shares are exact (ExactShare): instance i of N ranked by id
 // among proxy:instances ∪ proxy:fenced (as seen within heartbeat_ttl +
 // reclaim_after) gets floor(max/N) + 1 if i < max mod N. An instance that never reached Redis uses ExpectedInstances
-// (floor only) or, with 0, refuses with CodeNoShare (TDS error 50011).
+// (floor only) or, with 0, refuses with CodeNoShare (TDS error 50011);
+// with lease_loss close only from its start + HeartbeatTTL + ReclaimAfter
+// + HeartbeatInterval on (unreachedGrowAt, redis_peers.go), when the
+// instances that lost Redis before it started have shed what they held
+// over their own shares: admitting at once added its share to sessions
+// they still held (TestReproStartDuringOutageWhilePeersHold in
+// tools/cluster: 3 for a max of 2). Not covered: one started while it
+// alone is cut off from Redis (its peers cannot be asked).
 // How much of it an instance that lost Redis may use depends on
 // lease_loss (next section).
+//
+// A released slot is given back by the frontend only once the backend
+// has let go of the session (backend.Hangup): the backend's own count,
+// the oracle of the cap, never sees a new session before the old one's
+// close.
 //
 // # Partitions and full outages
 //

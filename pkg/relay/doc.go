@@ -15,6 +15,17 @@
 // instead of wrapping. When either leg is TLS, the copy runs in user space
 // through crypto/tls (ModeTLS), with pooled buffers.
 //
+// # The backend leg outlives the relay
+//
+// Relay never closes the server conn: on a clean end the server has
+// closed its side already (its EOF ended a direction); on an error it
+// half-closes it (HalfClose: a deadline in the past wakes whatever reads
+// or writes it, and a FIN goes out). The caller closes it with
+// backend.Hangup, which waits (bounded) for the server's own close, and
+// only then gives the session's slot back: the server counts a session
+// until it has handled the close, and a slot released earlier could let
+// a new login in while it still counts the old one.
+//
 // # The framed path
 //
 // A pooled session's backend outlives its client, so its relay must know
