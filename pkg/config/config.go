@@ -428,8 +428,11 @@ type Redis struct {
 	LeaseLoss LeaseLoss `yaml:"lease_loss"`
 	// ExpectedInstances is the number of instances assumed when this one
 	// has never reached Redis and so never saw the others: its fallback
-	// share is then floor(max / ExpectedInstances). 0 refuses logins
-	// (TDS error 50011) until Redis was reached once.
+	// share is then floor(max / ExpectedInstances) — with lease_loss
+	// close from its start + heartbeat_ttl + reclaim_after +
+	// heartbeat_interval on, once the instances that lost Redis before
+	// it have shed to their own shares. 0 refuses logins (TDS error
+	// 50011) until Redis was reached once.
 	// Default: DefaultExpectedInstances.
 	ExpectedInstances int `yaml:"expected_instances"`
 	// ReclaimAfter is how long the reaper keeps every slot of an instance
