@@ -128,7 +128,9 @@ func bucket(max, queue int, qt time.Duration, addr string) cluster.Bucket {
 
 // TestReproStartWhileRedisDown: three instances started while Redis is
 // down (expected_instances 3), bucket max 10, each asked for 12 sessions:
-// the backend never holds more than 10, and when Redis comes back (empty)
+// the backend never holds more than 10 — each admits its floor share, 3
+// (with lease_loss close from its start + heartbeat_ttl + reclaim_after +
+// heartbeat_interval on: 6.5 s here) — and when Redis comes back (empty)
 // the reconciled count is at most 10 and equals the sessions open.
 // Before the fix each instance took the whole cap: peak 30, count 30.
 func TestReproStartWhileRedisDown(t *testing.T) {
@@ -140,18 +142,21 @@ func TestReproStartWhileRedisDown(t *testing.T) {
 	var ps []*cluster.Proxy
 	for i := 1; i <= 3; i++ {
 		ps = append(ps, cluster.Start(t, cluster.Config{InstanceID: fmt.Sprintf("proxy-%d", i), RedisAddr: rs.Addr(),
-			ExpectedInstances: 3, Buckets: []cluster.Bucket{bucket(maxConns, 20, time.Second, si.Addr())}}))
+			ExpectedInstances: 3, Buckets: []cluster.Bucket{bucket(maxConns, 20, 10*time.Second, si.Addr())}}))
 	}
 	var wg sync.WaitGroup
 	var admitted [3]int
 	for i, p := range ps {
-		wg.Go(func() { admitted[i] = len(openN(t, p.Addr, 12, 3*time.Second)) })
+		wg.Go(func() { admitted[i] = len(openN(t, p.Addr, 12, 10*time.Second)) })
 	}
 	wg.Wait()
 	total := admitted[0] + admitted[1] + admitted[2]
 	t.Logf("redis down, 3 instances started, max %d: admitted %v = %d; stand-in current %d, peak %d",
 		maxConns, admitted, total, si.Stats().Current, si.Stats().Peak)
 	checkOracle(t, o)
+	if admitted != [3]int{3, 3, 3} {
+		t.Errorf("admitted %v, want each instance's floor share 3 of 10 / 3", admitted)
+	}
 	rs.Restart()
 	rc := rs.Client(t)
 	waitFor(t, 15*time.Second, "all three registered again", func() bool {
