@@ -60,7 +60,10 @@
 // peer on a clean EOF once the bytes before it are handed over; when both
 // directions have ended it counts the bytes from TCP_INFO, leaves the map,
 // closes the descriptors and calls the session's done, exactly once, on
-// every path (ModeSockmap).
+// every path (ModeSockmap). A session ended by a reset, an error or Stop
+// before the server's FIN closes the client's descriptor and half-closes
+// the server's, and waits (at most backend.DefaultCloseWait) for the
+// server's own close before done: done releases the slot.
 //
 // # Idle sessions hold no pipe, no buffer, one goroutine per direction
 //

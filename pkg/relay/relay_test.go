@@ -174,3 +174,28 @@ func TestSpliceIdleHoldsNoPipes(t *testing.T) {
 		l.sl.Close()
 	}
 }
+
+// A relay that ends on an error leaves the server leg half-closed, not
+// closed: the server gets a FIN and the caller can wait for its own close
+// (backend.Hangup) before the session's slot goes back.
+func TestRelayAbortHalfClosesServer(t *testing.T) {
+	appClient, clientLeg := pair(t)
+	serverLeg, appServer := pair(t)
+	defer appServer.Close()
+	defer serverLeg.Close()
+	resCh := make(chan Result, 1)
+	go func() { resCh <- Relay(clientLeg, serverLeg) }()
+	appClient.SetLinger(0)
+	appClient.Close() // RST
+	<-resCh
+	appServer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := appServer.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the server read %v, want the FIN (EOF)", err)
+	}
+	// Still open: the server's close reaches the server leg.
+	appServer.Close()
+	serverLeg.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := serverLeg.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the server leg read %v after the server closed, want EOF (not closed by Relay)", err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdsgate/tdsgate/pkg/backend"
 )
 
 // Redirector joins two sockets in the kernel so that each one's incoming
@@ -272,8 +274,10 @@ func (k *Kernel) snapshot() {
 	}
 }
 
-// fail records the session's error, takes the counts, and closes both
-// legs at once (the peer of a reset sees its connection end).
+// fail records the session's error, takes the counts, and ends both legs
+// at once: the client's is closed (the peer of a reset sees its
+// connection end), the server's half-closed; finish closes it once the
+// server let go.
 func (k *Kernel) fail(err error, from Side) {
 	k.failed = true
 	k.res.Err = err
@@ -283,7 +287,7 @@ func (k *Kernel) fail(err error, from Side) {
 	k.snapshot()
 	k.leave()
 	k.cfd.close()
-	k.sfd.close()
+	shutWrite(k.sfd)
 }
 
 // finish ends the session, once: stop watching, leave the map, close the
@@ -300,6 +304,12 @@ func (k *Kernel) finish() {
 	}
 	k.leave()
 	k.cfd.close()
+	if !k.legs[1].fin {
+		// Ended by an error or Stop, before the server's FIN: the server
+		// still holds the session until it has handled ours. done (the
+		// slot's release) waits for that, as backend.Hangup does.
+		hangUp(k.sfd, backend.DefaultCloseWait)
+	}
 	k.sfd.close()
 	k.res.ClientToServer = payload(k.legs[0].recv-k.legs[0].recv0, k.legs[0].fin)
 	k.res.ServerToClient = payload(k.legs[1].recv-k.legs[1].recv0, k.legs[1].fin)
@@ -487,6 +497,38 @@ func dupFD(c *net.TCPConn) (*rawFD, error) {
 		return r, err
 	}
 	return r, nil
+}
+
+// hangUp half-closes a socket Run owns and waits, at most wait, for the
+// peer's own close (EOF or reset), discarding what it still sends: the
+// kernel relay's backend.Hangup, on a descriptor outside the poller.
+func hangUp(r *rawFD, wait time.Duration) {
+	end := time.Now().Add(wait)
+	r.Control(func(fd uintptr) {
+		unix.Shutdown(int(fd), unix.SHUT_WR)
+		var buf [4096]byte
+		for {
+			left := time.Until(end)
+			if left <= 0 {
+				return
+			}
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+			n, err := unix.Poll(pfd, int(left/time.Millisecond)+1)
+			if errors.Is(err, unix.EINTR) || (err == nil && n == 0) {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			m, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_DONTWAIT)
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil || m == 0 {
+				return // the peer's close (EOF, reset)
+			}
+		}
+	})
 }
 
 // shutWrite half-closes the socket (shutdown SHUT_WR): its FIN follows

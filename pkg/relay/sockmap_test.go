@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -519,5 +520,36 @@ func TestKernelRelayStopRacesEnds(t *testing.T) {
 	}
 	if got := m.Len(); got != 0 {
 		t.Errorf("map holds %d entries", got)
+	}
+}
+
+// A session the kernel relay ends on a client's reset, or on Stop (a shed,
+// a drain), reports its end (done: the slot's release) only once the
+// server has closed its side: it got a FIN, not a close, and took its
+// time to let go. Before, both sockets were closed at once and done ran
+// while the server still counted the session.
+func TestKernelRelayEndWaitsForServer(t *testing.T) {
+	for _, how := range []string{"client reset", "stop"} {
+		t.Run(how, func(t *testing.T) {
+			m := openSockmap(t)
+			l := startKernel(t, m)
+			var closed atomic.Bool
+			go func() {
+				io.Copy(io.Discard, l.as) // to the FIN
+				time.Sleep(100 * time.Millisecond)
+				closed.Store(true)
+				l.as.Close()
+			}()
+			if how == "stop" {
+				l.k.Stop()
+			} else {
+				l.ac.SetLinger(0)
+				l.ac.Close()
+			}
+			l.result(t)
+			if !closed.Load() {
+				t.Error("done ran before the server closed its side")
+			}
+		})
 	}
 }
