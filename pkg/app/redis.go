@@ -55,7 +55,7 @@ func (a *App) newLimiter(cfg *config.Config, opts ...limiter.Option) (appLimiter
 		Client: conn, InstanceID: cfg.InstanceID,
 		OpTimeout: rc.OpTimeout, HeartbeatTTL: rc.HeartbeatTTL, FallbackDivisor: rc.FallbackDivisor,
 		ExpectedInstances: rc.ExpectedInstances, LeaseLossKeep: rc.LeaseLoss == config.LeaseLossKeep,
-		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter, SlotLinger: rc.SlotLinger,
+		Shed: a.shedSessions, ReclaimAfter: rc.ReclaimAfter, ForgetAfter: rc.ForgetAfter, SlotLinger: rc.SlotLinger,
 		HeartbeatInterval: rc.HeartbeatInterval, WaitReplicas: rc.WaitReplicasN(),
 		PeerAddr: cfg.PeerAddr(), ProbePeer: a.obs.peer.Probe,
 		Log: log,

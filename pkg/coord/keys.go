@@ -25,7 +25,9 @@ package coord
 //	                               conns hash records
 //	proxy:fenced                   set: ids whose lease expired but whose slots
 //	                               may still be in use (frozen, or cut off from
-//	                               Redis); they count in the fallback shares
+//	                               Redis), or that a register found unknown to a
+//	                               Redis that had lost its data (absent.go); they
+//	                               count in the fallback shares
 //	proxy:instance:<id>:fence      hash inc, at (ms), parked (0/1): when and how
 //	                               far the reaper fenced the id
 //	proxy:route:<key>              string: optional route directory, key → bucket id

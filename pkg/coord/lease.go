@@ -26,6 +26,9 @@ import (
 //	heartbeat  renews the lease only if it is still this incarnation's
 //	reclaim    the reaper's step on an instance whose lease expired, and the
 //	           clean leave
+//
+// (and, in absent.go, reserve-absent: a register's record of a peer that
+// a Redis which lost its data no longer knows)
 
 // luaFreeAll is a Lua function (pasted into the scripts that need it):
 // give back every slot recorded in conns hash ck for instance id, drop its

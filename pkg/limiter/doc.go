@@ -166,10 +166,37 @@
 //     back within what Redis counts for it before P admits past its
 //     grant; NewRedis raises SettleTime to that (MinSettleTime) when peers
 //     can be asked. Defaults: 1 s + 500 ms + 250 ms = 1.75 s < 2 s. The
-//     argument assumes the peers share these settings, and that Redis
-//     comes back with its data or that G reaches it within SettleTime (G
-//     probes every ProbeInterval): Redis restarted empty while G is cut
-//     off from it is a double fault, not covered.
+//     argument assumes the peers share these settings.
+//   - A partition longer than heartbeat_ttl + reclaim_after +
+//     forget_after: the reapers forget the instance (its counted slots
+//     given back). So past its lease deadline + ReclaimAfter +
+//     RedisOptions.ForgetAfter (the earliest forget: the lease ends in
+//     Redis no sooner than the deadline + LeaseMargin), with close, the
+//     fence sets counted to 0 and closes every session of the instance —
+//     unless every peer confirmed a full outage (grown: nobody reaps);
+//     when one answers "live" again the share goes to min(exact, 0) = 0.
+//     Its register when the partition heals is Fresh (re-acquires, never
+//     past max, from nothing).
+//   - Redis restarted empty while an instance A is cut off from it (a
+//     double fault): A cannot re-assert its holdings, and the others
+//     re-register on a Redis that counts none of A's sessions. So every
+//     poll also reads each peer's conns hash, and the instance remembers,
+//     per peer and bucket, the most it saw within heartbeat_ttl +
+//     reclaim_after (redis_absent.go); a register that is Fresh then
+//     records, for each peer of its view that Redis does not know at all
+//     (no membership, heartbeat, incarnation or conns key), what it was
+//     seen holding (coord.ReserveAbsent): counted, fenced as if its lease
+//     had been renewed at that moment (parked heartbeat_ttl +
+//     reclaim_after later, down to its exact share, forgotten after
+//     forget_after). A's own fence has shed by then, and sheds everything
+//     before the record can be forgotten; A's register when it heals gives
+//     the record back and re-asserts what A holds. The first instance to
+//     register records the others too; each of them replaces its record
+//     by registering, like A. Not exact: what A acquired after the peer's
+//     last poll (1 s) and over the most seen recently is not recorded;
+//     and a peer that left cleanly within the view window just before
+//     keeps a record counted until the reapers forget it (or a process of
+//     its id registers).
 //   - lease_loss keep: the instance keeps the old, more available share:
 //     min(exact share, held + its exact share of the slots free when it
 //     last saw the count), with no peer check. Summed over instances that
@@ -179,9 +206,10 @@
 //     ExactShare(max − count, N, rank) ≤ ⌈(max − count)/N⌉, for the
 //     partition's length — on top of keep's other stated bounds (what it
 //     held over its exact share once a reaper parks it; the uncounted
-//     slots after its register).
-//   - A partition longer than heartbeat_ttl + reclaim_after + forget_after
-//     lets the reaper forget the instance's counted slots: not covered.
+//     slots after its register). A partition longer than heartbeat_ttl +
+//     reclaim_after + forget_after lets the reapers forget all it holds:
+//     the backend may then exceed max by everything it holds until its
+//     sessions end.
 //
 // # Slot linger and acquire n
 //

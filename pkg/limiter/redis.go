@@ -139,6 +139,13 @@ type RedisOptions struct {
 	// whose lease expired (it may be frozen or cut off) before it gives
 	// back those above its fallback share. Default: HeartbeatTTL.
 	ReclaimAfter time.Duration
+	// ForgetAfter is how long a reaper keeps a parked instance's fallback
+	// share counted before it forgets the instance (config
+	// redis.forget_after). With lease_loss close, an instance whose lease
+	// is still lost at its end + ReclaimAfter + ForgetAfter closes every
+	// session (unless every peer confirmed a full outage), since nothing
+	// then counts them any more. Default: config.DefaultForgetAfter.
+	ForgetAfter time.Duration
 	// LeaseMargin is subtracted from the lease's end, on this instance's
 	// monotonic clock, for clock drift and the time to act.
 	// Default: DefaultLeaseMargin(HeartbeatTTL, OpTimeout).
@@ -206,6 +213,9 @@ func (o *RedisOptions) setDefaults() {
 	}
 	if o.ReclaimAfter <= 0 {
 		o.ReclaimAfter = o.HeartbeatTTL
+	}
+	if o.ForgetAfter <= 0 {
+		o.ForgetAfter = config.DefaultForgetAfter
 	}
 	if o.LeaseMargin <= 0 {
 		o.LeaseMargin = DefaultLeaseMargin(o.HeartbeatTTL, o.OpTimeout)
@@ -298,9 +308,11 @@ type Redis struct {
 	grown atomic.Bool
 	// seen: each id of the view and when it was last read in Redis; addrs
 	// its last advertised /peer/lease address. Guarded by viewMu.
-	viewMu sync.Mutex
-	seen   map[string]time.Time
-	addrs  map[string]string
+	// peerHeld: what each peer of the view was seen holding (redis_absent.go).
+	viewMu   sync.Mutex
+	seen     map[string]time.Time
+	addrs    map[string]string
+	peerHeld map[string]map[string]heldSeen
 	// regEpoch is the register epoch of the last successful register: releases
 	// carry it, so one delivered late, after a re-register, is ignored.
 	regEpoch   atomic.Int64

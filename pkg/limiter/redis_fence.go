@@ -46,6 +46,14 @@ func (l *Redis) reconcileLocked() error {
 	if err != nil {
 		return err
 	}
+	if reg.Fresh {
+		// Before the view takes in the new membership: the peers this
+		// instance saw, which Redis may no longer know.
+		if err := l.reserveAbsent(ctx); err != nil {
+			l.op("reconcile", err)
+			return err
+		}
+	}
 	res := reg.Buckets
 	l.regEpoch.Store(reg.Epoch)
 	l.regFresh = reg.Fresh
@@ -171,6 +179,13 @@ func (l *Redis) fenceOnce(now time.Time) time.Duration {
 		return min(shedAt.Sub(now), l.o.PollInterval)
 	}
 	connected := l.State() == StateConnected
+	// Past the lease's end + ReclaimAfter + ForgetAfter a reaper may have
+	// forgotten this instance (parked slots given back): Redis counts
+	// nothing for it any more, so, unless every peer confirmed a full
+	// outage (nobody takes from Redis), it keeps nothing. The first
+	// reaper's forget comes at the earliest at the lease's end in Redis
+	// (≥ dl + LeaseMargin) + ReclaimAfter + ForgetAfter.
+	forgotten := !now.Before(shedAt.Add(l.o.ForgetAfter))
 	d := l.divisor()
 	rank := int(l.rank.Load())
 	for _, b := range *l.buckets.Load() {
@@ -180,6 +195,16 @@ func (l *Redis) fenceOnce(now time.Time) time.Duration {
 			// holds it up): the share it is about to fix (close: what
 			// Redis counts for us, at most the exact share).
 			share = min(fallbackShare(b.max.Load(), 0, 0, d, rank, false), max(b.held.Load()-b.uncounted.Load(), 0))
+		}
+		if forgotten {
+			if b.counted.Swap(0) > 0 {
+				l.log.Warn("lease: lost for longer than heartbeat_ttl + reclaim_after + forget_after: reapers may have forgotten this instance, "+
+					"redis counts none of its sessions: closing every one (lease_loss close)", "bucket", b.id, "held", b.held.Load())
+			}
+			if connected || !l.grown.Load() {
+				share = 0
+				b.share.Store(0)
+			}
 		}
 		if b.held.Load() > share {
 			l.shed(b.id, int(share))

@@ -42,6 +42,10 @@ func (l *Redis) poll() {
 			cmds = append(cmds, c.B().Hgetall().Key(coord.KeyWaiting(b.id)).Build())
 		}
 	}
+	// What each peer holds, for the double fault (redis_absent.go).
+	peers0 := len(cmds)
+	peerIDs, peerCmds := l.peerHashCmds(c)
+	cmds = append(cmds, peerCmds...)
 	cached := make([]rueidis.CacheableTTL, 0, len(bs))
 	for _, b := range bs {
 		cached = append(cached, rueidis.CT(c.B().Get().Key(coord.KeyMax(b.id)).Cache(), cacheTTL))
@@ -61,7 +65,7 @@ func (l *Redis) poll() {
 		return
 	}
 	if l.o.SlotLinger > 0 {
-		l.noteWaiting(bs, res[wait0:])
+		l.noteWaiting(bs, res[wait0:peers0])
 	}
 	if info, err := res[wait0-3].ToString(); err == nil {
 		l.checkRunID(info)
@@ -77,6 +81,7 @@ func (l *Redis) poll() {
 		addrs, _ := res[wait0-2].AsStrMap()
 		l.noteMembers(ids, addrs)
 	}
+	l.notePeerHeld(peerIDs, res[peers0:])
 	var maxRes []rueidis.RedisResult
 	if len(cached) > 0 {
 		maxRes = c.DoMultiCache(ctx, cached...)

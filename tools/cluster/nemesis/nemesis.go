@@ -15,6 +15,12 @@
 //	               one of the two (a same-host restart)
 //	outage-start   kill every Redis data server, restart an instance during the
 //	               outage, bring Redis back empty
+//	long-partition cut instance 1 from Redis for longer than heartbeat_ttl +
+//	               reclaim_after + forget_after (the reapers fence, park and
+//	               forget it while its sessions run), then heal
+//	double-fault   cut instance 1 from Redis, then kill every Redis data server
+//	               and bring it back empty while instance 1 is still cut off
+//	               (it cannot re-assert its holdings), then heal
 //
 // The oracle is the backend: each stand-in's count of sessions it really
 // holds, sampled every 5 ms, and its exact peak, against the bucket's max
@@ -57,7 +63,7 @@ import (
 )
 
 // Faults are the faults the nemesis injects, in the order of the package doc.
-var Faults = []string{"pause", "kill", "redis-empty", "failover", "partition", "duplicate", "outage-start"}
+var Faults = []string{"pause", "kill", "redis-empty", "failover", "partition", "duplicate", "outage-start", "long-partition", "double-fault"}
 
 // Options configure Run. Zero values take the defaults in brackets.
 type Options struct {
@@ -69,8 +75,10 @@ type Options struct {
 	// Faults, if set, limits the schedule to these faults (to isolate one).
 	Faults []string
 	// HeartbeatTTL [3s], HeartbeatInterval [500ms], ReaperInterval [1s],
-	// OpTimeout [300ms], ReclaimAfter [HeartbeatTTL] of every instance.
-	HeartbeatTTL, HeartbeatInterval, ReaperInterval, OpTimeout, ReclaimAfter time.Duration
+	// OpTimeout [300ms], ReclaimAfter [HeartbeatTTL], ForgetAfter
+	// [HeartbeatTTL] of every instance (forget_after short, so that a
+	// long-partition outlasts it in seconds, not minutes).
+	HeartbeatTTL, HeartbeatInterval, ReaperInterval, OpTimeout, ReclaimAfter, ForgetAfter time.Duration
 	// Logf reports progress (t.Logf).
 	Logf func(format string, args ...any)
 }
@@ -99,6 +107,7 @@ func (o *Options) defaults() {
 	def(&o.ReaperInterval, time.Second)
 	def(&o.OpTimeout, 300*time.Millisecond)
 	def(&o.ReclaimAfter, o.HeartbeatTTL)
+	def(&o.ForgetAfter, o.HeartbeatTTL)
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
@@ -320,7 +329,7 @@ func (r *run) setup() {
 	}
 	for i := 1; i <= r.o.Instances; i++ {
 		c := cluster.Config{InstanceID: fmt.Sprintf("proxy-%d", i), HeartbeatTTL: r.o.HeartbeatTTL, HeartbeatInterval: r.o.HeartbeatInterval,
-			ReaperInterval: r.o.ReaperInterval, OpTimeout: r.o.OpTimeout, ReclaimAfter: r.o.ReclaimAfter,
+			ReaperInterval: r.o.ReaperInterval, OpTimeout: r.o.OpTimeout, ReclaimAfter: r.o.ReclaimAfter, ForgetAfter: r.o.ForgetAfter,
 			LeaseLoss: r.o.LeaseLoss, ExpectedInstances: r.o.Instances,
 			DrainTimeout: time.Second, Buckets: buckets, AppRoutes: routes, DefaultBucket: bucketIDs[0], Metrics: true}
 		if i == 1 {
@@ -589,13 +598,7 @@ func (r *run) inject(f string) string {
 		r.or.Event("restarted %s (pid %d)", np.ID, np.Pid())
 		return fmt.Sprintf("%s, restarted after %s", p.ID, d.Round(time.Millisecond))
 	case "redis-empty":
-		d := r.between(100*time.Millisecond, 800*time.Millisecond)
-		r.killData()
-		r.or.Event("redis data servers killed")
-		time.Sleep(d)
-		r.restartData()
-		r.or.Event("redis data servers back, empty (master %s)", r.sn.Master())
-		return fmt.Sprintf("down %s", d.Round(time.Millisecond))
+		return fmt.Sprintf("down %s", r.emptyRedis("").Round(time.Millisecond))
 	case "failover":
 		r.healthy(30 * time.Second)
 		old := r.sn.Master()
@@ -617,19 +620,29 @@ func (r *run) inject(f string) string {
 		r.or.Event("old primary %s back as a replica", old)
 		return fmt.Sprintf("kill %s → %s, old back after %s", old, m, d.Round(time.Millisecond))
 	case "partition":
-		mode := netfault.Stall
-		if r.rng.IntN(2) == 0 {
-			mode = netfault.Drop
-		}
 		// From shorter than the TTL to past TTL + reclaim_after: the
 		// instance runs, so it fences itself in time whatever the length.
-		d := r.between(ttl-time.Second, ttl+r.o.ReclaimAfter+2*time.Second)
+		return r.cut("partition", r.between(ttl-time.Second, ttl+r.o.ReclaimAfter+2*time.Second))
+	case "long-partition":
+		// Past the lease's end + reclaim_after + forget_after, and one
+		// more reaper round: the reapers have forgotten instance 1 while
+		// it still runs (TestFaultLongPartition).
+		return r.cut("long partition", ttl+r.o.ReclaimAfter+r.o.ForgetAfter+r.o.ReaperInterval+r.between(time.Second, 3*time.Second))
+	case "double-fault":
+		// Redis restarted empty while instance 1 is cut off from it
+		// (TestFaultDoubleFault).
+		mode := r.cutMode()
 		r.nf.Set(mode)
-		r.or.Event("partition proxy-1 from redis: %s", mode)
-		time.Sleep(d)
+		r.or.Event("double fault: partition of proxy-1 from redis: %s", mode)
+		before := r.between(200*time.Millisecond, 1500*time.Millisecond)
+		time.Sleep(before)
+		down := r.emptyRedis("double fault, proxy-1 still cut off: ")
+		after := r.between(ttl, ttl+r.o.ReclaimAfter+2*time.Second)
+		time.Sleep(after)
 		r.nf.Set(netfault.Pass)
-		r.or.Event("partition healed")
-		return fmt.Sprintf("proxy-1 %s for %s", mode, d.Round(time.Millisecond))
+		r.or.Event("double fault: partition healed")
+		return fmt.Sprintf("proxy-1 %s; redis killed after %s, down %s, back empty; healed %s later", mode,
+			before.Round(time.Millisecond), down.Round(time.Millisecond), after.Round(time.Millisecond))
 	case "duplicate":
 		_, s := r.pick()
 		c := s.cfg
@@ -690,9 +703,41 @@ func (r *run) inject(f string) string {
 	panic("nemesis: unknown fault " + f)
 }
 
+// cutMode draws how instance 1 is cut from Redis: stall or drop.
+func (r *run) cutMode() netfault.Mode {
+	if r.rng.IntN(2) == 0 {
+		return netfault.Drop
+	}
+	return netfault.Stall
+}
+
+// cut cuts instance 1 from Redis (stall or drop, drawn) for d, then heals.
+func (r *run) cut(what string, d time.Duration) string {
+	mode := r.cutMode()
+	r.nf.Set(mode)
+	r.or.Event("%s of proxy-1 from redis: %s", what, mode)
+	time.Sleep(d)
+	r.nf.Set(netfault.Pass)
+	r.or.Event("%s healed", what)
+	return fmt.Sprintf("proxy-1 %s for %s", mode, d.Round(time.Millisecond))
+}
+
 func lastLine(s string) string {
 	ls := strings.Split(strings.TrimSpace(s), "\n")
 	return ls[len(ls)-1]
+}
+
+// emptyRedis kills every data server, waits 100–800 ms, and restarts
+// them empty (restartData); it returns how long they were down. label
+// prefixes the events.
+func (r *run) emptyRedis(label string) time.Duration {
+	d := r.between(100*time.Millisecond, 800*time.Millisecond)
+	r.killData()
+	r.or.Event("%sredis data servers killed", label)
+	time.Sleep(d)
+	r.restartData()
+	r.or.Event("%sredis data servers back, empty (master %s)", label, r.sn.Master())
+	return d
 }
 
 func (r *run) killData() {
@@ -844,9 +889,9 @@ func Markdown(r Result) string {
 	fmt.Fprintf(&b, "## nemesis: seed %d, lease_loss %s\n\n", r.Seed, r.Options.LeaseLoss)
 	fmt.Fprintf(&b, "Replay: `go test -run TestNemesis -timeout 60m ./tools/cluster/nemesis/ -args -nemesis.seed=%d -nemesis.duration=%s -nemesis.instances=%d -nemesis.clients=%d -nemesis.lease-loss=%s`\n\n",
 		r.Seed, r.Options.Duration, r.Options.Instances, r.Options.Clients, r.Options.LeaseLoss)
-	fmt.Fprintf(&b, "heartbeat_ttl %s, heartbeat_interval %s, reaper_interval %s, op_timeout %s; buckets bucket-001 max %d, bucket-002 max %d; run took %s.\n\n",
+	fmt.Fprintf(&b, "heartbeat_ttl %s, heartbeat_interval %s, reaper_interval %s, op_timeout %s, reclaim_after %s, forget_after %s; buckets bucket-001 max %d, bucket-002 max %d; run took %s.\n\n",
 		r.Options.HeartbeatTTL, r.Options.HeartbeatInterval, r.Options.ReaperInterval, r.Options.OpTimeout,
-		bucketMax["bucket-001"], bucketMax["bucket-002"], r.Elapsed.Round(time.Second))
+		r.Options.ReclaimAfter, r.Options.ForgetAfter, bucketMax["bucket-001"], bucketMax["bucket-002"], r.Elapsed.Round(time.Second))
 	b.WriteString("| fault | injected |\n|---|---|\n")
 	for _, f := range Faults {
 		fmt.Fprintf(&b, "| %s | %d |\n", f, r.Injected[f])
