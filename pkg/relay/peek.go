@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -38,12 +39,13 @@ const peekSize = 256 << 10
 var peekBufs = sync.Pool{New: func() any { b := make([]byte, peekSize); return &b }}
 
 // hopMin is the packet length from which walkQueued hops from header to
-// header rather than peeking the bytes between them. Measured on a 2-core
-// VM (cpu-s/GB of the relay, BenchmarkBulkHop*/Peek*): at 4 KiB packets
-// peeking costs 0.31–0.35 and hopping 0.49; at 8 KiB 0.28–0.34 against
-// 0.33–0.35; at 16 KiB 0.28–0.38 against 0.19–0.22; at 32 KiB 0.30
-// against 0.16–0.18, which is what a plain splice costs.
-var hopMin = 12 << 10
+// header rather than peeking the bytes between them. Measured on a
+// loaded 2-core VM (cpu-s/GB of the relay alone, BenchmarkBulkHop* and
+// BenchmarkBulkPeek*, three alternated passes): at 4 KiB packets peeking
+// costs 0.30–0.39 and hopping 0.37–0.50; at 8 KiB 0.26–0.44 against
+// 0.23–0.27; at 16 KiB 0.28–0.38 against 0.19–0.22; at 32 KiB 0.30
+// against 0.16–0.18, which is what a plain splice costs (0.14–0.21).
+var hopMin = 6 << 10
 
 // noPeekOff is set once the kernel refuses SO_PEEK_OFF on TCP: a chunk
 // then ends where a peek at offset 0 cannot reach.
@@ -119,18 +121,20 @@ func walkFD(fd int, buf []byte, w *walker, v *visitor, n int) (m int, offSet boo
 }
 
 // peekOnce copies up to len(p) queued bytes into p without consuming
-// them (at SO_PEEK_OFF, when set); it does not wait.
+// them (at SO_PEEK_OFF, when set); it does not wait. A raw recvfrom(2):
+// unix.Recvfrom allocates the peer's address, once per header when
+// hopping.
 func peekOnce(fd int, p []byte) (int, error) {
 	for {
-		k, _, e := unix.Recvfrom(fd, p, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		k, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == unix.EINTR:
 			continue
-		case e != nil:
+		case e != 0:
 			return 0, e
 		case k == 0:
 			return 0, io.ErrUnexpectedEOF
 		}
-		return k, nil
+		return int(k), nil
 	}
 }

@@ -256,3 +256,26 @@ func FuzzWalkQueued(f *testing.F) {
 		}
 	})
 }
+
+// TestWalkQueuedAllocs: hopping over 256 packets allocates per call, not
+// per packet.
+func TestWalkQueuedAllocs(t *testing.T) {
+	defer func(h int) { hopMin = h }(hopMin)
+	hopMin = 0
+	s := tds.AppendPackets(nil, tds.PacketReply, 0, 0, 1, 4096, make([]byte, 256*4088))
+	rc, _ := queued(t, s)
+	ends := 0
+	v := &visitor{
+		header: func(hdr []byte) (tds.Header, error) { return tds.ParseHeader(hdr, tds.MaxPacketSize) },
+		end:    func(tds.Header) { ends++ },
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		var w walker
+		if m, werr, err := walkQueued(rc, &w, v, len(s)); m != len(s) || werr != nil || err != nil {
+			t.Fatal(m, werr, err)
+		}
+	})
+	if ends != 6*256 || allocs > 16 {
+		t.Fatalf("%d packets ended, %.0f allocations per walk of 256 packets", ends, allocs)
+	}
+}
