@@ -171,6 +171,7 @@ func benchBulk(b *testing.B, framed, useTLS bool, ps int) {
 		sl = tls.Client(s, &tls.Config{InsecureSkipVerify: true})
 	}
 	b.SetBytes(benchAnswer)
+	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := cpuTime()
 	if framed {
