@@ -56,7 +56,7 @@ func (r *Report) relayGoals() []goal {
 				x.verdict = verdictNoise
 			default:
 				x.verdict = verdictShort
-				x.why = fmt.Sprintf("relay.Framed follows packets by their lengths and splices whole runs of packets per call (up to 256 KiB) when both legs are plaintext, but to find the headers among the queued bytes it peeks them (recv MSG_PEEK copies them to user space): with 4 KiB packets a header every 4 KiB means every byte is copied once, which HAProxy's splice never does; the splices themselves cost what HAProxy's do (%.1f× HAProxy's CPU per GB).", g.CPUPerGB/h.CPUPerGB) + r.profileRef(profileKey("bulk", PathTdsgatePool, m, 0))
+				x.why = framedWhy(g, h) + r.profileRef(profileKey("bulk", PathTdsgatePool, m, 0))
 			}
 		}
 		gs = append(gs, x)

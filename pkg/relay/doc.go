@@ -33,15 +33,23 @@
 // direction a chunk at a time — what one read returns, or what is queued —
 // and follows the packets through the chunks with a walker (walker.go)
 // that parses a header where a packet ends and skips the body by its
-// length, headers split across reads included. A small chunk is one read
-// and one write, whatever packets it holds; when both legs are plaintext
-// and a run of bytes is queued, the chunk's headers are peeked (MSG_PEEK)
-// and the whole chunk, several packets, is spliced through a pipe of the
-// relay's own (pipe.go), which counts exactly what it took, so a client
-// that leaves during a splice leaves the backend at a packet boundary.
-// It counts request
-// messages and completed answers (an ATTENTION's DONE_ATTN brings them
-// level), sets RESETCONNECTION on a reused session's first request and
+// length, headers split across reads included. A small chunk is one
+// read and one write, whatever packets it holds. When both legs are
+// plaintext and a run of bytes is queued (bulkMin or more), the chunk —
+// up to the relay's pipe, 1 MiB, several packets — is walked where it
+// lies, without taking it off the socket (peek.go): a body is skipped by
+// its length, and a header is found with recv(2) MSG_PEEK, either by
+// peeking the whole run (256 KiB per call; every byte copied once, the
+// cheaper way while packets are small) or, once packets are 6 KiB or
+// longer, by hopping from header to header: SO_PEEK_OFF set to the next
+// header's offset, its 8 bytes peeked, no body copied. Then the whole
+// walked chunk is spliced through a pipe of the relay's own (pipe.go),
+// which counts exactly what it took, so a client that leaves during a
+// splice leaves the backend at a packet boundary. A peek never reaches
+// past what SIOCINQ said was queued; on a kernel without SO_PEEK_OFF for
+// TCP (before 6.9) a chunk ends where a peek at offset 0 stops. It
+// counts request messages and completed answers (an ATTENTION's DONE_ATTN
+// brings them level), sets RESETCONNECTION on a reused session's first request and
 // strips the ENVCHANGE 18 that opens its answer, and stops at a packet
 // boundary when the client leaves, without closing or half-closing the
 // backend; a MARS (SMP) packet or a broken stream marks the backend as not

@@ -95,8 +95,9 @@ func (r *FramedResult) InFlight() bool {
 // length. A chunk is what one read returns, so a small answer (header and
 // body) is one read and one write, whatever packets it holds. When both
 // legs are plaintext and many bytes are queued, the chunk's headers are
-// peeked (MSG_PEEK, not consumed) and the whole chunk — several packets —
-// is spliced kernel to kernel in one go. While a plaintext direction waits
+// found where the bytes lie (walkQueued, peek.go: MSG_PEEK, not consumed)
+// and the whole chunk — several packets — is spliced kernel to kernel in
+// one go. While a plaintext direction waits
 // for bytes it holds no buffer and no pipe: it waits for readability (see
 // splice.go), and takes a buffer from a pool only once bytes are queued.
 //
@@ -513,32 +514,18 @@ func (f *framer) clientWriteFailed() {
 }
 
 // spliceChunk moves queued bytes of src to dst in the kernel (spliceN):
-// the rest of the current packet's body when it is large (not looked at),
-// or else the next avail bytes (up to peekSize), whose packet headers the
-// walker first finds by peeking them (copied without being consumed). It returns the bytes taken from src, the walker's error if it
-// rejected a header (the bytes before it were moved), a read error (src
-// failed), and a write error (dst failed: the rest of the walked bytes
-// have been read and dropped, so src stays in step with the walker).
-// Once the client has gone and the server direction's read deadline
-// fires, the chunk is let end within StopTimeout.
+// the next avail bytes (up to maxChunk), once walkQueued has found the
+// packet headers among them without taking them off the socket. It
+// returns the bytes taken from src, the walker's error if it rejected a
+// header (the bytes before it were moved), a read error (src failed),
+// and a write error (dst failed: the rest of the walked bytes have been
+// read and dropped, so src stays in step with the walker). Once the
+// client has gone and the server direction's read deadline fires, the
+// chunk is let end within StopTimeout.
 func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visitor, avail int) (taken int64, werr, rerr, wrerr error) {
-	var m int
-	if w.inBody() && (w.left >= avail || w.left >= spliceMin) {
-		// The rest of a large body first, unseen: peeking it would copy
-		// it for nothing.
-		m = min(w.left, avail)
-		w.skipBody(m, v)
-	} else {
-		bp := peekBufs.Get().(*[]byte)
-		b := *bp
-		k, err := src.w.peek(b[:min(avail, len(b))])
-		if err == nil {
-			m, werr = w.walk(b[:k], v)
-		}
-		peekBufs.Put(bp)
-		if err != nil {
-			return 0, nil, err, nil
-		}
+	m, werr, err := walkQueued(src.w.rc, w, v, min(avail, maxChunk))
+	if err != nil {
+		return 0, nil, err, nil
 	}
 	if m == 0 {
 		return 0, werr, nil, nil
@@ -568,24 +555,11 @@ func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visito
 	return int64(t), werr, rerr, wrerr
 }
 
-// spliceMin is how many queued bytes make a chunk worth splicing (a peek
-// and two splice(2) calls through a pipe) rather than reading and writing
-// it (two calls, two copies).
-const spliceMin = 16 << 10
-
 // chunkSize is the buffer a direction reads a chunk into: two of the
 // largest packets, four TLS records.
 const chunkSize = 64 << 10
 
-// peekSize bounds a spliced chunk: its bytes are peeked (copied) to find
-// the packet headers among them, then spliced in one go. The bigger, the
-// fewer calls per GB; the copy costs the same per byte.
-const peekSize = 256 << 10
-
-var (
-	chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
-	peekBufs  = sync.Pool{New: func() any { b := make([]byte, peekSize); return &b }}
-)
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
 // source is one direction's input. A raw TCP conn is waited on without a
 // buffer (waiter): a small chunk is read into a buffer from a pool taken

@@ -183,18 +183,3 @@ func (w *waiter) done() {
 	}
 	w.n = 0
 }
-
-// peek copies up to len(p) queued bytes into p without consuming them.
-// Called only when next said bytes are queued, so it does not block.
-func (w *waiter) peek(p []byte) (int, error) {
-	var n int
-	var perr error
-	err := w.rc.Read(func(fd uintptr) bool {
-		n, _, perr = unix.Recvfrom(int(fd), p, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return !errors.Is(perr, unix.EAGAIN)
-	})
-	if err == nil {
-		err = perr
-	}
-	return n, err
-}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -251,11 +252,19 @@ func TestFramedBulkSpliced(t *testing.T) {
 // TestFramedStopsAtBoundaryMidBulk: the client leaves while a large
 // answer streams; the relay finishes the packet it is in and stops there,
 // so what it left on the backend starts with a packet header.
+// Packets of 4 KiB are found by peeking runs, of 16 KiB by hopping from
+// header to header (peek.go).
 func TestFramedStopsAtBoundaryMidBulk(t *testing.T) {
+	for _, ps := range []int{4096, 16384} {
+		t.Run(fmt.Sprint(ps), func(t *testing.T) { stopsAtBoundaryMidBulk(t, ps) })
+	}
+}
+
+func stopsAtBoundaryMidBulk(t *testing.T, ps int) {
 	h := startFramed(t, FramedOptions{Version: tds.Version74, StopTimeout: 2 * time.Second})
 	h.client.Write(tds.AppendPackets(nil, tds.PacketSQLBatch, 0, 0, 1, 4096, tds.AppendSQLBatch(nil, nil, "SELECT big")))
 	readMsg(t, h.server)
-	pkt := tds.AppendPackets(nil, tds.PacketReply, 0, 0, 1, 4096, make([]byte, 4088))
+	pkt := tds.AppendPackets(nil, tds.PacketReply, 0, 0, 1, ps, make([]byte, ps-tds.HeaderLen))
 	pkt[1] &^= tds.StatusEOM
 	stop := make(chan struct{})
 	wrote := make(chan int, 1)
@@ -270,7 +279,7 @@ func TestFramedStopsAtBoundaryMidBulk(t *testing.T) {
 			}
 			// Half a packet at a time: the relay often sees a packet's
 			// start without its end.
-			for _, half := range [][]byte{pkt[:2000], pkt[2000:]} {
+			for _, half := range [][]byte{pkt[:ps/2], pkt[ps/2:]} {
 				h.server.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 				m, err := h.server.Write(half)
 				n += m
