@@ -183,3 +183,47 @@ func TestStaleReleaseAfterRegisterIgnored(t *testing.T) {
 		t.Fatal("peer address left after forget")
 	}
 }
+
+// TestStaleAcquireAfterRegisterIgnored: an acquire sent before a register
+// and delivered after it (its caller timed out and fell back: in doubt;
+// the register then wrote what the instance holds) must not count a slot
+// nobody holds: the register epoch fences it, plain and confirmed. Before,
+// it ran and Redis counted the slot until the instance's next register
+// (the nemesis's "lost slots" after an acquire timed out on a loaded
+// host). Acquires with the current epoch (or none) work as before.
+func TestStaleAcquireAfterRegisterIgnored(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	reg := func(held int64) Registration {
+		t.Helper()
+		r, err := Register(ctx, c, "a", "inc-a", time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r1 := reg(2)
+	r2 := reg(2) // the register after the fallback
+	for _, confirmed := range []bool{false, true} {
+		var r AcquireResult
+		var err error
+		if confirmed {
+			r, err = AcquireSlotsConfirmed(ctx, c, "a", "b", 10, 0, 3, time.Second, r1.Epoch, 0, time.Second)
+		} else {
+			r, err = AcquireSlotsAt(ctx, c, "a", "b", 10, 0, 3, time.Second, r1.Epoch)
+		}
+		if err != nil || r.Status != AcquireUnregistered || r.Count != 2 {
+			t.Fatalf("stale acquire (confirmed %v): %+v %v; want refused (unregistered), count 2", confirmed, r, err)
+		}
+	}
+	if h := redistest.Int(t, c, "HGET", KeyConns("a"), "b"); h != 2 {
+		t.Fatalf("hash %d after a stale acquire, want 2", h)
+	}
+	if r, err := AcquireSlotsAt(ctx, c, "a", "b", 10, 0, 1, time.Second, r2.Epoch); err != nil || r.Status != AcquireGranted || r.Count != 3 {
+		t.Fatalf("current acquire: %+v %v; want granted, count 3", r, err)
+	}
+	if r, err := AcquireSlot(ctx, c, "a", "b", 10); err != nil || r.Status != AcquireGranted || r.Count != 4 {
+		t.Fatalf("unfenced acquire: %+v %v; want granted, count 4", r, err)
+	}
+}
