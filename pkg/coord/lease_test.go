@@ -1,9 +1,12 @@
 package coord
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
@@ -119,6 +122,19 @@ func TestReapStepsAndSibling(t *testing.T) {
 	}
 }
 
+// registerA registers instance "a" (incarnation inc-a) holding held
+// slots of bucket "b".
+func registerA(t *testing.T, c rueidis.Client, ctx context.Context) func(held int64) Registration {
+	return func(held int64) Registration {
+		t.Helper()
+		r, err := Register(ctx, c, "a", "inc-a", time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+}
+
 // TestStaleReleaseAfterRegisterIgnored: a release sent before a register
 // (into a stalled link) and delivered after it must not lower the count
 // that register wrote: the register epoch fences it. The epoch grows with
@@ -128,14 +144,7 @@ func TestStaleReleaseAfterRegisterIgnored(t *testing.T) {
 	rs := redistest.Start(t)
 	c := rs.Client(t)
 	ctx := ctx5(t)
-	reg := func(held int64) Registration {
-		t.Helper()
-		r, err := Register(ctx, c, "a", "inc-a", time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 10}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	reg := registerA(t, c, ctx)
 	r1 := reg(3)
 	// The instance releases one slot; the command stalls in the link. It
 	// falls back, its session count drops to 2 locally, and it registers
@@ -195,14 +204,7 @@ func TestStaleAcquireAfterRegisterIgnored(t *testing.T) {
 	rs := redistest.Start(t)
 	c := rs.Client(t)
 	ctx := ctx5(t)
-	reg := func(held int64) Registration {
-		t.Helper()
-		r, err := Register(ctx, c, "a", "inc-a", time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 10}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	reg := registerA(t, c, ctx)
 	r1 := reg(2)
 	r2 := reg(2) // the register after the fallback
 	for _, confirmed := range []bool{false, true} {
