@@ -31,7 +31,7 @@ var acquireSHA = func() string {
 // (WAIT 0 would block forever).
 const MinWaitTimeout = time.Millisecond
 
-// AcquireSlotsConfirmed is AcquireSlots followed, on the same connection
+// AcquireSlotsConfirmed is AcquireSlotsAt (epoch: see there) followed, on the same connection
 // (a rueidis dedicated client: rueidis would send WAIT, a blocking
 // command, on another pooled connection, where it would count nothing of
 // the script's writes), by WAIT replicas waitFor. Replicas in the result
@@ -43,13 +43,11 @@ const MinWaitTimeout = time.Millisecond
 // Replicas is 0. waitFor is clamped to at least MinWaitTimeout; keep it
 // below ctx's deadline so WAIT answers before the context gives up.
 func AcquireSlotsConfirmed(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration,
-	replicas int, waitFor time.Duration) (AcquireResult, error) {
+	epoch int64, replicas int, waitFor time.Duration) (AcquireResult, error) {
 	if replicas <= 0 {
-		return AcquireSlots(ctx, c, instance, bucket, seedMax, queued, want, stale)
+		return AcquireSlotsAt(ctx, c, instance, bucket, seedMax, queued, want, stale, epoch)
 	}
-	keys := []string{KeyCount(bucket), KeyMax(bucket), KeyConns(instance), KeyInstances, KeyWaiting(bucket)}
-	args := []string{bucket, strconv.Itoa(seedMax), instance, strconv.Itoa(max(queued, 0)), strconv.FormatInt(stale.Milliseconds(), 10),
-		strconv.Itoa(max(want, 1))}
+	keys, args := acquireKeysArgs(instance, bucket, seedMax, queued, want, stale, epoch)
 	ms := strconv.FormatInt(max(waitFor, MinWaitTimeout).Milliseconds(), 10)
 	var out AcquireResult
 	err := c.Dedicated(func(d rueidis.DedicatedClient) error {

@@ -45,14 +45,14 @@ func TestAcquireConfirmedByReplica(t *testing.T) {
 		return ctx
 	}
 
-	r, err := AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 0, 1, time.Second, 1, 2*time.Second)
+	r, err := AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 0, 1, time.Second, 0, 1, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Status != AcquireGranted || r.Granted != 1 || r.Replicas < 1 {
 		t.Fatalf("attached replica: %+v, want granted 1 confirmed by >= 1 replica", r)
 	}
-	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 3, 3, time.Second, 1, 2*time.Second)
+	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 3, 3, time.Second, 0, 1, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestAcquireConfirmedByReplica(t *testing.T) {
 
 	replica.Pause()
 	defer replica.Resume()
-	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 2, 2, time.Second, 1, 200*time.Millisecond)
+	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 2, 2, time.Second, 0, 1, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestAcquireConfirmedByReplica(t *testing.T) {
 
 	// replicas 0: plain AcquireSlots, no WAIT (Replicas 0 even with a replica).
 	replica.Resume()
-	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 0, 1, time.Second, 0, time.Second)
+	r, err = AcquireSlotsConfirmed(ctx(), c, "i1", "b", 10, 0, 1, time.Second, 0, 0, time.Second)
 	if err != nil || r.Status != AcquireGranted || r.Replicas != 0 {
 		t.Fatalf("replicas 0: %+v %v", r, err)
 	}
@@ -103,7 +103,7 @@ func TestAcquireConfirmedNoScript(t *testing.T) {
 	c := primary.Client(t)
 	register(t, c, "i1")
 	redistest.Do(t, c, "SCRIPT", "FLUSH")
-	r, err := AcquireSlotsConfirmed(context.Background(), c, "i1", "b", 10, 0, 1, time.Second, 1, 2*time.Second)
+	r, err := AcquireSlotsConfirmed(context.Background(), c, "i1", "b", 10, 0, 1, time.Second, 0, 1, 2*time.Second)
 	if err != nil || r.Status != AcquireGranted || r.Replicas < 1 {
 		t.Fatalf("after SCRIPT FLUSH: %+v %v", r, err)
 	}

@@ -1,9 +1,12 @@
 package coord
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
@@ -119,6 +122,19 @@ func TestReapStepsAndSibling(t *testing.T) {
 	}
 }
 
+// registerA registers instance "a" (incarnation inc-a) holding held
+// slots of bucket "b".
+func registerA(t *testing.T, c rueidis.Client, ctx context.Context) func(held int64) Registration {
+	return func(held int64) Registration {
+		t.Helper()
+		r, err := Register(ctx, c, "a", "inc-a", time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+}
+
 // TestStaleReleaseAfterRegisterIgnored: a release sent before a register
 // (into a stalled link) and delivered after it must not lower the count
 // that register wrote: the register epoch fences it. The epoch grows with
@@ -128,14 +144,7 @@ func TestStaleReleaseAfterRegisterIgnored(t *testing.T) {
 	rs := redistest.Start(t)
 	c := rs.Client(t)
 	ctx := ctx5(t)
-	reg := func(held int64) Registration {
-		t.Helper()
-		r, err := Register(ctx, c, "a", "inc-a", time.Minute, []Holding{{Bucket: "b", Held: held, SeedMax: 10}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	reg := registerA(t, c, ctx)
 	r1 := reg(3)
 	// The instance releases one slot; the command stalls in the link. It
 	// falls back, its session count drops to 2 locally, and it registers
@@ -181,5 +190,42 @@ func TestStaleReleaseAfterRegisterIgnored(t *testing.T) {
 	}
 	if n := redistest.Int(t, c, "HEXISTS", KeyPeers, "a"); n != 0 {
 		t.Fatal("peer address left after forget")
+	}
+}
+
+// TestStaleAcquireAfterRegisterIgnored: an acquire sent before a register
+// and delivered after it (its caller timed out and fell back: in doubt;
+// the register then wrote what the instance holds) must not count a slot
+// nobody holds: the register epoch fences it, plain and confirmed. Before,
+// it ran and Redis counted the slot until the instance's next register
+// (the nemesis's "lost slots" after an acquire timed out on a loaded
+// host). Acquires with the current epoch (or none) work as before.
+func TestStaleAcquireAfterRegisterIgnored(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	reg := registerA(t, c, ctx)
+	r1 := reg(2)
+	r2 := reg(2) // the register after the fallback
+	for _, confirmed := range []bool{false, true} {
+		var r AcquireResult
+		var err error
+		if confirmed {
+			r, err = AcquireSlotsConfirmed(ctx, c, "a", "b", 10, 0, 3, time.Second, r1.Epoch, 0, time.Second)
+		} else {
+			r, err = AcquireSlotsAt(ctx, c, "a", "b", 10, 0, 3, time.Second, r1.Epoch)
+		}
+		if err != nil || r.Status != AcquireUnregistered || r.Count != 2 {
+			t.Fatalf("stale acquire (confirmed %v): %+v %v; want refused (unregistered), count 2", confirmed, r, err)
+		}
+	}
+	if h := redistest.Int(t, c, "HGET", KeyConns("a"), "b"); h != 2 {
+		t.Fatalf("hash %d after a stale acquire, want 2", h)
+	}
+	if r, err := AcquireSlotsAt(ctx, c, "a", "b", 10, 0, 1, time.Second, r2.Epoch); err != nil || r.Status != AcquireGranted || r.Count != 3 {
+		t.Fatalf("current acquire: %+v %v; want granted, count 3", r, err)
+	}
+	if r, err := AcquireSlot(ctx, c, "a", "b", 10); err != nil || r.Status != AcquireGranted || r.Count != 4 {
+		t.Fatalf("unfenced acquire: %+v %v; want granted, count 4", r, err)
 	}
 }

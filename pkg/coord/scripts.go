@@ -20,16 +20,22 @@ import (
 
 // acquireScript takes one slot of a bucket for an instance.
 //
-//	KEYS: count, max, conns(instance), proxy:instances, waiting
+//	KEYS: count, max, conns(instance), proxy:instances, waiting,
+//	      [epoch(instance)]
 //	ARGV: bucket, seed max (the config's max_connections), instance,
 //	      clients waiting in the instance's queue for the bucket (0: no
 //	      fairness), ms after which another instance's waiting entry is stale,
 //	      slots wanted (absent: 1; "acquire n": one call for several
-//	      concurrent acquires of one instance)
+//	      concurrent acquires of one instance), [register epoch ("" or
+//	      absent: not checked)]
 //	→ {status, count, max, granted, others}: status 1 granted (granted
 //	  slots, 1 <= granted <= wanted), 0 full, 2 deferred (a slot is
 //	  free but it is another instance's turn), -1 the instance is not in
-//	  proxy:instances (reaped, or Redis lost its data): the caller must
+//	  proxy:instances (reaped, or Redis lost its data), or the epoch is
+//	  not its current register epoch (an acquire sent before a register
+//	  and delivered after it: its caller gave up on it, in doubt, and the
+//	  register wrote what the instance holds — granting it now would
+//	  count a slot nobody holds until the next register): the caller must
 //	  reconcile before it may take slots again. others is the number of
 //	  other instances with an entry in the waiting hash afterwards (the
 //	  slot linger of package limiter keeps no slot warm while it is > 0).
@@ -67,6 +73,9 @@ else
 end
 local c = tonumber(redis.call('GET', KEYS[1])) or 0
 if redis.call('SISMEMBER', KEYS[4], ARGV[3]) == 0 then
+  return {-1, c, m, 0, 0}
+end
+if KEYS[6] and ARGV[7] and ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then
   return {-1, c, m, 0, 0}
 end
 local q = tonumber(ARGV[4]) or 0
@@ -258,10 +267,18 @@ func AcquireSlotFair(ctx context.Context, c rueidis.Client, instance, bucket str
 // It grants min(want, the free slots not owed to instances ahead of this
 // one), at least 1, or none (AcquireFull, AcquireDeferred).
 func AcquireSlots(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration) (AcquireResult, error) {
-	vs, err := acquireScript.Exec(ctx, c,
-		[]string{KeyCount(bucket), KeyMax(bucket), KeyConns(instance), KeyInstances, KeyWaiting(bucket)},
-		[]string{bucket, strconv.Itoa(seedMax), instance, strconv.Itoa(max(queued, 0)), strconv.FormatInt(stale.Milliseconds(), 10),
-			strconv.Itoa(max(want, 1))}).AsIntSlice()
+	return AcquireSlotsAt(ctx, c, instance, bucket, seedMax, queued, want, stale, 0)
+}
+
+// AcquireSlotsAt is AcquireSlots fenced by the register epoch (Register's
+// Epoch; 0: not checked): if instance has registered again since epoch,
+// nothing is granted (AcquireUnregistered). A command that timed out is
+// not withdrawn: delivered after the register that followed (a stalled
+// link, a starved server), it would otherwise count a slot nobody holds.
+func AcquireSlotsAt(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration,
+	epoch int64) (AcquireResult, error) {
+	keys, args := acquireKeysArgs(instance, bucket, seedMax, queued, want, stale, epoch)
+	vs, err := acquireScript.Exec(ctx, c, keys, args).AsIntSlice()
 	if err != nil {
 		return AcquireResult{}, err
 	}
@@ -269,6 +286,18 @@ func AcquireSlots(ctx context.Context, c rueidis.Client, instance, bucket string
 		return AcquireResult{}, fmt.Errorf("acquire script: %d values, want 5", len(vs))
 	}
 	return AcquireResult{Status: AcquireStatus(vs[0]), Count: vs[1], Max: vs[2], Granted: vs[3], OthersWaiting: vs[4]}, nil
+}
+
+// acquireKeysArgs are the acquire script's KEYS and ARGV.
+func acquireKeysArgs(instance, bucket string, seedMax, queued, want int, stale time.Duration, epoch int64) (keys, args []string) {
+	keys = []string{KeyCount(bucket), KeyMax(bucket), KeyConns(instance), KeyInstances, KeyWaiting(bucket), KeyEpoch(instance)}
+	ep := ""
+	if epoch > 0 {
+		ep = strconv.FormatInt(epoch, 10)
+	}
+	args = []string{bucket, strconv.Itoa(seedMax), instance, strconv.Itoa(max(queued, 0)), strconv.FormatInt(stale.Milliseconds(), 10),
+		strconv.Itoa(max(want, 1)), ep}
+	return keys, args
 }
 
 // ReleaseSlot runs the release script: gives back one slot of bucket held

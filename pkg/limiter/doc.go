@@ -91,7 +91,10 @@
 //   - A release carries the register epoch of the instance's last
 //     register (coord.Register, coord.ReleaseSlotAt): one sent before a
 //     re-register and delivered after it (a stalled link) changes nothing,
-//     since that register already wrote what the instance held.
+//     since that register already wrote what the instance held. So does
+//     an acquire (coord.AcquireSlotsAt, AcquireSlotsConfirmed): one that
+//     timed out (in doubt: not admitted on) and ran after the register
+//     that followed would count a slot nobody holds until the next one.
 //
 // Fallback shares are exact (ExactShare): instance i of N ranked by id
 // among proxy:instances ∪ proxy:fenced (as seen within heartbeat_ttl +

@@ -89,7 +89,7 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 	need := l.replicasRequired()
 	ctx, cancel := l.opCtx()
 	r, err := coord.AcquireSlotsConfirmed(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
-		need, l.waitFor())
+		l.regEpoch.Load(), need, l.waitFor())
 	cancel()
 	if err != nil || need == 0 {
 		return r, err

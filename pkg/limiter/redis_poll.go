@@ -206,7 +206,7 @@ func (l *Redis) absorbUncounted(ctx context.Context, b *redisBucket) {
 			l.mu.RUnlock()
 			return
 		}
-		r, err := coord.AcquireSlot(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()))
+		r, err := coord.AcquireSlotsAt(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), 0, 1, 0, l.regEpoch.Load())
 		ok := err == nil && r.Status == coord.AcquireGranted
 		if ok {
 			if u := b.uncounted.Load(); u > 0 && b.uncounted.CompareAndSwap(u, u-1) {
