@@ -179,8 +179,11 @@
 //     RedisOptions.ForgetAfter (the earliest forget: the lease ends in
 //     Redis no sooner than the deadline + LeaseMargin), with close, the
 //     fence sets counted to 0 and closes every session of the instance —
-//     unless every peer confirmed a full outage (grown: nobody reaps);
-//     when one answers "live" again the share goes to min(exact, 0) = 0.
+//     unless its peers (one at least) confirmed a full outage (grown:
+//     nobody reaps); when one answers "live" again the share goes to
+//     min(exact, 0) = 0. One that grew because it saw no peer is not
+//     spared: it may have seen only a Redis restarted empty, and a reaper
+//     that forgets it is a peer it never saw.
 //     Its register when the partition heals is Fresh (re-acquires, never
 //     past max, from nothing).
 //   - Redis restarted empty while an instance A is cut off from it (a
