@@ -106,7 +106,13 @@
 // over their own shares: admitting at once added its share to sessions
 // they still held (TestReproStartDuringOutageWhilePeersHold in
 // tools/cluster: 3 for a max of 2). Not covered: one started while it
-// alone is cut off from Redis (its peers cannot be asked).
+// alone is cut off from Redis (its peers cannot be asked). "Never
+// reached" ends at its first register, not at its first full reconcile
+// (reached): from then on Redis counted its holdings and the reapers
+// treat it like any instance, so in fallback it takes min(exact,
+// counted) and its fence, never the never-reached share again
+// (TestFaultDoubleFaultInFirstSettle: cut off during its first settle,
+// then Redis restarted empty, it kept that share past its forget time).
 // How much of it an instance that lost Redis may use depends on
 // lease_loss (next section).
 //
@@ -176,8 +182,11 @@
 //     RedisOptions.ForgetAfter (the earliest forget: the lease ends in
 //     Redis no sooner than the deadline + LeaseMargin), with close, the
 //     fence sets counted to 0 and closes every session of the instance —
-//     unless every peer confirmed a full outage (grown: nobody reaps);
-//     when one answers "live" again the share goes to min(exact, 0) = 0.
+//     unless its peers (one at least) confirmed a full outage (grown:
+//     nobody reaps); when one answers "live" again the share goes to
+//     min(exact, 0) = 0. One that grew because it saw no peer is not
+//     spared: it may have seen only a Redis restarted empty, and a reaper
+//     that forgets it is a peer it never saw.
 //     Its register when the partition heals is Fresh (re-acquires, never
 //     past max, from nothing).
 //   - Redis restarted empty while an instance A is cut off from it (a
@@ -199,7 +208,12 @@
 //     last poll (1 s) and over the most seen recently is not recorded;
 //     and a peer that left cleanly within the view window just before
 //     keeps a record counted until the reapers forget it (or a process of
-//     its id registers).
+//     its id registers). The candidates are the peers of the view and the
+//     members of the last read of proxy:instances ∪ proxy:fenced if it is
+//     no older than heartbeat_ttl + reclaim_after + forget_after (Redis
+//     may have been out longer than the view window); one never read (it
+//     registered just before Redis was lost) is recorded at its exact
+//     share.
 //   - lease_loss keep: the instance keeps the old, more available share:
 //     min(exact share, held + its exact share of the slots free when it
 //     last saw the count), with no peer check. Summed over instances that

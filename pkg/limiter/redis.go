@@ -313,6 +313,9 @@ type Redis struct {
 	seen     map[string]time.Time
 	addrs    map[string]string
 	peerHeld map[string]map[string]heldSeen
+	// lastIDs: proxy:instances ∪ proxy:fenced as last read, and when.
+	lastIDs   []string
+	lastIDsAt time.Time
 	// regEpoch is the register epoch of the last successful register: releases
 	// carry it, so one delivered late, after a re-register, is ignored.
 	regEpoch   atomic.Int64

@@ -88,21 +88,49 @@ func (l *Redis) notePeerHeld(ids []string, res []rueidis.RedisResult) {
 	}
 }
 
-// absentPeers are the peers of the view (seen within the view window),
-// with what each was seen holding: the candidates for ReserveAbsent.
+// absentPeers are the candidates for ReserveAbsent, with what each was
+// seen holding: the peers of the view (seen within the view window) and
+// the members of the last read of proxy:instances ∪ proxy:fenced if it is
+// no older than heartbeat_ttl + reclaim_after + forget_after (a peer cut
+// off as long ago may still hold sessions; Redis may have been out for
+// longer than the view window). A peer never read (it registered just
+// before Redis was lost) is recorded at its exact share of each bucket,
+// its rank among the candidates and this instance.
 func (l *Redis) absentPeers() []coord.Absent {
 	now := l.opts.clock.Now()
 	self := l.InstanceID()
 	l.viewMu.Lock()
 	defer l.viewMu.Unlock()
+	ids := map[string]bool{self: true}
+	for id, at := range l.seen {
+		if now.Sub(at) <= l.viewWindow() {
+			ids[id] = true
+		}
+	}
+	if now.Sub(l.lastIDsAt) <= l.viewWindow()+l.o.ForgetAfter {
+		for _, id := range l.lastIDs {
+			ids[id] = true
+		}
+	}
+	all := slices.Sorted(maps.Keys(ids))
+	d := l.o.FallbackDivisor
+	if d <= 0 {
+		d = len(all)
+	}
 	var out []coord.Absent
-	for _, id := range slices.Sorted(maps.Keys(l.seen)) {
-		if id == self || now.Sub(l.seen[id]) > l.viewWindow() {
+	for rank, id := range all {
+		if id == self {
 			continue
 		}
 		a := coord.Absent{ID: id, Held: map[string]int64{}}
-		for b, p := range l.peerHeld[id] {
-			a.Held[b] = p.n
+		if rec, ok := l.peerHeld[id]; ok {
+			for b, p := range rec {
+				a.Held[b] = p.n
+			}
+		} else {
+			for _, b := range *l.buckets.Load() {
+				a.Held[b.id] = fallbackShare(b.max.Load(), 0, 0, d, rank, false)
+			}
 		}
 		out = append(out, a)
 	}
@@ -113,14 +141,21 @@ func (l *Redis) absentPeers() []coord.Absent {
 // Redis, records the peers of its view that Redis does not know either
 // (see the file comment).
 func (l *Redis) reserveAbsent(ctx context.Context) error {
-	ids, err := coord.ReserveAbsent(ctx, l.client, l.o.HeartbeatTTL, l.absentPeers())
+	absent := l.absentPeers()
+	ids, err := coord.ReserveAbsent(ctx, l.client, l.o.HeartbeatTTL, absent)
 	if err != nil {
 		return err
 	}
 	if len(ids) > 0 {
-		l.log.Warn("reconcile: redis does not know instances seen within heartbeat_ttl + reclaim_after (it restarted empty?): "+
+		held := map[string]map[string]int64{}
+		for _, a := range absent {
+			if slices.Contains(ids, a.ID) {
+				held[a.ID] = a.Held
+			}
+		}
+		l.log.Warn("reconcile: redis does not know instances seen recently (it restarted empty?): "+
 			"what they were last seen holding stays counted for them, fenced, until they register again or the reapers forget them",
-			"instances", ids)
+			"instances", ids, "held", held)
 	}
 	return nil
 }

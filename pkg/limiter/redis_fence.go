@@ -201,7 +201,12 @@ func (l *Redis) fenceOnce(now time.Time) time.Duration {
 				l.log.Warn("lease: lost for longer than heartbeat_ttl + reclaim_after + forget_after: reapers may have forgotten this instance, "+
 					"redis counts none of its sessions: closing every one (lease_loss close)", "bucket", b.id, "held", b.held.Load())
 			}
-			if connected || !l.grown.Load() {
+			// Spared only if grown by its peers' confirmation (with a
+			// lease deadline it has reached Redis, so growUnreached never
+			// applied). One that grew because it saw no peer may have
+			// seen only an empty Redis: a reaper that forgets it is a
+			// peer it never saw.
+			if connected || !l.grown.Load() || len(l.Peers()) == 0 {
 				share = 0
 				b.share.Store(0)
 			}

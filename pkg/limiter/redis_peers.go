@@ -68,6 +68,7 @@ func (l *Redis) noteMembers(ids []string, addrs map[string]string) {
 		l.seen, l.addrs = map[string]time.Time{}, map[string]string{}
 	}
 	l.seen[self] = now
+	l.lastIDs, l.lastIDsAt = slices.Clone(ids), now
 	for _, id := range ids {
 		l.seen[id] = now
 	}
@@ -152,11 +153,23 @@ func (l *Redis) unreachedGrowAt() time.Time {
 	return l.start.Add(l.o.HeartbeatTTL + l.o.ReclaimAfter + l.o.HeartbeatInterval)
 }
 
+// reached reports whether this instance has ever registered in Redis: a
+// full reconcile (everConnected), or at least one register (its lease
+// deadline is set) — then Redis counted what it held, the reapers fence,
+// park and forget it like any lost lease, and in fallback it is an
+// instance that lost Redis (min(exact, counted), its fence), not one that
+// never reached it (the nemesis, 2026-12-02: an instance started during an
+// outage, cut off during its first settle, kept its never-reached share
+// past its forget time).
+func (l *Redis) reached() bool {
+	return l.everConnected.Load() || !l.LeaseDeadline().IsZero()
+}
+
 // growUnreached raises the shares of an instance that never reached Redis
 // to its floor shares, once past unreachedGrowAt (still in fallback).
 func (l *Redis) growUnreached() {
 	l.mu.Lock()
-	if l.State() != StateFallback || l.everConnected.Load() || l.grown.Load() {
+	if l.State() != StateFallback || l.reached() || l.grown.Load() {
 		l.mu.Unlock()
 		return
 	}
@@ -198,7 +211,7 @@ func (l *Redis) peerRound(now time.Time) time.Duration {
 	if l.o.LeaseLossKeep || l.State() != StateFallback {
 		return every
 	}
-	if !l.everConnected.Load() {
+	if !l.reached() {
 		if at := l.unreachedGrowAt(); now.Before(at) {
 			return min(every, max(at.Sub(now), time.Millisecond))
 		}

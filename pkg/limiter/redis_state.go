@@ -51,7 +51,7 @@ func (l *Redis) toFallback(op, bucket string, cause error) {
 func (l *Redis) fixSharesLocked() map[string]int64 {
 	d := l.divisor()
 	rank := int(l.rank.Load())
-	ever := l.everConnected.Load()
+	ever := l.reached()
 	if !ever {
 		rank = -1
 	}

@@ -208,3 +208,61 @@ func doubleFault(t *testing.T, leaseLoss string) {
 	time.Sleep(faultTTL + faultReclaim + 2*time.Second)
 	healAndCheck(t, f, "the double fault", held, got)
 }
+
+// TestFaultDoubleFaultInFirstSettle: the one window above max of the
+// 10-minute close soak (2026-12-02). A starts while Redis is down
+// (expected_instances 2) and, past its peers' fence time, admits on its
+// floor share (2 of 4). Redis comes back; A registers and, during its
+// first settle, is cut off; Redis restarts empty. A had reached Redis
+// (its sessions were counted, B's reaper fences, parks and forgets its
+// record), so in fallback it is an instance that lost Redis, not one that
+// never reached it: it sheds everything at its lease's end +
+// reclaim_after + forget_after, before B's record of it is forgotten and
+// B takes those slots. Before the fix it kept its never-reached share
+// (grown, and the forget-time shed spared it): the stand-in peaked at 6.
+func TestFaultDoubleFaultInFirstSettle(t *testing.T) {
+	rs, si, nf := partitionRig(t)
+	c := cluster.Config{HeartbeatTTL: faultTTL, HeartbeatInterval: 500 * time.Millisecond, ReaperInterval: time.Second,
+		ReclaimAfter: faultReclaim, ForgetAfter: faultForget, LeaseLoss: "close", ExpectedInstances: 2,
+		Buckets: []cluster.Bucket{bucket(4, 10, time.Second, si.Addr())}}
+	ca, cb := c, c
+	ca.InstanceID, ca.RedisAddr = "proxy-a", nf.Addr()
+	cb.InstanceID, cb.RedisAddr = "proxy-b", rs.Addr()
+	b := cluster.Start(t, cb)
+	rc := rs.Client(t)
+	waitFor(t, 5*time.Second, "B registered", func() bool {
+		n, err := getInt(rc, "SISMEMBER", keyInstances, b.ID)
+		return err == nil && n == 1
+	})
+	o := watchOne(t, si, 4)
+	rs.Kill()
+	o.Event("redis killed")
+	a := cluster.Start(t, ca)
+	o.Event("%s started during the outage", a.ID)
+	stopA := make(chan struct{})
+	gotA := fill(a.Addr, 2, time.Second, stopA)
+	waitFor(t, 20*time.Second, a.ID+" admits its floor share", func() bool { return si.Stats().Current >= 2 })
+	close(stopA)
+	held := gotA()
+	t.Cleanup(func() { closeAll(held) })
+	o.Event("%s holds %d", a.ID, len(held))
+	rs.Restart()
+	o.Event("redis back, empty")
+	waitFor(t, 10*time.Second, a.ID+" registered", func() bool {
+		n, err := getInt(rc, "SISMEMBER", keyInstances, a.ID)
+		return err == nil && n == 1
+	})
+	nf.Set(netfault.Drop)
+	o.Event("drop %s↔redis (in its first settle)", a.ID)
+	time.Sleep(time.Second)
+	rs.Kill()
+	o.Event("redis killed")
+	time.Sleep(300 * time.Millisecond)
+	rs.Restart()
+	o.Event("redis back, empty")
+	stop := make(chan struct{})
+	got := fill(b.Addr, 4, time.Second, stop)
+	time.Sleep(faultTTL + faultReclaim + faultForget + 5*time.Second)
+	f := &faultEnv{rs: rs, rc: rc, si: si, o: o, nf: nf, a: a, b: b, leaseLoss: "close", stop: stop}
+	healAndCheck(t, f, "the double fault in the first settle", held, got)
+}
