@@ -88,11 +88,23 @@ func (p *pooled) leg(net.Conn) (net.Conn, relay.Mode) {
 // Relay runs the framed relay: message boundaries tracked, RESETCONNECTION
 // on a reused connection's first request.
 func (p *pooled) Relay(c client) relay.Result {
-	r := relay.Framed(c.out, p.c.Backend.Conn, c.raw, p.c.Backend.Raw, relay.FramedOptions{
-		Reset: p.c.NeedsReset(), Version: p.l.TDSVersion, StopTimeout: p.c.ResetTimeout(),
-	})
+	r := relay.Framed(c.out, p.c.Backend.Conn, c.raw, p.c.Backend.Raw, p.framedOptions())
 	p.framed = &r
 	return r.Result
+}
+
+// startRelay is Relay with no goroutine waiting for it (starter).
+func (p *pooled) startRelay(c client, end func(relay.Result, *relay.PanicError)) {
+	relay.StartFramed(c.out, p.c.Backend.Conn, c.raw, p.c.Backend.Raw, p.framedOptions(), func(r relay.FramedResult, pe *relay.PanicError) {
+		if pe == nil {
+			p.framed = &r
+		}
+		end(r.Result, pe)
+	})
+}
+
+func (p *pooled) framedOptions() relay.FramedOptions {
+	return relay.FramedOptions{Reset: p.c.NeedsReset(), Version: p.l.TDSVersion, StopTimeout: p.c.ResetTimeout()}
 }
 
 // Release returns the connection to its pool, made safe first (its slot
