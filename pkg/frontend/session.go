@@ -32,6 +32,11 @@ type session struct {
 	// PROXY header); the login deadline counts from it.
 	accepted time.Time
 	log      *slog.Logger
+	// The attributes of the session's log lines beyond its id, client,
+	// encryption and bucket, and which of them it carries (logattrs.go).
+	logUser, logDatabase, logApp string
+	logRule                      int
+	logStage                     logStage
 	// st is the settings the session started with.
 	st *Settings
 
@@ -112,7 +117,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	h.track(s)
 	defer s.unlessDetached(func() { h.untrack(s) })
 	defer s.unlessDetached(func() { raw.Close() })
-	s.log = h.Log.With("session", s.id, "client", s.client)
+	s.log = newSessionLog(h.Log, s)
 	defer s.unlessDetached(s.logClosed)
 	// A panic ends this session only. Deferred after logClosed and before
 	// release: the slot is released (or the pooled connection returned)
@@ -138,7 +143,8 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 	s.noteLogin(login)
-	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
+	s.logUser, s.logDatabase, s.logApp = login.UserName, login.Database, login.AppName
+	s.logStage = logLoggedIn
 
 	// 2. Route.
 	var bucketID string
@@ -157,7 +163,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	}
 	s.bucket = bucketID
 	s.noteBucket(bucketID)
-	s.log = s.log.With("bucket", bucketID, "rule", rule)
+	s.logRule, s.logStage = rule, logRouted
 
 	if h.draining.Load() {
 		s.fail(refuse(CodeShuttingDown, nil, "this tdsgate instance is shutting down; connect again"))
