@@ -19,6 +19,10 @@ type pooled struct {
 	b          *Bucket
 	l          *tds.Login7
 	loginBytes []byte
+	// password and version are what the session needs of its LOGIN7 once
+	// it is logged in (l and loginBytes are not kept past open).
+	password string
+	version  uint32
 
 	c *pool.Conn
 	// framed is what the framed relay left (nil: the client left before).
@@ -27,6 +31,8 @@ type pooled struct {
 
 func (p *pooled) open(ctx context.Context) (err error) {
 	defer releaseOnFailure(p, &err)
+	p.password, p.version = p.l.Password, p.l.TDSVersion
+	defer p.forgetLogin(&err)
 	// Reuse: an idle backend already logged in as this client, if the
 	// password is the one it was accepted with.
 	if p.c = p.reuse(); p.c != nil {
@@ -46,6 +52,14 @@ func (p *pooled) open(ctx context.Context) (err error) {
 	}
 	p.activate(be, res)
 	return nil
+}
+
+// forgetLogin, deferred by open, drops the client's LOGIN7 once the
+// session is logged in: it is not kept for the session's life.
+func (p *pooled) forgetLogin(err *error) {
+	if *err == nil {
+		p.l, p.loginBytes = nil, nil
+	}
 }
 
 // reuse checks out an idle pooled backend connection for the client's
@@ -104,7 +118,7 @@ func (p *pooled) startRelay(c client, end func(relay.Result, *relay.PanicError))
 }
 
 func (p *pooled) framedOptions() relay.FramedOptions {
-	return relay.FramedOptions{Reset: p.c.NeedsReset(), Version: p.l.TDSVersion, StopTimeout: p.c.ResetTimeout()}
+	return relay.FramedOptions{Reset: p.c.NeedsReset(), Version: p.version, StopTimeout: p.c.ResetTimeout()}
 }
 
 // Release returns the connection to its pool, made safe first (its slot
@@ -137,7 +151,7 @@ func (p *pooled) Release() {
 	if r == nil {
 		r = &relay.FramedResult{} // the client left before the relay: nothing was sent
 	}
-	c.Return(r, p.l.Password)
+	c.Return(r, p.password)
 	if st := c.State(); st == pool.StateIdle {
 		s.log.Info("pool: backend connection idle", "spid", c.Login.SPID)
 	} else {
