@@ -86,10 +86,19 @@ func (d *dedicated) open(ctx context.Context) (err error) {
 		return err
 	}
 	d.s.joinKernel(d.be, d.res, d.s.st.ClientIdleTimeout) // relay: sockmap: before the client can send (sockmap.go)
+	// Logged in: the client's LOGIN7 is not needed again, and is not
+	// kept for the session's life.
+	d.l, d.loginBytes = nil, nil
 	return nil
 }
 
-func (d *dedicated) Login() *backend.LoginResult { return d.res }
+// Login hands the answer over: Serve writes it once, and the session
+// does not keep it.
+func (d *dedicated) Login() *backend.LoginResult {
+	res := d.res
+	d.res = nil
+	return res
+}
 
 func (d *dedicated) leg(out net.Conn) (net.Conn, relay.Mode) {
 	if d.be == nil {
@@ -103,6 +112,11 @@ func (d *dedicated) leg(out net.Conn) (net.Conn, relay.Mode) {
 // startKernel instead.
 func (d *dedicated) Relay(c client) relay.Result {
 	return relay.Relay(c.out, d.be.Conn)
+}
+
+// startRelay is Relay with no goroutine waiting for it (starter).
+func (d *dedicated) startRelay(c client, end func(relay.Result, *relay.PanicError)) {
+	relay.Start(c.out, d.be.Conn, end)
 }
 
 // Release hangs up the backend first and gives the slot back only once

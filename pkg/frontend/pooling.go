@@ -19,6 +19,10 @@ type pooled struct {
 	b          *Bucket
 	l          *tds.Login7
 	loginBytes []byte
+	// password and version are what the session needs of its LOGIN7 once
+	// it is logged in (l and loginBytes are not kept past open).
+	password string
+	version  uint32
 
 	c *pool.Conn
 	// framed is what the framed relay left (nil: the client left before).
@@ -28,6 +32,8 @@ type pooled struct {
 func (p *pooled) open(ctx context.Context) (err error) {
 	defer releaseOnFailure(p, &err)
 	p.s.ownBackend()
+	p.password, p.version = p.l.Password, p.l.TDSVersion
+	defer p.forgetLogin(&err)
 	// Reuse: an idle backend already logged in as this client, if the
 	// password is the one it was accepted with.
 	if p.c = p.reuse(); p.c != nil {
@@ -47,6 +53,14 @@ func (p *pooled) open(ctx context.Context) (err error) {
 	}
 	p.activate(be, res)
 	return nil
+}
+
+// forgetLogin, deferred by open, drops the client's LOGIN7 once the
+// session is logged in: it is not kept for the session's life.
+func (p *pooled) forgetLogin(err *error) {
+	if *err == nil {
+		p.l, p.loginBytes = nil, nil
+	}
 }
 
 // reuse checks out an idle pooled backend connection for the client's
@@ -89,11 +103,23 @@ func (p *pooled) leg(net.Conn) (net.Conn, relay.Mode) {
 // Relay runs the framed relay: message boundaries tracked, RESETCONNECTION
 // on a reused connection's first request.
 func (p *pooled) Relay(c client) relay.Result {
-	r := relay.Framed(c.out, p.c.Backend.Conn, c.raw, p.c.Backend.Raw, relay.FramedOptions{
-		Reset: p.c.NeedsReset(), Version: p.l.TDSVersion, StopTimeout: p.c.ResetTimeout(),
-	})
+	r := relay.Framed(c.out, p.c.Backend.Conn, c.raw, p.c.Backend.Raw, p.framedOptions())
 	p.framed = &r
 	return r.Result
+}
+
+// startRelay is Relay with no goroutine waiting for it (starter).
+func (p *pooled) startRelay(c client, end func(relay.Result, *relay.PanicError)) {
+	relay.StartFramed(c.out, p.c.Backend.Conn, c.raw, p.c.Backend.Raw, p.framedOptions(), func(r relay.FramedResult, pe *relay.PanicError) {
+		if pe == nil {
+			p.framed = &r
+		}
+		end(r.Result, pe)
+	})
+}
+
+func (p *pooled) framedOptions() relay.FramedOptions {
+	return relay.FramedOptions{Reset: p.c.NeedsReset(), Version: p.version, StopTimeout: p.c.ResetTimeout()}
 }
 
 // Release returns the connection to its pool, made safe first (its slot
@@ -132,7 +158,7 @@ func (p *pooled) Release() {
 	if r == nil {
 		r = &relay.FramedResult{} // the client left before the relay: nothing was sent
 	}
-	c.Return(r, p.l.Password)
+	c.Return(r, p.password)
 	if st := c.State(); st == pool.StateIdle {
 		s.log.Info("pool: backend connection idle", "spid", c.Login.SPID)
 	} else {

@@ -32,6 +32,11 @@ type session struct {
 	// PROXY header); the login deadline counts from it.
 	accepted time.Time
 	log      *slog.Logger
+	// The attributes of the session's log lines beyond its id, client,
+	// encryption and bucket, and which of them it carries (logattrs.go).
+	logUser, logDatabase, logApp string
+	logRule                      int
+	logStage                     logStage
 	// st is the settings the session started with.
 	st *Settings
 
@@ -118,7 +123,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	h.track(s)
 	defer s.unlessDetached(func() { h.untrack(s) })
 	defer s.unlessDetached(func() { raw.Close() })
-	s.log = h.Log.With("session", s.id, "client", s.client)
+	s.log = newSessionLog(h.Log, s)
 	defer s.unlessDetached(s.logClosed)
 	// A panic ends this session only. Deferred after logClosed and before
 	// release: the slot is released (or the pooled connection returned)
@@ -144,7 +149,8 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		return
 	}
 	s.noteLogin(login)
-	s.log = s.log.With("user", login.UserName, "database", login.Database, "app", login.AppName, "client_encryption", string(s.mode))
+	s.logUser, s.logDatabase, s.logApp = login.UserName, login.Database, login.AppName
+	s.logStage = logLoggedIn
 
 	// 2. Route.
 	var bucketID string
@@ -163,7 +169,7 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 	}
 	s.bucket = bucketID
 	s.noteBucket(bucketID)
-	s.log = s.log.With("bucket", bucketID, "rule", rule)
+	s.logRule, s.logStage = rule, logRouted
 
 	if h.draining.Load() {
 		s.fail(refuse(CodeShuttingDown, nil, "this tdsgate instance is shutting down; connect again"))
@@ -217,21 +223,60 @@ func (h *Handler) Serve(ctx context.Context, c net.Conn) {
 		s.startKernel(ls)
 		return
 	}
-	// Every other relay runs on a goroutine of its own, started with the
+	// Every other relay runs on goroutines of its own, started with the
 	// smallest stack: Serve's frame, big with the login's locals, would
-	// otherwise sit below the direction that idles for the session's life
+	// otherwise sit below a direction that idles for the session's life
 	// (stack.go). Its end runs the deferred steps above, as the kernel
-	// relay's does.
+	// relay's does. A lease that can start its relay (dedicated, pooled)
+	// has no goroutine waiting for it: each direction waits on its own
+	// socket, and the last to end runs the end steps.
 	s.detached = true
-	go s.relayDetached(ls, rt.Settings.ClientIdleTimeout)
+	idled := s.idleWatch(rt.Settings.ClientIdleTimeout)
+	cl := client{out: s.out, raw: s.raw}
+	if st, ok := ls.(starter); ok {
+		st.startRelay(cl, func(res relay.Result, p *relay.PanicError) {
+			s.relayDone(ls, idled, func() relay.Result {
+				if p != nil {
+					panic(p)
+				}
+				return res
+			})
+		})
+		// Nothing the session does from here on waits on its context (a
+		// kill closes the legs): ending it now frees what it holds
+		// rather than keep it for the session's life. The session keeps
+		// no LOGIN7 either (fail, its one reader, is behind it).
+		s.endCtx()
+		s.login = nil
+		return
+	}
+	go s.relayDone(ls, idled, func() relay.Result { return ls.Relay(cl) })
 }
 
-// relayDetached relays the logged-in session until either side ends, then
-// runs Serve's end steps in Serve's order (relayEnded; uncount, release,
-// recover, logClosed, the client's close, the admin context, untrack).
+// starter is a lease whose relay runs with no goroutine waiting for it
+// (relay.Start, relay.StartFramed): end runs once, on one of the relay's
+// goroutines, when both directions have ended, with the result or the
+// panic of a direction.
+type starter interface {
+	startRelay(c client, end func(relay.Result, *relay.PanicError))
+}
+
+// idleWatch starts client_idle_timeout's watch (0: none); the func it
+// returns stops it and says whether it closed the session.
+func (s *session) idleWatch(timeout time.Duration) func() bool {
+	if timeout <= 0 {
+		return func() bool { return false }
+	}
+	return s.watchIdle(timeout)
+}
+
+// relayDone takes the relay's result from relayed (which may panic: a
+// direction's panic, or the relay's own) and runs Serve's end steps in
+// Serve's order (relayEnded; uncount, release, recover, logClosed, the
+// client's close, the admin context, untrack).
 //
 //go:noinline
-func (s *session) relayDetached(ls lease, idleTimeout time.Duration) {
+func (s *session) relayDone(ls lease, idled func() bool, relayed func() relay.Result) {
 	defer s.h.untrack(s)
 	defer s.endCtx()
 	defer s.raw.Close()
@@ -243,11 +288,7 @@ func (s *session) relayDetached(ls lease, idleTimeout time.Duration) {
 	}()
 	defer ls.Release()
 	defer s.uncount()
-	idled := func() bool { return false }
-	if idleTimeout > 0 {
-		idled = s.watchIdle(idleTimeout)
-	}
-	s.relayed = ls.Relay(client{out: s.out, raw: s.raw})
+	s.relayed = relayed()
 	s.relayEnded(idled())
 }
 

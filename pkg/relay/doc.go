@@ -73,7 +73,7 @@
 // the server's, and waits (at most backend.DefaultCloseWait) for the
 // server's own close before done: done releases the slot.
 //
-// # Idle sessions hold no pipe, no buffer, one goroutine per direction
+// # Idle sessions hold no pipe, no buffer, one small goroutine per direction
 //
 // ReadFrom holds a pipe pair for as long as it runs, waiting for data
 // included. The splice path therefore waits for the socket itself
@@ -81,8 +81,11 @@
 // attempt and given back if nothing is there, so that a small message is
 // one read and one write; a run of bytes is spliced, exactly what is
 // queued. An idle session holds its two sockets and no pipe or buffer.
-// Relay runs the server→client direction on the calling goroutine (the
-// session's) and only the other on a goroutine of its own; Framed runs
-// client→server on the caller. A plaintext framed direction waits the
-// same way, without a buffer.
+// Start (and StartFramed) run each direction on a goroutine of its own
+// and return: no goroutine waits for the two, the last direction to end
+// runs the caller's end. Each direction parks a few small frames below its
+// entry (no closures, the end's work in frames of its own), so that both
+// keep the runtime's smallest stack (2 KiB) for the session's life;
+// Relay and Framed are Start and StartFramed waited for. A plaintext
+// framed direction waits the same way, without a buffer.
 package relay

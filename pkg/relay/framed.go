@@ -107,6 +107,29 @@ func (r *FramedResult) InFlight() bool {
 // backend itself failed, and it never half-closes it. It closes the client
 // connection when the backend fails. Deadlines on server are cleared.
 func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o FramedOptions) FramedResult {
+	type ended struct {
+		res FramedResult
+		p   *PanicError
+	}
+	ch := make(chan ended, 1)
+	StartFramed(client, server, clientRaw, serverRaw, o, func(res FramedResult, p *PanicError) { ch <- ended{res, p} })
+	e := <-ch
+	if e.p != nil {
+		panic(e.p)
+	}
+	return e.res
+}
+
+// StartFramed relays as Framed does, each direction on a goroutine of its
+// own, and returns at once. end runs exactly once, on the client
+// direction's goroutine once both directions have ended: with the
+// result, or with the *PanicError of a direction that panicked (both
+// conns are then closed, and the result must not be trusted).
+//
+// No goroutine waits for the two directions: an idle session costs the
+// two that wait on its sockets, each parked a few frames deep, so that
+// both keep the runtime's smallest stack.
+func StartFramed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o FramedOptions, end func(FramedResult, *PanicError)) {
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = DefaultStopTimeout
 	}
@@ -124,27 +147,65 @@ func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o Framed
 	if o.Version != 0 && o.Version != tds.Version80 && o.Version < tds.Version72 {
 		f.doneLen = 9
 	}
+	f.end = end
+	f.serverDone = make(chan struct{})
+	go f.runServer()
+	go f.runClient()
+}
 
-	var wg sync.WaitGroup
-	var panicked *PanicError
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer catchPanic(func(p *PanicError) { panicked = p }, client, server)
-		f.serverToClient()
-	}()
-	f.clientToServer()
-	// The client is gone (or the backend failed): stop the other direction
-	// at a packet boundary.
-	f.stopping.Store(true)
-	serverRaw.SetReadDeadline(time.Now())
-	wg.Wait()
-	serverRaw.SetDeadline(time.Time{})
-	if panicked != nil {
-		panic(panicked)
+// The two directions' goroutines park a few frames below their entry
+// functions, which are kept small (no closures, no locals) so that an
+// idle session's goroutines fit the runtime's smallest stack.
+
+// runServer runs the server→client direction; its end (and panic) is
+// reported to the client direction's goroutine.
+func (f *framer) runServer() {
+	defer f.serverEnded()
+	f.serverToClient()
+}
+
+func (f *framer) serverEnded() {
+	if r := recover(); r != nil {
+		f.serverPanic = panicked(r, f.client, f.server)
 	}
+	close(f.serverDone)
+}
 
-	res := FramedResult{
+// runClient runs the client→server direction; once the client is gone
+// (or the backend failed) it stops the other direction at a packet
+// boundary, waits for it, and runs end.
+func (f *framer) runClient() {
+	f.clientDirection()
+	f.finish()
+}
+
+func (f *framer) clientDirection() {
+	defer f.clientEndedOrPanicked()
+	f.clientToServer()
+}
+
+func (f *framer) clientEndedOrPanicked() {
+	if r := recover(); r != nil {
+		f.clientPanic = panicked(r, f.client, f.server)
+	}
+}
+
+//go:noinline
+func (f *framer) finish() {
+	f.stopping.Store(true)
+	f.serverRaw.SetReadDeadline(time.Now())
+	<-f.serverDone
+	f.serverRaw.SetDeadline(time.Time{})
+	p := f.clientPanic
+	if p == nil {
+		p = f.serverPanic
+	}
+	f.end(f.result(), p)
+}
+
+// result is what the relay did, once both directions have ended.
+func (f *framer) result() FramedResult {
+	return FramedResult{
 		Result:           Result{Mode: ModeFramed, ClientToServer: f.c2s, ServerToClient: f.s2c, Ended: f.ended, Err: f.err},
 		ClientMessages:   f.clientMsgs,
 		ServerMessages:   f.serverMsgs,
@@ -154,7 +215,6 @@ func Framed(client, server net.Conn, clientRaw, serverRaw *net.TCPConn, o Framed
 		ResetAcked:       f.resetAcked,
 		Broken:           f.broken,
 	}
-	return res
 }
 
 // framer is one framed relay's state. Counters are written by one
@@ -168,8 +228,13 @@ type framer struct {
 	clientRC, serverRC   syscall.RawConn // the raw conns' descriptors, when splicing
 	doneLen              int
 
-	stopping   atomic.Bool // the client direction has ended
-	clientGone atomic.Bool // writes to the client are pointless: discard
+	stopping   atomic.Bool   // the client direction has ended
+	serverDone chan struct{} // closed when the server direction has ended
+	// end runs once both directions have ended; clientPanic and
+	// serverPanic are the directions' panics (set before they end).
+	end                      func(FramedResult, *PanicError)
+	clientPanic, serverPanic *PanicError
+	clientGone               atomic.Bool // writes to the client are pointless: discard
 
 	mu         sync.Mutex
 	clientMsgs int64

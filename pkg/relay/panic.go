@@ -7,12 +7,12 @@ import (
 )
 
 // PanicError is a panic raised in one of a relay's own goroutines (a
-// direction of Relay, the server direction of Framed). A panic there
-// would end the whole process, since the session's recovery runs on
-// another goroutine; instead the relay closes both conns, waits for the
-// other direction, and raises a *PanicError on the goroutine that called
-// it, where the session recovers it (slot released once, logged with
-// Stack, counted).
+// direction of Start or StartFramed). A panic there would end the whole
+// process, since the session's recovery is not on that goroutine;
+// instead the relay closes both conns, lets the other direction end, and
+// hands a *PanicError to the relay's end (Relay and Framed raise it again
+// on their caller), where the session recovers it (slot released once,
+// logged with Stack, counted).
 type PanicError struct {
 	Value any    // what was passed to panic
 	Stack []byte // the stack of the goroutine that panicked
@@ -20,16 +20,13 @@ type PanicError struct {
 
 func (p *PanicError) Error() string { return fmt.Sprintf("relay panic: %v", p.Value) }
 
-// catchPanic, deferred first in a relay goroutine, turns a panic into a
-// *PanicError stored by keep, and closes both conns so that the other
-// direction ends too.
-func catchPanic(keep func(*PanicError), conns ...net.Conn) {
-	r := recover()
-	if r == nil {
-		return
-	}
-	keep(&PanicError{Value: r, Stack: debug.Stack()})
+// panicked turns a recovered panic v into a *PanicError with the current
+// stack (call it from the deferred function that recovered), and closes
+// conns so that the other direction ends too.
+func panicked(v any, conns ...net.Conn) *PanicError {
+	p := &PanicError{Value: v, Stack: debug.Stack()}
 	for _, c := range conns {
 		c.Close()
 	}
+	return p
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -98,65 +99,113 @@ type closeWriter interface{ CloseWrite() error }
 // (HalfClose), so the other direction ends at once. The server conn is
 // never closed here: the caller closes it, after the server has let go
 // of the session (backend.Hangup), and only then gives its slot back.
+// A panic in a direction is raised again on the caller as a *PanicError.
 //
-// The server→client direction runs on the calling goroutine and only
-// client→server on a goroutine of its own, so an idle session costs two
-// goroutines (its own and one), not three. Neither holds a buffer while
-// it waits on the splice path.
+// Relay waits for Start; a session that does not need to wait uses Start.
 func Relay(client, server net.Conn) Result {
-	res := Result{Mode: ModeFor(client, server)}
-	type dirResult struct {
-		n    int64
-		err  error
-		from Side
+	type ended struct {
+		res Result
+		p   *PanicError
 	}
-	done := make(chan dirResult, 2)
-	var first, abort sync.Once
-	var panicked [2]*PanicError
-	copyDir := func(dst, src net.Conn, from Side) {
-		defer catchPanic(func(p *PanicError) {
-			panicked[from-SideClient] = p
-			done <- dirResult{from: from}
-		}, client, server)
-		var n int64
-		var err error
-		if res.Mode == ModeSplice {
-			n, err = spliceIdleFree(dst.(*net.TCPConn), src.(*net.TCPConn))
-		} else {
-			n, err = copyTLS(dst, src)
-		}
-		first.Do(func() { res.Ended = from })
-		if err == nil {
-			if cw, ok := dst.(closeWriter); ok {
-				cw.CloseWrite()
-			}
-		} else {
-			abort.Do(func() {
-				client.Close()
-				HalfClose(server)
-			})
-		}
-		done <- dirResult{n, err, from}
+	ch := make(chan ended, 1)
+	Start(client, server, func(res Result, p *PanicError) { ch <- ended{res, p} })
+	e := <-ch
+	if e.p != nil {
+		panic(e.p)
 	}
-	go copyDir(server, client, SideClient)
-	copyDir(client, server, SideServer)
-	for i := 0; i < 2; i++ {
-		r := <-done
-		if r.from == SideClient {
-			res.ClientToServer = r.n
-		} else {
-			res.ServerToClient = r.n
-		}
-		if r.err != nil && res.Err == nil && !isClosed(r.err) {
-			res.Err = r.err
-		}
+	return e.res
+}
+
+// Start relays as Relay does, each direction on a goroutine of its own,
+// and returns at once. end runs exactly once, on the goroutine of the
+// direction that ended last, when both have ended: with the counts, or
+// with the *PanicError of a direction that panicked (both conns are then
+// closed, and the Result is partial).
+//
+// No goroutine waits for the two directions: an idle session costs the
+// two that wait on its sockets, each parked a few frames deep, so that
+// both keep the runtime's smallest stack; on the splice path neither
+// holds a buffer or a pipe while it waits.
+func Start(client, server net.Conn, end func(Result, *PanicError)) {
+	r := &relayRun{client: client, server: server, end: end}
+	r.res.Mode = ModeFor(client, server)
+	r.left.Store(2)
+	go r.direction(server, client, SideClient)
+	go r.direction(client, server, SideServer)
+}
+
+// relayRun is one Start: what both directions share.
+type relayRun struct {
+	client, server net.Conn
+	end            func(Result, *PanicError)
+	left           atomic.Int32 // directions still running
+	mu             sync.Mutex
+	res            Result
+	panicked       *PanicError
+	abort          sync.Once // the failure's close, once for both directions
+}
+
+// direction copies src to dst until src ends, then, if it is the last
+// direction to end, runs end. Its frame and copy's are kept small: the
+// goroutine parks below them for the session's life.
+func (r *relayRun) direction(dst, src net.Conn, from Side) {
+	r.copy(dst, src, from)
+	if r.left.Add(-1) == 0 {
+		r.finish()
 	}
-	for _, p := range panicked {
-		if p != nil {
-			panic(p)
-		}
+}
+
+//go:noinline
+func (r *relayRun) finish() { r.end(r.res, r.panicked) }
+
+// copy moves one direction, records its count and error, and ends it: a
+// clean end half-closes dst; a failure closes the client conn and
+// half-closes the server's (a panic closes both).
+func (r *relayRun) copy(dst, src net.Conn, from Side) {
+	defer r.recoverDirection()
+	var n int64
+	var err error
+	if r.res.Mode == ModeSplice {
+		n, err = spliceIdleFree(dst.(*net.TCPConn), src.(*net.TCPConn))
+	} else {
+		n, err = copyTLS(dst, src)
 	}
-	return res
+	r.mu.Lock()
+	if r.res.Ended == SideNone {
+		r.res.Ended = from // before either end below wakes the other direction
+	}
+	if from == SideClient {
+		r.res.ClientToServer = n
+	} else {
+		r.res.ServerToClient = n
+	}
+	if err != nil && r.res.Err == nil && !isClosed(err) {
+		r.res.Err = err
+	}
+	r.mu.Unlock()
+	if err == nil {
+		if cw, ok := dst.(closeWriter); ok {
+			cw.CloseWrite()
+		}
+	} else {
+		r.abort.Do(func() {
+			r.client.Close()
+			HalfClose(r.server)
+		})
+	}
+}
+
+// recoverDirection, deferred by copy, keeps a direction's panic (the
+// first) and closes both conns so that the other direction ends too.
+func (r *relayRun) recoverDirection() {
+	if v := recover(); v != nil {
+		p := panicked(v, r.client, r.server)
+		r.mu.Lock()
+		if r.panicked == nil {
+			r.panicked = p
+		}
+		r.mu.Unlock()
+	}
 }
 
 // isClosed: the end of a direction that is no error of its own: a clean
@@ -193,8 +242,8 @@ type onlyReader struct{ io.Reader }
 
 // copyTLS copies one direction through crypto/tls with a pooled buffer.
 // A function of its own, so that its locals do not deepen the splice
-// path's frames (the direction that runs on the session's goroutine
-// parks with the fewest bytes of stack below it).
+// path's frames (a direction parks with the fewest bytes of stack below
+// it).
 //
 //go:noinline
 func copyTLS(dst, src net.Conn) (int64, error) {

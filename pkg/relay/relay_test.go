@@ -199,3 +199,62 @@ func TestRelayAbortHalfClosesServer(t *testing.T) {
 		t.Errorf("the server leg read %v after the server closed, want EOF (not closed by Relay)", err)
 	}
 }
+
+// TestRelaySmallMessagesBothWays: small messages, each written on from
+// inside the wait (waiter.pass), arrive whole and in order both ways, one
+// round trip after another, and are counted.
+func TestRelaySmallMessagesBothWays(t *testing.T) {
+	appClient, clientLeg := pair(t)
+	serverLeg, appServer := pair(t)
+	resCh := make(chan Result, 1)
+	go func() { resCh <- Relay(clientLeg, serverLeg) }()
+	var up, down int64
+	buf := make([]byte, 256)
+	for i := range 200 {
+		req := bytes.Repeat([]byte{byte(i)}, 1+i%100)
+		appClient.Write(req)
+		appServer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(appServer, buf[:len(req)]); err != nil || !bytes.Equal(buf[:len(req)], req) {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		ans := bytes.Repeat([]byte{byte(255 - i)}, 1+(i*7)%120)
+		appServer.Write(ans)
+		appClient.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(appClient, buf[:len(ans)]); err != nil || !bytes.Equal(buf[:len(ans)], ans) {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		up, down = up+int64(len(req)), down+int64(len(ans))
+	}
+	appClient.Close()
+	appServer.Close()
+	res := <-resCh
+	if res.ClientToServer != up || res.ServerToClient != down {
+		t.Fatalf("counted %d/%d, want %d/%d", res.ClientToServer, res.ServerToClient, up, down)
+	}
+	clientLeg.Close()
+	serverLeg.Close()
+}
+
+// TestRelaySmallWriteFails: a small message whose write on fails (the
+// server leg reset) ends the relay with the write's error, not a hang.
+func TestRelaySmallWriteFails(t *testing.T) {
+	appClient, clientLeg := pair(t)
+	serverLeg, appServer := pair(t)
+	defer appClient.Close()
+	resCh := make(chan Result, 1)
+	go func() { resCh <- Relay(clientLeg, serverLeg) }()
+	serverLeg.SetLinger(0)
+	serverLeg.CloseWrite()
+	appServer.SetLinger(0)
+	appServer.Close() // RST toward the server leg
+	time.Sleep(50 * time.Millisecond)
+	for range 3 {
+		appClient.Write([]byte("small"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-resCh:
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay still running after its server leg was reset")
+	}
+}
