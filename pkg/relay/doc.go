@@ -79,8 +79,9 @@
 // included. The splice path therefore waits for the socket itself
 // (splice.go): a non-blocking read into a buffer taken from a pool for the
 // attempt and given back if nothing is there, so that a small message is
-// one read and one write; a run of bytes is spliced, exactly what is
-// queued. An idle session holds its two sockets and no pipe or buffer.
+// one read and one write — the write made from within the wait, which then
+// parks again without a read that would find nothing; a run of bytes is
+// spliced, exactly what is queued. An idle session holds its two sockets and no pipe or buffer.
 // Start (and StartFramed) run each direction on a goroutine of its own
 // and return: no goroutine waits for the two, the last direction to end
 // runs the caller's end. Each direction parks a few small frames below its
