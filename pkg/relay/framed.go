@@ -192,8 +192,10 @@ func (f *framer) clientEndedOrPanicked() {
 
 //go:noinline
 func (f *framer) finish() {
+	f.stopMu.Lock()
 	f.stopping.Store(true)
 	f.serverRaw.SetReadDeadline(time.Now())
+	f.stopMu.Unlock()
 	<-f.serverDone
 	f.serverRaw.SetDeadline(time.Time{})
 	p := f.clientPanic
@@ -228,7 +230,11 @@ type framer struct {
 	clientRC, serverRC   syscall.RawConn // the raw conns' descriptors, when splicing
 	doneLen              int
 
-	stopping   atomic.Bool   // the client direction has ended
+	stopping atomic.Bool // the client direction has ended
+	// stopMu orders the stop's deadline (finish) before any extension of
+	// it (extendStop): a direction that sees stopping has its extension
+	// applied after the stop's "now", never overwritten by it.
+	stopMu     sync.Mutex
 	serverDone chan struct{} // closed when the server direction has ended
 	// end runs once both directions have ended; clientPanic and
 	// serverPanic are the directions' panics (set before they end).
@@ -442,7 +448,7 @@ func (f *framer) serverToClient() {
 			if !extended {
 				// Part of a packet: let it end, then stop.
 				extended = true
-				f.serverRaw.SetReadDeadline(time.Now().Add(f.o.StopTimeout))
+				f.extendStop()
 				return true
 			}
 			f.fail(BrokenStopTimeout, SideServer, err)
@@ -590,6 +596,13 @@ func (f *framer) clientWriteFailed() {
 func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visitor, avail int) (taken int64, werr, rerr, wrerr error) {
 	m, werr, err := walkQueued(src.w.rc, w, v, min(avail, maxChunk))
 	if err != nil {
+		if src.conn == f.server && f.stopping.Load() && isTimeout(err) {
+			// The client left after the chunk was found queued: the
+			// stop's own deadline failed the walk, and nothing was
+			// taken. The caller stops at this boundary, or reads the
+			// rest of the packet in flight.
+			return 0, nil, nil, nil
+		}
 		return 0, nil, err, nil
 	}
 	if m == 0 {
@@ -601,7 +614,7 @@ func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visito
 	}
 	t, _, rerr, wrerr := spliceN(drc, src.w.rc, m)
 	if rerr != nil && src.conn == f.server && f.stopping.Load() && isTimeout(rerr) {
-		f.serverRaw.SetReadDeadline(time.Now().Add(f.o.StopTimeout))
+		f.extendStop()
 		var t2 int
 		t2, _, rerr, wrerr = spliceN(drc, src.w.rc, m-t)
 		t += t2
@@ -610,14 +623,31 @@ func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visito
 		// dst failed: take the rest of the walked bytes off src (they
 		// are queued) so that it stays at the walker's place.
 		b := src.buffer()
+		extended := false
 		for t < m && rerr == nil {
 			var k int
 			k, rerr = src.conn.Read(b[:min(len(b), m-t)])
 			t += k
+			if rerr != nil && !extended && src.conn == f.server && f.stopping.Load() && isTimeout(rerr) {
+				// The walked bytes are queued: only the stop's own
+				// deadline was in the way (the client left during the
+				// chunk).
+				extended = true
+				f.extendStop()
+				rerr = nil
+			}
 		}
 		src.idle()
 	}
 	return int64(t), werr, rerr, wrerr
+}
+
+// extendStop gives the server's packet in flight StopTimeout to end,
+// once the client has gone (stopping): after the stop's own deadline.
+func (f *framer) extendStop() {
+	f.stopMu.Lock()
+	f.serverRaw.SetReadDeadline(time.Now().Add(f.o.StopTimeout))
+	f.stopMu.Unlock()
 }
 
 // chunkSize is the buffer a direction reads a chunk into: two of the
