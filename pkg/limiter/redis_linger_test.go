@@ -154,6 +154,12 @@ func TestRedisLingerGoesBackWhenOthersWait(t *testing.T) {
 			}
 			a := newRedisLimiter(t, rs.Addr(), "a", bs, tweak)
 			b := newRedisLimiter(t, rs.Addr(), "b", bs, tweak)
+			// Both have reached Redis (on a loaded host the first register
+			// can take longer than the op timeout): a never-reached
+			// instance admits nobody (no expected_instances here).
+			for _, l := range []*Redis{a, b} {
+				waitCond(t, 10*time.Second, l.InstanceID()+" connected", func() bool { return l.State() == StateConnected })
+			}
 			releaseAll(acquireN(t, a, "b", 2))
 			if a.Warm("b") != 2 {
 				t.Fatalf("a has %d warm, want 2", a.Warm("b"))
