@@ -242,8 +242,8 @@ type onlyReader struct{ io.Reader }
 
 // copyTLS copies one direction through crypto/tls with a pooled buffer.
 // A function of its own, so that its locals do not deepen the splice
-// path's frames (a direction parks with the fewest bytes of stack below
-// it).
+// path's frames (the direction that runs on the session's goroutine
+// parks with the fewest bytes of stack below it).
 //
 //go:noinline
 func copyTLS(dst, src net.Conn) (int64, error) {

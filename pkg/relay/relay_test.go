@@ -201,7 +201,7 @@ func TestRelayAbortHalfClosesServer(t *testing.T) {
 }
 
 // TestRelaySmallMessagesBothWays: small messages, each written on from
-// inside the wait (waiter.pass), arrive whole and in order both ways, one
+// the wait that read them, arrive whole and in order both ways, one
 // round trip after another, and are counted.
 func TestRelaySmallMessagesBothWays(t *testing.T) {
 	appClient, clientLeg := pair(t)
@@ -256,5 +256,35 @@ func TestRelaySmallWriteFails(t *testing.T) {
 	case <-resCh:
 	case <-time.After(5 * time.Second):
 		t.Fatal("relay still running after its server leg was reset")
+	}
+}
+
+// TestRelayAnswerAndFINQueuedTogether: a server that answers and hangs
+// up before the relay reads (the answer and its FIN queued together, one
+// readiness for both) ends the relay. A short read is no proof that
+// nothing else is queued: the relay must read again before it parks, or
+// the FIN's wake-up, spent before the read, is never repeated and the
+// session (and its slot) waits forever.
+func TestRelayAnswerAndFINQueuedTogether(t *testing.T) {
+	for i := range 20 {
+		appClient, clientLeg := pair(t)
+		serverLeg, appServer := pair(t)
+		appServer.Write([]byte("answer"))
+		appServer.Close()
+		time.Sleep(5 * time.Millisecond) // both reach serverLeg's queue
+		resCh := make(chan Result, 1)
+		go func() { resCh <- Relay(clientLeg, serverLeg) }()
+		appClient.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := io.ReadAll(appClient); err != nil || string(b) != "answer" {
+			t.Fatalf("round %d: the client read %q, %v; want the answer, then EOF", i, b, err)
+		}
+		appClient.Close()
+		select {
+		case <-resCh:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: the relay still runs after the server's FIN and the client's", i)
+		}
+		clientLeg.Close()
+		serverLeg.Close()
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 
@@ -27,28 +26,15 @@ import (
 // through an io.LimitedReader — which ReadFrom still splices, the pipe
 // going back to Go's pool as soon as the bytes have moved — until the
 // run ends.
-//
-// A small message is written on from inside the wait itself (waiter.pass),
-// which then waits again at once, without the read that would find
-// nothing: the poller's readiness, which only a new wait clears, says
-// whether more came meanwhile. Two calls per small message, not three.
 func spliceIdleFree(dst, src *net.TCPConn) (int64, error) {
 	w, err := newWaiter(src, &runBufs)
 	if err != nil {
-		return 0, err
-	}
-	if err := w.passTo(dst); err != nil {
 		return 0, err
 	}
 	var total int64
 	lr := &io.LimitedReader{R: src}
 	for {
 		n, avail, err := w.next(0)
-		total += w.passed
-		w.passed = 0
-		if err == nil {
-			err = w.passErr
-		}
 		if err != nil {
 			return total, err
 		}
@@ -105,13 +91,6 @@ type waiter struct {
 	err   error
 	small [smallRead]byte
 	ready func(fd uintptr) bool
-	// pass, when set, is where a small read (one that did not fill its
-	// buffer) is written on from ready, which then waits again: passed
-	// counts those bytes, passErr is a write of them that failed.
-	pass    syscall.RawConn
-	passDst *net.TCPConn
-	passed  int64
-	passErr error
 }
 
 // smallRead is the waiter's own buffer: a round trip's request or
@@ -166,13 +145,6 @@ func newWaiter(c *net.TCPConn, pool *sync.Pool) (*waiter, error) {
 			default:
 				w.n = n
 				w.bulk = n == len(b)
-				if w.pass != nil && !w.bulk {
-					// A short read: the socket was drained. Write it on,
-					// then wait again in this same wait (see passTo).
-					ok := w.forward(b[:n])
-					w.done()
-					return !ok
-				}
 			}
 			return true
 		}
@@ -180,56 +152,11 @@ func newWaiter(c *net.TCPConn, pool *sync.Pool) (*waiter, error) {
 	return w, nil
 }
 
-// passTo makes the waiter write each small read on to dst itself and wait
-// again without returning (spliceIdleFree).
-//
-// The runtime poller's readiness is edge-triggered and cleared only when a
-// wait begins (a RawConn.Read call); within one, a wake-up that came after
-// the last read is kept, and the next park returns at once. So after a
-// read that drained the socket, ready may park again without first
-// reading to find nothing, as long as it does not return.
-func (w *waiter) passTo(dst *net.TCPConn) error {
-	rc, err := dst.SyscallConn()
-	if err != nil {
-		return err
-	}
-	w.pass, w.passDst = rc, dst
-	return nil
-}
-
-// forward writes p on to the pass conn (waiting for room, under its write
-// deadline), and reports whether all of it went.
-func (w *waiter) forward(p []byte) bool {
-	var werr error
-	err := w.pass.Write(func(fd uintptr) bool {
-		for len(p) > 0 {
-			k, e := unix.Write(int(fd), p)
-			switch {
-			case errors.Is(e, unix.EINTR):
-				continue
-			case errors.Is(e, unix.EAGAIN):
-				return false
-			case e != nil:
-				werr = &net.OpError{Op: "write", Net: "tcp", Source: w.passDst.LocalAddr(), Addr: w.passDst.RemoteAddr(), Err: os.NewSyscallError("write", e)}
-				return true
-			}
-			p = p[k:]
-			w.passed += int64(k)
-		}
-		return true
-	})
-	if err == nil {
-		err = werr
-	}
-	w.passErr = err
-	return err == nil
-}
-
 // next waits for bytes. It returns n > 0 when it read n bytes (bytes
 // gives them until done), avail > 0 when that many are queued for the
 // caller to take, and both 0 at EOF. limit > 0 caps what it reads.
 func (w *waiter) next(limit int) (n, avail int, err error) {
-	w.n, w.avail, w.err, w.limit, w.passErr = 0, 0, nil, limit, nil
+	w.n, w.avail, w.err, w.limit = 0, 0, nil, limit
 	if err := w.rc.Read(w.ready); err != nil {
 		return 0, 0, err
 	}
