@@ -116,7 +116,20 @@ func passSpread(b *Bulk) string {
 // does per byte (perf of both processes during a direct run, 2026-12-02)
 // and what that leaves as the bound.
 func whySource(d *Bulk) string {
-	return fmt.Sprintf("Each end already does one kernel copy per byte and little else: the stand-in write(2)s a prebuilt megabyte of packets per call (perf: ~60%% of its CPU is copy_from_iter into the socket), the raw client read(2)s 256 KiB at a time and walks the packet headers (~45%% copy_to_user, ~4%% its header walk); nothing is allocated per packet. In this run the client took %.2f and the stand-in %.2f CPU s/GB, so a stream needs about %.0f%% of one core per GB/s at each end. The passes ran at %.0f–%.0f MB/s with the same work per byte: a slow pass is one whose share of the two cores the rest of the machine took. Measured (2026-12-02) and not taken: sendfile(2) from a memfd spares the stand-in's copy (0.08–0.14 instead of 0.15–0.19 s/GB) but moves the cost to the client's read (0.19–0.29 instead of 0.12–0.18: a read from page references costs the reader more, as it does behind a splicing relay) for no more MB/s, and a fixed 8 MiB SO_RCVBUF or 256 KiB writes changed nothing outside the noise.", d.ClientGB, d.BackendGB, 100*max(d.ClientGB, d.BackendGB), d.MBpsMin, d.MBpsMax)
+	return fmt.Sprintf("Each end already does one kernel copy per byte and little else: the stand-in write(2)s a prebuilt megabyte of packets per call (perf: ~60%% of its CPU is copy_from_iter into the socket), the raw client read(2)s 256 KiB at a time and walks the packet headers (~45%% copy_to_user, ~4%% its header walk); nothing is allocated per packet. In this run the client took %.2f and the stand-in %.2f CPU s/GB, so a stream needs about %.0f%% of one core per GB/s at each end. The passes ran at %.0f–%.0f MB/s with the same work per byte.%s Measured (2026-12-02) and not taken: sendfile(2) from a memfd spares the stand-in's copy (0.08–0.14 instead of 0.15–0.19 s/GB) but moves the cost to the client's read (0.19–0.29 instead of 0.12–0.18: a read from page references costs the reader more, as it does behind a splicing relay) for no more MB/s, and a fixed 8 MiB SO_RCVBUF or 256 KiB writes changed nothing outside the noise.", d.ClientGB, d.BackendGB, 100*max(d.ClientGB, d.BackendGB), d.MBpsMin, d.MBpsMax, waitNote(d))
+}
+
+// waitNote says how long the two ends of a bulk stream ran and how long
+// they waited for a CPU (schedstat, all threads) over its transfers.
+func waitNote(d *Bulk) string {
+	if d.BackendRun == 0 && d.ClientRun == 0 {
+		return ""
+	}
+	s := fmt.Sprintf(" Over %.2f s of transfer the stand-in ran %.2f s and waited %.2f s for a CPU, the client ran %.2f s and waited %.2f s", d.Seconds, d.BackendRun, d.BackendWait, d.ClientRun, d.ClientWait)
+	if d.BackendWait+d.ClientWait > d.BackendRun+d.ClientRun {
+		return s + ": they waited longer than they ran, so the rest of the machine's work, not the stream's, set its pace."
+	}
+	return s + "."
 }
 
 // whyBulkFast explains a tdsgate plaintext bulk row short of 1.5× HAProxy

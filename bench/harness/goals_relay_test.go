@@ -49,12 +49,16 @@ func TestBulkAddClientGB(t *testing.T) {
 // TestWhySource: the source row's why gives the run's client and
 // stand-in CPU per GB and its passes' spread.
 func TestWhySource(t *testing.T) {
-	d := &Bulk{MBps: 1806, MBpsMin: 1415, MBpsMax: 2498, Passes: 2, ClientGB: 0.14, BackendGB: 0.17}
+	d := &Bulk{MBps: 1806, MBpsMin: 1415, MBpsMax: 2498, Passes: 2, ClientGB: 0.14, BackendGB: 0.17, Seconds: 0.57, BackendRun: 0.17, BackendWait: 0.6, ClientRun: 0.14, ClientWait: 0.3}
 	why := whySource(d)
-	for _, want := range []string{"client took 0.14 and the stand-in 0.17 CPU s/GB", "about 17% of one core per GB/s", "passes ran at 1415–2498 MB/s"} {
+	for _, want := range []string{"client took 0.14 and the stand-in 0.17 CPU s/GB", "about 17% of one core per GB/s", "passes ran at 1415–2498 MB/s", "stand-in ran 0.17 s and waited 0.60 s for a CPU, the client ran 0.14 s and waited 0.30 s: they waited longer than they ran"} {
 		if !strings.Contains(why, want) {
 			t.Errorf("why lacks %q:\n%s", want, why)
 		}
+	}
+	d.BackendWait, d.ClientWait = 0.01, 0.01
+	if why := whySource(d); strings.Contains(why, "waited longer") {
+		t.Errorf("little waiting, yet:\n%s", why)
 	}
 	if got := passSpread(d); got != " (passes 1415–2498 MB/s), client 0.14 + stand-in 0.17 CPU s/GB" {
 		t.Errorf("passSpread %q", got)

@@ -92,6 +92,12 @@ type Bulk struct {
 	// the two ends of the stream cost (direct: all of it but softirqs run
 	// elsewhere).
 	ClientGB float64
+	// BackendWait and ClientWait are the seconds the stand-in's and the
+	// client's threads spent runnable but waiting for a CPU over the
+	// transfer (schedstat), BackendRun and ClientRun the seconds they ran:
+	// a stream whose ends wait longer than they run is bound by the
+	// machine's other work, not by its own.
+	BackendWait, ClientWait, BackendRun, ClientRun float64
 	// KThreadCPU is the host's kernel threads' CPU seconds over the
 	// transfer (see kthreadCPU), KThreadPerGB per 10^9 bytes.
 	KThreadCPU, KThreadPerGB float64
@@ -118,6 +124,10 @@ func (b Bulk) add(o Bulk) Bulk {
 	gb0, gb1 := float64(b.Bytes)/1e9, float64(o.Bytes)/1e9
 	backend := b.BackendGB*gb0 + o.BackendGB*gb1
 	cl := b.ClientGB*gb0 + o.ClientGB*gb1
+	b.BackendWait += o.BackendWait
+	b.ClientWait += o.ClientWait
+	b.BackendRun += o.BackendRun
+	b.ClientRun += o.ClientRun
 	b.Bytes += o.Bytes
 	b.Seconds += o.Seconds
 	b.ProxyCPU += o.ProxyCPU
@@ -325,6 +335,8 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 	}
 	r.BackendGB = (ba.CPU - bb.CPU).Seconds() / gb
 	r.ClientGB = (ca.CPU - cb.CPU).Seconds() / gb
+	r.BackendRun, r.BackendWait = (ba.CPU - bb.CPU).Seconds(), (ba.Wait - bb.Wait).Seconds()
+	r.ClientRun, r.ClientWait = (ca.CPU - cb.CPU).Seconds(), (ca.Wait - cb.Wait).Seconds()
 	r.KThreadCPU = (k1 - k0).Seconds()
 	r.KThreadPerGB = r.KThreadCPU / gb
 	r.MBpsMin, r.MBpsMax, r.CPUPerGBMin, r.CPUPerGBMax, r.Passes = r.MBps, r.MBps, r.CPUPerGB, r.CPUPerGB, 1
