@@ -87,6 +87,17 @@ type Bulk struct {
 	ProxyCPU  float64 // CPU seconds (user+sys) of the path's proxy processes
 	CPUPerGB  float64 // ProxyCPU per 10^9 bytes relayed
 	BackendGB float64 // the stand-in's CPU seconds per GB, for scale
+	// ClientGB is the client's CPU seconds per GB: this process's, which
+	// runs nothing else during the transfer. With BackendGB it says what
+	// the two ends of the stream cost (direct: all of it but softirqs run
+	// elsewhere).
+	ClientGB float64
+	// BackendWait and ClientWait are the seconds the stand-in's and the
+	// client's threads spent runnable but waiting for a CPU over the
+	// transfer (schedstat), BackendRun and ClientRun the seconds they ran:
+	// a stream whose ends wait longer than they run is bound by the
+	// machine's other work, not by its own.
+	BackendWait, ClientWait, BackendRun, ClientRun float64
 	// KThreadCPU is the host's kernel threads' CPU seconds over the
 	// transfer (see kthreadCPU), KThreadPerGB per 10^9 bytes.
 	KThreadCPU, KThreadPerGB float64
@@ -112,6 +123,11 @@ func (b Bulk) add(o Bulk) Bulk {
 	b.Passes += o.Passes
 	gb0, gb1 := float64(b.Bytes)/1e9, float64(o.Bytes)/1e9
 	backend := b.BackendGB*gb0 + o.BackendGB*gb1
+	cl := b.ClientGB*gb0 + o.ClientGB*gb1
+	b.BackendWait += o.BackendWait
+	b.ClientWait += o.ClientWait
+	b.BackendRun += o.BackendRun
+	b.ClientRun += o.ClientRun
 	b.Bytes += o.Bytes
 	b.Seconds += o.Seconds
 	b.ProxyCPU += o.ProxyCPU
@@ -121,6 +137,7 @@ func (b Bulk) add(o Bulk) Bulk {
 	b.CPUPerGB = b.ProxyCPU / gb
 	b.KThreadPerGB = b.KThreadCPU / gb
 	b.BackendGB = backend / gb
+	b.ClientGB = cl / gb
 	return b
 }
 
@@ -296,6 +313,7 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 	}
 	before, err1 := sumStats(t.PIDs)
 	bb, err2 := readStat(e.standin.pid())
+	cb, err5 := readStat(os.Getpid())
 	k0 := kthreadCPU()
 	start := time.Now()
 	bytes, err := s.stream(bulkQuery(n))
@@ -303,7 +321,8 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 	k1 := kthreadCPU()
 	after, err3 := sumStats(t.PIDs)
 	ba, err4 := readStat(e.standin.pid())
-	if err = errors.Join(err, err1, err2, err3, err4); err != nil {
+	ca, err6 := readStat(os.Getpid())
+	if err = errors.Join(err, err1, err2, err3, err4, err5, err6); err != nil {
 		r.Err = err.Error()
 		return r
 	}
@@ -315,6 +334,9 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 		r.CPUPerGB = r.ProxyCPU / gb
 	}
 	r.BackendGB = (ba.CPU - bb.CPU).Seconds() / gb
+	r.ClientGB = (ca.CPU - cb.CPU).Seconds() / gb
+	r.BackendRun, r.BackendWait = (ba.CPU - bb.CPU).Seconds(), (ba.Wait - bb.Wait).Seconds()
+	r.ClientRun, r.ClientWait = (ca.CPU - cb.CPU).Seconds(), (ca.Wait - cb.Wait).Seconds()
 	r.KThreadCPU = (k1 - k0).Seconds()
 	r.KThreadPerGB = r.KThreadCPU / gb
 	r.MBpsMin, r.MBpsMax, r.CPUPerGBMin, r.CPUPerGBMax, r.Passes = r.MBps, r.MBps, r.CPUPerGB, r.CPUPerGB, 1

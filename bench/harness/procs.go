@@ -143,8 +143,12 @@ func freePorts(n int) ([]int, error) {
 // procStat is what the harness reads about a process from /proc.
 type procStat struct {
 	CPU time.Duration // user + system time of all threads
-	RSS int64         // resident set size, bytes
-	FDs int           // open file descriptors
+	// Wait is the time its threads spent runnable but waiting for a CPU
+	// (schedstat's second field, added up): how much the rest of the
+	// machine held it back.
+	Wait time.Duration
+	RSS  int64 // resident set size, bytes
+	FDs  int   // open file descriptors
 }
 
 // readStat reads /proc/<pid>/stat (utime, stime), /proc/<pid>/status
@@ -169,8 +173,8 @@ func readStat(pid int) (procStat, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	s.CPU = time.Duration(ut+st) * time.Second / clockTicks
-	if ns, ok := schedCPU(pid); ok {
-		s.CPU = ns
+	if ns, wait, ok := schedCPU(pid); ok {
+		s.CPU, s.Wait = ns, wait
 	}
 	sf, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -295,30 +299,36 @@ func loadAvg() string {
 }
 
 // schedCPU is the time the threads of pid have run, in nanoseconds: the
-// first field of each /proc/<pid>/task/<tid>/schedstat, added up. The
-// 10 ms ticks of /proc/<pid>/stat are too coarse for a transfer of a
-// second or less (a tick is 0.04 s per GB of a 256 MB run). Threads that
-// have exited are not counted; the proxies measured keep theirs.
-func schedCPU(pid int) (time.Duration, bool) {
+// first field of each /proc/<pid>/task/<tid>/schedstat, added up; and the
+// time they waited on a run queue (the second field). The 10 ms ticks of
+// /proc/<pid>/stat are too coarse for a transfer of a second or less (a
+// tick is 0.04 s per GB of a 256 MB run). Threads that have exited are
+// not counted; the proxies measured keep theirs.
+func schedCPU(pid int) (run, wait time.Duration, ok bool) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
-	var total int64
+	var total, waited int64
 	for _, t := range tasks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
 			continue
 		}
 		f := strings.Fields(string(b))
-		if len(f) < 1 {
-			return 0, false
+		if len(f) < 2 {
+			return 0, 0, false
 		}
 		ns, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, false
+			return 0, 0, false
+		}
+		w, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return 0, 0, false
 		}
 		total += ns
+		waited += w
 	}
-	return time.Duration(total), total > 0
+	return time.Duration(total), time.Duration(waited), total > 0
 }

@@ -1,0 +1,66 @@
+package harness
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestWhyBulkFast: the "1.5× HAProxy" row's why gives the same run's bare
+// relay, HAProxy and tdsgate MB/s, says that HAProxy already moves the
+// stream at the bare relay's rate, and, when 1.5× HAProxy is more than
+// direct did, that no relay can reach it.
+func TestWhyBulkFast(t *testing.T) {
+	b := func(path string, mbps, cpu float64) Bulk {
+		return Bulk{Row: Row{Path: path, Mode: ModePlain, Client: ClientRaw}, Bytes: 512e6, MBps: mbps, CPUPerGB: cpu}
+	}
+	r := &Report{}
+	r.Results.Bulks = []Bulk{b(PathDirect, 1806, 0), b(PathBare, 1143, 0.25), b(PathHAProxy, 1240, 0.31), b(PathTdsgate, 1193, 0.30)}
+	why := whyBulkFast(r, r.bulk(PathTdsgate, ModePlain, ClientRaw), r.bulk(PathHAProxy, ModePlain, ClientRaw))
+	for _, want := range []string{"already splices one stream at the bare relay's rate", "did 1143 MB/s", "HAProxy 1240 MB/s (1.08× the bare relay)", "tdsgate 1193 MB/s (1.04×)", "1.5× HAProxy is 1860 MB/s", "more than direct's 1806 MB/s", "No relay can reach it", "Direct reached only 1806 MB/s"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("why lacks %q:\n%s", want, why)
+		}
+	}
+	// A fast direct: the claim rests on the bare relay alone.
+	r.Results.Bulks[0].MBps = 3200
+	why = whyBulkFast(r, r.bulk(PathTdsgate, ModePlain, ClientRaw), r.bulk(PathHAProxy, ModePlain, ClientRaw))
+	if strings.Contains(why, "No relay can reach it") || strings.Contains(why, "Direct reached only") || !strings.Contains(why, "well ahead of the bare one") {
+		t.Errorf("with direct at 3200 MB/s:\n%s", why)
+	}
+}
+
+// TestBulkAddClientGB: passes merge the client's CPU per GB weighted by
+// their bytes, like the stand-in's.
+func TestBulkAddClientGB(t *testing.T) {
+	a := Bulk{Bytes: 1e9, Seconds: 1, ClientGB: 0.1, BackendGB: 0.2, MBpsMin: 1000, MBpsMax: 1000, Passes: 1}
+	c := Bulk{Bytes: 3e9, Seconds: 1, ClientGB: 0.2, BackendGB: 0.1, MBpsMin: 3000, MBpsMax: 3000, Passes: 1}
+	s := a.add(c)
+	if d := s.ClientGB - 0.175; d > 1e-9 || d < -1e-9 {
+		t.Errorf("ClientGB %v, want 0.175", s.ClientGB)
+	}
+	if d := s.BackendGB - 0.125; d > 1e-9 || d < -1e-9 {
+		t.Errorf("BackendGB %v, want 0.125", s.BackendGB)
+	}
+	if s.MBps != 2000 || s.Passes != 2 {
+		t.Errorf("MBps %v passes %d", s.MBps, s.Passes)
+	}
+}
+
+// TestWhySource: the source row's why gives the run's client and
+// stand-in CPU per GB and its passes' spread.
+func TestWhySource(t *testing.T) {
+	d := &Bulk{MBps: 1806, MBpsMin: 1415, MBpsMax: 2498, Passes: 2, ClientGB: 0.14, BackendGB: 0.17, Seconds: 0.57, BackendRun: 0.17, BackendWait: 0.6, ClientRun: 0.14, ClientWait: 0.3}
+	why := whySource(d)
+	for _, want := range []string{"client took 0.14 and the stand-in 0.17 CPU s/GB", "about 17% of one core per GB/s", "passes ran at 1415–2498 MB/s", "stand-in ran 0.17 s and waited 0.60 s for a CPU, the client ran 0.14 s and waited 0.30 s: they waited longer than they ran"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("why lacks %q:\n%s", want, why)
+		}
+	}
+	d.BackendWait, d.ClientWait = 0.01, 0.01
+	if why := whySource(d); strings.Contains(why, "waited longer") {
+		t.Errorf("little waiting, yet:\n%s", why)
+	}
+	if got := passSpread(d); got != " (passes 1415–2498 MB/s), client 0.14 + stand-in 0.17 CPU s/GB" {
+		t.Errorf("passSpread %q", got)
+	}
+}
