@@ -64,3 +64,26 @@ func TestWhySource(t *testing.T) {
 		t.Errorf("passSpread %q", got)
 	}
 }
+
+// TestCPUWithinNoise: passes that do not overlap are a difference, however
+// small the absolute gap (the 2026-12-02 quiet run: framed 0.19–0.20 vs
+// HAProxy 0.12–0.13 CPU s/GB was called "within noise" by a 0.1 s/GB band).
+func TestCPUWithinNoise(t *testing.T) {
+	bulk := func(cpu, lo, hi float64, passes int) *Bulk {
+		return &Bulk{CPUPerGB: cpu, CPUPerGBMin: lo, CPUPerGBMax: hi, Passes: passes}
+	}
+	for _, c := range []struct {
+		name   string
+		g, ref *Bulk
+		want   bool
+	}{
+		{"apart", bulk(0.19, 0.19, 0.20, 2), bulk(0.12, 0.12, 0.13, 2), false},
+		{"overlapping", bulk(0.33, 0.27, 0.36, 2), bulk(0.31, 0.27, 0.36, 2), true},
+		{"one pass, close", bulk(0.33, 0.33, 0.33, 1), bulk(0.31, 0.31, 0.31, 1), true},
+		{"one pass, far", bulk(0.70, 0.70, 0.70, 1), bulk(0.31, 0.31, 0.31, 1), false},
+	} {
+		if got := cpuWithinNoise(c.g, c.ref); got != c.want {
+			t.Errorf("%s: cpuWithinNoise = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
