@@ -191,29 +191,36 @@
 //     past max, from nothing).
 //   - Redis restarted empty while an instance A is cut off from it (a
 //     double fault): A cannot re-assert its holdings, and the others
-//     re-register on a Redis that counts none of A's sessions. So every
-//     poll also reads each peer's conns hash, and the instance remembers,
-//     per peer and bucket, the most it saw within heartbeat_ttl +
-//     reclaim_after (redis_absent.go); a register that is Fresh then
-//     records, for each peer of its view that Redis does not know at all
-//     (no membership, heartbeat, incarnation or conns key), what it was
-//     seen holding (coord.ReserveAbsent): counted, fenced as if its lease
-//     had been renewed at that moment (parked heartbeat_ttl +
-//     reclaim_after later, down to its exact share, forgotten after
-//     forget_after). A's own fence has shed by then, and sheds everything
-//     before the record can be forgotten; A's register when it heals gives
-//     the record back and re-asserts what A holds. The first instance to
-//     register records the others too; each of them replaces its record
-//     by registering, like A. Not exact: what A acquired after the peer's
-//     last poll (1 s) and over the most seen recently is not recorded;
-//     and a peer that left cleanly within the view window just before
-//     keeps a record counted until the reapers forget it (or a process of
-//     its id registers). The candidates are the peers of the view and the
-//     members of the last read of proxy:instances ∪ proxy:fenced if it is
-//     no older than heartbeat_ttl + reclaim_after + forget_after (Redis
-//     may have been out longer than the view window); one never read (it
-//     registered just before Redis was lost) is recorded at its exact
-//     share.
+//     re-register on a Redis that counts none of A's sessions. A register
+//     that is Fresh therefore records, for each peer of its view that
+//     Redis does not know at all (no membership, heartbeat, incarnation or
+//     conns key), that it holds all of every bucket (max;
+//     coord.ReserveAbsent, redis_absent.go): counted, fenced as if its
+//     lease had been renewed at that moment, so parked heartbeat_ttl +
+//     reclaim_after later, down to its exact share, and forgotten after
+//     forget_after. What A was last seen holding is not enough: it is up to
+//     a poll old, and A may have been granted anything since (the
+//     10-minute soak met a peer seen holding 1 that held 3); in close
+//     fallback A holds at most what the old Redis counted for it until its
+//     own fence (lease end + reclaim_after, before the record is parked),
+//     then at most its exact share, and nothing before the record can be
+//     forgotten. A's register when it heals gives the record back and
+//     re-asserts what A holds. The first instance to register records the
+//     others too; each of them replaces its record by registering, like A,
+//     so after an empty restart with every instance up the records last
+//     about a probe interval, inside the registrants' settle time, when
+//     nobody takes free slots anyway. The cost: a peer that is really gone
+//     (killed, or left cleanly within the view window) blocks its buckets
+//     for heartbeat_ttl + reclaim_after, then keeps its share counted
+//     until the reapers forget it (or a process of its id registers). The
+//     candidates are the peers of the view and the members of the last
+//     read of proxy:instances ∪ proxy:fenced if it is no older than
+//     heartbeat_ttl + reclaim_after + forget_after (Redis may have been out
+//     longer than the view window). The view is read at every poll and,
+//     while the instance settles (when it does not poll), at every probe
+//     interval: a peer that registered and was cut off within one of those
+//     reads, before any peer read the membership, is unknown to the others
+//     and not recorded — the one case this does not cover.
 //   - lease_loss keep: the instance keeps the old, more available share:
 //     min(exact share, held + its exact share of the slots free when it
 //     last saw the count), with no peer check. Summed over instances that

@@ -2,14 +2,15 @@ package limiter
 
 // Redis restarted empty while a peer is cut off from it (a double fault):
 // the peer cannot re-assert its holdings, and nothing in the new Redis
-// counts its sessions. So each instance remembers what its peers were
-// seen holding (read at every poll), and a register that finds this
-// instance unknown to Redis (Fresh) records, for each peer of its view
-// that Redis does not know at all, what it was last seen holding
-// (coord.ReserveAbsent): counted, fenced, parked and forgotten by the
-// reapers like any lost lease. A peer that reaches Redis again replaces
-// that record with what it holds (its register); one cut off longer sheds
-// everything before the record is forgotten (fenceOnce). See doc.go,
+// counts its sessions. So a register that finds this instance unknown to
+// Redis (Fresh) records, for each peer of its view that Redis does not
+// know at all, that it holds all of every bucket (coord.ReserveAbsent):
+// counted, fenced, parked (down to its exact share, once its own fence has
+// shed down to that) and forgotten by the reapers like any lost lease. A
+// peer that reaches Redis again replaces that record with what it holds
+// (its register); one cut off longer sheds everything before the record
+// is forgotten (fenceOnce). The view is read at every poll and, while this
+// instance settles, every probe interval (observe). See doc.go,
 // "Partitions and full outages".
 
 import (
@@ -88,14 +89,19 @@ func (l *Redis) notePeerHeld(ids []string, res []rueidis.RedisResult) {
 	}
 }
 
-// absentPeers are the candidates for ReserveAbsent, with what each was
-// seen holding: the peers of the view (seen within the view window) and
-// the members of the last read of proxy:instances ∪ proxy:fenced if it is
-// no older than heartbeat_ttl + reclaim_after + forget_after (a peer cut
-// off as long ago may still hold sessions; Redis may have been out for
-// longer than the view window). A peer never read (it registered just
-// before Redis was lost) is recorded at its exact share of each bucket,
-// its rank among the candidates and this instance.
+// absentPeers are the candidates for ReserveAbsent, with what each is
+// recorded holding: the peers of the view (seen within the view window)
+// and the members of the last read of proxy:instances ∪ proxy:fenced if it
+// is no older than heartbeat_ttl + reclaim_after + forget_after (a peer
+// cut off as long ago may still hold sessions; Redis may have been out for
+// longer than the view window). Each is recorded holding all of every
+// bucket (max): what it was last seen holding is up to a poll old, and it
+// may have been granted anything since, up to what the old Redis had free
+// (the 10-minute soak met exactly that: a peer seen holding 1 held 3). The
+// reapers park the record down to the peer's exact share heartbeat_ttl +
+// reclaim_after after it was made, when the peer's own fence has shed what
+// it held over that share; the peer's register replaces it at once. For a
+// bucket this instance does not configure, what the peer was seen holding.
 func (l *Redis) absentPeers() []coord.Absent {
 	now := l.opts.clock.Now()
 	self := l.InstanceID()
@@ -112,25 +118,17 @@ func (l *Redis) absentPeers() []coord.Absent {
 			ids[id] = true
 		}
 	}
-	all := slices.Sorted(maps.Keys(ids))
-	d := l.o.FallbackDivisor
-	if d <= 0 {
-		d = len(all)
-	}
 	var out []coord.Absent
-	for rank, id := range all {
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
 		if id == self {
 			continue
 		}
 		a := coord.Absent{ID: id, Held: map[string]int64{}}
-		if rec, ok := l.peerHeld[id]; ok {
-			for b, p := range rec {
-				a.Held[b] = p.n
-			}
-		} else {
-			for _, b := range *l.buckets.Load() {
-				a.Held[b.id] = fallbackShare(b.max.Load(), 0, 0, d, rank, false)
-			}
+		for b, p := range l.peerHeld[id] {
+			a.Held[b] = p.n
+		}
+		for _, b := range *l.buckets.Load() {
+			a.Held[b.id] = max(a.Held[b.id], b.max.Load())
 		}
 		out = append(out, a)
 	}
@@ -154,8 +152,29 @@ func (l *Redis) reserveAbsent(ctx context.Context) error {
 			}
 		}
 		l.log.Warn("reconcile: redis does not know instances seen recently (it restarted empty?): "+
-			"what they were last seen holding stays counted for them, fenced, until they register again or the reapers forget them",
+			"they are counted as holding all of each bucket (they may hold anything), fenced, until they register again or the reapers park them at their share",
 			"instances", ids, "held", held)
 	}
 	return nil
+}
+
+// observe reads the membership (proxy:instances ∪ proxy:fenced, and the
+// peers' addresses) into the view while this instance settles, when the
+// poll does not run: a peer that registers during the settle and is cut
+// off before the next poll must still be in the view if Redis then
+// restarts empty (reserveAbsent). An error is left to the reconcile.
+func (l *Redis) observe() {
+	c := l.client
+	ctx, cancel := l.opCtx()
+	defer cancel()
+	res := c.DoMulti(ctx, c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
+	ids, err := res[0].AsStrSlice()
+	if err != nil {
+		return
+	}
+	addrs, err := res[1].AsStrMap()
+	if err != nil {
+		addrs = nil
+	}
+	l.noteMembers(ids, addrs)
 }

@@ -186,6 +186,7 @@ func (l *Redis) supervise() {
 			if now := time.Now(); !now.Before(l.settleUntil) {
 				l.finishReconcile()
 			} else {
+				l.observe()
 				next = min(next, l.settleUntil.Sub(now))
 			}
 		}

@@ -266,3 +266,50 @@ func TestFaultDoubleFaultInFirstSettle(t *testing.T) {
 	f := &faultEnv{rs: rs, rc: rc, si: si, o: o, nf: nf, a: a, b: b, leaseLoss: "close", stop: stop}
 	healAndCheck(t, f, "the double fault in the first settle", held, got)
 }
+
+// TestFaultDoubleFaultAfterUnseenAcquire: the windows above max of the
+// 10-minute close soak on 48065ce. A holds 1 (B's polls see it), then
+// acquires 2 more and is cut off from Redis before B's next poll, and
+// Redis restarts empty. B's register on the new Redis records A as
+// holding what B last saw (1), while A holds 3 until its fence sheds it
+// down to its share (its lease's end + reclaim_after): B, filling, was
+// granted 3 and the stand-in peaked at 6 of 4. An absent peer is recorded
+// holding all of each bucket (it may have acquired anything since it was
+// last seen) until the reapers park the record, later than A's own fence,
+// down to its exact share; so B is granted nothing of A's until then, and
+// the backend never holds more than 4.
+func TestFaultDoubleFaultAfterUnseenAcquire(t *testing.T) {
+	rs, si, nf := partitionRig(t)
+	c := cluster.Config{HeartbeatTTL: faultTTL, HeartbeatInterval: 500 * time.Millisecond, ReaperInterval: time.Second,
+		ReclaimAfter: faultReclaim, ForgetAfter: faultForget, LeaseLoss: "close",
+		Buckets: []cluster.Bucket{bucket(4, 10, time.Second, si.Addr())}}
+	ca, cb := c, c
+	ca.InstanceID, ca.RedisAddr = "proxy-a", nf.Addr()
+	cb.InstanceID, cb.RedisAddr = "proxy-b", rs.Addr()
+	a, b := cluster.Start(t, ca), cluster.Start(t, cb)
+	rc := rs.Client(t)
+	waitFor(t, 5*time.Second, "both registered", func() bool {
+		n, err := getInt(rc, "SCARD", keyInstances)
+		return err == nil && n == 2
+	})
+	held := openN(t, a.Addr, 1, 5*time.Second)
+	time.Sleep(1500 * time.Millisecond) // B's polls have seen A hold 1
+	held = append(held, openN(t, a.Addr, 2, 5*time.Second)...)
+	t.Cleanup(func() { closeAll(held) })
+	nf.Set(netfault.Drop)
+	if len(held) != 3 {
+		t.Fatalf("A holds %d sessions, want 3", len(held))
+	}
+	o := watchOne(t, si, 4)
+	o.Event("%s holds 3 (the last 2 acquired just now), cut off from redis", a.ID)
+	rs.Kill()
+	o.Event("redis killed")
+	time.Sleep(300 * time.Millisecond)
+	rs.Restart()
+	o.Event("redis back, empty")
+	stop := make(chan struct{})
+	got := fill(b.Addr, 4, time.Second, stop)
+	time.Sleep(faultTTL + faultReclaim + 3*time.Second)
+	f := &faultEnv{rs: rs, rc: rc, si: si, o: o, nf: nf, a: a, b: b, leaseLoss: "close", stop: stop}
+	healAndCheck(t, f, "the double fault after an unseen acquire", held, got)
+}
