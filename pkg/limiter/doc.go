@@ -113,7 +113,11 @@
 // counted) and its fence, never the never-reached share again
 // (TestFaultDoubleFaultInFirstSettle: cut off during its first settle,
 // then Redis restarted empty, it kept that share past its forget time).
-// How much of it an instance that lost Redis may use depends on
+// A first register that failed counts too when it re-asserted sessions:
+// it may have run with its answer lost (registerInDoubtLocked,
+// redis_fence.go; TestFaultRegisterInDoubt: 6 for a max of 4), so the
+// instance takes a lease from when it was sent, and the floor share while
+// it has not read the membership. How much of it an instance that lost Redis may use depends on
 // lease_loss (next section).
 //
 // A released slot is given back by the frontend only once the backend

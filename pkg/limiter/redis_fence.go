@@ -7,12 +7,40 @@ package limiter
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/rueidis"
 
 	"github.com/tdsgate/tdsgate/pkg/coord"
 )
+
+// registerInDoubtLocked: a register that failed may still have run (its
+// answer lost: a timeout, a connection cut after the request went out).
+// For an instance that never reached Redis and re-asserted sessions, that
+// matters: if it ran, Redis counts them and lists the instance, and the
+// reapers will fence, park and forget it like any lost lease, while the
+// instance, with no answer, would keep its never-reached share past that
+// forget (TestFaultRegisterInDoubt: 6 sessions for a max of 4). So it
+// takes the register as having maybe run: a lease from when it was sent
+// (reached, LeaseDeadline), its shares those of an instance that lost
+// Redis (min(exact, counted), the exact share a floor while it never read
+// the membership), and its fence sheds everything before a reaper can
+// forget it. Nothing is at stake when it held nothing, or had reached
+// Redis already (its lease and fence run from its last renewal).
+// Called with mu held exclusively.
+func (l *Redis) registerInDoubtLocked(sent time.Time, hs []coord.Holding) {
+	if l.reached() || !slices.ContainsFunc(hs, func(h coord.Holding) bool { return h.Held > 0 }) {
+		return
+	}
+	l.LeaseRenewed(sent)
+	if l.State() != StateFallback {
+		return
+	}
+	shares := l.fixSharesLocked()
+	l.log.Warn("reconcile: the register failed but may have run (its answer lost): counting this instance as one that reached redis, "+
+		"its fence sheds what it holds before a reaper could forget it", "lease_deadline", l.LeaseDeadline(), "shares", formatShares(shares))
+}
 
 // reconcileLocked runs the register script with what we hold: it claims
 // our id (or a sibling id, when another live process holds ours), renews
@@ -44,6 +72,7 @@ func (l *Redis) reconcileLocked() error {
 	}
 	l.op("reconcile", err)
 	if err != nil {
+		l.registerInDoubtLocked(sent, hs)
 		return err
 	}
 	if reg.Fresh {

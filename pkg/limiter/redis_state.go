@@ -52,8 +52,8 @@ func (l *Redis) fixSharesLocked() map[string]int64 {
 	d := l.divisor()
 	rank := int(l.rank.Load())
 	ever := l.reached()
-	if !ever {
-		rank = -1
+	if !ever || l.live.Load() == 0 {
+		rank = -1 // unknown: the floor share
 	}
 	reconciling := l.State() == StateReconciling
 	l.grown.Store(false)

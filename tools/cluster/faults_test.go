@@ -313,3 +313,64 @@ func TestFaultDoubleFaultAfterUnseenAcquire(t *testing.T) {
 	f := &faultEnv{rs: rs, rc: rc, si: si, o: o, nf: nf, a: a, b: b, leaseLoss: "close", stop: stop}
 	healAndCheck(t, f, "the double fault after an unseen acquire", held, got)
 }
+
+// TestFaultRegisterInDoubt: a register whose answer is lost may still
+// have run. A starts while Redis is down (expected_instances 2) and holds
+// its floor share, 2 of 4. Redis comes back empty; A's register reaches it
+// and runs, but its answer is lost: A is cut off (stalled) right after it
+// sent it. Redis counts A's 2 and lists A, while A, with no answer, still
+// took itself for an instance that never reached Redis. B's reaper
+// fences, parks and forgets A; B, filling, is then granted all 4. Before
+// the fix A kept its never-reached share past that forget time (the
+// forget-time shed spares an instance that never reached Redis): the
+// stand-in peaked at 6 (as on CI in TestFaultDoubleFaultInFirstSettle,
+// whose cut fell 14 ms after Redis came back). A register that fails
+// after PING answered is in doubt: A then counts as having reached Redis
+// (a lease from when the register was sent), and its fence sheds
+// everything before any reaper can forget it.
+func TestFaultRegisterInDoubt(t *testing.T) {
+	rs, si, nf := partitionRig(t)
+	c := cluster.Config{HeartbeatTTL: faultTTL, HeartbeatInterval: 500 * time.Millisecond, ReaperInterval: time.Second,
+		ReclaimAfter: faultReclaim, ForgetAfter: faultForget, LeaseLoss: "close", ExpectedInstances: 2,
+		Buckets: []cluster.Bucket{bucket(4, 10, time.Second, si.Addr())}}
+	ca, cb := c, c
+	ca.InstanceID, ca.RedisAddr = "proxy-a", nf.Addr()
+	cb.InstanceID, cb.RedisAddr = "proxy-b", rs.Addr()
+	b := cluster.Start(t, cb)
+	rc := rs.Client(t)
+	isMember := func(id string) bool {
+		n, err := getInt(rc, "SISMEMBER", keyInstances, id)
+		return err == nil && n == 1
+	}
+	waitFor(t, 5*time.Second, "B registered", func() bool { return isMember(b.ID) })
+	o := watchOne(t, si, 4)
+	rs.Kill()
+	o.Event("redis killed")
+	a := cluster.Start(t, ca)
+	o.Event("%s started during the outage", a.ID)
+	stopA := make(chan struct{})
+	gotA := fill(a.Addr, 2, time.Second, stopA)
+	waitFor(t, 20*time.Second, a.ID+" admits its floor share", func() bool { return si.Stats().Current >= 2 })
+	close(stopA)
+	held := gotA()
+	t.Cleanup(func() { closeAll(held) })
+	o.Event("%s holds %d", a.ID, len(held))
+
+	// Redis back, empty; A kept away until B's register has loaded the
+	// scripts (A's register must not meet NOSCRIPT, which would fail it
+	// for good).
+	nf.Set(netfault.Stall)
+	rs.Restart()
+	o.Event("redis back, empty; %s stalled", a.ID)
+	waitFor(t, 10*time.Second, b.ID+" registered", func() bool { return isMember(b.ID) })
+	// A's register (the first request naming the bucket: it re-asserts
+	// what A holds) reaches Redis and runs; its answer is held.
+	nf.StallAfter([]byte(bucketID))
+	waitFor(t, 10*time.Second, a.ID+"'s register ran", func() bool { return isMember(a.ID) })
+	o.Event("%s's register ran, its answer lost (stalled): redis lists it", a.ID)
+	stop := make(chan struct{})
+	got := fill(b.Addr, 4, time.Second, stop)
+	time.Sleep(faultTTL + faultReclaim + faultForget + 5*time.Second)
+	f := &faultEnv{rs: rs, rc: rc, si: si, o: o, nf: nf, a: a, b: b, leaseLoss: "close", stop: stop}
+	healAndCheck(t, f, "the register in doubt", held, got)
+}

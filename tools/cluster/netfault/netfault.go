@@ -14,9 +14,12 @@
 //	Stall ──Set(Pass)───▶ Pass    copying resumes; waiting conns dial up
 //	Stall ──Set(Drop)───▶ Drop    as from Pass
 //	Drop  ──Set(Pass)───▶ Pass    new conns forwarded
+//	Pass  ──StallAfter(m)─▶ Pass, then Stall once the instance has sent
+//	                        bytes containing m (those bytes forwarded)
 package netfault
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"sync"
@@ -53,6 +56,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	mode    Mode
 	resumed chan struct{} // closed when leaving Stall
+	trigger []byte        // StallAfter's match (nil: none)
 	conns   map[net.Conn]struct{}
 	closed  bool
 	wg      sync.WaitGroup
@@ -86,10 +90,37 @@ func (p *Proxy) Mode() Mode {
 	return p.mode
 }
 
-// Set changes the mode (see the package doc).
+// Set changes the mode (see the package doc). It cancels a StallAfter.
 func (p *Proxy) Set(m Mode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.trigger = nil
+	p.setLocked(m)
+}
+
+// StallAfter forwards traffic until the instance sends a chunk that
+// contains match, forwards that chunk, and then stalls: a request that
+// reaches the upstream and runs there, but whose answer never comes back
+// (a partition that falls between the two). The chunk is what one read
+// returned: match must fit in one write of the instance's.
+func (p *Proxy) StallAfter(match []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setLocked(Pass)
+	p.trigger = bytes.Clone(match)
+}
+
+// sent fires StallAfter's trigger on a chunk the instance sent.
+func (p *Proxy) sent(chunk []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.trigger != nil && bytes.Contains(chunk, p.trigger) {
+		p.trigger = nil
+		p.setLocked(Stall)
+	}
+}
+
+func (p *Proxy) setLocked(m Mode) {
 	if m == p.mode {
 		return
 	}
@@ -217,8 +248,8 @@ func (p *Proxy) serve(c net.Conn) {
 	defer p.untrack(u)
 	defer u.Close()
 	done := make(chan struct{}, 2)
-	go func() { p.copy(u, c); done <- struct{}{} }()
-	go func() { p.copy(c, u); done <- struct{}{} }()
+	go func() { p.copy(u, c, true); done <- struct{}{} }()
+	go func() { p.copy(c, u, false); done <- struct{}{} }()
 	<-done
 	// One side ended: end the other too (no half-open links).
 	reset(c)
@@ -226,14 +257,19 @@ func (p *Proxy) serve(c net.Conn) {
 	<-done
 }
 
-// copy moves bytes from src to dst, holding each chunk while stalled.
-func (p *Proxy) copy(dst, src net.Conn) {
+// copy moves bytes from src to dst, holding each chunk while stalled; up:
+// from the instance to the upstream.
+func (p *Proxy) copy(dst, src net.Conn, up bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if !p.gate() {
 				return
+			}
+			if up {
+				// Before the write: its answer must find the link stalled.
+				p.sent(buf[:n])
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

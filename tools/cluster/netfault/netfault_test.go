@@ -109,3 +109,37 @@ func TestModes(t *testing.T) {
 		t.Fatalf("pass after drop: %q %v", l, err)
 	}
 }
+
+// TestStallAfter: traffic passes until the client sends the match; that
+// request reaches the upstream, but its answer is held (the link stalls)
+// until Set(Pass).
+func TestStallAfter(t *testing.T) {
+	p, err := New(Fixed(echo(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	p.StallAfter([]byte("register"))
+	if l, err := roundTrip(c, r, time.Second); err != nil || l != "ping\n" {
+		t.Fatalf("before the match: %q %v", l, err)
+	}
+	c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	c.Write([]byte("register\n"))
+	if l, err := r.ReadString('\n'); err == nil {
+		t.Fatalf("after the match: got %q, want the answer held", l)
+	}
+	if m := p.Mode(); m != Stall {
+		t.Fatalf("mode %s after the match, want stall", m)
+	}
+	p.Set(Pass)
+	c.SetDeadline(time.Now().Add(time.Second))
+	if l, err := r.ReadString('\n'); err != nil || l != "register\n" {
+		t.Fatalf("after pass: %q %v (the request must have reached the upstream)", l, err)
+	}
+}
