@@ -66,3 +66,35 @@ func TestReserveAbsent(t *testing.T) {
 		t.Fatal("a still fenced after its register")
 	}
 }
+
+// TestRegisterFitsBesideAbsentRecords: Redis restarted empty; c registers
+// first and records a and b (absent) as holding all of max 4 each. b's
+// register then re-asserts its 2 open sessions: its own record is given
+// back and the 2 fit, although a's record puts the count at max — records
+// are estimates that block new grants, not sessions known to be open
+// (before, b's sessions did not fit and were closed: TestClusterRedisDeath).
+// A new grant still does not.
+func TestRegisterFitsBesideAbsentRecords(t *testing.T) {
+	rs := redistest.Start(t)
+	c := rs.Client(t)
+	ctx := ctx5(t)
+	if _, err := RegisterInstance(ctx, c, "c", "inc-c", time.Minute, []Holding{{Bucket: "x", Held: 1, SeedMax: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReserveAbsent(ctx, c, time.Second, []Absent{{ID: "a", Held: map[string]int64{"x": 4}}, {ID: "b", Held: map[string]int64{"x": 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := RegisterInstance(ctx, c, "b", "inc-b", time.Minute, []Holding{{Bucket: "x", Held: 2, SeedMax: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := r[0].Granted; g != 2 {
+		t.Fatalf("b granted %d of its 2 open sessions, want 2 (a's record is an estimate)", g)
+	}
+	if n := redistest.Int(t, c, "GET", KeyCount("x")); n != 7 {
+		t.Fatalf("count %d, want 7 (c 1 + b 2 + a's record 4)", n)
+	}
+	if got, err := AcquireSlots(ctx, c, "c", "x", 4, 0, 1, time.Second); err != nil || got.Granted != 0 {
+		t.Fatalf("a new grant beside a's record: %+v %v, want none", got, err)
+	}
+}

@@ -78,7 +78,14 @@ end
 // count drop to it (safe: fewer slots). Holding more (slots granted in
 // fallback, or records lost with a Redis restart or a reclaim), the extra
 // is re-acquired like the acquire script would, never past max: granted <
-// held tells the caller which sessions do not fit. Records of an older
+// held tells the caller which sessions do not fit. What absent records
+// (ReserveAbsent) count is left out of that fit: they are upper bounds of
+// what cut-off instances may hold, which block new grants (the acquire
+// script counts them) but must not close sessions known to be open; the
+// sessions of all instances re-asserted fit under max (each was granted
+// under it, or admitted in fallback within its exact share), so the count
+// may then stand above max until the records are parked or replaced.
+// Records of an older
 // incarnation of the same id (a process that died; its lease is gone) are
 // given back first.
 var registerScript = rueidis.NewLuaScript(luaFreeAll + `
@@ -115,6 +122,25 @@ for i = 1, #fields, 2 do
     order[#order + 1] = fields[i]
   end
 end
+-- What the absent records (coord.ReserveAbsent: fenced ids with no
+-- incarnation) count of a bucket: estimates of instances cut off while
+-- Redis restarted empty, not sessions known to be open.
+local absent
+local function estimated(b)
+  if absent == nil then
+    absent = {}
+    for _, f in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+      if f ~= ARGV[1] and redis.call('HGET', 'proxy:instance:' .. f .. ':fence', 'inc') == '' then
+        absent[#absent + 1] = f
+      end
+    end
+  end
+  local n = 0
+  for _, f in ipairs(absent) do
+    n = n + (tonumber(redis.call('HGET', 'proxy:instance:' .. f .. ':conns', b)) or 0)
+  end
+  return n
+end
 local out = {ep, fresh}
 for _, b in ipairs(order) do
   local mk = 'proxy:bucket:' .. b .. ':max'
@@ -134,7 +160,8 @@ for _, b in ipairs(order) do
     redis.call('PUBLISH', 'proxy:bucket:' .. b .. ':released', b)
   elseif w > have then
     local add = w - have
-    if m - c < add then add = m - c end
+    local room = m - (c - estimated(b))
+    if room < add then add = room end
     if add < 0 then add = 0 end
     c = c + add
     now = have + add
