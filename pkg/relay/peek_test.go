@@ -268,22 +268,20 @@ func FuzzWalkQueued(f *testing.F) {
 		if hop {
 			mode = modeHop
 		}
-		{
-			l, n2, err2 := walkQueuedLike(t, s, int(chunk), mode)
-			if (err1 == nil) != (err2 == nil) || len(l.ends) != len(want.ends) {
-				t.Fatalf("%v: one piece: %d %v %d ends; queued: %d %v %d ends", mode, n1, err1, len(want.ends), n2, err2, len(l.ends))
+		l, n2, err2 := walkQueuedLike(t, s, int(chunk), mode)
+		if (err1 == nil) != (err2 == nil) || len(l.ends) != len(want.ends) {
+			t.Fatalf("%v: one piece: %d %v %d ends; queued: %d %v %d ends", mode, n1, err1, len(want.ends), n2, err2, len(l.ends))
+		}
+		for i := range l.ends {
+			if l.ends[i] != want.ends[i] {
+				t.Fatalf("%v: packet %d: %+v, want %+v", mode, i, l.ends[i], want.ends[i])
 			}
-			for i := range l.ends {
-				if l.ends[i] != want.ends[i] {
-					t.Fatalf("%v: packet %d: %+v, want %+v", mode, i, l.ends[i], want.ends[i])
-				}
-			}
-			if err1 == nil && n2 != len(s) {
-				t.Fatalf("%v: accepted %d of %d", mode, n2, len(s))
-			}
-			if err1 != nil && (n2 < n1 || n2 > n1+tds.HeaderLen-1) {
-				t.Fatalf("%v: queued walk accepted %d, one piece stopped at %d", mode, n2, n1)
-			}
+		}
+		if err1 == nil && n2 != len(s) {
+			t.Fatalf("%v: accepted %d of %d", mode, n2, len(s))
+		}
+		if err1 != nil && (n2 < n1 || n2 > n1+tds.HeaderLen-1) {
+			t.Fatalf("%v: queued walk accepted %d, one piece stopped at %d", mode, n2, n1)
 		}
 	})
 }
