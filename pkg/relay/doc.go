@@ -40,7 +40,7 @@
 // lies, without taking it off the socket (peek.go): a body is skipped by
 // its length, and a header is found with recv(2) MSG_PEEK, either by
 // peeking the whole run (256 KiB per call; every byte copied once, the
-// cheaper way while packets are small) or, once packets are 6 KiB or
+// cheaper way while packets are small) or, once packets are 16 KiB or
 // longer, by hopping from header to header: SO_PEEK_OFF set to the next
 // header's offset, its 8 bytes peeked, no body copied. Then the whole
 // walked chunk is spliced through a pipe of the relay's own (pipe.go),

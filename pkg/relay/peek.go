@@ -27,7 +27,19 @@ import (
 //
 // Which costs less depends on the packet size: a copy costs per byte,
 // a hop per packet. walkQueued hops once the packets it follows are at
-// least hopMin long (measured: BenchmarkBulkFramed*, framed_bench_test.go).
+// least hopMin long (measured: BenchmarkWalk* and BenchmarkBulkPeek*
+// against BenchmarkBulkHop*, framed_bench_test.go).
+//
+// Measured and not taken (2026-12-02, BenchmarkWalk*): peeking a run with
+// recvmsg(2) into an iovec per header and one small scratch for every
+// body (a destination that stays in L1) costs what peeking into the
+// 256 KiB buffer costs (0.09 against 0.09 s/GB at 4 KiB: the time goes
+// in reading the queued bytes from the core that wrote them); skipping a
+// body with MSG_PEEK|MSG_TRUNC, which on 6.18 moves SO_PEEK_OFF on
+// without copying, instead of setting the offset is still two syscalls
+// per packet (0.38–0.55 against 0.36–0.51 s/GB at 4 KiB). At 4 KiB
+// packets the copy is the floor: the bytes between headers are copied,
+// or a syscall is paid for each packet.
 
 // maxChunk bounds a spliced chunk: what the relay's pipe holds, so that
 // a chunk is one splice in and one out.
@@ -39,13 +51,19 @@ const peekSize = 256 << 10
 var peekBufs = sync.Pool{New: func() any { b := make([]byte, peekSize); return &b }}
 
 // hopMin is the packet length from which walkQueued hops from header to
-// header rather than peeking the bytes between them. Measured on a
-// loaded 2-core VM (cpu-s/GB of the relay alone, BenchmarkBulkHop* and
-// BenchmarkBulkPeek*, three alternated passes): at 4 KiB packets peeking
-// costs 0.30–0.39 and hopping 0.37–0.50; at 8 KiB 0.26–0.44 against
-// 0.23–0.27; at 16 KiB 0.28–0.38 against 0.19–0.22; at 32 KiB 0.30
-// against 0.16–0.18, which is what a plain splice costs (0.14–0.21).
-var hopMin = 6 << 10
+// header rather than peeking the bytes between them. A hop costs two
+// syscalls per packet (about 2 µs on this 2-core VM, whatever the
+// length), a peek one copy per byte (about 0.09 s/GB, whatever the
+// length), so hopping pays from about 20 KiB. Measured with the walk
+// alone (walk-cpu-s/GB, BenchmarkWalk*, three passes, load 10–11):
+// peeking 0.08–0.10 at 4 KiB, 0.07–0.11 at 8 KiB, 0.09–0.10 at 16 KiB,
+// 0.09–0.10 at 32 KiB; hopping 0.36–0.51, 0.25–0.26, 0.13–0.14 and
+// 0.07. The whole relay agrees (cpu-s/GB, BenchmarkBulkPeek* against
+// BenchmarkBulkHop*, five alternated passes, load 11–15): at 8 KiB
+// peeking 0.46–0.57 against 0.62–0.74, at 16 KiB 0.41–0.57 against
+// 0.41–0.51. So 8000-byte packets (SqlClient's default) are peeked, and
+// 16 KiB packets and larger hopped.
+var hopMin = 16 << 10
 
 // noPeekOff is set once the kernel refuses SO_PEEK_OFF on TCP: a chunk
 // then ends where a peek at offset 0 cannot reach.

@@ -38,16 +38,36 @@ func queued(t testing.TB, s []byte) (rc syscall.RawConn, fd int) {
 	}
 }
 
-// walkQueuedLike walks s queued on a socket, in chunks of at most chunk
-// bytes (each chunk consumed after it is walked, as a splice would), with
-// walkQueued hopping when hop, and returns the log, the bytes accepted
-// and the walker's error.
-func walkQueuedLike(t testing.TB, s []byte, chunk int, hop bool) (*walkLog, int, error) {
-	defer func(h int) { hopMin = h }(hopMin)
+// peekMode is how walkQueued finds the headers: by peeking whole runs,
+// or by hopping from header to header, whatever the packet size.
+type peekMode int
+
+const (
+	modeRun peekMode = iota
+	modeHop
+)
+
+var peekModes = []peekMode{modeRun, modeHop}
+
+func (m peekMode) String() string { return [...]string{"run", "hop"}[m] }
+
+// setPeekMode makes walkQueued find headers the way m says, until the
+// returned function restores the default.
+func setPeekMode(m peekMode) (restore func()) {
+	h := hopMin
 	hopMin = 1 << 30
-	if hop {
+	if m == modeHop {
 		hopMin = 0
 	}
+	return func() { hopMin = h }
+}
+
+// walkQueuedLike walks s queued on a socket, in chunks of at most chunk
+// bytes (each chunk consumed after it is walked, as a splice would),
+// finding headers the way mode says, and returns the log, the bytes
+// accepted and the walker's error.
+func walkQueuedLike(t testing.TB, s []byte, chunk int, mode peekMode) (*walkLog, int, error) {
+	defer setPeekMode(mode)()
 	rc, fd := queued(t, s)
 	var w walker
 	l := &walkLog{}
@@ -97,15 +117,15 @@ func TestWalkQueuedMatchesWalk(t *testing.T) {
 	if n, err := w.walk(s, want.visitor()); n != len(s) || err != nil {
 		t.Fatal(n, err)
 	}
-	for _, hop := range []bool{false, true} {
+	for _, mode := range peekModes {
 		for _, chunk := range []int{len(s), 1 << 20, 100_003, 32771, 4099, 13} {
-			l, n, err := walkQueuedLike(t, s, chunk, hop)
+			l, n, err := walkQueuedLike(t, s, chunk, mode)
 			if err != nil || n != len(s) || len(l.ends) != len(want.ends) || len(l.headers) != len(want.headers) {
-				t.Fatalf("hop %v chunk %d: %d of %d bytes, %v, %d ends (want %d)", hop, chunk, n, len(s), err, len(l.ends), len(want.ends))
+				t.Fatalf("%v chunk %d: %d of %d bytes, %v, %d ends (want %d)", mode, chunk, n, len(s), err, len(l.ends), len(want.ends))
 			}
 			for i := range l.ends {
 				if l.ends[i] != want.ends[i] {
-					t.Fatalf("hop %v chunk %d: packet %d: %+v, want %+v", hop, chunk, i, l.ends[i], want.ends[i])
+					t.Fatalf("%v chunk %d: packet %d: %+v, want %+v", mode, chunk, i, l.ends[i], want.ends[i])
 				}
 			}
 		}
@@ -123,10 +143,10 @@ func TestWalkQueuedRejects(t *testing.T) {
 		{byte(tds.PacketReply), 0, 0xff, 0xff, 0, 0, 0, 0}, // 65535
 	} {
 		s := append(append(append([]byte{}, good...), bad...), make([]byte, 64)...)
-		for _, hop := range []bool{false, true} {
-			_, n, err := walkQueuedLike(t, s, 1<<20, hop)
+		for _, mode := range peekModes {
+			_, n, err := walkQueuedLike(t, s, 1<<20, mode)
 			if err == nil || n != len(good) {
-				t.Fatalf("hop %v, % x: accepted %d (want %d), %v", hop, bad, n, len(good), err)
+				t.Fatalf("%v, % x: accepted %d (want %d), %v", mode, bad, n, len(good), err)
 			}
 		}
 	}
@@ -140,10 +160,10 @@ func TestWalkQueuedWithoutPeekOffset(t *testing.T) {
 	noPeekOff.Store(true)
 	body := make([]byte, 500_000)
 	s := tds.AppendPackets(nil, tds.PacketReply, 0, 0, 1, tds.MaxPacketSize, body)
-	for _, hop := range []bool{false, true} {
-		l, n, err := walkQueuedLike(t, s, 1<<20, hop)
+	for _, mode := range peekModes {
+		l, n, err := walkQueuedLike(t, s, 1<<20, mode)
 		if err != nil || n != len(s) || len(l.ends) != (len(body)+tds.MaxPacketSize-9)/(tds.MaxPacketSize-8) {
-			t.Fatalf("hop %v: %d of %d, %v, %d ends", hop, n, len(s), err, len(l.ends))
+			t.Fatalf("%v: %d of %d, %v, %d ends", mode, n, len(s), err, len(l.ends))
 		}
 	}
 }
@@ -230,7 +250,7 @@ func TestFramedBadHeaderInSplicedRun(t *testing.T) {
 
 // FuzzWalkQueued: any bytes queued on a socket, walked by peeking runs or
 // hopping header to header, in chunks of any size, find what a walk of
-// them in one piece finds.
+// them in one piece finds, packet for packet.
 func FuzzWalkQueued(f *testing.F) {
 	s, _ := walkStream()
 	f.Add(s, uint16(100), true)
@@ -244,15 +264,24 @@ func FuzzWalkQueued(f *testing.F) {
 		var w walker
 		want := &walkLog{}
 		n1, err1 := w.walk(s, want.visitor())
-		l, n2, err2 := walkQueuedLike(t, s, int(chunk), hop)
+		mode := modeRun
+		if hop {
+			mode = modeHop
+		}
+		l, n2, err2 := walkQueuedLike(t, s, int(chunk), mode)
 		if (err1 == nil) != (err2 == nil) || len(l.ends) != len(want.ends) {
-			t.Fatalf("one piece: %d %v %d ends; queued: %d %v %d ends", n1, err1, len(want.ends), n2, err2, len(l.ends))
+			t.Fatalf("%v: one piece: %d %v %d ends; queued: %d %v %d ends", mode, n1, err1, len(want.ends), n2, err2, len(l.ends))
+		}
+		for i := range l.ends {
+			if l.ends[i] != want.ends[i] {
+				t.Fatalf("%v: packet %d: %+v, want %+v", mode, i, l.ends[i], want.ends[i])
+			}
 		}
 		if err1 == nil && n2 != len(s) {
-			t.Fatalf("accepted %d of %d", n2, len(s))
+			t.Fatalf("%v: accepted %d of %d", mode, n2, len(s))
 		}
 		if err1 != nil && (n2 < n1 || n2 > n1+tds.HeaderLen-1) {
-			t.Fatalf("queued walk accepted %d, one piece stopped at %d", n2, n1)
+			t.Fatalf("%v: queued walk accepted %d, one piece stopped at %d", mode, n2, n1)
 		}
 	})
 }
