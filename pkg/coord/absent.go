@@ -12,7 +12,8 @@ import (
 
 // Absent is an instance this one saw recently that a register found
 // unknown to Redis (Redis restarted empty, or a failover lost it), and
-// what it was last seen holding, bucket → slots.
+// what to record it as holding, bucket → slots (the limiter records all
+// of each bucket: it may have been granted anything since last seen).
 type Absent struct {
 	ID   string
 	Held map[string]int64
@@ -20,7 +21,7 @@ type Absent struct {
 
 // reserveAbsentScript records, for each absent instance that Redis does
 // not know at all (not in proxy:instances or proxy:fenced, no heartbeat,
-// incarnation or conns key), what it was last seen holding, counted, and
+// incarnation or conns key), what it is recorded as holding, counted, and
 // fences it as if its lease had been renewed now and expired lease ms
 // later: the reaper parks it after that + reclaim_after and forgets it
 // after forget_after, like any lost lease, and its own register (when it
