@@ -47,7 +47,14 @@ func TestSockmapClientEnds(t *testing.T) {
 			}
 			nc.Close()
 			sockmapSettled(t, a)
-			testenv.WaitUntil(t, func() bool { return std[0].Stats().Current == 0 && a.Limiter().Snapshot()[0].InUse == 0 })
+			deadline := time.Now().Add(10 * time.Second)
+			for std[0].Stats().Current != 0 || a.Limiter().Snapshot()[0].InUse != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("10 s after the session ended: stand-in sessions %d, slots in use %d; want 0 and 0",
+						std[0].Stats().Current, a.Limiter().Snapshot()[0].InUse)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 			if n := a.Handler().Relayed(relay.ModeSockmap); n != 1 {
 				t.Errorf("%d sessions relayed by sockmap, want 1", n)
 			}

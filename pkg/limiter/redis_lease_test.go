@@ -66,10 +66,16 @@ func TestLeaseLossShedsBeforeReclaim(t *testing.T) {
 			var shedAt time.Time
 			var shedKeep atomic.Int64
 			shedKeep.Store(-1)
-			ttl, reclaim := 600*time.Millisecond, 400*time.Millisecond
+			// Room for a loaded machine (CI, -race): op_timeout 1 s, so a
+			// slow poll does not drop the limiter to fallback (and refuse
+			// while it settles) before the test pauses Redis; ttl 3 s, so
+			// with the lease margin (1.5 s here) the lease runs 1.5 s past
+			// each renewal (every ttl/6), and one delayed renewal does not
+			// lose it.
+			ttl, reclaim, opTimeout := 3*time.Second, 400*time.Millisecond, time.Second
 			mk := func(id string, keepOpt bool) *Redis {
 				return newRedisLimiter(t, rs.Addr(), id, bs, func(o *RedisOptions) {
-					o.HeartbeatTTL, o.ReclaimAfter, o.LeaseLossKeep = ttl, reclaim, keepOpt
+					o.HeartbeatTTL, o.ReclaimAfter, o.LeaseLossKeep, o.OpTimeout = ttl, reclaim, keepOpt, opTimeout
 					o.Shed = func(bucket string, k int) int {
 						shedMu.Lock()
 						if shedAt.IsZero() {
@@ -82,23 +88,27 @@ func TestLeaseLossShedsBeforeReclaim(t *testing.T) {
 				})
 			}
 			a := mk("a", keep)
-			z := mk("z", false)
 			renew(t, c, a, ttl)
+			z := mk("z", false)
 			renew(t, c, z, ttl)
 			waitCond(t, 2*time.Second, "a sees 2 instances", func() bool { return a.LiveInstances() == 2 })
 			held := acquireN(t, a, "b", 3)
 			defer releaseAll(held)
 			waitCond(t, 2*time.Second, "a has seen the count", func() bool { _, s := a.Status(); return s[0].Count == 3 })
+			if a.InFallback() {
+				t.Fatal("a in fallback before Redis is paused (lease not renewed in time?)")
+			}
 			rs.Pause()
-			renewed := a.LeaseDeadline()
 			defer rs.Resume()
-			waitCond(t, 3*time.Second, "a in fallback", a.InFallback)
+			waitCond(t, ttl+3*time.Second, "a in fallback", a.InFallback)
 			// a is rank 0 of 2 with max 4: share min(2, 3 + 0) = 2.
 			if _, s := a.Status(); s[0].Share != 2 {
 				t.Fatalf("share %d, want 2", s[0].Share)
 			}
 			if keep {
-				time.Sleep(ttl + reclaim + 300*time.Millisecond)
+				// Past the moment close sheds (the lease's end + reclaim_after)
+				// and a few fence rounds more.
+				time.Sleep(time.Until(a.LeaseDeadline().Add(reclaim + 500*time.Millisecond)))
 				if shedKeep.Load() != -1 {
 					t.Fatalf("lease_loss keep shed to %d", shedKeep.Load())
 				}
@@ -109,8 +119,10 @@ func TestLeaseLossShedsBeforeReclaim(t *testing.T) {
 			at := shedAt
 			shedMu.Unlock()
 			// Redis' expiry is at least renewal-sent + ttl; reapers give
-			// slots away reclaim_after after it at the earliest.
-			earliestReclaim := renewed.Add(a.o.LeaseMargin).Add(reclaim)
+			// slots away reclaim_after after it at the earliest. (Read
+			// now: a renewal answered just before the pause may have been
+			// recorded after it.)
+			earliestReclaim := a.LeaseDeadline().Add(a.o.LeaseMargin).Add(reclaim)
 			t.Logf("shed to %d at %s before the earliest reclaim", shedKeep.Load(), earliestReclaim.Sub(at))
 			if shedKeep.Load() != 2 {
 				t.Fatalf("shed keep %d, want the share 2", shedKeep.Load())
@@ -122,8 +134,10 @@ func TestLeaseLossShedsBeforeReclaim(t *testing.T) {
 	}
 }
 
-// renew renews l's lease every ttl/6 until the test ends, as the
-// registry's heartbeat does.
+// renew renews l's lease at once and then every ttl/6 until the test
+// ends, as the registry's heartbeat does. Each renewal may take up to
+// ttl/3 (the renewal counts from when it was sent, so a slow answer only
+// costs lease time, as in the registry).
 func renew(t *testing.T, c rueidis.Client, l *Redis, ttl time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -133,18 +147,18 @@ func renew(t *testing.T, c rueidis.Client, l *Redis, ttl time.Duration) {
 		tk := time.NewTicker(ttl / 6)
 		defer tk.Stop()
 		for {
+			id, inc := l.Lease()
+			sent := time.Now()
+			octx, ocancel := context.WithTimeout(ctx, ttl/3)
+			if ok, _ := coord.RenewLease(octx, c, id, inc, ttl); ok {
+				l.LeaseRenewed(sent)
+			}
+			ocancel()
 			select {
 			case <-ctx.Done():
 				return
 			case <-tk.C:
 			}
-			id, inc := l.Lease()
-			sent := time.Now()
-			octx, ocancel := context.WithTimeout(ctx, 100*time.Millisecond)
-			if ok, _ := coord.RenewLease(octx, c, id, inc, ttl); ok {
-				l.LeaseRenewed(sent)
-			}
-			ocancel()
 		}
 	}()
 }
@@ -342,20 +356,29 @@ func TestRedisSentinelFailover(t *testing.T) {
 		t.Fatalf("new master %s, want the replica %s", newMaster, replica.Addr())
 	}
 	nc := replica.Client(t)
-	d := waitCond(t, 10*time.Second, "count = sum of hashes = held on the new primary", func() bool {
-		return !a.InFallback() && !b.InFallback() &&
-			redistest.Int(t, nc, "GET", coord.KeyCount("b")) == 5 &&
-			redistest.Int(t, nc, "HGET", coord.KeyConns("a"), "b") == 3 &&
-			redistest.Int(t, nc, "HGET", coord.KeyConns("b"), "b") == 2
-	})
-	t.Logf("failover took %s (sentinel); both instances re-asserted on the new primary %s later", failedOver, d)
-	// Each settled after re-asserting (the new primary's counts were
-	// stale): none took from it before the other had re-asserted.
-	for _, id := range []string{"a", "b"} {
-		if _, ok := settled.Load(id); !ok {
-			t.Errorf("%s did not settle after the failover", id)
+	// Each settles after re-asserting (the new primary's counts were
+	// stale): none takes from it before the other has re-asserted. The
+	// hook runs once the limiter has the register's answer, which may be
+	// after Redis already shows the re-asserted counts: wait for both.
+	isSettled := func(id string) bool { _, ok := settled.Load(id); return ok }
+	start = time.Now()
+	for !(isSettled("a") && isSettled("b") && !a.InFallback() && !b.InFallback() &&
+		redistest.Int(t, nc, "GET", coord.KeyCount("b")) == 5 &&
+		redistest.Int(t, nc, "HGET", coord.KeyConns("a"), "b") == 3 &&
+		redistest.Int(t, nc, "HGET", coord.KeyConns("b"), "b") == 2) {
+		if time.Since(start) > 10*time.Second {
+			for _, id := range []string{"a", "b"} {
+				if !isSettled(id) {
+					t.Errorf("%s did not settle after the failover", id)
+				}
+			}
+			t.Fatalf("not within 10s: both connected again (a in fallback %v, b %v) with count = sum of hashes = held on the new primary (count %d, a %d, b %d; want 5, 3, 2)",
+				a.InFallback(), b.InFallback(), redistest.Int(t, nc, "GET", coord.KeyCount("b")),
+				redistest.Int(t, nc, "HGET", coord.KeyConns("a"), "b"), redistest.Int(t, nc, "HGET", coord.KeyConns("b"), "b"))
 		}
+		time.Sleep(2 * time.Millisecond)
 	}
+	t.Logf("failover took %s (sentinel); both instances re-asserted on the new primary, settled and connected again %s later", failedOver, time.Since(start))
 	// Both keep admitting and releasing on the new primary.
 	hb = append(hb, acquireN(t, b, "b", 1)...)
 	releaseAll(ha)

@@ -615,7 +615,12 @@ func churn(addrs []string, n int, stop <-chan struct{}) func() int64 {
 // the fix there was no Sentinel support: an instance pointed at the
 // primary never followed.
 func TestReproSentinelFailover(t *testing.T) {
-	const maxConns, opTimeout, hbInterval = 10, 300 * time.Millisecond, 500 * time.Millisecond
+	const maxConns, opTimeout, hbInterval, hbTTL = 10, 300 * time.Millisecond, 500 * time.Millisecond, 3 * time.Second
+	// sched is the allowance for scheduling on a loaded machine (CI: 2
+	// cores, -race, other packages' tests alongside): a timer or a
+	// goroutine of the proxy or of this test late by that much. It has no
+	// meaning for the product; the bound's other terms do.
+	const sched = time.Second
 	sn := redistest.StartSentinel(t, redistest.SentinelOptions{DownAfter: time.Second, FailoverTimeout: 3 * time.Second})
 	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: sn.Addrs(), Sentinel: rueidis.SentinelOption{MasterSet: sn.MasterSet},
 		DisableCache: true, ConnWriteTimeout: time.Second})
@@ -628,7 +633,7 @@ func TestReproSentinelFailover(t *testing.T) {
 	var addrs []string
 	for i := 1; i <= 3; i++ {
 		p := cluster.Start(t, cluster.Config{InstanceID: fmt.Sprintf("proxy-%d", i), RedisAddr: sn.Master(),
-			Sentinel: &cluster.Sentinel{MasterSet: sn.MasterSet, Addrs: sn.Addrs()}, OpTimeout: opTimeout, HeartbeatInterval: hbInterval,
+			Sentinel: &cluster.Sentinel{MasterSet: sn.MasterSet, Addrs: sn.Addrs()}, OpTimeout: opTimeout, HeartbeatInterval: hbInterval, HeartbeatTTL: hbTTL,
 			Buckets: []cluster.Bucket{bucket(maxConns, 100, 2*time.Second, si.Addr())}})
 		ps, addrs = append(ps, p), append(addrs, p.Addr)
 	}
@@ -636,44 +641,64 @@ func TestReproSentinelFailover(t *testing.T) {
 		n, err := getInt(rc, "SCARD", keyInstances)
 		return err == nil && n == 3
 	})
+	// Setup, not under test: 2 sessions held through each instance. A
+	// Redis call slower than op_timeout on a loaded machine sends an
+	// instance to fallback for a moment (refusing while it settles), so
+	// logins are retried until they are held.
 	var held []*tdsclient.Conn
 	for _, p := range ps {
-		held = append(held, openN(t, p.Addr, 2, 5*time.Second)...)
-	}
-	if len(held) != 6 {
-		t.Fatalf("held %d, want 6", len(held))
+		var got []*tdsclient.Conn
+		waitFor(t, 30*time.Second, p.ID+" holds 2 sessions", func() bool {
+			got = append(got, openN(t, p.Addr, 2-len(got), 5*time.Second)...)
+			return len(got) == 2
+		})
+		held = append(held, got...)
 	}
 	o := watchOne(t, si, maxConns)
 	stop := make(chan struct{})
 	wait := churn(addrs, 60, stop)
 	time.Sleep(2 * time.Second)
-	killedAt := time.Now()
-	newMaster, old := sn.KillPrimary()
+	primary := sn.Primary()
+	primary.Kill()
+	killedAt := time.Now() // the old primary is gone: any later write is on the new one
+	newMaster, old := sn.WaitNewMaster(primary.Addr(), 30*time.Second), primary
 	promoted := time.Since(killedAt)
 	o.Event("primary killed; %s promoted after %s", newMaster, promoted.Round(time.Millisecond))
-	// Each instance's first heartbeat on the new primary: its PTTL jumps up.
+	// Each instance's first heartbeat on the new primary: a heartbeat key
+	// with PTTL v seen at time T was written at T - (heartbeat_ttl - v)
+	// (T read after the answer: never earlier than the write). The first
+	// write after the kill is the instance following the new primary.
+	// (Each sample may see a later heartbeat than the first: the
+	// measure can only be late, never early.)
+	nc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{newMaster}, ForceSingleClient: true, DisableCache: true,
+		DisableRetry: true, ConnWriteTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
 	followed := map[string]time.Duration{}
-	prev := map[string]int64{}
-	deadline := killedAt.Add(promoted + opTimeout + hbInterval + 5*time.Second)
+	deadline := time.Now().Add(opTimeout + hbInterval + sched + 5*time.Second)
 	for len(followed) < len(ps) && time.Now().Before(deadline) {
+		var cmds rueidis.Commands
 		for _, p := range ps {
-			if _, ok := followed[p.ID]; ok {
+			cmds = append(cmds, nc.B().Pttl().Key("proxy:instance:"+p.ID+":heartbeat").Build())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		res := nc.DoMulti(ctx, cmds...)
+		seen := time.Now()
+		cancel()
+		for i, p := range ps {
+			v, err := res[i].AsInt64()
+			if _, ok := followed[p.ID]; ok || err != nil || v <= 0 {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			v, err := oneShotInt(ctx, newMaster, "PTTL", "proxy:instance:"+p.ID+":heartbeat")
-			cancel()
-			if err != nil {
-				continue
+			if w := seen.Add(time.Duration(v)*time.Millisecond - hbTTL); w.After(killedAt) {
+				followed[p.ID] = w.Sub(killedAt)
 			}
-			if last, seen := prev[p.ID]; seen && v > 0 && (last < 0 || v > last+50) {
-				followed[p.ID] = time.Since(killedAt)
-			}
-			prev[p.ID] = v
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	bound := promoted + opTimeout + hbInterval + 250*time.Millisecond
+	bound := promoted + opTimeout + hbInterval + sched
 	for _, p := range ps {
 		d, ok := followed[p.ID]
 		t.Logf("%s: first heartbeat on the new primary %s after the kill (promotion after %s; bound %s)", p.ID, d.Round(time.Millisecond), promoted.Round(time.Millisecond), bound.Round(time.Millisecond))
@@ -685,8 +710,13 @@ func TestReproSentinelFailover(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	close(stop)
 	n := wait()
+	// Every churn client has closed, but the proxies may still be ending
+	// the last sessions (hang up the backend, wait for its close, then
+	// give the slot back): wait for the held sessions alone to remain,
+	// not just for a consistent count (a session being ended is counted
+	// everywhere until it is gone).
 	var count, sum, cur int64
-	settled := waitUntil(5*time.Second, func() bool {
+	settled := waitUntil(10*time.Second, func() bool {
 		count, _ = getInt(rc, "GET", keyCount(bucketID))
 		sum = 0
 		for _, p := range ps {
@@ -694,10 +724,10 @@ func TestReproSentinelFailover(t *testing.T) {
 			sum += h
 		}
 		cur = si.Stats().Current
-		return count == sum && sum == cur
+		return count == sum && sum == cur && cur == int64(len(held))
 	})
 	t.Logf("churn: %d sessions; after the failover: count %d, sum of hashes %d, sessions open %d (held %d)", n, count, sum, cur, len(held))
-	if !settled || cur != int64(len(held)) {
+	if !settled {
 		t.Errorf("after the failover count %d, sum of hashes %d, sessions open %d, held %d", count, sum, cur, len(held))
 	}
 	checkOracle(t, o)
@@ -714,17 +744,6 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// oneShotInt runs one integer command on addr over a fresh connection.
-func oneShotInt(ctx context.Context, addr string, args ...string) (int64, error) {
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true,
-		DisableRetry: true, ConnWriteTimeout: time.Second})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.Do(ctx, c.B().Arbitrary(args...).Build()).AsInt64()
 }
 
 // TestClusterRedisTLSAndACL: Redis serves TLS only, requires a client
