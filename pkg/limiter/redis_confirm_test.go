@@ -125,15 +125,21 @@ func TestReplicaView(t *testing.T) {
 	}
 }
 
-// TestOnlineReplicas: a replica still in its initial sync is not counted.
-func TestOnlineReplicas(t *testing.T) {
-	info := "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n" +
+// TestAttachedReplicas: a replica in a full sync counts (Sentinel would
+// promote it; TestReproFailoverDuringResync in tools/cluster).
+func TestAttachedReplicas(t *testing.T) {
+	info := "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n" +
 		"slave0:ip=127.0.0.1,port=1,state=online,offset=10,lag=0\r\n" +
-		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\nmaster_repl_offset:10\r\n"
-	if n, ok := onlineReplicas(info); !ok || n != 1 {
-		t.Fatalf("onlineReplicas = %d, %v; want 1, true", n, ok)
+		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n" +
+		"slave2:ip=127.0.0.1,port=3,state=send_bulk,offset=0,lag=0\r\n" +
+		"master_failover_state:no-failover\r\nmaster_repl_offset:10\r\n"
+	if n, ok := attachedReplicas(info); !ok || n != 3 {
+		t.Fatalf("attachedReplicas = %d, %v; want 3, true", n, ok)
 	}
-	if _, ok := onlineReplicas("# Server\r\nrun_id:x\r\n"); ok {
+	if n, ok := attachedReplicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n"); !ok || n != 0 {
+		t.Fatalf("no replica: attachedReplicas = %d, %v; want 0, true", n, ok)
+	}
+	if _, ok := attachedReplicas("# Server\r\nrun_id:x\r\n"); ok {
 		t.Fatal("not a replication section: ok")
 	}
 }

@@ -276,13 +276,14 @@ func (l *Redis) subscribe() {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// noteReplicas records the replicas the primary reports online (INFO
-// replication) for the confirmed grants (redis_confirm.go).
+// noteReplicas records the replicas attached to the primary (INFO
+// replication), online or in a full sync, for the confirmed grants
+// (redis_confirm.go).
 func (l *Redis) noteReplicas(server, repl string) {
 	if l.o.WaitReplicas <= 0 {
 		return
 	}
-	n, ok := onlineReplicas(repl)
+	n, ok := attachedReplicas(repl)
 	if !ok {
 		return
 	}
@@ -291,17 +292,20 @@ func (l *Redis) noteReplicas(server, repl string) {
 	l.replicas.note(strings.TrimSpace(id), n, time.Now(), l.o.ReplicaHold)
 }
 
-// onlineReplicas counts the "slaveN:...,state=online,..." lines of INFO
-// replication: a replica still in its initial sync (connected_slaves
-// counts it) acknowledges nothing, and Sentinel would not promote it.
-// false: not an INFO replication reply of a primary.
-func onlineReplicas(repl string) (int, bool) {
+// attachedReplicas counts the "slaveN:ip=...,state=...,..." lines of INFO
+// replication, whatever their state: a replica still in a full sync
+// (state wait_bgsave or send_bulk) acknowledges nothing yet, but Sentinel
+// does promote it (its link has been down for less than 10 ×
+// down-after), with the data it had before the sync, so a grant must wait
+// for it too: WAIT then fails, and the grant is not admitted on
+// (redis_confirm.go). false: not an INFO replication reply of a primary.
+func attachedReplicas(repl string) (int, bool) {
 	if !strings.Contains(repl, "connected_slaves:") {
 		return 0, false
 	}
 	n := 0
 	for _, line := range strings.Split(repl, "\n") {
-		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, ":ip=") {
 			n++
 		}
 	}
