@@ -13,9 +13,18 @@ package limiter
 // register on the way back makes Redis agree with what it holds.
 //
 // Required replicas: min(WaitReplicas, K), K the replicas the primary was
-// last seen with (replicas online in INFO replication at each poll, and
-// each WAIT's reply), where a drop of K is believed only after it has been
-// seen for ReplicaHold. The hold is what keeps the failover exact: at the
+// last seen with: those attached to it in INFO replication at each poll
+// (online or still in a full sync: redis_poll.go attachedReplicas), and
+// each WAIT's reply; a drop of K is believed only after it has been seen
+// for ReplicaHold. A replica in a full sync acknowledges nothing, so
+// while one is attached every grant fails its WAIT and is given back: the
+// instance flaps into fallback (admitting on its local share) until the
+// replica is online. That is the price of exactness: Sentinel does promote
+// a replica in a full sync (its link has been down for less than 10 ×
+// down-after), with the data it had before the sync, so a grant made
+// meanwhile without WAIT would be lost by a failover and granted again
+// (TestReproFailoverDuringResync in tools/cluster: 7 of max 4 when only
+// online replicas counted). The hold is what keeps the failover exact: at the
 // promotion the old primary reports 0 replicas while clients still write
 // to it; those grants must still wait (and fail). The cost, the trade-off:
 // when a replica really goes down, every acquire fails its WAIT (the
@@ -23,8 +32,17 @@ package limiter
 // ReplicaHold; after that the instance waits only for the replicas left
 // (none: no WAIT), i.e. it trades the failover guarantee for availability
 // while the primary has no replica, which is also when Sentinel has no
-// replica to promote. A different primary (new run_id: a failover done)
-// is believed at once: its replicas are what it reports.
+// replica to promote. A different primary (new run_id: a failover done,
+// or a restart) is believed at once: its replicas are what it reports. A
+// failover whose old primary is dead leaves the new one with no replica:
+// no WAIT, and nobody to promote; when the old one comes back as a
+// replica it is attached, in a full sync, and grants wait for it (and
+// fail) until it is online. A primary restarted empty reports no replica
+// for the second or so before its replica reattaches: grants meanwhile
+// are not confirmed, but they are in the replica's full sync, and a
+// replica promoted before it has them still has the data of before the
+// restart (or none), whose register epochs fence every instance until it
+// has re-asserted its holdings (TestReproFailoverAfterEmptyRestart).
 
 import (
 	"errors"
