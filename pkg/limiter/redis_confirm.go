@@ -63,20 +63,38 @@ type replicaView struct {
 	k     int
 	at    time.Time
 	runID string
+	// fresh: the current primary was first seen as a different primary
+	// (a new run_id) with no replica online, and none has been seen online
+	// since: a replica attached to it is in its first full sync from it.
+	// false for the first primary a process sees (its history unknown).
+	fresh bool
 }
 
 // note records that the primary (runID; "": the current one) was seen
-// with n replicas at now.
-func (v *replicaView) note(runID string, n int, now time.Time, hold time.Duration) {
+// with n replicas attached, online of them online, at now.
+func (v *replicaView) note(runID string, n, online int, now time.Time, hold time.Duration) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	newServer := runID != "" && v.runID != "" && runID != v.runID
 	if runID != "" {
 		v.runID = runID
 	}
+	switch {
+	case newServer:
+		v.fresh = online == 0
+	case online > 0:
+		v.fresh = false
+	}
 	if !v.known || newServer || n >= v.k || now.Sub(v.at) >= hold {
 		v.known, v.k, v.at = true, n, now
 	}
+}
+
+// firstSync reports whether the current primary is fresh (see the field).
+func (v *replicaView) firstSync() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.fresh
 }
 
 // required is min(want, K); want while K is not known yet.
@@ -105,14 +123,21 @@ func (l *Redis) waitFor() time.Duration { return max(l.o.OpTimeout*3/5, coord.Mi
 func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, error) {
 	l := b.l
 	need := l.replicasRequired()
+	waitFor := l.waitFor()
+	if l.replicas.firstSync() {
+		// The replica in its first sync acknowledges nothing: do not wait
+		// for it; the INFO read after a short WAIT tells whether one is
+		// online now (then the grant is given back, and WAIT waits again).
+		waitFor = coord.MinWaitTimeout
+	}
 	ctx, cancel := l.opCtx()
 	r, err := coord.AcquireSlotsConfirmed(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
-		l.regEpoch.Load(), need, l.waitFor())
+		l.regEpoch.Load(), need, waitFor)
 	cancel()
 	if err != nil || need == 0 {
 		return r, err
 	}
-	l.replicas.note("", int(r.Replicas), time.Now(), l.o.ReplicaHold)
+	l.replicas.note("", int(r.Replicas), int(r.Replicas), time.Now(), l.o.ReplicaHold)
 	if r.Status != coord.AcquireGranted || r.Replicas >= int64(need) {
 		return r, nil
 	}
@@ -124,6 +149,14 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 		// might never run; a replica gone past the hold too.
 		l.noteReplicas(r.ServerInfo, r.ReplicationInfo)
 		if r.Replicas >= int64(l.replicasRequired()) {
+			return r, nil
+		}
+		if l.replicas.firstSync() {
+			// No replica online yet on this primary, first seen new: the
+			// one in sync has data older than every register on this
+			// primary (the file comment).
+			l.log.Debug("redis: a grant not confirmed while the primary's replica is in its first sync; admitting on it (the register epoch fences a promoted replica)",
+				"bucket", b.id, "granted", r.Granted, "required", need)
 			return r, nil
 		}
 	}

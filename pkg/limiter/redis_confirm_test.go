@@ -96,31 +96,42 @@ func TestRedisWaitReplicas(t *testing.T) {
 }
 
 // TestReplicaView: a drop in the replicas seen is believed only after the
-// hold; a rise, or a different primary, at once.
+// hold; a rise, or a different primary, at once. A different primary seen
+// with no replica online is in its first sync (firstSync) until one is
+// seen online; the first primary a process sees never is.
 func TestReplicaView(t *testing.T) {
 	var v replicaView
 	t0 := time.Unix(1000, 0)
 	steps := []struct {
-		runID       string
-		seen        int
-		at          time.Duration
-		want, wantN int
-		what        string
+		runID        string
+		seen, online int
+		at           time.Duration
+		want, wantN  int
+		first        bool
+		what         string
 	}{
-		{"", -1, 0, 1, 1, "unknown"},
-		{"a", 1, 0, 1, 1, "one replica"},
-		{"a", 0, 5 * time.Second, 1, 1, "drop within the hold"},
-		{"", 0, 11 * time.Second, 1, 0, "drop past the hold"},
-		{"a", 2, 12 * time.Second, 3, 2, "rise"},
-		{"b", 0, 13 * time.Second, 1, 0, "new primary with no replica"},
-		{"", -1, 0, 0, 0, "wait_replicas 0"},
+		{"", -1, 0, 0, 1, 1, false, "unknown"},
+		{"a", 1, 0, 0, 1, 1, false, "first primary, replica in sync: counted, not a first sync"},
+		{"a", 1, 1, 0, 1, 1, false, "one replica online"},
+		{"a", 0, 0, 5 * time.Second, 1, 1, false, "drop within the hold"},
+		{"", 0, 0, 11 * time.Second, 1, 0, false, "drop past the hold"},
+		{"a", 2, 2, 12 * time.Second, 3, 2, false, "rise"},
+		{"b", 0, 0, 13 * time.Second, 1, 0, true, "new primary with no replica"},
+		{"b", 1, 0, 14 * time.Second, 1, 1, true, "its replica attached, in its first sync"},
+		{"b", 1, 1, 19 * time.Second, 1, 1, false, "online"},
+		{"b", 1, 0, 20 * time.Second, 1, 1, false, "a resync of the same primary is not a first sync"},
+		{"c", 1, 1, 21 * time.Second, 1, 1, false, "new primary with a replica online"},
+		{"", -1, 0, 0, 0, 0, false, "wait_replicas 0"},
 	}
 	for _, s := range steps {
 		if s.seen >= 0 {
-			v.note(s.runID, s.seen, t0.Add(s.at), 10*time.Second)
+			v.note(s.runID, s.seen, s.online, t0.Add(s.at), 10*time.Second)
 		}
 		if n := v.required(s.want); n != s.wantN {
 			t.Fatalf("%s: required(%d) = %d, want %d", s.what, s.want, n, s.wantN)
+		}
+		if f := v.firstSync(); f != s.first {
+			t.Fatalf("%s: firstSync = %v, want %v", s.what, f, s.first)
 		}
 	}
 }
@@ -133,13 +144,13 @@ func TestAttachedReplicas(t *testing.T) {
 		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n" +
 		"slave2:ip=127.0.0.1,port=3,state=send_bulk,offset=0,lag=0\r\n" +
 		"master_failover_state:no-failover\r\nmaster_repl_offset:10\r\n"
-	if n, ok := attachedReplicas(info); !ok || n != 3 {
-		t.Fatalf("attachedReplicas = %d, %v; want 3, true", n, ok)
+	if n, online, ok := attachedReplicas(info); !ok || n != 3 || online != 1 {
+		t.Fatalf("attachedReplicas = %d, %d, %v; want 3, 1, true", n, online, ok)
 	}
-	if n, ok := attachedReplicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n"); !ok || n != 0 {
+	if n, _, ok := attachedReplicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n"); !ok || n != 0 {
 		t.Fatalf("no replica: attachedReplicas = %d, %v; want 0, true", n, ok)
 	}
-	if _, ok := attachedReplicas("# Server\r\nrun_id:x\r\n"); ok {
+	if _, _, ok := attachedReplicas("# Server\r\nrun_id:x\r\n"); ok {
 		t.Fatal("not a replication section: ok")
 	}
 }

@@ -106,7 +106,7 @@ func TestReproFailoverAfterEmptyRestart(t *testing.T) {
 	waitFor(t, 10*time.Second, "the replica attached, in its initial sync", func() bool { _, ok := e.syncing(); return ok })
 	waitFor(t, 10*time.Second, "3 registered on the restarted primary", e.registered(3))
 	// Reconcile, settle (2 s), then the churn's grants.
-	e.churnThenFailover(0, 3*time.Second)
+	e.churnThenFailover(0, 8*time.Second)
 }
 
 type syncEnv struct {
