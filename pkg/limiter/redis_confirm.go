@@ -16,15 +16,35 @@ package limiter
 // last seen with: those attached to it in INFO replication at each poll
 // (online or still in a full sync: redis_poll.go attachedReplicas), and
 // each WAIT's reply; a drop of K is believed only after it has been seen
-// for ReplicaHold. A replica in a full sync acknowledges nothing, so
-// while one is attached every grant fails its WAIT and is given back: the
-// instance flaps into fallback (admitting on its local share) until the
-// replica is online. That is the price of exactness: Sentinel does promote
-// a replica in a full sync (its link has been down for less than 10 ×
-// down-after), with the data it had before the sync, so a grant made
-// meanwhile without WAIT would be lost by a failover and granted again
-// (TestReproFailoverDuringResync in tools/cluster: 7 of max 4 when only
-// online replicas counted). The hold is what keeps the failover exact: at the
+// for ReplicaHold. A replica in a full sync counts because Sentinel does
+// promote it (its link has been down for less than 10 × down-after), with
+// the data it had before the sync: a grant made meanwhile without WAIT
+// would be lost by that failover and granted again
+// (TestReproFailoverDuringResync in tools/cluster: 5 and 7 of max 4 when
+// only online replicas counted). It acknowledges nothing, so grants fail
+// their WAIT and are given back until it is online: the instance flaps
+// into fallback (admitting on its local share) for the length of the sync.
+//
+// But the first sync from a new primary: when the primary was first seen
+// as a different one (new run_id: a restart, a failover done) with no
+// replica online, and none has been seen online since (replicaView.fresh),
+// a replica attached to it has data older than every register made on
+// it. Every instance registers on a new primary (an empty one does not
+// list it; a new run_id makes it re-register at its next poll, within a
+// second, long before a replica is back and attached), so a promoted
+// replica fences every instance by its register epoch until it
+// has re-asserted its holdings there, and a grant lost with the promotion
+// cannot be granted twice (TestReproFailoverAfterEmptyRestart). There the
+// grant's WAIT is 1 ms, and a grant it finds short stands if the INFO read
+// after it still shows no replica online; one online makes the primary
+// not fresh any more, and that grant is given back. So an empty restart,
+// or the old primary coming back as a replica after a failover, costs no
+// fallback. The first primary a process sees is never fresh (its history
+// is unknown). Left open: a replica that comes online and falls back into
+// a full sync between two looks (polls, short WAITs) leaves the primary
+// fresh; a promotion during that second sync could lose a grant.
+//
+// The hold is what keeps the failover exact: at the
 // promotion the old primary reports 0 replicas while clients still write
 // to it; those grants must still wait (and fail). The cost, the trade-off:
 // when a replica really goes down, every acquire fails its WAIT (the
@@ -35,14 +55,8 @@ package limiter
 // replica to promote. A different primary (new run_id: a failover done,
 // or a restart) is believed at once: its replicas are what it reports. A
 // failover whose old primary is dead leaves the new one with no replica:
-// no WAIT, and nobody to promote; when the old one comes back as a
-// replica it is attached, in a full sync, and grants wait for it (and
-// fail) until it is online. A primary restarted empty reports no replica
-// for the second or so before its replica reattaches: grants meanwhile
-// are not confirmed, but they are in the replica's full sync, and a
-// replica promoted before it has them still has the data of before the
-// restart (or none), whose register epochs fence every instance until it
-// has re-asserted its holdings (TestReproFailoverAfterEmptyRestart).
+// no WAIT, and nobody to promote; the old one back as a replica is in the
+// first sync from it (above).
 
 import (
 	"errors"
