@@ -180,6 +180,6 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 	l.op("release", rerr)
 	l.log.Warn("redis: a grant was not confirmed by enough replicas; gave it back, not admitting on it",
 		"bucket", b.id, "granted", r.Granted, "replicas_acked", r.Replicas, "required", need,
-		"given_back", released, "count", count, "release_err", rerr)
+		"given_back", released, "count", count, "first_sync", l.replicas.firstSync(), "release_err", rerr)
 	return r, fmt.Errorf("%w: %d of %d acknowledged", errUnconfirmed, r.Replicas, need)
 }
