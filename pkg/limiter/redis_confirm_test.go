@@ -154,3 +154,59 @@ func TestAttachedReplicas(t *testing.T) {
 		t.Fatal("not a replication section: ok")
 	}
 }
+
+// TestRedisWaitReplicasFullSync: with wait_replicas 1, the primary is
+// restarted empty and its replica is in a full sync from it (state
+// wait_bgsave, kept there by repl-diskless-sync-delay 30). The limiter
+// that saw the primary before knows it is new (run_id) and saw it with no
+// replica online: the replica's first sync from it does not hold a grant
+// back (the register epoch fences a promoted replica). A limiter started
+// now knows no history: the replica in sync counts (Sentinel would promote
+// it), its WAIT fails and the grant is given back, not admitted on.
+func TestRedisWaitReplicasFullSync(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.StartWith(t, redistest.Options{ReplicaOf: primary.Addr()})
+	rc := replica.Client(t)
+	waitCond(t, 20*time.Second, "replica link up", func() bool {
+		info, _ := redistest.Do(t, rc, "INFO", "replication").ToString()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}}
+	wait1 := func(o *RedisOptions) { o.WaitReplicas = 1 }
+	l := newRedisLimiter(t, primary.Addr(), "w1", bs, wait1)
+	releaseAll(acquireN(t, l, "b", 1))
+
+	primary.Kill()
+	primary.Restart()
+	c := primary.Client(t)
+	redistest.Do(t, c, "CONFIG", "SET", "repl-diskless-sync-delay", "30")
+	syncing := func() bool {
+		info, _ := redistest.Do(t, c, "INFO", "replication").ToString()
+		return strings.Contains(info, "state=wait_bgsave") || strings.Contains(info, "state=send_bulk")
+	}
+	waitCond(t, 10*time.Second, "the replica attached, in its full sync", syncing)
+	waitCond(t, 10*time.Second, "w1 connected again", func() bool { return l.State() == StateConnected })
+	held := acquireN(t, l, "b", 1)
+	if !syncing() {
+		t.Fatal("the replica is no longer in its full sync: the check proves nothing")
+	}
+	if n := redistest.Int(t, c, "GET", coord.KeyCount("b")); n != 1 {
+		t.Fatalf("count %d, want 1 (w1's grant during the first sync stands)", n)
+	}
+
+	l2 := newRedisLimiter(t, primary.Addr(), "w2", bs, wait1)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	tk, err := l2.Acquire(ctx, "b")
+	cancel()
+	if err == nil {
+		tk.Release()
+		t.Fatal("w2 (no history of this primary) granted while its replica syncs: the replica in sync did not count")
+	}
+	if !syncing() {
+		t.Fatal("the replica is no longer in its full sync: the check proves nothing")
+	}
+	waitCond(t, 5*time.Second, "w2's unconfirmed grants given back", func() bool {
+		return redistest.Int(t, c, "HGET", coord.KeyConns("w2"), "b") == 0 && redistest.Int(t, c, "GET", coord.KeyCount("b")) == 1
+	})
+	releaseAll(held)
+}
