@@ -90,7 +90,9 @@ func TestReproFailoverDuringResync(t *testing.T) {
 // registered again on the restarted primary (new epochs), so the register
 // epoch fences every instance on the promoted replica until it has
 // re-asserted its holdings there. Exact before the fix too (the epoch
-// fence); with it, no grant during the sync is admitted on at all.
+// fence), and so the fix lets grants stand in this first sync from a new
+// primary (WAIT 1 ms, then INFO: no replica online yet) instead of
+// failing them all until the replica is online.
 func TestReproFailoverAfterEmptyRestart(t *testing.T) {
 	e := startSyncEnv(t)
 	p := e.primary
