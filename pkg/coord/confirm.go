@@ -44,6 +44,16 @@ const MinWaitTimeout = time.Millisecond
 // below ctx's deadline so WAIT answers before the context gives up.
 func AcquireSlotsConfirmed(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration,
 	epoch int64, replicas int, waitFor time.Duration) (AcquireResult, error) {
+	return AcquireSlotsConfirmedRetry(ctx, c, instance, bucket, seedMax, queued, want, stale, epoch, replicas, waitFor, 0)
+}
+
+// AcquireSlotsConfirmedRetry is AcquireSlotsConfirmed, and if WAIT came
+// back short while INFO replication shows at least replicas replicas
+// online (one just came online: a short first WAIT did not give it time
+// to acknowledge), WAIT again for retryWait on the same connection
+// (retryWait 0: never); Replicas is then that WAIT's reply.
+func AcquireSlotsConfirmedRetry(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration,
+	epoch int64, replicas int, waitFor, retryWait time.Duration) (AcquireResult, error) {
 	if replicas <= 0 {
 		return AcquireSlotsAt(ctx, c, instance, bucket, seedMax, queued, want, stale, epoch)
 	}
@@ -83,10 +93,35 @@ func AcquireSlotsConfirmed(ctx context.Context, c rueidis.Client, instance, buck
 			if err1 == nil && err2 == nil {
 				out.ServerInfo, out.ReplicationInfo = server, repl
 			}
+			if _, online, ok := ReplicasIn(repl); err2 == nil && ok && retryWait > 0 && online >= replicas {
+				ms := strconv.FormatInt(max(retryWait, MinWaitTimeout).Milliseconds(), 10)
+				if n, err := d.Do(ctx, d.B().Arbitrary("WAIT").Args(strconv.Itoa(replicas), ms).Build()).AsInt64(); err == nil {
+					out.Replicas = n
+				}
+			}
 		}
 		return nil
 	})
 	return out, err
+}
+
+// ReplicasIn counts the "slaveN:ip=...,state=...,..." lines of an INFO
+// replication reply: attached whatever their state, online those with
+// state=online (not in a full sync: wait_bgsave, send_bulk). false: not
+// the INFO replication reply of a primary.
+func ReplicasIn(repl string) (attached, online int, ok bool) {
+	if !strings.Contains(repl, "connected_slaves:") {
+		return 0, 0, false
+	}
+	for _, line := range strings.Split(repl, "\n") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, ":ip=") {
+			attached++
+			if strings.Contains(line, "state=online") {
+				online++
+			}
+		}
+	}
+	return attached, online, true
 }
 
 // ReleaseSlotsAt gives back n slots of bucket held by instance

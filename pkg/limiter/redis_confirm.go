@@ -14,7 +14,7 @@ package limiter
 //
 // Required replicas: min(WaitReplicas, K), K the replicas the primary was
 // last seen with: those attached to it in INFO replication at each poll
-// (online or still in a full sync: redis_poll.go attachedReplicas), and
+// (online or still in a full sync: coord.ReplicasIn), and
 // each WAIT's reply; a drop of K is believed only after it has been seen
 // for ReplicaHold. A replica in a full sync counts because Sentinel does
 // promote it (its link has been down for less than 10 × down-after), with
@@ -37,7 +37,9 @@ package limiter
 // cannot be granted twice (TestReproFailoverAfterEmptyRestart). There the
 // grant's WAIT is 1 ms, and a grant it finds short stands if the INFO read
 // after it still shows no replica online; one online makes the primary
-// not fresh any more, and that grant is given back. So an empty restart,
+// not fresh any more, and the grant waits again, the usual time, for its
+// acknowledgement (coord.AcquireSlotsConfirmedRetry; none: given back,
+// as always). So an empty restart,
 // or the old primary coming back as a replica after a failover, costs no
 // fallback. The first primary a process sees is never fresh (its history
 // is unknown). Left open: a replica that comes online and falls back into
@@ -144,9 +146,15 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 		// online now (then the grant is given back, and WAIT waits again).
 		waitFor = coord.MinWaitTimeout
 	}
+	retry := time.Duration(0)
+	if waitFor != l.waitFor() {
+		// A replica that comes online as this grant is made: wait for its
+		// acknowledgement rather than give the grant back.
+		retry = l.waitFor()
+	}
 	ctx, cancel := l.opCtx()
-	r, err := coord.AcquireSlotsConfirmed(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
-		l.regEpoch.Load(), need, waitFor)
+	r, err := coord.AcquireSlotsConfirmedRetry(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
+		l.regEpoch.Load(), need, waitFor, retry)
 	cancel()
 	if err != nil || need == 0 {
 		return r, err

@@ -136,25 +136,6 @@ func TestReplicaView(t *testing.T) {
 	}
 }
 
-// TestAttachedReplicas: a replica in a full sync counts (Sentinel would
-// promote it; TestReproFailoverDuringResync in tools/cluster).
-func TestAttachedReplicas(t *testing.T) {
-	info := "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n" +
-		"slave0:ip=127.0.0.1,port=1,state=online,offset=10,lag=0\r\n" +
-		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n" +
-		"slave2:ip=127.0.0.1,port=3,state=send_bulk,offset=0,lag=0\r\n" +
-		"master_failover_state:no-failover\r\nmaster_repl_offset:10\r\n"
-	if n, online, ok := attachedReplicas(info); !ok || n != 3 || online != 1 {
-		t.Fatalf("attachedReplicas = %d, %d, %v; want 3, 1, true", n, online, ok)
-	}
-	if n, _, ok := attachedReplicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n"); !ok || n != 0 {
-		t.Fatalf("no replica: attachedReplicas = %d, %v; want 0, true", n, ok)
-	}
-	if _, _, ok := attachedReplicas("# Server\r\nrun_id:x\r\n"); ok {
-		t.Fatal("not a replication section: ok")
-	}
-}
-
 // TestRedisWaitReplicasFullSync: with wait_replicas 1, the primary is
 // restarted empty and its replica is in a full sync from it (state
 // wait_bgsave, kept there by repl-diskless-sync-delay 30). The limiter

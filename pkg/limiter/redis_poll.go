@@ -278,38 +278,19 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // noteReplicas records the replicas attached to the primary (INFO
 // replication), online or in a full sync, for the confirmed grants
-// (redis_confirm.go).
+// (redis_confirm.go). A replica still in a full sync (state wait_bgsave or
+// send_bulk) acknowledges nothing yet, but Sentinel does promote it (its
+// link has been down for less than 10 × down-after), with the data it had
+// before the sync, so it counts.
 func (l *Redis) noteReplicas(server, repl string) {
 	if l.o.WaitReplicas <= 0 {
 		return
 	}
-	n, online, ok := attachedReplicas(repl)
+	n, online, ok := coord.ReplicasIn(repl)
 	if !ok {
 		return
 	}
 	_, rest, _ := strings.Cut(server, "run_id:")
 	id, _, _ := strings.Cut(rest, "\r\n")
 	l.replicas.note(strings.TrimSpace(id), n, online, time.Now(), l.o.ReplicaHold)
-}
-
-// attachedReplicas counts the "slaveN:ip=...,state=...,..." lines of INFO
-// replication: n whatever their state, online those with state=online.
-// A replica still in a full sync (state wait_bgsave or send_bulk)
-// acknowledges nothing yet, but Sentinel does promote it (its link has
-// been down for less than 10 × down-after), with the data it had before
-// the sync, so a grant must wait for it too (redis_confirm.go). false: not
-// an INFO replication reply of a primary.
-func attachedReplicas(repl string) (n, online int, ok bool) {
-	if !strings.Contains(repl, "connected_slaves:") {
-		return 0, 0, false
-	}
-	for _, line := range strings.Split(repl, "\n") {
-		if strings.HasPrefix(line, "slave") && strings.Contains(line, ":ip=") {
-			n++
-			if strings.Contains(line, "state=online") {
-				online++
-			}
-		}
-	}
-	return n, online, true
 }
