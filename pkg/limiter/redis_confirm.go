@@ -35,7 +35,9 @@ package limiter
 // replica fences every instance by its register epoch until it
 // has re-asserted its holdings there, and a grant lost with the promotion
 // cannot be granted twice (TestReproFailoverAfterEmptyRestart). There the
-// grant's WAIT is 1 ms, and a grant it finds short stands if the INFO read
+// grant's WAIT is 1 ms (WAIT 1 even when no replica was attached at the
+// last look: one may have attached and come online since, between two
+// polls), and a grant it finds short stands if the INFO read
 // after it still shows no replica online; one online makes the primary
 // not fresh any more, and the grant waits again, the usual time, for its
 // acknowledgement (coord.AcquireSlotsConfirmedRetry; none: given back,
@@ -139,18 +141,16 @@ func (l *Redis) waitFor() time.Duration { return max(l.o.OpTimeout*3/5, coord.Mi
 func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, error) {
 	l := b.l
 	need := l.replicasRequired()
-	waitFor := l.waitFor()
+	waitFor, retry := l.waitFor(), time.Duration(0)
 	if l.replicas.firstSync() {
-		// The replica in its first sync acknowledges nothing: do not wait
-		// for it; the INFO read after a short WAIT tells whether one is
-		// online now (then the grant is given back, and WAIT waits again).
-		waitFor = coord.MinWaitTimeout
-	}
-	retry := time.Duration(0)
-	if waitFor != l.waitFor() {
-		// A replica that comes online as this grant is made: wait for its
-		// acknowledgement rather than give the grant back.
-		retry = l.waitFor()
+		// No replica online yet on this new primary: one in its first sync
+		// acknowledges nothing, so do not wait for it (1 ms); the INFO
+		// read after a short WAIT tells whether one is online now, and
+		// then the grant waits for its acknowledgement (retry). Even with
+		// none attached at the last look (K 0): one may have attached and
+		// come online since.
+		need = max(need, min(l.o.WaitReplicas, 1))
+		waitFor, retry = coord.MinWaitTimeout, waitFor
 	}
 	ctx, cancel := l.opCtx()
 	r, err := coord.AcquireSlotsConfirmedRetry(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
