@@ -162,4 +162,22 @@ func TestAcquireConfirmedRetry(t *testing.T) {
 	if err != nil || r.Status != AcquireGranted || r.Replicas != 1 {
 		t.Fatalf("retry: %+v %v, want granted, acknowledged by 1 on the second WAIT", r, err)
 	}
+	// waitFor 0: INFO instead of the first WAIT, then the WAIT (a replica online).
+	r, err = AcquireSlotsConfirmedRetry(ctx, c, "i1", "b", 10, 0, 1, time.Second, 0, 1, 0, 3*time.Second)
+	if err != nil || r.Status != AcquireGranted || r.Replicas != 1 || !strings.Contains(r.ServerInfo, "run_id:") {
+		t.Fatalf("INFO first: %+v %v, want granted, acknowledged by 1, the server's INFO", r, err)
+	}
+}
+
+// TestAcquireInfoFirstNoReplica: waitFor 0 on a primary with no replica:
+// one round trip (script, INFO), no WAIT, Replicas 0, INFO set.
+func TestAcquireInfoFirstNoReplica(t *testing.T) {
+	c := redistest.Start(t).Client(t)
+	register(t, c, "i1")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := AcquireSlotsConfirmedRetry(ctx, c, "i1", "b", 10, 0, 1, time.Second, 0, 1, 0, time.Second)
+	if err != nil || r.Status != AcquireGranted || r.Replicas != 0 || !strings.Contains(r.ReplicationInfo, "connected_slaves:0") {
+		t.Fatalf("%+v %v, want granted, 0 replicas, INFO replication", r, err)
+	}
 }

@@ -35,11 +35,11 @@ package limiter
 // replica fences every instance by its register epoch until it
 // has re-asserted its holdings there, and a grant lost with the promotion
 // cannot be granted twice (TestReproFailoverAfterEmptyRestart). There the
-// grant's WAIT is 1 ms (WAIT 1 even when no replica was attached at the
-// last look: one may have attached and come online since, between two
-// polls), and a grant it finds short stands if the INFO read
-// after it still shows no replica online; one online makes the primary
-// not fresh any more, and the grant waits again, the usual time, for its
+// script is followed, in the same round trip, by INFO instead of WAIT
+// (also when no replica was attached at the last look: one may have
+// attached and come online since, between two polls), and the grant
+// stands if INFO shows no replica online; one online makes the primary
+// not fresh any more, and the grant waits, the usual time, for its
 // acknowledgement (coord.AcquireSlotsConfirmedRetry; none: given back,
 // as always). So an empty restart,
 // or the old primary coming back as a replica after a failover, costs no
@@ -144,13 +144,13 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 	waitFor, retry := l.waitFor(), time.Duration(0)
 	if l.replicas.firstSync() {
 		// No replica online yet on this new primary: one in its first sync
-		// acknowledges nothing, so do not wait for it (1 ms); the INFO
-		// read after a short WAIT tells whether one is online now, and
-		// then the grant waits for its acknowledgement (retry). Even with
-		// none attached at the last look (K 0): one may have attached and
-		// come online since.
+		// acknowledges nothing, so do not wait for it; INFO, read right
+		// after the script in the same round trip, tells whether one is
+		// online now, and then the grant waits for its acknowledgement
+		// (retry). Even with none attached at the last look (K 0): one may
+		// have attached and come online since.
 		need = max(need, min(l.o.WaitReplicas, 1))
-		waitFor, retry = coord.MinWaitTimeout, waitFor
+		waitFor, retry = 0, waitFor
 	}
 	ctx, cancel := l.opCtx()
 	r, err := coord.AcquireSlotsConfirmedRetry(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
