@@ -38,10 +38,12 @@ package limiter
 // script is followed, in the same round trip, by INFO instead of WAIT
 // (also when no replica was attached at the last look: one may have
 // attached and come online since, between two polls), and the grant
-// stands if INFO shows no replica online; one online makes the primary
-// not fresh any more, and the grant waits, the usual time, for its
-// acknowledgement (coord.AcquireSlotsConfirmedRetry; none: given back,
-// as always). So an empty restart,
+// stands if INFO shows no replica online and as many attached as were
+// seen (the hold: a replica that left may have been promoted, and the
+// grant may be on the old primary, TestReproFailoverAfterEmptyRestart's
+// proxy-1); one online makes the primary not fresh any more, and the
+// grant waits, the usual time, for its acknowledgement
+// (coord.AcquireSlotsConfirmedRetry; none: given back, as always). So an empty restart,
 // or the old primary coming back as a replica after a failover, costs no
 // fallback. The first primary a process sees is never fresh (its history
 // is unknown). Left open: a replica that comes online and falls back into
@@ -173,10 +175,12 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 		if r.Replicas >= int64(l.replicasRequired()) {
 			return r, nil
 		}
-		if l.replicas.firstSync() {
-			// No replica online yet on this primary, first seen new: the
-			// one in sync has data older than every register on this
-			// primary (the file comment).
+		if attached, _, ok := coord.ReplicasIn(r.ReplicationInfo); ok && l.replicas.firstSync() && attached >= l.replicasRequired() {
+			// No replica online yet on this primary, first seen new, and
+			// the ones it was seen with still attached (in their sync, the
+			// grant in its stream; not promoted meanwhile: a replica gone
+			// is held, see the file comment): their data is older than
+			// every register on this primary.
 			l.log.Debug("redis: a grant not confirmed while the primary's replica is in its first sync; admitting on it (the register epoch fences a promoted replica)",
 				"bucket", b.id, "granted", r.Granted, "required", need)
 			return r, nil
