@@ -10,6 +10,20 @@ import (
 	"github.com/tdsgate/tdsgate/pkg/registry/redistest"
 )
 
+// startReplicated runs a primary and one replica and waits until the
+// replica's link is up.
+func startReplicated(t *testing.T) (primary, replica *redistest.Server) {
+	t.Helper()
+	primary = redistest.Start(t)
+	replica = redistest.StartWith(t, redistest.Options{ReplicaOf: primary.Addr()})
+	rc := replica.Client(t)
+	waitCond(t, 20*time.Second, "replica link up", func() bool {
+		info, _ := redistest.Do(t, rc, "INFO", "replication").ToString()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	return primary, replica
+}
+
 // TestRedisWaitReplicas: with wait_replicas 1 and the replica attached,
 // acquires (one, then concurrent ones sharing an acquire n) are granted
 // and confirmed. With the replica stopped (SIGSTOP: its link stays open,
@@ -18,13 +32,8 @@ import (
 // instance falls back, admitting nothing past what Redis counts for it
 // (lease_loss close). With the replica resumed, acquires are granted again.
 func TestRedisWaitReplicas(t *testing.T) {
-	primary := redistest.Start(t)
-	replica := redistest.StartWith(t, redistest.Options{ReplicaOf: primary.Addr()})
+	primary, replica := startReplicated(t)
 	rc := replica.Client(t)
-	waitCond(t, 20*time.Second, "replica link up", func() bool {
-		info, _ := redistest.Do(t, rc, "INFO", "replication").ToString()
-		return strings.Contains(info, "master_link_status:up")
-	})
 	c := primary.Client(t)
 	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}}
 	l := newRedisLimiter(t, primary.Addr(), "w1", bs, func(o *RedisOptions) { o.WaitReplicas = 1 })
@@ -145,13 +154,7 @@ func TestReplicaView(t *testing.T) {
 // now knows no history: the replica in sync counts (Sentinel would promote
 // it), its WAIT fails and the grant is given back, not admitted on.
 func TestRedisWaitReplicasFullSync(t *testing.T) {
-	primary := redistest.Start(t)
-	replica := redistest.StartWith(t, redistest.Options{ReplicaOf: primary.Addr()})
-	rc := replica.Client(t)
-	waitCond(t, 20*time.Second, "replica link up", func() bool {
-		info, _ := redistest.Do(t, rc, "INFO", "replication").ToString()
-		return strings.Contains(info, "master_link_status:up")
-	})
+	primary, _ := startReplicated(t)
 	bs := []BucketConfig{{ID: "b", MaxConnections: 10, MaxQueueSize: 10, QueueTimeout: 5 * time.Second}}
 	wait1 := func(o *RedisOptions) { o.WaitReplicas = 1 }
 	l := newRedisLimiter(t, primary.Addr(), "w1", bs, wait1)
