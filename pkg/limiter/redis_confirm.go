@@ -25,30 +25,23 @@ package limiter
 // their WAIT and are given back until it is online: the instance flaps
 // into fallback (admitting on its local share) for the length of the sync.
 //
-// But the first sync from a new primary: when the primary was first seen
-// as a different one (new run_id: a restart, a failover done) with no
-// replica online, and none has been seen online since (replicaView.fresh),
-// a replica attached to it has data older than every register made on
-// it. Every instance registers on a new primary (an empty one does not
-// list it; a new run_id makes it re-register at its next poll, within a
-// second, long before a replica is back and attached), so a promoted
-// replica fences every instance by its register epoch until it
-// has re-asserted its holdings there, and a grant lost with the promotion
-// cannot be granted twice (TestReproFailoverAfterEmptyRestart). There the
-// script is followed, in the same round trip, by INFO instead of WAIT
-// (also when no replica was attached at the last look: one may have
-// attached and come online since, between two polls), and the grant
-// stands if INFO shows no replica online and as many attached as were
-// seen (the hold: a replica that left may have been promoted, and the
-// grant may be on the old primary, TestReproFailoverAfterEmptyRestart's
-// proxy-1); one online makes the primary not fresh any more, and the
-// grant waits, the usual time, for its acknowledgement
-// (coord.AcquireSlotsConfirmedRetry; none: given back, as always). So an empty restart,
-// or the old primary coming back as a replica after a failover, costs no
-// fallback. The first primary a process sees is never fresh (its history
-// is unknown). Left open: a replica that comes online and falls back into
-// a full sync between two looks (polls, short WAITs) leaves the primary
-// fresh; a promotion during that second sync could lose a grant.
+// That includes the first sync from a new primary (a restart, a failover
+// done). There the replica's data is older than every register made on
+// the primary, so a promotion fences every instance that follows it (the
+// register epoch) until it has re-asserted its holdings; but not an
+// instance still writing to the deposed primary (a link a load balancer
+// has not cut yet): the sessions it was granted there are on no server
+// the others use, and they would take those slots again
+// (TestReproFailoverAfterEmptyRestart in tools/cluster, proxy-1 behind a
+// TCP proxy: 5 of max 4 when first-sync grants stood). So they fail too.
+// What the first sync changes is the cost of failing: while the primary
+// is new and no replica has been seen online on it (replicaView.fresh),
+// the script is followed, in the same round trip, by INFO instead of a
+// WAIT that could only time out, and only once INFO shows a replica
+// online does the grant WAIT for its acknowledgement
+// (coord.AcquireSlotsConfirmedRetry); so also a replica that attached and
+// came online between two polls is waited for. The first primary a
+// process sees is never fresh (its history is unknown).
 //
 // The hold is what keeps the failover exact: at the
 // promotion the old primary reports 0 replicas while clients still write
@@ -149,8 +142,9 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 		// acknowledges nothing, so do not wait for it; INFO, read right
 		// after the script in the same round trip, tells whether one is
 		// online now, and then the grant waits for its acknowledgement
-		// (retry). Even with none attached at the last look (K 0): one may
-		// have attached and come online since.
+		// (retry); else it is given back below. Even with none attached at
+		// the last look (K 0): one may have attached and come online
+		// since.
 		need = max(need, min(l.o.WaitReplicas, 1))
 		waitFor, retry = 0, waitFor
 	}
@@ -173,16 +167,6 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 		// might never run; a replica gone past the hold too.
 		l.noteReplicas(r.ServerInfo, r.ReplicationInfo)
 		if r.Replicas >= int64(l.replicasRequired()) {
-			return r, nil
-		}
-		if attached, _, ok := coord.ReplicasIn(r.ReplicationInfo); ok && l.replicas.firstSync() && attached >= l.replicasRequired() {
-			// No replica online yet on this primary, first seen new, and
-			// the ones it was seen with still attached (in their sync, the
-			// grant in its stream; not promoted meanwhile: a replica gone
-			// is held, see the file comment): their data is older than
-			// every register on this primary.
-			l.log.Debug("redis: a grant not confirmed while the primary's replica is in its first sync; admitting on it (the register epoch fences a promoted replica)",
-				"bucket", b.id, "granted", r.Granted, "required", need)
 			return r, nil
 		}
 	}
