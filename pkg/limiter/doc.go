@@ -81,10 +81,10 @@
 //     replicas acknowledged within the op timeout is given back and
 //     treated as an acquire error (fallback, then register). The replicas
 //     required count those still in a full sync (Sentinel promotes them,
-//     with their old data), so grants fail while one resyncs; not in the
-//     first sync from a new primary, where the register epoch fences a
-//     promoted replica. The replicas required and the trade-off for a
-//     replica that is down or syncing: redis_confirm.go.
+//     with their old data), so grants fail while one syncs, the first
+//     sync after a restart or failover included. The replicas required
+//     and the trade-off for a replica that is down or syncing:
+//     redis_confirm.go.
 //   - A register that finds the instance unlisted (coord.Registration.Fresh:
 //     Redis restarted empty or failed over without it, or a reaper took
 //     the id out) starts a settle time, also when it is the one that ends

@@ -42,11 +42,9 @@ var (
 	// just before the promotion may be missing on the new one until every
 	// instance has re-asserted its holdings. 0 by default: grants are
 	// confirmed by a replica (redis.wait_replicas, the default with
-	// Sentinel), a replica in a full sync counts among those a grant waits
-	// for, and in the first sync from a new primary the register epoch
-	// fences a promoted replica (pkg/limiter redis_confirm.go;
-	// TestReproFailoverDuringResync, TestReproFailoverAfterEmptyRestart in
-	// tools/cluster). Until 2026-12-02 it was 1: a failover 1.3 s after a
+	// Sentinel), and a replica in a full sync counts among those a grant
+	// waits for (pkg/limiter redis_confirm.go; TestReproFailoverDuringResync,
+	// TestReproFailoverAfterEmptyRestart in tools/cluster). Until 2026-12-02 it was 1: a failover 1.3 s after a
 	// redis-empty showed 11 of 10 in 1 of 18 strict runs (seed 3).
 	failoverSlack = flag.Int("nemesis.failover-slack", 0, "with close: sessions above max tolerated in windows during a Sentinel failover (async replication; 0: none)")
 	// spikeSlack is what a run tolerates with close in a spike above max
