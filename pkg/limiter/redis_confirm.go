@@ -54,8 +54,9 @@ package limiter
 // replica to promote. A different primary (new run_id: a failover done,
 // or a restart) is believed at once: its replicas are what it reports. A
 // failover whose old primary is dead leaves the new one with no replica:
-// no WAIT, and nobody to promote; the old one back as a replica is in the
-// first sync from it (above).
+// nothing to wait for (INFO only, the grant stands), and nobody to
+// promote; the old one back as a replica is in the first sync from it
+// (above): grants fail until it is online.
 
 import (
 	"errors"
