@@ -415,7 +415,11 @@ type Redis struct {
 	// twice. A replica that goes down is believed only after it has been
 	// missing for 10 s (limiter.DefaultReplicaHold): until then acquires
 	// fail their WAIT and the instance admits on its fallback share; after
-	// that it waits for the replicas left. Costs a round trip per grant.
+	// that it waits for the replicas left. A replica in a full sync counts
+	// (Sentinel would promote it with its old data): acquires fail until
+	// it is online (repl-diskless-sync-delay, 5 s by default, plus the
+	// transfer), after a restart or a failover too. Costs a round trip per
+	// grant.
 	// nil (absent): DefaultWaitReplicasSentinel with Sentinel, 0 (no WAIT)
 	// otherwise; see WaitReplicasN.
 	WaitReplicas *int `yaml:"wait_replicas"`

@@ -44,6 +44,20 @@ const MinWaitTimeout = time.Millisecond
 // below ctx's deadline so WAIT answers before the context gives up.
 func AcquireSlotsConfirmed(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration,
 	epoch int64, replicas int, waitFor time.Duration) (AcquireResult, error) {
+	return AcquireSlotsConfirmedRetry(ctx, c, instance, bucket, seedMax, queued, want, stale, epoch, replicas, max(waitFor, MinWaitTimeout), 0)
+}
+
+// AcquireSlotsConfirmedRetry is AcquireSlotsConfirmed, and if WAIT came
+// back short while INFO replication shows at least replicas replicas
+// online (one just came online: a short first WAIT did not give it time
+// to acknowledge), WAIT again for retryWait on the same connection
+// (retryWait 0: never); Replicas is then that WAIT's reply. With waitFor
+// 0 the script is followed by INFO server and replication instead of
+// WAIT, in the same round trip (ServerInfo, ReplicationInfo always set):
+// Replicas is 0 unless INFO shows enough replicas online, and then the
+// WAIT for retryWait's reply.
+func AcquireSlotsConfirmedRetry(ctx context.Context, c rueidis.Client, instance, bucket string, seedMax, queued, want int, stale time.Duration,
+	epoch int64, replicas int, waitFor, retryWait time.Duration) (AcquireResult, error) {
 	if replicas <= 0 {
 		return AcquireSlotsAt(ctx, c, instance, bucket, seedMax, queued, want, stale, epoch)
 	}
@@ -51,14 +65,20 @@ func AcquireSlotsConfirmed(ctx context.Context, c rueidis.Client, instance, buck
 	ms := strconv.FormatInt(max(waitFor, MinWaitTimeout).Milliseconds(), 10)
 	var out AcquireResult
 	err := c.Dedicated(func(d rueidis.DedicatedClient) error {
-		wait := func() rueidis.Completed {
-			return d.B().Arbitrary("WAIT").Args(strconv.Itoa(replicas), ms).Build()
+		// After the script: WAIT, or (waitFor 0) INFO server and
+		// replication, in the same round trip.
+		after := func() []rueidis.Completed {
+			if waitFor <= 0 {
+				return []rueidis.Completed{d.B().Info().Section("server").Build(), d.B().Info().Section("replication").Build()}
+			}
+			return []rueidis.Completed{d.B().Arbitrary("WAIT").Args(strconv.Itoa(replicas), ms).Build()}
 		}
-		res := d.DoMulti(ctx,
-			d.B().Evalsha().Sha1(acquireSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		res := d.DoMulti(ctx, append([]rueidis.Completed{
+			d.B().Evalsha().Sha1(acquireSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}, after()...)...)
 		if err := res[0].Error(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			// First use on this server (a restart, a failover): send the body.
-			res = d.DoMulti(ctx, d.B().Eval().Script(acquireLua).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+			res = d.DoMulti(ctx, append([]rueidis.Completed{
+				d.B().Eval().Script(acquireLua).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}, after()...)...)
 		}
 		vs, err := res[0].AsIntSlice()
 		if err != nil {
@@ -68,25 +88,55 @@ func AcquireSlotsConfirmed(ctx context.Context, c rueidis.Client, instance, buck
 			return fmt.Errorf("acquire script: %d values, want 5", len(vs))
 		}
 		out = AcquireResult{Status: AcquireStatus(vs[0]), Count: vs[1], Max: vs[2], Granted: vs[3], OthersWaiting: vs[4]}
-		n, err := res[1].AsInt64()
-		if err != nil {
-			return fmt.Errorf("acquire: WAIT: %w", err)
-		}
-		out.Replicas = n
-		if out.Status == AcquireGranted && n < int64(replicas) {
+		if waitFor > 0 {
+			n, err := res[1].AsInt64()
+			if err != nil {
+				return fmt.Errorf("acquire: WAIT: %w", err)
+			}
+			out.Replicas = n
+			if out.Status != AcquireGranted || n >= int64(replicas) {
+				return nil
+			}
 			// Short: which server granted it, and with how many replicas?
 			// Asked on the same connection, so it is the server that
 			// granted, even if the client follows a new primary meanwhile.
 			res = d.DoMulti(ctx, d.B().Info().Section("server").Build(), d.B().Info().Section("replication").Build())
-			server, err1 := res[0].ToString()
-			repl, err2 := res[1].ToString()
-			if err1 == nil && err2 == nil {
-				out.ServerInfo, out.ReplicationInfo = server, repl
+		} else {
+			res = res[1:]
+		}
+		server, err1 := res[0].ToString()
+		repl, err2 := res[1].ToString()
+		if err1 == nil && err2 == nil {
+			out.ServerInfo, out.ReplicationInfo = server, repl
+		}
+		if _, online, ok := ReplicasIn(repl); out.Status == AcquireGranted && err2 == nil && ok && retryWait > 0 && online >= replicas {
+			ms := strconv.FormatInt(max(retryWait, MinWaitTimeout).Milliseconds(), 10)
+			if n, err := d.Do(ctx, d.B().Arbitrary("WAIT").Args(strconv.Itoa(replicas), ms).Build()).AsInt64(); err == nil {
+				out.Replicas = n
 			}
 		}
 		return nil
 	})
 	return out, err
+}
+
+// ReplicasIn counts the "slaveN:ip=...,state=...,..." lines of an INFO
+// replication reply: attached whatever their state, online those with
+// state=online (not in a full sync: wait_bgsave, send_bulk). false: not
+// the INFO replication reply of a primary.
+func ReplicasIn(repl string) (attached, online int, ok bool) {
+	if !strings.Contains(repl, "connected_slaves:") {
+		return 0, 0, false
+	}
+	for _, line := range strings.Split(repl, "\n") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, ":ip=") {
+			attached++
+			if strings.Contains(line, "state=online") {
+				online++
+			}
+		}
+	}
+	return attached, online, true
 }
 
 // ReleaseSlotsAt gives back n slots of bucket held by instance

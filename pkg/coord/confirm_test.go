@@ -108,3 +108,76 @@ func TestAcquireConfirmedNoScript(t *testing.T) {
 		t.Fatalf("after SCRIPT FLUSH: %+v %v", r, err)
 	}
 }
+
+// TestReplicasIn: a replica in a full sync is attached, not online (the
+// limiter counts it among the replicas a grant waits for: Sentinel would
+// promote it).
+func TestReplicasIn(t *testing.T) {
+	info := "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n" +
+		"slave0:ip=127.0.0.1,port=1,state=online,offset=10,lag=0\r\n" +
+		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n" +
+		"slave2:ip=127.0.0.1,port=3,state=send_bulk,offset=0,lag=0\r\n" +
+		"master_failover_state:no-failover\r\nmaster_repl_offset:10\r\n"
+	if n, online, ok := ReplicasIn(info); !ok || n != 3 || online != 1 {
+		t.Fatalf("ReplicasIn = %d, %d, %v; want 3, 1, true", n, online, ok)
+	}
+	if n, _, ok := ReplicasIn("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n"); !ok || n != 0 {
+		t.Fatalf("no replica: ReplicasIn = %d, %v; want 0, true", n, ok)
+	}
+	if _, _, ok := ReplicasIn("# Server\r\nrun_id:x\r\n"); ok {
+		t.Fatal("not a replication section: ok")
+	}
+}
+
+// TestAcquireConfirmedRetry: the replica is online but stopped (SIGSTOP,
+// its link up): a 1 ms WAIT comes back short, INFO shows a replica
+// online, so the grant waits again (retryWait) on the same connection,
+// and the replica, resumed meanwhile, acknowledges it. With retryWait 0
+// (AcquireSlotsConfirmed) it does not: Replicas 0.
+func TestAcquireConfirmedRetry(t *testing.T) {
+	primary, replica := startReplicated(t)
+	c := primary.Client(t)
+	register(t, c, "i1")
+	replica.Pause()
+	resumed := make(chan struct{})
+	defer func() {
+		select {
+		case <-resumed:
+		default:
+			replica.Resume()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := AcquireSlotsConfirmed(ctx, c, "i1", "b", 10, 0, 1, time.Second, 0, 1, time.Millisecond)
+	if err != nil || r.Status != AcquireGranted || r.Replicas != 0 {
+		t.Fatalf("no retry: %+v %v, want granted, acknowledged by 0", r, err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		replica.Resume()
+		close(resumed)
+	}()
+	r, err = AcquireSlotsConfirmedRetry(ctx, c, "i1", "b", 10, 0, 1, time.Second, 0, 1, time.Millisecond, 3*time.Second)
+	if err != nil || r.Status != AcquireGranted || r.Replicas != 1 {
+		t.Fatalf("retry: %+v %v, want granted, acknowledged by 1 on the second WAIT", r, err)
+	}
+	// waitFor 0: INFO instead of the first WAIT, then the WAIT (a replica online).
+	r, err = AcquireSlotsConfirmedRetry(ctx, c, "i1", "b", 10, 0, 1, time.Second, 0, 1, 0, 3*time.Second)
+	if err != nil || r.Status != AcquireGranted || r.Replicas != 1 || !strings.Contains(r.ServerInfo, "run_id:") {
+		t.Fatalf("INFO first: %+v %v, want granted, acknowledged by 1, the server's INFO", r, err)
+	}
+}
+
+// TestAcquireInfoFirstNoReplica: waitFor 0 on a primary with no replica:
+// one round trip (script, INFO), no WAIT, Replicas 0, INFO set.
+func TestAcquireInfoFirstNoReplica(t *testing.T) {
+	c := redistest.Start(t).Client(t)
+	register(t, c, "i1")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := AcquireSlotsConfirmedRetry(ctx, c, "i1", "b", 10, 0, 1, time.Second, 0, 1, 0, time.Second)
+	if err != nil || r.Status != AcquireGranted || r.Replicas != 0 || !strings.Contains(r.ReplicationInfo, "connected_slaves:0") {
+		t.Fatalf("%+v %v, want granted, 0 replicas, INFO replication", r, err)
+	}
+}

@@ -80,7 +80,10 @@
 //     confirmed by WAIT on the acquire's connection; one that too few
 //     replicas acknowledged within the op timeout is given back and
 //     treated as an acquire error (fallback, then register). The replicas
-//     required and the trade-off for a replica that is down:
+//     required count those still in a full sync (Sentinel promotes them,
+//     with their old data), so grants fail while one syncs, the first
+//     sync after a restart or failover included. The replicas required
+//     and the trade-off for a replica that is down or syncing:
 //     redis_confirm.go.
 //   - A register that finds the instance unlisted (coord.Registration.Fresh:
 //     Redis restarted empty or failed over without it, or a reaper took

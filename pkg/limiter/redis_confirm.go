@@ -13,9 +13,37 @@ package limiter
 // register on the way back makes Redis agree with what it holds.
 //
 // Required replicas: min(WaitReplicas, K), K the replicas the primary was
-// last seen with (replicas online in INFO replication at each poll, and
-// each WAIT's reply), where a drop of K is believed only after it has been
-// seen for ReplicaHold. The hold is what keeps the failover exact: at the
+// last seen with: those attached to it in INFO replication at each poll
+// (online or still in a full sync: coord.ReplicasIn), and
+// each WAIT's reply; a drop of K is believed only after it has been seen
+// for ReplicaHold. A replica in a full sync counts because Sentinel does
+// promote it (its link has been down for less than 10 × down-after), with
+// the data it had before the sync: a grant made meanwhile without WAIT
+// would be lost by that failover and granted again
+// (TestReproFailoverDuringResync in tools/cluster: 5 and 7 of max 4 when
+// only online replicas counted). It acknowledges nothing, so grants fail
+// their WAIT and are given back until it is online: the instance flaps
+// into fallback (admitting on its local share) for the length of the sync.
+//
+// That includes the first sync from a new primary (a restart, a failover
+// done). There the replica's data is older than every register made on
+// the primary, so a promotion fences every instance that follows it (the
+// register epoch) until it has re-asserted its holdings; but not an
+// instance still writing to the deposed primary (a link a load balancer
+// has not cut yet): the sessions it was granted there are on no server
+// the others use, and they would take those slots again
+// (TestReproFailoverAfterEmptyRestart in tools/cluster, proxy-1 behind a
+// TCP proxy: 5 of max 4 when first-sync grants stood). So they fail too.
+// What the first sync changes is the cost of failing: while the primary
+// is new and no replica has been seen online on it (replicaView.fresh),
+// the script is followed, in the same round trip, by INFO instead of a
+// WAIT that could only time out, and only once INFO shows a replica
+// online does the grant WAIT for its acknowledgement
+// (coord.AcquireSlotsConfirmedRetry); so also a replica that attached and
+// came online between two polls is waited for. The first primary a
+// process sees is never fresh (its history is unknown).
+//
+// The hold is what keeps the failover exact: at the
 // promotion the old primary reports 0 replicas while clients still write
 // to it; those grants must still wait (and fail). The cost, the trade-off:
 // when a replica really goes down, every acquire fails its WAIT (the
@@ -23,8 +51,12 @@ package limiter
 // ReplicaHold; after that the instance waits only for the replicas left
 // (none: no WAIT), i.e. it trades the failover guarantee for availability
 // while the primary has no replica, which is also when Sentinel has no
-// replica to promote. A different primary (new run_id: a failover done)
-// is believed at once: its replicas are what it reports.
+// replica to promote. A different primary (new run_id: a failover done,
+// or a restart) is believed at once: its replicas are what it reports. A
+// failover whose old primary is dead leaves the new one with no replica:
+// nothing to wait for (INFO only, the grant stands), and nobody to
+// promote; the old one back as a replica is in the first sync from it
+// (above): grants fail until it is online.
 
 import (
 	"errors"
@@ -45,20 +77,38 @@ type replicaView struct {
 	k     int
 	at    time.Time
 	runID string
+	// fresh: the current primary was first seen as a different primary
+	// (a new run_id) with no replica online, and none has been seen online
+	// since: a replica attached to it is in its first full sync from it.
+	// false for the first primary a process sees (its history unknown).
+	fresh bool
 }
 
 // note records that the primary (runID; "": the current one) was seen
-// with n replicas at now.
-func (v *replicaView) note(runID string, n int, now time.Time, hold time.Duration) {
+// with n replicas attached, online of them online, at now.
+func (v *replicaView) note(runID string, n, online int, now time.Time, hold time.Duration) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	newServer := runID != "" && v.runID != "" && runID != v.runID
 	if runID != "" {
 		v.runID = runID
 	}
+	switch {
+	case newServer:
+		v.fresh = online == 0
+	case online > 0:
+		v.fresh = false
+	}
 	if !v.known || newServer || n >= v.k || now.Sub(v.at) >= hold {
 		v.known, v.k, v.at = true, n, now
 	}
+}
+
+// firstSync reports whether the current primary is fresh (see the field).
+func (v *replicaView) firstSync() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.fresh
 }
 
 // required is min(want, K); want while K is not known yet.
@@ -87,14 +137,26 @@ func (l *Redis) waitFor() time.Duration { return max(l.o.OpTimeout*3/5, coord.Mi
 func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, error) {
 	l := b.l
 	need := l.replicasRequired()
+	waitFor, retry := l.waitFor(), time.Duration(0)
+	if l.replicas.firstSync() {
+		// No replica online yet on this new primary: one in its first sync
+		// acknowledges nothing, so do not wait for it; INFO, read right
+		// after the script in the same round trip, tells whether one is
+		// online now, and then the grant waits for its acknowledgement
+		// (retry); else it is given back below. Even with none attached at
+		// the last look (K 0): one may have attached and come online
+		// since.
+		need = max(need, min(l.o.WaitReplicas, 1))
+		waitFor, retry = 0, waitFor
+	}
 	ctx, cancel := l.opCtx()
-	r, err := coord.AcquireSlotsConfirmed(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
-		l.regEpoch.Load(), need, l.waitFor())
+	r, err := coord.AcquireSlotsConfirmedRetry(ctx, l.client, l.InstanceID(), b.id, int(b.seed.Load()), queued, want, l.staleWaiting(),
+		l.regEpoch.Load(), need, waitFor, retry)
 	cancel()
 	if err != nil || need == 0 {
 		return r, err
 	}
-	l.replicas.note("", int(r.Replicas), time.Now(), l.o.ReplicaHold)
+	l.replicas.note("", int(r.Replicas), int(r.Replicas), time.Now(), l.o.ReplicaHold)
 	if r.Status != coord.AcquireGranted || r.Replicas >= int64(need) {
 		return r, nil
 	}
@@ -115,6 +177,6 @@ func (b *redisBucket) acquireConfirmed(queued, want int) (coord.AcquireResult, e
 	l.op("release", rerr)
 	l.log.Warn("redis: a grant was not confirmed by enough replicas; gave it back, not admitting on it",
 		"bucket", b.id, "granted", r.Granted, "replicas_acked", r.Replicas, "required", need,
-		"given_back", released, "count", count, "release_err", rerr)
+		"given_back", released, "count", count, "first_sync", l.replicas.firstSync(), "release_err", rerr)
 	return r, fmt.Errorf("%w: %d of %d acknowledged", errUnconfirmed, r.Replicas, need)
 }

@@ -276,34 +276,21 @@ func (l *Redis) subscribe() {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// noteReplicas records the replicas the primary reports online (INFO
-// replication) for the confirmed grants (redis_confirm.go).
+// noteReplicas records the replicas attached to the primary (INFO
+// replication), online or in a full sync, for the confirmed grants
+// (redis_confirm.go). A replica still in a full sync (state wait_bgsave or
+// send_bulk) acknowledges nothing yet, but Sentinel does promote it (its
+// link has been down for less than 10 × down-after), with the data it had
+// before the sync, so it counts.
 func (l *Redis) noteReplicas(server, repl string) {
 	if l.o.WaitReplicas <= 0 {
 		return
 	}
-	n, ok := onlineReplicas(repl)
+	n, online, ok := coord.ReplicasIn(repl)
 	if !ok {
 		return
 	}
 	_, rest, _ := strings.Cut(server, "run_id:")
 	id, _, _ := strings.Cut(rest, "\r\n")
-	l.replicas.note(strings.TrimSpace(id), n, time.Now(), l.o.ReplicaHold)
-}
-
-// onlineReplicas counts the "slaveN:...,state=online,..." lines of INFO
-// replication: a replica still in its initial sync (connected_slaves
-// counts it) acknowledges nothing, and Sentinel would not promote it.
-// false: not an INFO replication reply of a primary.
-func onlineReplicas(repl string) (int, bool) {
-	if !strings.Contains(repl, "connected_slaves:") {
-		return 0, false
-	}
-	n := 0
-	for _, line := range strings.Split(repl, "\n") {
-		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
-			n++
-		}
-	}
-	return n, true
+	l.replicas.note(strings.TrimSpace(id), n, online, time.Now(), l.o.ReplicaHold)
 }
