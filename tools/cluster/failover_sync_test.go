@@ -282,3 +282,15 @@ func oneShotStr(ctx context.Context, addr string, args ...string) (string, error
 	defer c.Close()
 	return c.Do(ctx, c.B().Arbitrary(args...).Build()).ToString()
 }
+
+// oneShotInt runs one command on a fresh connection to addr (no retry, no
+// cache: the answer of that server, now) and reads an integer.
+func oneShotInt(ctx context.Context, addr string, args ...string) (int64, error) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true,
+		DisableRetry: true, ConnWriteTimeout: time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.Do(ctx, c.B().Arbitrary(args...).Build()).AsInt64()
+}
