@@ -209,6 +209,44 @@ func doubleFault(t *testing.T, leaseLoss string) {
 	healAndCheck(t, f, "the double fault", held, got)
 }
 
+// startedDuringOutage is the rig of the tests where A starts while Redis
+// is down: B registered (Redis direct), Redis killed, A started (Redis
+// through netfault, expected_instances 2, lease_loss close) and holding
+// its floor share, 2 of max 4 (returned). f.stop is left to the test.
+func startedDuringOutage(t *testing.T) (*faultEnv, []*tdsclient.Conn) {
+	t.Helper()
+	f := &faultEnv{leaseLoss: "close"}
+	f.rs, f.si, f.nf = partitionRig(t)
+	c := cluster.Config{HeartbeatTTL: faultTTL, HeartbeatInterval: 500 * time.Millisecond, ReaperInterval: time.Second,
+		ReclaimAfter: faultReclaim, ForgetAfter: faultForget, LeaseLoss: f.leaseLoss, ExpectedInstances: 2,
+		Buckets: []cluster.Bucket{bucket(4, 10, time.Second, f.si.Addr())}}
+	ca, cb := c, c
+	ca.InstanceID, ca.RedisAddr = "proxy-a", f.nf.Addr()
+	cb.InstanceID, cb.RedisAddr = "proxy-b", f.rs.Addr()
+	f.b = cluster.Start(t, cb)
+	f.rc = f.rs.Client(t)
+	waitFor(t, 5*time.Second, "B registered", func() bool { return member(f.rc, f.b.ID) })
+	f.o = watchOne(t, f.si, 4)
+	f.rs.Kill()
+	f.o.Event("redis killed")
+	f.a = cluster.Start(t, ca)
+	f.o.Event("%s started during the outage", f.a.ID)
+	stopA := make(chan struct{})
+	gotA := fill(f.a.Addr, 2, time.Second, stopA)
+	waitFor(t, 20*time.Second, f.a.ID+" admits its floor share", func() bool { return f.si.Stats().Current >= 2 })
+	close(stopA)
+	held := gotA()
+	t.Cleanup(func() { closeAll(held) })
+	f.o.Event("%s holds %d", f.a.ID, len(held))
+	return f, held
+}
+
+// member reports whether Redis lists id in proxy:instances.
+func member(rc rueidis.Client, id string) bool {
+	n, err := getInt(rc, "SISMEMBER", keyInstances, id)
+	return err == nil && n == 1
+}
+
 // TestFaultDoubleFaultInFirstSettle: the one window above max of the
 // 10-minute close soak (2026-12-02). A starts while Redis is down
 // (expected_instances 2) and, past its peers' fence time, admits on its
@@ -221,37 +259,11 @@ func doubleFault(t *testing.T, leaseLoss string) {
 // B takes those slots. Before the fix it kept its never-reached share
 // (grown, and the forget-time shed spared it): the stand-in peaked at 6.
 func TestFaultDoubleFaultInFirstSettle(t *testing.T) {
-	rs, si, nf := partitionRig(t)
-	c := cluster.Config{HeartbeatTTL: faultTTL, HeartbeatInterval: 500 * time.Millisecond, ReaperInterval: time.Second,
-		ReclaimAfter: faultReclaim, ForgetAfter: faultForget, LeaseLoss: "close", ExpectedInstances: 2,
-		Buckets: []cluster.Bucket{bucket(4, 10, time.Second, si.Addr())}}
-	ca, cb := c, c
-	ca.InstanceID, ca.RedisAddr = "proxy-a", nf.Addr()
-	cb.InstanceID, cb.RedisAddr = "proxy-b", rs.Addr()
-	b := cluster.Start(t, cb)
-	rc := rs.Client(t)
-	waitFor(t, 5*time.Second, "B registered", func() bool {
-		n, err := getInt(rc, "SISMEMBER", keyInstances, b.ID)
-		return err == nil && n == 1
-	})
-	o := watchOne(t, si, 4)
-	rs.Kill()
-	o.Event("redis killed")
-	a := cluster.Start(t, ca)
-	o.Event("%s started during the outage", a.ID)
-	stopA := make(chan struct{})
-	gotA := fill(a.Addr, 2, time.Second, stopA)
-	waitFor(t, 20*time.Second, a.ID+" admits its floor share", func() bool { return si.Stats().Current >= 2 })
-	close(stopA)
-	held := gotA()
-	t.Cleanup(func() { closeAll(held) })
-	o.Event("%s holds %d", a.ID, len(held))
+	f, held := startedDuringOutage(t)
+	rs, rc, nf, a, b, o := f.rs, f.rc, f.nf, f.a, f.b, f.o
 	rs.Restart()
 	o.Event("redis back, empty")
-	waitFor(t, 10*time.Second, a.ID+" registered", func() bool {
-		n, err := getInt(rc, "SISMEMBER", keyInstances, a.ID)
-		return err == nil && n == 1
-	})
+	waitFor(t, 10*time.Second, a.ID+" registered", func() bool { return member(rc, a.ID) })
 	nf.Set(netfault.Drop)
 	o.Event("drop %s↔redis (in its first settle)", a.ID)
 	time.Sleep(time.Second)
@@ -263,7 +275,7 @@ func TestFaultDoubleFaultInFirstSettle(t *testing.T) {
 	stop := make(chan struct{})
 	got := fill(b.Addr, 4, time.Second, stop)
 	time.Sleep(faultTTL + faultReclaim + faultForget + 5*time.Second)
-	f := &faultEnv{rs: rs, rc: rc, si: si, o: o, nf: nf, a: a, b: b, leaseLoss: "close", stop: stop}
+	f.stop = stop
 	healAndCheck(t, f, "the double fault in the first settle", held, got)
 }
 
@@ -329,48 +341,23 @@ func TestFaultDoubleFaultAfterUnseenAcquire(t *testing.T) {
 // (a lease from when the register was sent), and its fence sheds
 // everything before any reaper can forget it.
 func TestFaultRegisterInDoubt(t *testing.T) {
-	rs, si, nf := partitionRig(t)
-	c := cluster.Config{HeartbeatTTL: faultTTL, HeartbeatInterval: 500 * time.Millisecond, ReaperInterval: time.Second,
-		ReclaimAfter: faultReclaim, ForgetAfter: faultForget, LeaseLoss: "close", ExpectedInstances: 2,
-		Buckets: []cluster.Bucket{bucket(4, 10, time.Second, si.Addr())}}
-	ca, cb := c, c
-	ca.InstanceID, ca.RedisAddr = "proxy-a", nf.Addr()
-	cb.InstanceID, cb.RedisAddr = "proxy-b", rs.Addr()
-	b := cluster.Start(t, cb)
-	rc := rs.Client(t)
-	isMember := func(id string) bool {
-		n, err := getInt(rc, "SISMEMBER", keyInstances, id)
-		return err == nil && n == 1
-	}
-	waitFor(t, 5*time.Second, "B registered", func() bool { return isMember(b.ID) })
-	o := watchOne(t, si, 4)
-	rs.Kill()
-	o.Event("redis killed")
-	a := cluster.Start(t, ca)
-	o.Event("%s started during the outage", a.ID)
-	stopA := make(chan struct{})
-	gotA := fill(a.Addr, 2, time.Second, stopA)
-	waitFor(t, 20*time.Second, a.ID+" admits its floor share", func() bool { return si.Stats().Current >= 2 })
-	close(stopA)
-	held := gotA()
-	t.Cleanup(func() { closeAll(held) })
-	o.Event("%s holds %d", a.ID, len(held))
-
+	f, held := startedDuringOutage(t)
+	rs, rc, nf, a, b, o := f.rs, f.rc, f.nf, f.a, f.b, f.o
 	// Redis back, empty; A kept away until B's register has loaded the
 	// scripts (A's register must not meet NOSCRIPT, which would fail it
 	// for good).
 	nf.Set(netfault.Stall)
 	rs.Restart()
 	o.Event("redis back, empty; %s stalled", a.ID)
-	waitFor(t, 10*time.Second, b.ID+" registered", func() bool { return isMember(b.ID) })
+	waitFor(t, 10*time.Second, b.ID+" registered", func() bool { return member(rc, b.ID) })
 	// A's register (the first request naming the bucket: it re-asserts
 	// what A holds) reaches Redis and runs; its answer is held.
 	nf.StallAfter([]byte(bucketID))
-	waitFor(t, 10*time.Second, a.ID+"'s register ran", func() bool { return isMember(a.ID) })
+	waitFor(t, 10*time.Second, a.ID+"'s register ran", func() bool { return member(rc, a.ID) })
 	o.Event("%s's register ran, its answer lost (stalled): redis lists it", a.ID)
 	stop := make(chan struct{})
 	got := fill(b.Addr, 4, time.Second, stop)
 	time.Sleep(faultTTL + faultReclaim + faultForget + 5*time.Second)
-	f := &faultEnv{rs: rs, rc: rc, si: si, o: o, nf: nf, a: a, b: b, leaseLoss: "close", stop: stop}
+	f.stop = stop
 	healAndCheck(t, f, "the register in doubt", held, got)
 }
