@@ -164,10 +164,20 @@ func (l *Redis) reserveAbsent(ctx context.Context) error {
 // off before the next poll must still be in the view if Redis then
 // restarts empty (reserveAbsent). An error is left to the reconcile.
 func (l *Redis) observe() {
-	c := l.client
 	ctx, cancel := l.opCtx()
 	defer cancel()
-	res := c.DoMulti(ctx, c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
+	l.noteMembership(l.client.DoMulti(ctx, l.membershipCmds()...))
+}
+
+// membershipCmds read proxy:instances ∪ proxy:fenced and proxy:peers.
+func (l *Redis) membershipCmds() rueidis.Commands {
+	c := l.client
+	return rueidis.Commands{c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build(), c.B().Hgetall().Key(coord.KeyPeers).Build()}
+}
+
+// noteMembership records the answers to membershipCmds (noteMembers);
+// nothing if the membership could not be read.
+func (l *Redis) noteMembership(res []rueidis.RedisResult) {
 	ids, err := res[0].AsStrSlice()
 	if err != nil {
 		return

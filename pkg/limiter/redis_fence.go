@@ -98,14 +98,7 @@ func (l *Redis) reconcileLocked() error {
 	} else {
 		adv = c.B().Hdel().Key(coord.KeyPeers).Field(id).Build()
 	}
-	mres := c.DoMulti(ctx, adv, c.B().Sunion().Key(coord.KeyInstances, coord.KeyFenced).Build(), c.B().Hgetall().Key(coord.KeyPeers).Build())
-	if ids, err := mres[1].AsStrSlice(); err == nil {
-		addrs, err := mres[2].AsStrMap()
-		if err != nil {
-			addrs = nil
-		}
-		l.noteMembers(ids, addrs)
-	}
+	l.noteMembership(c.DoMulti(ctx, append(rueidis.Commands{adv}, l.membershipCmds()...)...)[1:])
 	m := *l.buckets.Load()
 	held := map[string]int64{}
 	for _, h := range hs {

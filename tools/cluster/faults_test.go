@@ -241,6 +241,15 @@ func startedDuringOutage(t *testing.T) (*faultEnv, []*tdsclient.Conn) {
 	return f, held
 }
 
+// restartEmpty kills Redis and, after down, restarts it with no data.
+func restartEmpty(rs *redistest.Server, o *cluster.Oracle, down time.Duration) {
+	rs.Kill()
+	o.Event("redis killed")
+	time.Sleep(down)
+	rs.Restart()
+	o.Event("redis back, empty")
+}
+
 // member reports whether Redis lists id in proxy:instances.
 func member(rc rueidis.Client, id string) bool {
 	n, err := getInt(rc, "SISMEMBER", keyInstances, id)
@@ -267,11 +276,7 @@ func TestFaultDoubleFaultInFirstSettle(t *testing.T) {
 	nf.Set(netfault.Drop)
 	o.Event("drop %s↔redis (in its first settle)", a.ID)
 	time.Sleep(time.Second)
-	rs.Kill()
-	o.Event("redis killed")
-	time.Sleep(300 * time.Millisecond)
-	rs.Restart()
-	o.Event("redis back, empty")
+	restartEmpty(rs, o, 300*time.Millisecond)
 	stop := make(chan struct{})
 	got := fill(b.Addr, 4, time.Second, stop)
 	time.Sleep(faultTTL + faultReclaim + faultForget + 5*time.Second)
@@ -314,11 +319,7 @@ func TestFaultDoubleFaultAfterUnseenAcquire(t *testing.T) {
 	}
 	o := watchOne(t, si, 4)
 	o.Event("%s holds 3 (the last 2 acquired just now), cut off from redis", a.ID)
-	rs.Kill()
-	o.Event("redis killed")
-	time.Sleep(300 * time.Millisecond)
-	rs.Restart()
-	o.Event("redis back, empty")
+	restartEmpty(rs, o, 300*time.Millisecond)
 	stop := make(chan struct{})
 	got := fill(b.Addr, 4, time.Second, stop)
 	time.Sleep(faultTTL + faultReclaim + 3*time.Second)
