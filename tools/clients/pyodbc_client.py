@@ -179,7 +179,12 @@ def main():
                     else:
                         raise
                 finally:
+                    # The timer's thread may still be inside SQLCancel
+                    # when the execute returns: wait for it before the
+                    # statement is freed (closing it under SQLCancel
+                    # crashed the process at exit, under load).
                     timer.cancel()
+                    timer.join()
                     cur.close()
                 r["ok"] = True
             elif op == "begin":
