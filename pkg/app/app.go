@@ -43,6 +43,9 @@ type App struct {
 
 	// sockmap is the kernel relay (relay: sockmap; sockmap.go); nil: splice.
 	sockmap sockmapRelay
+	// walker is the kernel header walker of pooled sessions (header_walk:
+	// kernel; kwalk.go); nil: their relays peek.
+	walker kernelWalker
 
 	// reloader reads the config file again (SetReloader; console.go);
 	// fleetStop and fleetWG run the fleet-command subscription.
@@ -219,6 +222,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.startEBPF(cfg) // before serving: connections opened earlier would not be counted
 	a.startSockmap(cfg)
+	a.startHeaderWalker(cfg)
 	a.startPressure()
 	a.startCertWatch(cfg)
 	a.startFleet()
@@ -337,6 +341,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.ebpf.close()
 	// Every session has ended: the kernel relay's map is empty.
 	a.stopSockmap()
+	a.stopHeaderWalker()
 	a.stopPools() // idle pooled connections give their slots back while the limiter still runs
 	a.lim.Close()
 	a.stopRedis(context.Background())

@@ -41,6 +41,9 @@ const (
 	// DefaultRelay is the default of Config.Relay: splice, until the
 	// sockmap relay is measured to win (see the README's "Relay modes").
 	DefaultRelay = RelaySplice
+	// DefaultHeaderWalk is the default of Config.HeaderWalk: the kernel
+	// walks the headers wherever its socket filter loads.
+	DefaultHeaderWalk = HeaderWalkKernel
 )
 
 // Defaults of the Redis options.
@@ -202,6 +205,19 @@ const (
 	RelaySockmap RelayMode = "sockmap"
 )
 
+// HeaderWalkMode is how a pooled session's relay finds the server's
+// packet headers in a run it splices (Config.HeaderWalk).
+type HeaderWalkMode string
+
+// Header walk modes.
+const (
+	// HeaderWalkKernel: a BPF socket filter on the backend socket walks
+	// the headers as segments arrive; the relay splices the run unpeeked.
+	HeaderWalkKernel HeaderWalkMode = "kernel"
+	// HeaderWalkPeek: the relay peeks each run (recv MSG_PEEK) to walk it.
+	HeaderWalkPeek HeaderWalkMode = "peek"
+)
+
 // Config is the whole configuration of one proxy instance.
 type Config struct {
 	// InstanceID names this instance in Redis keys, logs and /health.
@@ -323,6 +339,19 @@ type Config struct {
 	// pooled sessions keep their relays. "" means RelaySplice.
 	// Default: DefaultRelay. Env: RELAY.
 	Relay RelayMode `yaml:"relay"`
+
+	// HeaderWalk is how the relay of a pooled session (pool_mode session,
+	// plaintext legs) finds the headers of the server's
+	// packets in a run of bytes it splices, which it must see to know
+	// where answers end: HeaderWalkKernel (a BPF socket filter on the
+	// backend socket follows them as segments arrive, so the run is
+	// spliced without being copied; needs CAP_BPF, and where it cannot
+	// load the proxy logs one warning and peeks) or HeaderWalkPeek (the
+	// relay peeks the run: one copy of every byte). The kernel's walk stops
+	// for the rest of a session at any doubt (a gap in the sequence, a
+	// header it refuses), and the relay then peeks.
+	// Default: DefaultHeaderWalk. Env: HEADER_WALK.
+	HeaderWalk HeaderWalkMode `yaml:"header_walk"`
 
 	// Buckets are the SQL Servers behind the proxy, each with its own
 	// connection cap and queue. At least one is required.

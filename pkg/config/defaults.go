@@ -46,6 +46,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	if !has("relay") {
 		c.Relay = DefaultRelay
 	}
+	if !has("header_walk") {
+		c.HeaderWalk = DefaultHeaderWalk
+	}
 
 	c.applySecurityDefaults(has)
 
@@ -118,6 +121,7 @@ const (
 	EnvRedisUsername = "REDIS_USERNAME"
 	EnvEBPFEnabled   = "EBPF_ENABLED"
 	EnvRelay         = "RELAY"
+	EnvHeaderWalk    = "HEADER_WALK"
 
 	// EnvBucketPrefix and EnvBucketSuffix frame a bucket's address
 	// override; see [BucketEnvVar].
@@ -201,6 +205,10 @@ func (c *Config) applyEnv() []error {
 	if v := os.Getenv(EnvRelay); v != "" {
 		c.Relay = RelayMode(strings.ToLower(v))
 		c.setByEnv("relay", EnvRelay)
+	}
+	if v := os.Getenv(EnvHeaderWalk); v != "" {
+		c.HeaderWalk = HeaderWalkMode(strings.ToLower(v))
+		c.setByEnv("header_walk", EnvHeaderWalk)
 	}
 	str(EnvRedisAddr, &c.Redis.Addr, "redis.addr")
 	str(EnvRedisPassword, &c.Redis.Password, "redis.password")

@@ -35,3 +35,29 @@ func TestRelayConfig(t *testing.T) {
 		t.Errorf("empty relay refused: %v", err)
 	}
 }
+
+func TestHeaderWalkConfig(t *testing.T) {
+	clearEnv(t)
+	t.Setenv(EnvHeaderWalk, "")
+	if c := mustLoad(t, minimal); c.HeaderWalk != DefaultHeaderWalk || DefaultHeaderWalk != HeaderWalkKernel {
+		t.Errorf("default header_walk = %q, want %q", c.HeaderWalk, HeaderWalkKernel)
+	}
+	if c := mustLoad(t, "header_walk: peek\n"+minimal); c.HeaderWalk != HeaderWalkPeek {
+		t.Errorf("header_walk: peek loaded as %q", c.HeaderWalk)
+	}
+	if lines := loadErrs(t, "header_walk: ebpf\n"+minimal); !hasLine(lines, `header_walk: unknown header walk "ebpf" (want kernel or peek)`) {
+		t.Errorf("bad header_walk: %q", lines)
+	}
+	t.Setenv(EnvHeaderWalk, "PEEK")
+	if c := mustLoad(t, "header_walk: kernel\n"+minimal); c.HeaderWalk != HeaderWalkPeek {
+		t.Errorf("HEADER_WALK=PEEK did not override the file: %q", c.HeaderWalk)
+	}
+	t.Setenv(EnvHeaderWalk, "")
+	c, err := Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HeaderWalk != DefaultHeaderWalk {
+		t.Errorf("example.yaml header_walk = %q, want the default %q", c.HeaderWalk, DefaultHeaderWalk)
+	}
+}

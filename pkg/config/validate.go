@@ -84,6 +84,11 @@ func (c *Config) validate() []error {
 	default:
 		v.add("relay", "unknown relay %q (want splice or sockmap)", c.Relay)
 	}
+	switch c.HeaderWalk {
+	case "", HeaderWalkKernel, HeaderWalkPeek:
+	default:
+		v.add("header_walk", "unknown header walk %q (want kernel or peek)", c.HeaderWalk)
+	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:

@@ -31,6 +31,16 @@
 // takes them out. pkg/relay's Kernel drives it (ends, half-close, counts).
 // Its bpf2go output is sockmap_bpfel.go and sockmap_bpfel.o (gen_sockmap.go).
 //
+// And the kernel header walker of pooled sessions (TDSWalk, OpenTDSWalk,
+// NewTDSWalk): the socket filter of bpf/tdswalk.c, which Arm attaches to a
+// backend socket (SO_ATTACH_BPF), follows the TDS packet headers of every
+// segment the socket receives and keeps the walk in a hash map under the
+// socket's cookie; Walk.State reads it (two equal copies with matching
+// generation counters: a socket filter cannot take a bpf_spin_lock). The
+// framed relay (pkg/relay's KernelWalker, through pkg/app) then splices a
+// run of the server's answer without peeking it. Its bpf2go output is
+// tdswalk_bpfel.go and tdswalk_bpfel.o (gen_tdswalk.go).
+//
 // What is counted. The program runs for TCP sockets created by processes in
 // the attached cgroup (and its descendants). When a connect() completes
 // (BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) to a remote address and port that

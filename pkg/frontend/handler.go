@@ -124,6 +124,9 @@ type Handler struct {
 	refusals *listener.RefusalLog
 	// kernel is the sockmap relay (SetKernelRelay); nil: splice.
 	kernel relay.Redirector
+	// walker walks pooled sessions' server headers in the kernel
+	// (SetHeaderWalker); nil: their relays peek.
+	walker relay.KernelWalker
 }
 
 // NewHandler returns a handler serving with rt and lim.

@@ -119,7 +119,7 @@ func (p *pooled) startRelay(c client, end func(relay.Result, *relay.PanicError))
 }
 
 func (p *pooled) framedOptions() relay.FramedOptions {
-	return relay.FramedOptions{Reset: p.c.NeedsReset(), Version: p.version, StopTimeout: p.c.ResetTimeout()}
+	return relay.FramedOptions{Reset: p.c.NeedsReset(), Version: p.version, StopTimeout: p.c.ResetTimeout(), Walker: p.s.h.walker}
 }
 
 // Release returns the connection to its pool, made safe first (its slot

@@ -14,6 +14,12 @@ import (
 // serving.
 func (h *Handler) SetKernelRelay(r relay.Redirector) { h.kernel = r }
 
+// SetHeaderWalker makes the framed relays of pooled sessions take the
+// server's packet headers from w's kernel walk rather than peek the runs
+// they splice (header_walk: kernel). nil (the default): they peek. Call it
+// before serving.
+func (h *Handler) SetHeaderWalker(w relay.KernelWalker) { h.walker = w }
+
 // joinKernel joins the session's two sockets in the kernel relay, when
 // there is one and the session qualifies: its own backend (pool_mode none), a
 // successful login, and both legs raw TCP after it. It runs after the

@@ -53,6 +53,7 @@
 //	proxy_fallback_mode                       gauge   1 while the limiter runs on its local share (Redis unreachable)
 //	proxy_relay_bytes_total{direction,mode}   counter direction client_to_server|server_to_client, mode splice|tls|framed|sockmap
 //	proxy_sessions_total{mode}                counter relayed sessions by relay mode (splice|tls|framed|sockmap)
+//	proxy_header_walks_total{result}          counter kernel header walks of pooled sessions: armed, stopped (the session peeked from there)
 //	proxy_client_refused_total{reason}        counter connections closed at the door before PRELOGIN: max_client_connections|max_pending_per_source|untrusted_proxy_peer|bad_proxy_header
 //	proxy_session_panics_total                counter session panics recovered (session closed, slot released once)
 //	proxy_client_idle_timeouts_total          counter logged-in sessions closed by client_idle_timeout

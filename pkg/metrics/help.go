@@ -53,6 +53,7 @@ var help = map[string]string{
 	NameFallbackMode:      "1 while the limiter runs on this instance's local share of each cap because Redis is unreachable, else 0.",
 	NameRelayBytes:        "Bytes relayed between clients and backends, by direction and relay mode (bytes).",
 	NameSessions:          "Relayed sessions that ended, by relay mode (sessions).",
+	NameHeaderWalks:       "Kernel walks of pooled sessions' server packet headers (header_walk: kernel), armed and stopped early (walks).",
 	NameClientRefused:     "Client connections closed at the door before PRELOGIN, by reason: max_client_connections, max_pending_per_source, untrusted_proxy_peer, bad_proxy_header (connections).",
 	NameSessionPanics:     "Client sessions that panicked and were recovered: closed, slot released, the process kept serving (sessions).",
 	NameClientIdleClosed:  "Logged-in client sessions closed by client_idle_timeout (sessions).",

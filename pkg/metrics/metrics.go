@@ -39,6 +39,7 @@ const (
 	NameFallbackMode        = "proxy_fallback_mode"
 	NameRelayBytes          = "proxy_relay_bytes_total"
 	NameSessions            = "proxy_sessions_total"
+	NameHeaderWalks         = "proxy_header_walks_total"
 	DirectionClientToServer = "client_to_server"
 	DirectionServerToClient = "server_to_client"
 )
@@ -125,7 +126,9 @@ type Metrics struct {
 	// bytes[mode][0] client→server, [1] server→client; sessions[mode].
 	bytes    [len(relayModes)][2]*vm.Counter
 	sessions [len(relayModes)]*vm.Counter
-	door     doorMetrics // door.go
+	// walks counts the kernel header walks armed and stopped.
+	walksArmed, walksStopped *vm.Counter
+	door                     doorMetrics // door.go
 
 	hookMu sync.Mutex
 	hooks  []func()
@@ -158,6 +161,8 @@ func New(buckets []string) *Metrics {
 		m.bytes[i][1] = m.set.NewCounter(fmt.Sprintf(`%s{direction=%q,mode=%q}`, NameRelayBytes, DirectionServerToClient, mode))
 		m.sessions[i] = m.set.NewCounter(fmt.Sprintf(`%s{mode=%q}`, NameSessions, mode))
 	}
+	m.walksArmed = m.set.NewCounter(NameHeaderWalks + `{result="armed"}`)
+	m.walksStopped = m.set.NewCounter(NameHeaderWalks + `{result="stopped"}`)
 	m.set.RegisterMetricsWriter(m.writeEBPF)
 	m.SetBuckets(buckets)
 	return m
@@ -348,6 +353,20 @@ func (m *Metrics) ClientHandshake(_ string, err error) {
 // RelayError counts a session whose relay ended with an error (not a
 // clean close by either side).
 func (m *Metrics) RelayError(string, string, error) { m.errs[ReasonRelay].Inc() }
+
+// HeaderWalkArmed counts a kernel header walk started for a pooled
+// session (header_walk: kernel).
+func (m *Metrics) HeaderWalkArmed() { m.walksArmed.Inc() }
+
+// HeaderWalks returns the kernel header walks armed and stopped so far.
+func (m *Metrics) HeaderWalks() (armed, stopped uint64) {
+	return m.walksArmed.Get(), m.walksStopped.Get()
+}
+
+// HeaderWalkStopped counts a kernel header walk that stopped before its
+// session ended (a gap, a header it refused): the session peeked from
+// there.
+func (m *Metrics) HeaderWalkStopped() { m.walksStopped.Inc() }
 
 // --- Redis, registry, breaker, eBPF hooks ---
 

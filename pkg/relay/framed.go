@@ -39,6 +39,10 @@ type FramedOptions struct {
 	// StopTimeout bounds the wait for the end of a server packet in
 	// flight once the client has gone (0: DefaultStopTimeout).
 	StopTimeout time.Duration
+	// Walker follows the server's packet headers in the kernel (kwalk.go),
+	// so that a run of the server's answer is spliced without being
+	// peeked first. nil: every run is peeked.
+	Walker KernelWalker
 }
 
 // Broken says why a backend connection left by a framed relay must not be
@@ -76,6 +80,9 @@ type FramedResult struct {
 	ResetSent, ResetAcked bool
 	// Broken: why the backend must not be reused ("" if it may).
 	Broken Broken
+	// KernelWalked counts the server's bytes spliced on the kernel's walk
+	// of their headers (FramedOptions.Walker), unpeeked.
+	KernelWalked int64
 }
 
 // InFlight reports whether the backend still owes an answer: a request
@@ -216,6 +223,7 @@ func (f *framer) result() FramedResult {
 		ResetSent:        f.resetSent,
 		ResetAcked:       f.resetAcked,
 		Broken:           f.broken,
+		KernelWalked:     f.kwBytes,
 	}
 }
 
@@ -254,6 +262,14 @@ type framer struct {
 	c2s, s2c   int64 // bytes
 	serverMid  bool
 	resetAcked bool
+
+	// The kernel's walk of the server's stream (server direction only):
+	// kwPos bytes taken from the server since it was armed, kwEOMs EOM
+	// packet ends counted since, kwBytes bytes moved on its word alone.
+	kw      KernelWalk
+	kwPos   uint64
+	kwEOMs  uint64
+	kwBytes int64
 }
 
 func (f *framer) fail(b Broken, side Side, err error) {
@@ -402,6 +418,8 @@ func (f *framer) clientEnded(err error, w *walker, mid bool) {
 func (f *framer) serverToClient() {
 	src := newSource(f.server)
 	defer src.release()
+	f.armKernelWalk(src)
+	defer f.dropKernelWalk()
 	var w walker
 	var tail [13]byte // the last bytes of the server's stream, while an ATTENTION is pending
 	tailLen := 0
@@ -426,6 +444,7 @@ func (f *framer) serverToClient() {
 			if !h.EOM() {
 				return
 			}
+			f.kwEOMs++
 			f.mu.Lock()
 			f.serverMsgs++
 			if f.attn && tailLen >= f.doneLen && isDoneAttn(tail[len(tail)-f.doneLen:]) {
@@ -519,16 +538,24 @@ func (f *framer) serverToClient() {
 		attn, strip = f.attn, firstAnswer && f.resetSent
 		f.mu.Unlock()
 		tracking = tracking || attn
+		taken := n // bytes taken from the server
 		if strip {
 			// The answer to the first request opens with ENVCHANGE 18:
 			// take it out of the first packet, before the walker sees it.
+			acked := f.resetAcked
 			if n, err = f.stripResetAck(b, n); err != nil {
+				f.dropKernelWalk() // bytes were taken uncounted
 				if failed(err) {
 					continue
 				}
 				return
 			}
+			taken = n
+			if f.resetAcked && !acked {
+				taken += len(resetAck)
+			}
 		}
+		f.kwPos += uint64(taken)
 		firstAnswer = false
 		k, werr := w.walk(b[:n], &v)
 		if k > 0 && !f.clientGone.Load() {
@@ -594,6 +621,18 @@ func (f *framer) clientWriteFailed() {
 // client has gone and the server direction's read deadline fires, the
 // chunk is let end within StopTimeout.
 func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visitor, avail int) (taken int64, werr, rerr, wrerr error) {
+	if src.conn == f.server && f.kw != nil {
+		if st, m, ok := f.kernelRun(avail); ok {
+			taken, rerr, wrerr = f.spliceRun(dst, src, m)
+			f.kwPos += uint64(taken)
+			if int(taken) == m {
+				if werr = f.adoptKernelWalk(st, w, v); werr == nil {
+					f.kwBytes += taken
+				}
+			}
+			return taken, werr, rerr, wrerr
+		}
+	}
 	m, werr, err := walkQueued(src.w.rc, w, v, min(avail, maxChunk))
 	if err != nil {
 		if src.conn == f.server && f.stopping.Load() && isTimeout(err) {
@@ -608,6 +647,17 @@ func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visito
 	if m == 0 {
 		return 0, werr, nil, nil
 	}
+	taken, rerr, wrerr = f.spliceRun(dst, src, m)
+	if src.conn == f.server {
+		f.kwPos += uint64(taken)
+	}
+	return taken, werr, rerr, wrerr
+}
+
+// spliceRun splices the next m bytes of src, which have been walked, to
+// dst (spliceN). When dst fails it takes the rest of them off src (they
+// are coming), so that src stays at the walker's place.
+func (f *framer) spliceRun(dst *net.TCPConn, src *source, m int) (taken int64, rerr, wrerr error) {
 	drc := f.serverRC
 	if dst == f.clientRaw {
 		drc = f.clientRC
@@ -639,7 +689,7 @@ func (f *framer) spliceChunk(dst *net.TCPConn, src *source, w *walker, v *visito
 		}
 		src.idle()
 	}
-	return int64(t), werr, rerr, wrerr
+	return int64(t), rerr, wrerr
 }
 
 // extendStop gives the server's packet in flight StopTimeout to end,

@@ -41,27 +41,10 @@ import (
 // packets the copy is the floor: the bytes between headers are copied,
 // or a syscall is paid for each packet.
 //
-// Measured and not taken (2026-12-02): walking the headers in the kernel
-// as segments arrive, so that a run is spliced without being copied. A
-// BPF socket filter (SO_ATTACH_BPF) on the backend socket sees every
-// segment before TCP queues it. It read each packet's 8 header bytes
-// (bpf_skb_load_bytes, under bpf_loop), kept the walker's state in a
-// hash map under the socket's cookie, and checked type, length and
-// PacketID continuity; the relay spliced up to where the kernel had
-// walked and took its state. On a quiet stream it agreed with this
-// walker at every packet size from 512 to 32767 bytes. On loopback it
-// failed: a socket filter runs in the order segments arrive, not in
-// sequence order, and a bulk answer's segments reach the proxy's socket
-// from both CPUs (the stand-in's send, and its socket sending more while
-// it takes the proxy's ACKs in the proxy's softirq), out of order or at
-// the same moment. A walk cannot go on past bytes it never saw (TCP moves
-// them out of its out-of-order queue without running the filter again),
-// so it must stop there: in three runs of 64 MiB of 4 KiB packets it
-// stopped after 0.3, 2.6 and 61 MiB (a gap once, two segments at once
-// twice). Pooled bulk answers went back to the peeking path, and the CPU
-// per GB did not move (0.32–0.40 against 0.32–0.44 s/GB, same host).
-// Hooks that see the stream in sequence order (an sk_skb stream parser)
-// take the bytes out of the socket, so the relay could not splice them.
+// Where a KernelWalker is armed (kwalk.go), the server's runs are not
+// peeked at all: the kernel has walked their headers as they arrived.
+// This file's walk remains the fallback, and the walk of the client's
+// requests.
 
 // maxChunk bounds a spliced chunk: what the relay's pipe holds, so that
 // a chunk is one splice in and one out.

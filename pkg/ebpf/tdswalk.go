@@ -1,0 +1,226 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
+
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Flags of struct tdswalk (bpf/tdswalk_types.h).
+const (
+	tdswalkAnchored = 1
+	tdswalkLost     = 2
+	tdswalkBad      = 4
+)
+
+// DefaultTDSWalkSessions is how many walks the kernel header walker's map
+// holds at once when OpenTDSWalk is given 0.
+const DefaultTDSWalkSessions = 32768
+
+// TDSWalk is the kernel header walker of the framed relay (relay.KernelWalker,
+// through pkg/app):
+// the socket filter of bpf/tdswalk.c and its map. Arm attaches the filter
+// to a backend socket and starts a walk of what the socket receives.
+// Safe for concurrent use.
+type TDSWalk struct {
+	mu     sync.RWMutex
+	objs   tdswalkObjects
+	closed bool
+}
+
+// OpenTDSWalk loads the program and its map, sized for maxSessions walks
+// (0: DefaultTDSWalkSessions). Every error wraps ErrUnavailable.
+func OpenTDSWalk(maxSessions int) (*TDSWalk, error) {
+	if maxSessions <= 0 {
+		maxSessions = DefaultTDSWalkSessions
+	}
+	spec, err := loadTdswalk()
+	if err != nil {
+		return nil, unavailable("header walker: %w", err)
+	}
+	spec.Maps[tdswalkMapTdswalkState].MaxEntries = uint32(maxSessions)
+	memlockErr := rlimit.RemoveMemlock()
+	t := &TDSWalk{}
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		if hint := missingCaps(); hint != "" {
+			return nil, unavailable("header walker: load: %s: %w", hint, err)
+		}
+		if memlockErr != nil {
+			return nil, unavailable("header walker: load: %w (raising RLIMIT_MEMLOCK also failed: %v)", err, memlockErr)
+		}
+		return nil, unavailable("header walker: load: %w", err)
+	}
+	return t, nil
+}
+
+// NewTDSWalk opens the kernel header walker, or returns nil when it cannot
+// load; either way it logs exactly one line.
+func NewTDSWalk(maxSessions int, log *slog.Logger) *TDSWalk {
+	if log == nil {
+		log = slog.Default()
+	}
+	t, err := OpenTDSWalk(maxSessions)
+	if err != nil {
+		log.Warn("kernel header walker unavailable, pooled sessions peek the runs they splice", logKeyError, err)
+		return nil
+	}
+	log.Info("kernel header walker loaded: pooled sessions splice the server's answers without peeking them", "max_sessions", t.objs.TdswalkState.MaxEntries())
+	return t
+}
+
+// Arm attaches the filter to c (SO_ATTACH_BPF: again on a socket that has
+// it, which replaces it with itself) and starts a walk at the next byte c
+// receives. Call it while nothing is queued in c or in flight toward it.
+func (t *TDSWalk) Arm(c *net.TCPConn) (*Walk, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return nil, ErrClosed
+	}
+	cookie, err := Cookie(c)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_BPF, t.objs.TdsgateTdswalk.FD())
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("header walker: attach: %w", serr)
+	}
+	var zero tdswalkTdswalk
+	if err := t.objs.TdswalkState.Update(&cookie, &zero, ebpf.UpdateAny); err != nil {
+		return nil, fmt.Errorf("header walker: arm: %w", err)
+	}
+	return &Walk{t: t, cookie: cookie}, nil
+}
+
+// Len counts the walks armed.
+func (t *TDSWalk) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return 0
+	}
+	var k, next uint64
+	n := 0
+	kp := any(nil)
+	for {
+		if err := t.objs.TdswalkState.NextKey(kp, &next); err != nil {
+			return n
+		}
+		n++
+		k = next
+		kp = &k
+	}
+}
+
+// Close frees the program and the map; sockets that still have the filter
+// keep it (it finds no walk and keeps every segment). Idempotent.
+func (t *TDSWalk) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	return t.objs.Close()
+}
+
+// stateTries bounds the copies State takes of a walk the kernel keeps
+// writing (a stream arriving faster than two lookups).
+const stateTries = 8
+
+// ErrWalkBusy is what Walk.State returns when the kernel kept writing the
+// walk while it was read.
+var ErrWalkBusy = errors.New("header walker: no stable copy of the walk")
+
+// WalkState is a walk after the first Bytes bytes its socket received
+// since Arm; Usable says whether it may be trusted (it has begun, and
+// neither found a gap nor refused a header). The rest is the walker's
+// state there: HN header bytes gathered of the current packet (HVal, the
+// first highest; 0 at a boundary, 8 in a body), Left body bytes to come,
+// Packets and EOMs ended, Mid when the last packet ended had no EOM.
+// Its fields are those of relay.WalkState.
+type WalkState struct {
+	Usable  bool
+	Bytes   uint64
+	Packets uint64
+	EOMs    uint64
+	HVal    uint64
+	HN      int
+	Left    int
+	Mid     bool
+}
+
+// Walk is one socket's walk.
+type Walk struct {
+	t      *TDSWalk
+	cookie uint64
+}
+
+// State reads the walk: a consistent snapshot, or ErrWalkBusy.
+func (w *Walk) State() (WalkState, error) {
+	w.t.mu.RLock()
+	defer w.t.mu.RUnlock()
+	if w.t.closed {
+		return WalkState{}, ErrClosed
+	}
+	// The program cannot lock the entry: take two successive copies,
+	// and keep them only when they are equal and neither was taken
+	// during a write (gen_a == gen_b; bpf/tdswalk_types.h).
+	var v, again tdswalkTdswalk
+	if err := w.t.objs.TdswalkState.Lookup(&w.cookie, &v); err != nil {
+		return WalkState{}, err
+	}
+	for tries := 0; ; tries++ {
+		if err := w.t.objs.TdswalkState.Lookup(&w.cookie, &again); err != nil {
+			return WalkState{}, err
+		}
+		if again == v && v.GenA == v.GenB {
+			break
+		}
+		if tries == stateTries {
+			return WalkState{}, ErrWalkBusy
+		}
+		v = again
+	}
+	return WalkState{
+		// A snapshot taken while a segment is walked is the state before
+		// it: those bytes are not queued yet.
+		Usable:  v.Flags&(tdswalkAnchored|tdswalkLost|tdswalkBad) == tdswalkAnchored && v.Lost == 0,
+		Bytes:   v.Bytes,
+		Packets: v.Packets,
+		EOMs:    v.Eoms,
+		HVal:    v.Hval,
+		HN:      int(v.Hn),
+		Left:    int(v.Left),
+		Mid:     v.Mid != 0,
+	}, nil
+}
+
+// Close ends the walk (the filter stays on the socket, finding no walk).
+func (w *Walk) Close() {
+	w.t.mu.RLock()
+	defer w.t.mu.RUnlock()
+	if w.t.closed {
+		return
+	}
+	if err := w.t.objs.TdswalkState.Delete(&w.cookie); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		_ = err // the entry goes with the map; nothing else holds it
+	}
+}
