@@ -187,7 +187,7 @@ func (r *Report) writePaths(b *strings.Builder) {
 		PathTdspool:        "client → FreeTDS tdspool (session pool; plaintext only) → stand-in",
 		PathTdsgate:        "client → tdsgate (bin/proxy, local limiter, no pooling) → stand-in",
 		PathTdsgateRedis:   "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in; redis-server's CPU and memory count as the path's",
-		PathTdsgatePool:    "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client) → stand-in",
+		PathTdsgatePool:    "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client; `header_walk: kernel`, the default: a BPF socket filter walks the server's packet headers, so the framed relay splices answers unpeeked) → stand-in",
 		PathTdsgateSockmap: "client → tdsgate with `relay: sockmap` (after the login, a BPF sockhash + sk_skb verdict program moves each segment between the two sockets in the kernel) → stand-in",
 		PathBare:           "client → bench/cmd/barerelay (Go's io.Copy both ways between the two TCP conns, spliced by Go; TLS passes through end to end): the floor for a relay written in Go → stand-in",
 		PathBareTLS:        "client → bench/cmd/barerelay -tls (full TLS terminated on both legs with crypto/tls, io.Copy with 32 KiB buffers between the TLS conns) → stand-in; full-tls only",

@@ -3,11 +3,18 @@
 package ebpf
 
 import (
+	"bytes"
+	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tdsgate/tdsgate/pkg/tds"
 )
@@ -242,4 +249,45 @@ func FuzzTDSWalk(f *testing.F) {
 			t.Fatalf("kernel %+v, reference %+v", got, want)
 		}
 	})
+}
+
+// Without CAP_BPF the header walker does not load: OpenTDSWalk fails with
+// ErrUnavailable naming what is missing, and NewTDSWalk logs exactly one
+// warning and returns nil (pooled relays then peek). The capabilities are
+// dropped on one locked OS thread only, never given back to the runtime.
+func TestTDSWalkWithoutCaps(t *testing.T) {
+	type out struct {
+		err  error
+		nilW bool
+		log  string
+	}
+	done := make(chan out, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			done <- out{err: err}
+			return
+		}
+		data[0].Effective, data[1].Effective = 0, 0
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			done <- out{err: err}
+			return
+		}
+		w, err := OpenTDSWalk(16)
+		if w != nil {
+			w.Close()
+		}
+		var buf bytes.Buffer
+		nw := NewTDSWalk(16, slog.New(slog.NewTextHandler(&buf, nil)))
+		done <- out{err: err, nilW: nw == nil, log: buf.String()}
+	}()
+	o := <-done
+	if !errors.Is(o.err, ErrUnavailable) || !strings.Contains(o.err.Error(), "CAP_BPF") {
+		t.Errorf("OpenTDSWalk without capabilities: %v; want ErrUnavailable naming CAP_BPF", o.err)
+	}
+	if !o.nilW || strings.Count(o.log, "\n") != 1 || !strings.Contains(o.log, "level=WARN") || !strings.Contains(o.log, "peek") {
+		t.Errorf("NewTDSWalk without capabilities: nil %v, logged %q; want nil and one warning", o.nilW, o.log)
+	}
 }

@@ -103,3 +103,49 @@ func TestFramedKernelWalk(t *testing.T) {
 		t.Errorf("%d walks left armed after the relays ended", n)
 	}
 }
+
+// stopping is a KernelWalker whose walks stop (as after a gap) once
+// State has been read after times times.
+type stopping struct {
+	KernelWalker
+	after int
+}
+
+func (s stopping) Arm(c *net.TCPConn) (KernelWalk, error) {
+	w, err := s.KernelWalker.Arm(c)
+	if err != nil {
+		return nil, err
+	}
+	return &stoppingWalk{KernelWalk: w, left: s.after}, nil
+}
+
+type stoppingWalk struct {
+	KernelWalk
+	left int
+}
+
+func (s *stoppingWalk) State() (WalkState, error) {
+	st, err := s.KernelWalk.State()
+	if s.left--; s.left < 0 {
+		st.Usable = false
+	}
+	return st, err
+}
+
+// A walk that stops in the middle of a session (a gap, a refused header)
+// leaves the relay where the kernel's walk was last taken: it peeks from
+// there, and ends as the peeking relay does.
+func TestFramedKernelWalkStops(t *testing.T) {
+	kw, _ := openKernelWalker(t)
+	for _, after := range []int{0, 1, 3, 7} {
+		peeked := exchange(t, FramedOptions{}, uint64(after), 12, 4096)
+		walked := exchange(t, FramedOptions{Walker: stopping{kw, after}}, uint64(after), 12, 4096)
+		if (walked.KernelWalked > 0) != (after > 0) {
+			t.Errorf("stop after %d reads: %d bytes on the kernel's walk", after, walked.KernelWalked)
+		}
+		walked.KernelWalked = 0
+		if walked != peeked {
+			t.Errorf("stop after %d reads: %+v, peeking %+v", after, walked, peeked)
+		}
+	}
+}
