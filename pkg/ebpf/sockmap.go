@@ -40,13 +40,7 @@ func OpenSockmap(maxSessions int) (*Sockmap, error) {
 	memlockErr := rlimit.RemoveMemlock()
 	m := &Sockmap{}
 	if err := spec.LoadAndAssign(&m.objs, nil); err != nil {
-		if hint := missingCaps(); hint != "" {
-			return nil, unavailable("sockmap: load: %s: %w", hint, err)
-		}
-		if memlockErr != nil {
-			return nil, unavailable("sockmap: load: %w (raising RLIMIT_MEMLOCK also failed: %v)", err, memlockErr)
-		}
-		return nil, unavailable("sockmap: load: %w", err)
+		return nil, loadFailed("sockmap", err, memlockErr)
 	}
 	if err := link.RawAttachProgram(link.RawAttachProgramOptions{
 		Target:  m.objs.RelayPeers.FD(),
@@ -149,11 +143,28 @@ func (m *Sockmap) Len() int {
 	if m.closed {
 		return 0
 	}
+	return countKeys(m.objs.RelayPeers)
+}
+
+// loadFailed is the error of a program of what that did not load: the
+// capabilities missing, or the memlock limit that could not be raised.
+func loadFailed(what string, err, memlockErr error) error {
+	if hint := missingCaps(); hint != "" {
+		return unavailable("%s: load: %s: %w", what, hint, err)
+	}
+	if memlockErr != nil {
+		return unavailable("%s: load: %w (raising RLIMIT_MEMLOCK also failed: %v)", what, err, memlockErr)
+	}
+	return unavailable("%s: load: %w", what, err)
+}
+
+// countKeys counts the entries of a map with uint64 keys.
+func countKeys(m *ebpf.Map) int {
 	var k, next uint64
 	n := 0
 	kp := any(nil)
 	for {
-		if err := m.objs.RelayPeers.NextKey(kp, &next); err != nil {
+		if err := m.NextKey(kp, &next); err != nil {
 			return n
 		}
 		n++

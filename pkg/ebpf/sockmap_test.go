@@ -28,34 +28,48 @@ func TestSockmapWithoutCaps(t *testing.T) {
 		nilMap bool
 		log    string
 	}
-	done := make(chan out, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
-			done <- out{err: err}
-			return
-		}
-		data[0].Effective, data[1].Effective = 0, 0
-		if err := unix.Capset(&hdr, &data[0]); err != nil {
-			done <- out{err: err}
-			return
-		}
+	var o out
+	withoutCaps(t, func() {
 		m, err := OpenSockmap(16)
 		if m != nil {
 			m.Close()
 		}
 		var buf bytes.Buffer
 		nm := NewSockmap(16, slog.New(slog.NewTextHandler(&buf, nil)))
-		done <- out{err: err, nilMap: nm == nil, log: buf.String()}
-	}()
-	o := <-done
+		o = out{err: err, nilMap: nm == nil, log: buf.String()}
+	})
 	if !errors.Is(o.err, ErrUnavailable) || !strings.Contains(o.err.Error(), "CAP_BPF") {
 		t.Errorf("OpenSockmap without capabilities: %v; want ErrUnavailable naming CAP_BPF", o.err)
 	}
 	if !o.nilMap || strings.Count(o.log, "\n") != 1 || !strings.Contains(o.log, "level=WARN") || !strings.Contains(o.log, "relayed with splice") {
 		t.Errorf("NewSockmap without capabilities: nil %v, logged %q; want nil and one warning", o.nilMap, o.log)
+	}
+}
+
+// withoutCaps runs f on a locked OS thread whose effective capabilities
+// are dropped (they are per thread); the thread is never given back to the
+// runtime: it exits with its goroutine.
+func withoutCaps(t *testing.T, f func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		data[0].Effective, data[1].Effective = 0, 0
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			done <- err
+			return
+		}
+		f()
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("dropping the capabilities: %v", err)
 	}
 }
 

@@ -21,10 +21,6 @@ const (
 	tdswalkBad      = 4
 )
 
-// DefaultTDSWalkSessions is how many walks the kernel header walker's map
-// holds at once when OpenTDSWalk is given 0.
-const DefaultTDSWalkSessions = 32768
-
 // TDSWalk is the kernel header walker of the framed relay (relay.KernelWalker,
 // through pkg/app):
 // the socket filter of bpf/tdswalk.c and its map. Arm attaches the filter
@@ -50,13 +46,7 @@ func OpenTDSWalk(maxSessions int) (*TDSWalk, error) {
 	memlockErr := rlimit.RemoveMemlock()
 	t := &TDSWalk{}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
-		if hint := missingCaps(); hint != "" {
-			return nil, unavailable("header walker: load: %s: %w", hint, err)
-		}
-		if memlockErr != nil {
-			return nil, unavailable("header walker: load: %w (raising RLIMIT_MEMLOCK also failed: %v)", err, memlockErr)
-		}
-		return nil, unavailable("header walker: load: %w", err)
+		return nil, loadFailed("header walker", err, memlockErr)
 	}
 	return t, nil
 }
@@ -116,17 +106,7 @@ func (t *TDSWalk) Len() int {
 	if t.closed {
 		return 0
 	}
-	var k, next uint64
-	n := 0
-	kp := any(nil)
-	for {
-		if err := t.objs.TdswalkState.NextKey(kp, &next); err != nil {
-			return n
-		}
-		n++
-		k = next
-		kp = &k
-	}
+	return countKeys(t.objs.TdswalkState)
 }
 
 // Close frees the program and the map; sockets that still have the filter
@@ -144,28 +124,6 @@ func (t *TDSWalk) Close() error {
 // stateTries bounds the copies State takes of a walk the kernel keeps
 // writing (a stream arriving faster than two lookups).
 const stateTries = 8
-
-// ErrWalkBusy is what Walk.State returns when the kernel kept writing the
-// walk while it was read.
-var ErrWalkBusy = errors.New("header walker: no stable copy of the walk")
-
-// WalkState is a walk after the first Bytes bytes its socket received
-// since Arm; Usable says whether it may be trusted (it has begun, and
-// neither found a gap nor refused a header). The rest is the walker's
-// state there: HN header bytes gathered of the current packet (HVal, the
-// first highest; 0 at a boundary, 8 in a body), Left body bytes to come,
-// Packets and EOMs ended, Mid when the last packet ended had no EOM.
-// Its fields are those of relay.WalkState.
-type WalkState struct {
-	Usable  bool
-	Bytes   uint64
-	Packets uint64
-	EOMs    uint64
-	HVal    uint64
-	HN      int
-	Left    int
-	Mid     bool
-}
 
 // Walk is one socket's walk.
 type Walk struct {

@@ -3,14 +3,9 @@
 package ebpf
 
 import (
-	"errors"
 	"log/slog"
 	"net"
 )
-
-// DefaultTDSWalkSessions is the walks the map holds when OpenTDSWalk is
-// given 0.
-const DefaultTDSWalkSessions = 32768
 
 // TDSWalk is the kernel header walker. It only exists on little-endian
 // Linux; here OpenTDSWalk always fails with ErrUnavailable.
@@ -31,22 +26,6 @@ func NewTDSWalk(_ int, log *slog.Logger) *TDSWalk {
 func (*TDSWalk) Arm(*net.TCPConn) (*Walk, error) { return nil, ErrClosed }
 func (*TDSWalk) Len() int                        { return 0 }
 func (*TDSWalk) Close() error                    { return nil }
-
-// ErrWalkBusy is what Walk.State returns when the kernel kept writing the
-// walk while it was read.
-var ErrWalkBusy = errors.New("header walker: no stable copy of the walk")
-
-// WalkState is a walk's state (see the Linux build).
-type WalkState struct {
-	Usable  bool
-	Bytes   uint64
-	Packets uint64
-	EOMs    uint64
-	HVal    uint64
-	HN      int
-	Left    int
-	Mid     bool
-}
 
 // Walk is one socket's walk.
 type Walk struct{}

@@ -9,12 +9,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tdsgate/tdsgate/pkg/tds"
 )
@@ -261,29 +258,16 @@ func TestTDSWalkWithoutCaps(t *testing.T) {
 		nilW bool
 		log  string
 	}
-	done := make(chan out, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
-			done <- out{err: err}
-			return
-		}
-		data[0].Effective, data[1].Effective = 0, 0
-		if err := unix.Capset(&hdr, &data[0]); err != nil {
-			done <- out{err: err}
-			return
-		}
+	var o out
+	withoutCaps(t, func() {
 		w, err := OpenTDSWalk(16)
 		if w != nil {
 			w.Close()
 		}
 		var buf bytes.Buffer
 		nw := NewTDSWalk(16, slog.New(slog.NewTextHandler(&buf, nil)))
-		done <- out{err: err, nilW: nw == nil, log: buf.String()}
-	}()
-	o := <-done
+		o = out{err: err, nilW: nw == nil, log: buf.String()}
+	})
 	if !errors.Is(o.err, ErrUnavailable) || !strings.Contains(o.err.Error(), "CAP_BPF") {
 		t.Errorf("OpenTDSWalk without capabilities: %v; want ErrUnavailable naming CAP_BPF", o.err)
 	}
