@@ -37,8 +37,10 @@ import (
 // and from there the relay peeks as it would without it. A segment is
 // walked before TCP queues it, so the relay, which reads the walk after
 // it saw bytes queued, sees a stop before it could read the bytes that
-// caused it. Measured (make bench, the pooled bulk row): 0.18–0.21 CPU
-// s/GB against 0.30–0.32 peeking and HAProxy's 0.28–0.30, on one host.
+// caused it. Measured on a 2-vCPU host, pooled bulk of 4 KiB packets, CPU
+// s/GB: 0.18–0.21 walking in the kernel against 0.30–0.32 peeking and
+// HAProxy's 0.28–0.30 (three alternated runs of each); make bench, two
+// runs: 0.22–0.25 against HAProxy's 0.30–0.34.
 
 // KernelWalker starts kernel walks of the packets a socket receives.
 type KernelWalker interface {
