@@ -168,9 +168,58 @@ func whyBulkFast(r *Report, g, h *Bulk) string {
 	} else {
 		s += ". Reaching it would take a relay well ahead of the bare one, on one stream that shares two cores with the client and the stand-in: the row is short for every relay measured, not for tdsgate alone (the goal stands; this is why it is not met). "
 	}
+	s += cpuBudget(r, g, want)
 	s += fmt.Sprintf("tdsgate splices a run as HAProxy does (splice.go: SIOCINQ, then (*net.TCPConn).ReadFrom of exactly the bytes queued: two splice(2) calls per wake-up), at %.2f vs %.2f CPU s/GB; one stream's MB/s is bound by the client, the stand-in and the kernel's loopback work sharing two cores with the relay.", g.CPUPerGB, h.CPUPerGB)
 	if d != nil && d.MBps < 2000 {
 		s += fmt.Sprintf(" Direct reached only %.0f MB/s in this run, so the client and the stand-in, not the relays, bound the MB/s of all of them.", d.MBps)
 	}
 	return s
 }
+
+// cpuBudget says what the whole stream costs the machine: the work per GB
+// of every process on it (the relay, the kernel threads, the stand-in and
+// the client), times its MB/s, is the cores it kept busy. It gives that
+// for g, what g's work per GB would need at want MB/s, the most any bulk
+// stream of the run kept busy, and the work per GB a path could cost to
+// reach want within that. "" when the run lacks the figures.
+func cpuBudget(r *Report, g *Bulk, want float64) string {
+	if g.BackendGB <= 0 || g.ClientGB <= 0 {
+		return ""
+	}
+	busiest, name := 0.0, ""
+	for i := range r.Results.Bulks {
+		b := &r.Results.Bulks[i]
+		if b.Err != "" || b.Client != g.Client || b.Mode == ModeFullTLS {
+			continue
+		}
+		if c := b.coresBusy(); c > busiest {
+			busiest, name = c, b.Path+" "+b.Mode
+		}
+	}
+	cores := r.Machine.Cores
+	s := fmt.Sprintf("Every process on the stream together (relay %.2f, kernel threads %.2f, stand-in %.2f, client %.2f) costs %.2f CPU s/GB on tdsgate's path, so at %.0f MB/s it kept %.2f cores busy; at 1.5× HAProxy the same work per byte would need %.2f cores",
+		g.CPUPerGB, g.KThreadPerGB, g.BackendGB, g.ClientGB, g.allGB(), g.MBps, g.coresBusy(), g.allGB()*want/1000)
+	if cores > 0 {
+		s += fmt.Sprintf(" of the machine's %d", cores)
+	}
+	s += fmt.Sprintf(". The busiest bulk stream of this run (%s) kept %.2f cores busy: within that, 1.5× HAProxy needs the whole path at %.2f CPU s/GB or less", name, busiest, busiest*1000/want)
+	if d := r.bulk(PathDirect, g.Mode, g.Client); d != nil && d.Err == "" {
+		s += fmt.Sprintf(", where direct's two ends alone, with no relay and no second loopback hop, cost %.2f", d.allGB())
+	}
+	return s + ". "
+}
+
+// allGB is the CPU seconds per GB of every process on the stream: the
+// path's proxies (none for direct), the host's kernel threads, the
+// stand-in and the client.
+func (b *Bulk) allGB() float64 {
+	p := b.CPUPerGB
+	if b.Path == PathDirect {
+		p = 0
+	}
+	return p + b.KThreadPerGB + b.BackendGB + b.ClientGB
+}
+
+// coresBusy is how many cores the stream kept busy: its work per GB
+// times its rate.
+func (b *Bulk) coresBusy() float64 { return b.allGB() * b.MBps / 1000 }

@@ -21,6 +21,21 @@ func TestWhyBulkFast(t *testing.T) {
 			t.Errorf("why lacks %q:\n%s", want, why)
 		}
 	}
+	// The CPU budget: every process's work per GB times the rate.
+	for i, e := range []struct{ kt, be, cl float64 }{{0.01, 0.18, 0.22}, {0.08, 0.20, 0.30}, {0.04, 0.21, 0.37}, {0.06, 0.21, 0.27}} {
+		r.Results.Bulks[i].KThreadPerGB, r.Results.Bulks[i].BackendGB, r.Results.Bulks[i].ClientGB = e.kt, e.be, e.cl
+	}
+	r.Machine.Cores = 2
+	why = whyBulkFast(r, r.bulk(PathTdsgate, ModePlain, ClientRaw), r.bulk(PathHAProxy, ModePlain, ClientRaw))
+	// tdsgate: 0.30+0.06+0.21+0.27 = 0.84 s/GB; × 1.193 GB/s = 1.00
+	// cores; × 1.860 GB/s = 1.56. Busiest: haproxy, (0.31+0.04+0.21+0.37)
+	// × 1.240 = 1.15 cores, so 1.15/1.860 = 0.62 s/GB at most; direct's
+	// ends 0.41.
+	for _, want := range []string{"costs 0.84 CPU s/GB on tdsgate's path, so at 1193 MB/s it kept 1.00 cores busy", "would need 1.56 cores of the machine's 2", "(haproxy plain) kept 1.15 cores busy", "at 0.62 CPU s/GB or less", "cost 0.41"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("why lacks %q:\n%s", want, why)
+		}
+	}
 	// A fast direct: the claim rests on the bare relay alone.
 	r.Results.Bulks[0].MBps = 3200
 	why = whyBulkFast(r, r.bulk(PathTdsgate, ModePlain, ClientRaw), r.bulk(PathHAProxy, ModePlain, ClientRaw))

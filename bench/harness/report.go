@@ -299,10 +299,11 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 	w("`%s` (the stand-in's bulk source: one row per 4096-byte packet, pre-encoded in memory and written a megabyte at a time, so that the source outruns the relays): one result set of %.0f MB with the raw client (read in 256 KiB chunks, packet headers followed, nothing decoded), %.0f MB with go-mssqldb (every row scanned), "+
 		fmt.Sprintf("in each of %d pass(es) over all the paths; MB/s and CPU are over all passes together. ", r.Options.Passes)+
 		"MB/s counts wire bytes (10^6 B/s). CPU is user+sys of the path's proxy processes from /proc/<pid>/task/*/schedstat (nanoseconds) over the transfer, per 10^9 bytes relayed; "+
-		"the stand-in's own CPU per GB and the client's (this process's) are shown for scale, and so is the CPU of every kernel thread on the host over the transfer (kworker, ksoftirqd: where the sockmap relay's forwarding runs; the whole machine's, so other work shows in it too).\n\n",
+		"the stand-in's own CPU per GB and the client's (this process's) are shown for scale, and so is the CPU of every kernel thread on the host over the transfer (kworker, ksoftirqd: where the sockmap relay's forwarding runs; the whole machine's, so other work shows in it too). "+
+		"\"cores busy\" adds them all (proxy, kernel threads, stand-in, client) and multiplies by the rate: how many of the machine's cores the stream kept busy.\n\n",
 		"-- standin:bulk N",
 		float64(r.Options.BulkBytes)/1e6, float64(r.Options.GoBulkBytes)/1e6)
-	t := &mdTable{head: []string{"path", "mode", "client", "MB", "MB/s", "proxy CPU s/GB", "kthread CPU s/GB", "stand-in CPU s/GB", "client CPU s/GB", "MB/s vs direct", "MB/s vs HAProxy", "CPU/GB vs HAProxy", "spread over passes (MB/s; CPU s/GB)", "note"}}
+	t := &mdTable{head: []string{"path", "mode", "client", "MB", "MB/s", "proxy CPU s/GB", "kthread CPU s/GB", "stand-in CPU s/GB", "client CPU s/GB", "cores busy", "MB/s vs direct", "MB/s vs HAProxy", "CPU/GB vs HAProxy", "spread over passes (MB/s; CPU s/GB)", "note"}}
 	find := func(path string, x Bulk) *Bulk {
 		for i := range r.Results.Bulks {
 			y := &r.Results.Bulks[i]
@@ -329,6 +330,10 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 		if x.Err == "" {
 			kc = fmt.Sprintf("%.2f", x.KThreadPerGB)
 		}
+		busy := "—"
+		if x.Err == "" && x.ClientGB > 0 {
+			busy = fmt.Sprintf("%.2f", x.coresBusy())
+		}
 		spread := "—"
 		if x.Passes > 1 {
 			spread = fmt.Sprintf("%s–%s", num(x.MBpsMin), num(x.MBpsMax))
@@ -336,7 +341,7 @@ func (r *Report) writeBulk(b *strings.Builder, base string) {
 				spread += fmt.Sprintf("; %.2f–%.2f", x.CPUPerGBMin, x.CPUPerGBMax)
 			}
 		}
-		t.add(x.Path, x.Mode, clientName(x.Client), num(float64(x.Bytes)/1e6), num(x.MBps), cpu, kc, num(x.BackendGB), num(x.ClientGB), vd, vh, ch, spread, errCell(x.Err))
+		t.add(x.Path, x.Mode, clientName(x.Client), num(float64(x.Bytes)/1e6), num(x.MBps), cpu, kc, num(x.BackendGB), num(x.ClientGB), busy, vd, vh, ch, spread, errCell(x.Err))
 	}
 	b.WriteString(t.String())
 	w("\n![bulk MB/s](%s/bulk-mbps.png)\n\n![bulk CPU per GB](%s/bulk-cpu.png)\n\n", base, base)

@@ -46,8 +46,10 @@ func Listen(ctx context.Context, addr string, n int) ([]net.Listener, error) {
 		return nil, fmt.Errorf("listener: address %q: %w", addr, err)
 	}
 	lc := net.ListenConfig{
-		Control:   reusePortControl,
-		KeepAlive: DefaultKeepAlive,
+		Control: reusePortControl,
+		// Serve sets each accepted connection's keepalive (WithKeepAlive):
+		// a second set here would cost four setsockopt(2) per connection.
+		KeepAlive: -1,
 	}
 	lns := make([]net.Listener, 0, n)
 	closeAll := func() {

@@ -511,3 +511,27 @@ func refusedCount(n any) int32 {
 	}
 	return n.(*atomic.Int32).Load()
 }
+
+// TestListenLeavesKeepAliveToServe: a connection accepted from Listen's
+// listeners has no keepalive until Serve sets it, so that an accepted
+// connection pays for one keepalive setup, not two.
+func TestListenLeavesKeepAliveToServe(t *testing.T) {
+	lns := listenT(t, "127.0.0.1:0", 1)
+	c, err := net.Dial("tcp", lns[0].Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := lns[0].Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tc := s.(*net.TCPConn)
+	if on := sockoptInt(t, tc, unix.SOL_SOCKET, unix.SO_KEEPALIVE); on != 0 {
+		t.Errorf("SO_KEEPALIVE=%d on a connection Serve has not seen, want 0 (Serve sets it)", on)
+	}
+	if nd := sockoptInt(t, tc, unix.IPPROTO_TCP, unix.TCP_NODELAY); nd != 1 {
+		t.Errorf("TCP_NODELAY=%d, want 1", nd)
+	}
+}
