@@ -168,6 +168,10 @@ func (r *Report) goals() []goal {
 		if len(per) > 1 {
 			x.measured += fmt.Sprintf("; per pass %s (spread %.0f–%.0f%%)", strings.Join(per, ", "), 100*lo, 100*hi)
 		}
+		x3 := r.churn(PathTdsgateThree, m, ClientRaw)
+		if x3 != nil && x3.PerSecond > 0 {
+			x.measured += fmt.Sprintf("; the same three instances without Redis (%s) %.0f conn/s (%.0f%% of standalone), Redis %.0f%% of them", PathTdsgateThree, x3.PerSecond, 100*x3.PerSecond/s.PerSecond, 100*g.PerSecond/x3.PerSecond)
+		}
 		switch {
 		case best >= 0.9:
 			x.verdict = verdictMet
@@ -175,7 +179,7 @@ func (r *Report) goals() []goal {
 			x.verdict = verdictNoise
 		default:
 			x.verdict = verdictShort
-			x.why = whyChurnRedis(m, g, s)
+			x.why = whyChurnRedis(m, g, s, x3)
 		}
 		gs = append(gs, x)
 	}
@@ -409,7 +413,7 @@ func whyChurn(path, mode string, r *Report) string {
 	return b.String()
 }
 
-func whyChurnRedis(mode string, g, s *Churn) string {
+func whyChurnRedis(mode string, g, s, x3 *Churn) string {
 	var b strings.Builder
 	b.WriteString("With the slot linger (default 100 ms) a login through Redis takes a warm slot and its close keeps it warm, so the steady churn runs no script; " +
 		"what remains is three tdsgate processes and redis-server on two cores, beside the load generator and the stand-in: three Go runtimes, " +
@@ -419,6 +423,14 @@ func whyChurnRedis(mode string, g, s *Churn) string {
 		fmt.Fprintf(&b, " (%.3f ms of CPU per connection across the three instances and redis-server, against %.3f ms for one standalone instance)", g.CPUPerK, s.CPUPerK)
 	}
 	b.WriteString(".")
+	if x3 != nil && x3.PerSecond > 0 && s.PerSecond > 0 {
+		fmt.Fprintf(&b, " The same three instances without Redis, each on its own local limiter (%s), did %.0f conn/s in this run, %.0f%% of one standalone instance; through Redis they did %.0f%% of that: ", PathTdsgateThree, x3.PerSecond, 100*x3.PerSecond/s.PerSecond, 100*g.PerSecond/x3.PerSecond)
+		if g.PerSecond >= 0.95*x3.PerSecond {
+			b.WriteString("the shortfall is the three processes, not Redis.")
+		} else {
+			b.WriteString("Redis itself costs the rest.")
+		}
+	}
 	if mode == ModeLoginTLS {
 		b.WriteString(" With login TLS the two TLS handshakes per connection dominate both paths.")
 	}

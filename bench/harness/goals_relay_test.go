@@ -102,3 +102,41 @@ func TestCPUWithinNoise(t *testing.T) {
 		}
 	}
 }
+
+// TestChurnRedisThree: the churn-through-Redis row gives the same run's
+// three instances without Redis, and its why says whether the shortfall
+// is the three processes or Redis.
+func TestChurnRedisThree(t *testing.T) {
+	c := func(path string, cps float64) Churn {
+		return Churn{Row: Row{Path: path, Mode: ModePlain, Client: ClientRaw}, Conns: 1000, PerSecond: cps, Passes: []float64{cps}}
+	}
+	row := func(r *Report) goal {
+		for _, g := range r.goals() {
+			if strings.HasPrefix(g.name, "churn through Redis") {
+				return g
+			}
+		}
+		t.Fatal("no churn-through-Redis row")
+		return goal{}
+	}
+	r := &Report{}
+	r.Results.Churns = []Churn{c(PathTdsgate, 2600), c(PathTdsgateRedis, 2150), c(PathTdsgateThree, 2216)}
+	g := row(r)
+	for _, want := range []string{"best passes 2150 vs 2600 conn/s (83%)", "without Redis (tdsgate-x3) 2216 conn/s (85% of standalone), Redis 97% of them"} {
+		if !strings.Contains(g.measured, want) {
+			t.Errorf("measured lacks %q:\n%s", want, g.measured)
+		}
+	}
+	if g.verdict != verdictShort || !strings.Contains(g.why, "did 2216 conn/s in this run, 85% of one standalone instance; through Redis they did 97% of that: the shortfall is the three processes, not Redis.") {
+		t.Errorf("verdict %q, why:\n%s", g.verdict, g.why)
+	}
+	r.Results.Churns[2].PerSecond = 2500
+	if g := row(r); !strings.Contains(g.why, "Redis itself costs the rest") {
+		t.Errorf("with Redis at 86%% of the three instances, why:\n%s", g.why)
+	}
+	// Without the reference path the row stands as before.
+	r.Results.Churns = r.Results.Churns[:2]
+	if g := row(r); strings.Contains(g.measured, "without Redis") {
+		t.Errorf("no tdsgate-x3 row, measured:\n%s", g.measured)
+	}
+}

@@ -23,6 +23,12 @@ const (
 	PathTdsgate      = "tdsgate"
 	PathTdsgateRedis = "tdsgate+redis"
 	PathTdsgatePool  = "tdsgate+pool"
+	// PathTdsgateThree is three independent tdsgate instances, each on
+	// its own local limiter, no Redis (clients round robin): the Redis
+	// path's processes without Redis. Churn only: beside tdsgate+redis it
+	// tells what Redis costs from what three processes on the machine's
+	// cores cost.
+	PathTdsgateThree = "tdsgate-x3"
 	// PathTdsgateSockmap is tdsgate with relay: sockmap (the kernel
 	// relay; it needs root, else the proxy warns and splices).
 	PathTdsgateSockmap = "tdsgate+sockmap"
@@ -57,6 +63,8 @@ func (t *Target) in(section string) bool {
 		return section == "bulk"
 	case t.Path == PathBare || t.Path == PathBareTLS:
 		return section == "bulk" || section == "roundtrip"
+	case t.Path == PathTdsgateThree:
+		return section == "churn"
 	}
 	return true
 }
@@ -210,6 +218,13 @@ func (e *env) setup(ctx context.Context) error {
 			}
 		}
 	}
+	for _, mode := range []string{ModePlain, ModeLoginTLS} {
+		if t, err := e.startTdsgate(ctx, PathTdsgateThree, mode, 3, "", nil, ""); err != nil {
+			e.skip(PathTdsgateThree, mode, "%v", err)
+		} else {
+			e.add(t)
+		}
+	}
 	// tdsgate with session pooling: Options.PoolYAML (BENCH_POOL_YAML) is
 	// a YAML mapping merged into the bucket; the default turns on session
 	// pooling (pkg/pool). "off" skips the path.
@@ -264,6 +279,8 @@ func (e *env) fresh(ctx context.Context, t *Target) (*Target, func(), error) {
 		nt, err = e.startTdsgate(ctx, t.Path, t.Mode, 1, "", nil, "-fresh")
 	case PathTdsgateRedis:
 		nt, err = e.startTdsgate(ctx, t.Path, t.Mode, 3, e.redis, nil, "-fresh")
+	case PathTdsgateThree:
+		nt, err = e.startTdsgate(ctx, t.Path, t.Mode, 3, "", nil, "-fresh")
 	case PathTdsgatePool:
 		nt, err = e.startTdsgate(ctx, t.Path, t.Mode, 1, "", e.poolExtra, "-fresh")
 	default:
@@ -501,7 +518,7 @@ func tdsgateConfig(id, listen, metrics, redisAddr string, buckets ...map[string]
 }
 
 // startTdsgate runs n bin/proxy processes for a path and mode (n > 1 with
-// Redis: the instances share the bucket's cap). extra is merged into the
+// Redis: the instances share the bucket's cap; without, each has its own). extra is merged into the
 // bucket (the pooling hook).
 func (e *env) startTdsgate(ctx context.Context, path, mode string, n int, redisAddr string, extra map[string]any, suffix string) (*Target, error) {
 	ports, err := freePorts(2 * n)

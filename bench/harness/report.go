@@ -187,6 +187,7 @@ func (r *Report) writePaths(b *strings.Builder) {
 		PathTdspool:        "client → FreeTDS tdspool (session pool; plaintext only) → stand-in",
 		PathTdsgate:        "client → tdsgate (bin/proxy, local limiter, no pooling) → stand-in",
 		PathTdsgateRedis:   "client → one of three tdsgate instances sharing the bucket's cap through redis-server (clients round robin) → stand-in; redis-server's CPU and memory count as the path's",
+		PathTdsgateThree:   "client → one of three independent tdsgate instances, each with its own local limiter, no Redis (clients round robin) → stand-in; churn only: tdsgate+redis without Redis, to tell what Redis costs from what three processes cost",
 		PathTdsgatePool:    "client → tdsgate with session pooling (`pool_mode: session`: a backend connection is reset and reused by the next client; `header_walk: kernel`, the default: a BPF socket filter walks the server's packet headers, so the framed relay splices answers unpeeked) → stand-in",
 		PathTdsgateSockmap: "client → tdsgate with `relay: sockmap` (after the login, a BPF sockhash + sk_skb verdict program moves each segment between the two sockets in the kernel) → stand-in",
 		PathBare:           "client → bench/cmd/barerelay (Go's io.Copy both ways between the two TCP conns, spliced by Go; TLS passes through end to end): the floor for a relay written in Go → stand-in",

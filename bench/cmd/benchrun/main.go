@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -32,7 +33,7 @@ func main() {
 	flag.StringVar(&o.StandinBin, "standin", "", "stand-in binary (default: go build ./tools/standin)")
 	idle := flag.Int("idle", 0, "idle sessions (default 10000; quick 300)")
 	flag.IntVar(&o.ChurnPasses, "churn-passes", 0, "interleaved passes of the churn section (default 4; quick 1); the report lists every pass")
-	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct, haproxy and the bare relays are kept as references")
+	paths := flag.String("paths", "", "comma-separated paths to run (default: all); direct, haproxy and the bare relays are kept as references, and tdsgate-x3 with tdsgate+redis")
 	sections := flag.String("sections", "", "comma-separated sections to run: roundtrip,bulk,churn,idle,admission (default: all)")
 	flag.BoolVar(&o.NoProfiles, "noprofile", false, "take no CPU profiles of tdsgate during the round trips and bulk runs")
 	render := flag.String("render", "", "render the report of a finished run again from its results.json (no benchmark), into -out")
@@ -49,6 +50,9 @@ func main() {
 	o.IdleSessions = *idle
 	if *paths != "" {
 		o.Paths = append(strings.Split(*paths, ","), harness.PathDirect, harness.PathHAProxy, harness.PathBare, harness.PathBareTLS)
+		if slices.Contains(o.Paths, harness.PathTdsgateRedis) {
+			o.Paths = append(o.Paths, harness.PathTdsgateThree)
+		}
 	}
 	if *sections != "" {
 		o.Sections = strings.Split(*sections, ",")
