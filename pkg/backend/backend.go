@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/tdsgate/tdsgate/pkg/tds"
@@ -361,7 +362,9 @@ func (c *Conn) Login(ctx context.Context, login7 []byte, clientVersion uint32) (
 		case tok.EnvChange != nil:
 			switch tok.EnvChange.Type {
 			case tds.EnvPacketSize:
-				fmt.Sscan(tok.EnvChange.NewString(), &res.PacketSize)
+				if n, err := strconv.Atoi(tok.EnvChange.NewString()); err == nil {
+					res.PacketSize = n
+				}
 			case tds.EnvDatabase:
 				res.Database = tok.EnvChange.NewString()
 			case tds.EnvLanguage:

@@ -281,3 +281,19 @@ func TestHangup(t *testing.T) {
 		}
 	})
 }
+
+// The packet size the server's ENVCHANGE names is the session's.
+func TestLoginPacketSize(t *testing.T) {
+	bs := testenv.Buckets(t, 1, nil)
+	c, err := backend.Connect(context.Background(), &backend.Target{Bucket: "b", Address: bs[0].Addr(), Encryption: backend.EncryptNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l := (&tds.Login7{TDSVersion: tds.Version74, PacketSize: 8000, OptionFlags1: 0xE0, OptionFlags2: 0x03,
+		UserName: "sa", Password: testenv.Passwords[0], Database: "tenant_db", AppName: "backend-test"}).Append(nil)
+	res, err := c.Login(context.Background(), l, tds.Version74)
+	if err != nil || !res.OK || res.PacketSize != 8000 {
+		t.Fatalf("login: packet size %d, ok %v, %v; want 8000", res.PacketSize, res.OK, err)
+	}
+}

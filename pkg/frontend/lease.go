@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"time"
 
@@ -128,7 +129,9 @@ func (d *dedicated) Release() {
 	d.s.leaveKernel()
 	var local string
 	if d.be != nil {
-		local = d.be.Raw.LocalAddr().String()
+		if d.s.log.Enabled(context.Background(), slog.LevelInfo) {
+			local = d.be.Raw.LocalAddr().String() // formatted only for the log line
+		}
 		d.be.Hangup(backend.DefaultCloseWait)
 		d.be = nil
 	}
