@@ -83,7 +83,9 @@ generate: ## Regenerate generated code: the eBPF tracker (bpf2go; needs clang, l
 	$(GO) generate ./pkg/ebpf
 
 .PHONY: bench
-bench: ## Run the benchmark harness and write bench/results/<date>-<sha>.md (BENCH_QUICK=1: the 1-minute CI mode)
+bench: ## Run the benchmark harness and write bench/results/<date>-<sha>.md (BENCH_QUICK=1: the 1-minute CI mode); installs linux-perf if missing (root)
+	@command -v perf >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; } || \
+	  echo "bench: perf is not installed and could not be (apt-get install linux-perf, as root): the report will have no whole-machine profiles"
 	$(GO) build -o $(BIN)/proxy ./cmd/proxy/
 	$(GO) build -o $(BIN)/standin ./tools/standin/
 	$(GO) run ./bench/cmd/benchrun -proxy $(BIN)/proxy -standin $(BIN)/standin -out bench/results

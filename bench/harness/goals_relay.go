@@ -34,7 +34,7 @@ func (r *Report) relayGoals() []goal {
 			x.known = true
 			x.measured = fmt.Sprintf("%.0f vs %.0f MB/s (%.2f×); %.2f vs %.2f CPU s/GB%s", g.MBps, h.MBps, g.MBps/h.MBps, g.CPUPerGB, h.CPUPerGB, spreadNote(g, h))
 			if x.verdict = bulkVerdict(g, h, 1.5); x.verdict == verdictShort {
-				x.why = whyBulkFast(r, g, h) + r.profileRef(profileKey("bulk", p, ModePlain, 0))
+				x.why = whyBulkFast(r, g, h) + r.profileRef(profileKey("bulk", p, ModePlain, 0)) + r.perfRef(p)
 			}
 		}
 		gs = append(gs, x)

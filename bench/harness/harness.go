@@ -288,6 +288,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 					continue
 				}
 				stop := func() {}
+				var perf *perfRun
+				key := profileKey("bulk", t.Path, t.Mode, 0)
+				if cl == client(raw) && t.Mode == ModePlain {
+					perf = e.startPerf(ctx, key, e.perfRoles(t))
+				}
 				if cl == client(raw) {
 					// About the transfer's time at the first pass's pace.
 					d := 2 * time.Second
@@ -296,8 +301,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 					}
 					stop = e.startProfile(ctx, t, profileKey("bulk", t.Path, t.Mode, 0), d, res)
 				}
-				r := e.measureBulk(ctx, t, cl, n)
+				r := e.measureBulk(ctx, t, cl, n, perf)
 				stop()
+				if perf != nil {
+					// The last pass's profile is kept.
+					if m, err := perf.finish(ctx); err != nil {
+						o.logf("perf %s: %v", key, err)
+					} else {
+						if res.PerfMachine == nil {
+							res.PerfMachine = map[string]PerfMachine{}
+						}
+						res.PerfMachine[key] = m
+					}
+				}
 				o.logf("bulk %-26s %s %6.0f MB/s proxy %.2f CPU-s/GB %s", t.Name(), cl.name(), r.MBps, r.CPUPerGB, r.Err)
 				k := t.Name() + cl.name()
 				i, ok := bulkAt[k]
@@ -311,6 +327,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		})
 		cl.closeAll()
 	}
+	res.PerfNote = e.perfNote
 	// Churn: the best pass, with every pass's conn/s (Churn.Passes).
 	churnAt := map[string]int{}
 	for _, cl := range []client{raw, gc} {

@@ -214,6 +214,11 @@ type Results struct {
 	// Profiles are the tops of the CPU profiles taken during the run, by
 	// profileKey (profile.go).
 	Profiles map[string]string `json:",omitempty"`
+	// PerfMachine are the whole-machine profiles of the raw client's
+	// plaintext bulk runs (perf.go), by profileKey; PerfNote says why
+	// there are none.
+	PerfMachine map[string]PerfMachine `json:",omitempty"`
+	PerfNote    string                 `json:",omitempty"`
 }
 
 func row(t *Target, cl client) Row { return Row{Path: t.Path, Mode: t.Mode, Client: cl.name()} }
@@ -299,7 +304,8 @@ func bulkQuery(n int64) string {
 
 // measureBulk streams one large result set through t and charges the
 // proxy processes' CPU to it.
-func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bulk {
+// perf, if not nil, is enabled for the transfer alone.
+func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64, perf *perfRun) Bulk {
 	r := Bulk{Row: row(t, cl)}
 	s, err := cl.open(ctx, t, 0)
 	if err != nil {
@@ -311,6 +317,9 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 		r.Err = err.Error()
 		return r
 	}
+	if err := perf.command("enable"); err != nil {
+		e.opts.logf("%v", err)
+	}
 	before, err1 := sumStats(t.PIDs)
 	bb, err2 := readStat(e.standin.pid())
 	cb, err5 := readStat(os.Getpid())
@@ -318,6 +327,9 @@ func (e *env) measureBulk(ctx context.Context, t *Target, cl client, n int64) Bu
 	start := time.Now()
 	bytes, err := s.stream(bulkQuery(n))
 	el := time.Since(start)
+	if err := perf.command("disable"); err != nil {
+		e.opts.logf("%v", err)
+	}
 	k1 := kthreadCPU()
 	after, err3 := sumStats(t.PIDs)
 	ba, err4 := readStat(e.standin.pid())

@@ -147,6 +147,9 @@ type env struct {
 	versions  map[string]string
 	// poolExtra is BENCH_POOL_YAML, parsed: merged into the pooled path's bucket.
 	poolExtra map[string]any
+	// perfNote says why this run has no whole-machine profiles (perf.go),
+	// "" while it may have them.
+	perfNote string
 }
 
 func (e *env) close() {

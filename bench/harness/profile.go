@@ -122,7 +122,7 @@ func (r *Report) profileRef(key string) string {
 }
 
 func (r *Report) writeProfiles(b *strings.Builder) {
-	if len(r.Results.Profiles) == 0 {
+	if len(r.Results.Profiles) == 0 && len(r.Results.PerfMachine) == 0 && r.Results.PerfNote == "" {
 		return
 	}
 	fmt.Fprintf(b, "## Profiles\n\nCPU profiles (Go's pprof, `pprof: true`) of the first tdsgate process of each path, taken over the measurement itself: the round trips at 16 and 128 sessions and the raw client's bulk runs (the last pass). `go tool pprof -top -cum`; flat is time in the function itself, cum with what it calls. Time in the kernel (the syscalls' own work: splice, TCP) counts in the function that made the call.\n\n")
@@ -134,4 +134,58 @@ func (r *Report) writeProfiles(b *strings.Builder) {
 	for _, k := range keys {
 		fmt.Fprintf(b, "### %s\n\n```\n%s\n```\n\n", k, r.Results.Profiles[k])
 	}
+	r.writePerfMachine(b)
+}
+
+// perfRef is the sentence a plaintext bulk row adds when the run has a
+// whole-machine profile of its path: where the machine's cores went.
+func (r *Report) perfRef(path string) string {
+	m, ok := r.Results.PerfMachine[profileKey("bulk", path, ModePlain, 0)]
+	if !ok {
+		return ""
+	}
+	s := m.split(r.Machine.Cores)
+	return fmt.Sprintf(" perf of the whole machine over this path's last transfer, in cores of %d: the path %.2f, the stand-in %.2f, the client %.2f, kernel threads %.2f, other %.2f, idle %.2f (\"%s\" under Profiles).",
+		r.Machine.Cores, s["path"], s["stand-in"], s["client"], s["kernel"], s["other"], s["idle"], perfSection)
+}
+
+// perfSection heads the whole-machine profiles.
+const perfSection = "Whole machine during the plaintext bulk runs (perf)"
+
+// writePerfMachine writes the whole-machine profiles: each plaintext
+// bulk path's cores split between its processes, the stand-in, the
+// client, the kernel's threads and idle, and the heaviest symbols of
+// tdsgate's.
+func (r *Report) writePerfMachine(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	if len(r.Results.PerfMachine) == 0 {
+		if r.Results.PerfNote != "" {
+			w("### %s\n\n%s.\n\n", perfSection, r.Results.PerfNote)
+		}
+		return
+	}
+	cores := r.Machine.Cores
+	w("### %s\n\n`perf record -a -e cpu-clock -F 999` over the transfer alone (enabled and disabled through perf's control descriptors around it), the raw client, the last pass: each command's share of every CPU's time, in cores (of %d). cpu-clock samples idle CPUs too (the swapper), so the columns add up to the machine. \"path\" is the path's own processes (tdsgate; HAProxy; the bare relay; with Redis, redis-server too), \"kernel threads\" kworker, ksoftirqd and the like (the sockmap relay's forwarding runs there), \"other\" the rest of the machine.\n\n", perfSection, cores)
+	t := &mdTable{head: []string{"path", "MB/s", "path", "stand-in", "client", "kernel threads", "other", "idle"}}
+	for _, x := range r.Results.Bulks {
+		if x.Mode != ModePlain || x.Client != ClientRaw {
+			continue
+		}
+		m, ok := r.Results.PerfMachine[profileKey("bulk", x.Path, x.Mode, 0)]
+		if !ok {
+			continue
+		}
+		s := m.split(cores)
+		c := func(role string) string { return fmt.Sprintf("%.2f", s[role]) }
+		path := c("path")
+		if x.Path == PathDirect {
+			path = "—"
+		}
+		t.add(x.Path, num(x.MBps), path, c("stand-in"), c("client"), c("kernel"), c("other"), c("idle"))
+	}
+	b.WriteString(t.String())
+	if m, ok := r.Results.PerfMachine[profileKey("bulk", PathTdsgate, ModePlain, 0)]; ok && m.Top != "" {
+		w("\nThe heaviest symbols of the whole machine during tdsgate's (`perf report --sort comm,dso,sym`, ≥ 1 %%):\n\n```\n%s\n```\n", m.Top)
+	}
+	w("\n")
 }
