@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,11 +70,10 @@ func (e *env) startPerf(ctx context.Context, key string, roles map[string]string
 		ctlW.Close()
 		return nil
 	}
-	file := filepath.Join(e.dir, "perf-"+strings.NewReplacer(" ", "_", "(", "", ")", "", "=", "", "+", "-").Replace(key)+".data")
+	file := e.profileFile("perf-", key, ".data")
 	cmd := exec.CommandContext(ctx, bin, "record", "-a", "-e", "cpu-clock", "-F", "999", "--no-buildid", "-q",
 		"-D", "-1", "--control", "fd:3,4", "-o", file)
 	cmd.ExtraFiles = []*os.File{ctlR, ackW}
-	cmd.Stdout, cmd.Stderr = nil, nil
 	err = cmd.Start()
 	ctlR.Close()
 	ackW.Close()

@@ -30,6 +30,14 @@ func profileKey(section, path, mode string, conc int) string {
 	return fmt.Sprintf("%s %s (%s)", section, path, mode)
 }
 
+// keyFile turns a profile key into a file name's middle.
+var keyFile = strings.NewReplacer(" ", "_", "(", "", ")", "", "=", "", "+", "-")
+
+// profileFile is where a profile of key is kept in the work directory.
+func (e *env) profileFile(prefix, key, ext string) string {
+	return filepath.Join(e.dir, prefix+keyFile.Replace(key)+ext)
+}
+
 // profiled reports whether a target's measurements get a CPU profile.
 func profiled(t *Target) bool {
 	return len(t.metrics) > 0 && t.Path != PathTdsgateSockmap
@@ -44,7 +52,7 @@ func (e *env) startProfile(ctx context.Context, t *Target, key string, d time.Du
 		return func() {}
 	}
 	secs := max(int((d+time.Second-1)/time.Second), 1)
-	file := filepath.Join(e.dir, "pprof-"+strings.NewReplacer(" ", "_", "(", "", ")", "", "=", "", "+", "-").Replace(key)+".pb.gz")
+	file := e.profileFile("pprof-", key, ".pb.gz")
 	done := make(chan error, 1)
 	go func() {
 		cl := http.Client{Timeout: time.Duration(secs+30) * time.Second}
